@@ -1,0 +1,255 @@
+//! The messages the services exchange: one versioned envelope around one
+//! serde-tagged payload enum. The routing key of an event is its type name.
+
+use crate::money::Money;
+use crate::order::{OrderStatus, Provider};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// W3C trace context, carried so that one order is one trace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
+
+/// Every event on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// UUID v7: unique, and sortable by time. Consumers deduplicate on it.
+    pub id: Uuid,
+    pub schema_version: u16,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    /// The payhub order this event concerns, when it concerns one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shop_id: Option<Uuid>,
+    /// The shop's correlationID of the order, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(default)]
+    pub trace: TraceContext,
+    #[serde(flatten)]
+    pub payload: EventPayload,
+}
+
+impl Envelope {
+    pub fn new(payload: EventPayload) -> Envelope {
+        Envelope {
+            id: Uuid::now_v7(),
+            schema_version: SCHEMA_VERSION,
+            occurred_at: OffsetDateTime::now_utc(),
+            order_id: None,
+            shop_id: None,
+            correlation_id: None,
+            trace: TraceContext::default(),
+            payload,
+        }
+    }
+
+    pub fn for_order(payload: EventPayload, order_id: Uuid, shop_id: Uuid, correlation_id: &str) -> Envelope {
+        Envelope {
+            order_id: Some(order_id),
+            shop_id: Some(shop_id),
+            correlation_id: Some(correlation_id.to_string()),
+            ..Envelope::new(payload)
+        }
+    }
+
+    /// The event's type name: its routing key and its metric label.
+    pub fn kind(&self) -> &'static str {
+        self.payload.kind()
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope always serialises")
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Envelope, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum EventPayload {
+    #[serde(rename = "order.accepted")]
+    OrderAccepted(OrderAccepted),
+    #[serde(rename = "charge.created")]
+    ChargeCreated(ChargeCreated),
+    #[serde(rename = "charge.failed")]
+    ChargeFailed(ChargeFailed),
+    #[serde(rename = "payment.reported")]
+    PaymentReported(PaymentReported),
+    #[serde(rename = "order.status_changed")]
+    OrderStatusChanged(OrderStatusChanged),
+}
+
+impl EventPayload {
+    pub const KINDS: [&'static str; 5] = [
+        "order.accepted",
+        "charge.created",
+        "charge.failed",
+        "payment.reported",
+        "order.status_changed",
+    ];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventPayload::OrderAccepted(_) => "order.accepted",
+            EventPayload::ChargeCreated(_) => "charge.created",
+            EventPayload::ChargeFailed(_) => "charge.failed",
+            EventPayload::PaymentReported(_) => "payment.reported",
+            EventPayload::OrderStatusChanged(_) => "order.status_changed",
+        }
+    }
+}
+
+/// What the provider needs to know about the payer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeCustomer {
+    pub name: String,
+    pub email: String,
+    /// CPF or CNPJ digits.
+    pub tax_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+/// ingress stored an order; a charge must be created for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderAccepted {
+    pub provider: Provider,
+    /// The id payhub gives the provider for this charge (the order's UUID):
+    /// unique across shops, so a webhook finds exactly one order.
+    pub provider_reference: String,
+    pub amount: Money,
+    pub customer: ChargeCustomer,
+    pub expires_in_secs: u32,
+    pub description: String,
+}
+
+/// The view of a charge that the shop and the buyer see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeView {
+    pub br_code: String,
+    pub qr_code_image_url: String,
+    pub payment_link_url: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeCreated {
+    pub provider: Provider,
+    pub provider_reference: String,
+    pub provider_charge_id: String,
+    pub amount: Money,
+    pub charge: ChargeView,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeFailed {
+    pub provider: Provider,
+    pub reason: String,
+    /// True when retrying cannot help (the provider refused the request).
+    pub permanent: bool,
+}
+
+/// A verified provider webhook, normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentReported {
+    pub provider: Provider,
+    /// The stored webhook this came from.
+    pub webhook_event_id: Uuid,
+    /// The reference payhub gave the provider (the order's UUID).
+    pub provider_reference: String,
+    pub report: PaymentReport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PaymentReport {
+    Completed {
+        /// The charge's value as the provider reports it.
+        charge_value: Money,
+        /// What the payer actually sent, when the provider says.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        paid_value: Option<Money>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        end_to_end_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        transaction_id: Option<String>,
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        paid_at: Option<OffsetDateTime>,
+    },
+    Expired,
+}
+
+/// order-updater moved an order; everything notifier and reporter need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderStatusChanged {
+    pub provider: Provider,
+    pub from: OrderStatus,
+    pub to: OrderStatus,
+    pub amount: Money,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub customer_name: String,
+    pub customer_email: String,
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charge: Option<ChargeView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_to_end_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub order_created_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Currency;
+
+    #[test]
+    fn round_trips_with_type_tag() {
+        let env = Envelope::for_order(
+            EventPayload::ChargeFailed(ChargeFailed { provider: Provider::Openpix, reason: "down".into(), permanent: false }),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            "c-1",
+        );
+        let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
+        assert_eq!(json["type"], "charge.failed");
+        assert_eq!(json["schema_version"], 1);
+        assert_eq!(json["data"]["reason"], "down");
+        assert_eq!(Envelope::from_json(&env.to_json()).unwrap(), env);
+    }
+
+    #[test]
+    fn payment_report_shape() {
+        let p = EventPayload::PaymentReported(PaymentReported {
+            provider: Provider::Openpix,
+            webhook_event_id: Uuid::nil(),
+            provider_reference: "r".into(),
+            report: PaymentReport::Completed {
+                charge_value: Money::from_minor(100, Currency::Brl),
+                paid_value: None,
+                end_to_end_id: Some("E1".into()),
+                transaction_id: None,
+                paid_at: None,
+            },
+        });
+        let env = Envelope::new(p);
+        let back = Envelope::from_json(&env.to_json()).unwrap();
+        assert_eq!(back.kind(), "payment.reported");
+        assert_eq!(back, env);
+    }
+}

@@ -1,0 +1,333 @@
+//! Identity values parsed at the edge: CPF/CNPJ, e-mail, correlation id,
+//! phone, CEP and state code. Private fields; the only way in is `parse`.
+
+use serde::{Deserialize, Serialize};
+
+fn digits_of(text: &str, allowed_punct: &[char]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.trim().chars() {
+        if let Some(d) = c.to_digit(10) {
+            out.push(d as u8);
+        } else if !allowed_punct.contains(&c) {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+fn check_digit(digits: &[u8], weights: &[u32]) -> u8 {
+    let sum: u32 = digits
+        .iter()
+        .zip(weights)
+        .map(|(d, w)| u32::from(*d) * w)
+        .sum();
+    let r = sum % 11;
+    if r < 2 { 0 } else { (11 - r) as u8 }
+}
+
+/// A Brazilian individual taxpayer number, 11 digits with valid check digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cpf(String);
+
+impl Cpf {
+    pub fn parse(text: &str) -> Result<Cpf, &'static str> {
+        let d = digits_of(text, &['.', '-', ' ']).ok_or("must contain only digits, '.' and '-'")?;
+        if d.len() != 11 {
+            return Err("must have 11 digits");
+        }
+        if d.iter().all(|x| *x == d[0]) {
+            return Err("is not a valid CPF");
+        }
+        let w1: Vec<u32> = (2..=10).rev().collect();
+        let w2: Vec<u32> = (2..=11).rev().collect();
+        if check_digit(&d[..9], &w1) != d[9] || check_digit(&d[..10], &w2) != d[10] {
+            return Err("has invalid check digits");
+        }
+        Ok(Cpf(d.iter().map(|x| char::from(b'0' + x)).collect()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A Brazilian company taxpayer number, 14 digits with valid check digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cnpj(String);
+
+impl Cnpj {
+    pub fn parse(text: &str) -> Result<Cnpj, &'static str> {
+        let d = digits_of(text, &['.', '-', '/', ' '])
+            .ok_or("must contain only digits, '.', '/' and '-'")?;
+        if d.len() != 14 {
+            return Err("must have 14 digits");
+        }
+        if d.iter().all(|x| *x == d[0]) {
+            return Err("is not a valid CNPJ");
+        }
+        const W1: [u32; 12] = [5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2];
+        const W2: [u32; 13] = [6, 5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2];
+        if check_digit(&d[..12], &W1) != d[12] || check_digit(&d[..13], &W2) != d[13] {
+            return Err("has invalid check digits");
+        }
+        Ok(Cnpj(d.iter().map(|x| char::from(b'0' + x)).collect()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! string_conversions {
+    ($t:ty) => {
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                <$t>::parse(&s).map_err(|e| e.to_string())
+            }
+        }
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+    };
+}
+string_conversions!(Cpf);
+string_conversions!(Cnpj);
+string_conversions!(Email);
+string_conversions!(CorrelationId);
+
+/// A CPF or a CNPJ, told apart by length.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value")]
+pub enum TaxId {
+    #[serde(rename = "BR:CPF")]
+    Cpf(Cpf),
+    #[serde(rename = "BR:CNPJ")]
+    Cnpj(Cnpj),
+}
+
+impl TaxId {
+    pub fn parse(text: &str) -> Result<TaxId, &'static str> {
+        let n = text.chars().filter(char::is_ascii_digit).count();
+        match n {
+            11 => Cpf::parse(text).map(TaxId::Cpf),
+            14 => Cnpj::parse(text).map(TaxId::Cnpj),
+            _ => Err("must be a CPF (11 digits) or a CNPJ (14 digits)"),
+        }
+    }
+
+    /// Digits only, as providers want them.
+    pub fn digits(&self) -> &str {
+        match self {
+            TaxId::Cpf(c) => c.as_str(),
+            TaxId::Cnpj(c) => c.as_str(),
+        }
+    }
+
+    /// For logs: the first three and last two digits only.
+    pub fn masked(&self) -> String {
+        mask_middle(self.digits(), 3, 2)
+    }
+}
+
+/// Keeps `head` leading and `tail` trailing characters, stars the rest.
+pub fn mask_middle(s: &str, head: usize, tail: usize) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() <= head + tail {
+        return "*".repeat(chars.len());
+    }
+    let mut out: String = chars[..head].iter().collect();
+    out.push_str(&"*".repeat(chars.len() - head - tail));
+    out.extend(&chars[chars.len() - tail..]);
+    out
+}
+
+/// An e-mail address, checked for shape (one `@`, a dotted domain, no spaces).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(text: &str) -> Result<Email, &'static str> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err("is required");
+        }
+        if t.len() > 254 {
+            return Err("is longer than 254 characters");
+        }
+        let Some((local, domain)) = t.split_once('@') else {
+            return Err("is not an e-mail address");
+        };
+        let domain_ok = domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains("..")
+            && domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        let local_ok = !local.is_empty()
+            && local.len() <= 64
+            && !local
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"@".contains(c));
+        if !domain_ok || !local_ok {
+            return Err("is not an e-mail address");
+        }
+        Ok(Email(t.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// For logs: `a***@example.com`.
+    pub fn masked(&self) -> String {
+        let (local, domain) = self.0.split_once('@').unwrap_or((&self.0, ""));
+        format!("{}***@{}", local.chars().next().unwrap_or('*'), domain)
+    }
+}
+
+/// The shop's own reference for an order, unique per shop (and the
+/// idempotency key of `POST /v1/orders`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CorrelationId(String);
+
+impl CorrelationId {
+    pub fn parse(text: &str) -> Result<CorrelationId, &'static str> {
+        if text.is_empty() {
+            return Err("is required");
+        }
+        if text.len() > 100 {
+            return Err("is longer than 100 characters");
+        }
+        if !text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            return Err("may contain only letters, digits, '-', '_', '.' and ':'");
+        }
+        Ok(CorrelationId(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CorrelationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Brazilian phone number as digits with country code (`5511999999999`),
+/// normalised the way OpenPix's own plugin does it.
+pub fn parse_phone(text: &str) -> Result<String, &'static str> {
+    let d = digits_of(text, &['+', '(', ')', '-', ' ', '.']).ok_or("is not a phone number")?;
+    let mut s: String = d.iter().map(|x| char::from(b'0' + x)).collect();
+    while s.starts_with('0') {
+        s.remove(0);
+    }
+    if s.len() == 10 || s.len() == 11 {
+        s.insert_str(0, "55");
+    }
+    if !(12..=13).contains(&s.len()) || !s.starts_with("55") {
+        return Err("must be a Brazilian phone number with area code");
+    }
+    Ok(s)
+}
+
+/// A CEP (Brazilian postal code): 8 digits, `-` allowed after the fifth.
+pub fn parse_cep(text: &str) -> Result<String, &'static str> {
+    let d = digits_of(text, &['-', '.', ' ']).ok_or("must be 8 digits")?;
+    if d.len() != 8 {
+        return Err("must be 8 digits");
+    }
+    if d.iter().all(|x| *x == 0) {
+        return Err("is not a valid CEP");
+    }
+    Ok(d.iter().map(|x| char::from(b'0' + x)).collect())
+}
+
+/// The 27 federative units of Brazil.
+pub const UF_CODES: [&str; 27] = [
+    "AC", "AL", "AP", "AM", "BA", "CE", "DF", "ES", "GO", "MA", "MT", "MS", "MG", "PA", "PB", "PR",
+    "PE", "PI", "RJ", "RN", "RS", "RO", "RR", "SC", "SP", "SE", "TO",
+];
+
+pub fn parse_uf(text: &str) -> Result<String, &'static str> {
+    let up = text.trim().to_ascii_uppercase();
+    if UF_CODES.contains(&up.as_str()) {
+        Ok(up)
+    } else {
+        Err("must be a Brazilian state code such as SP or PR")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpf_check_digits() {
+        for ok in ["47043622050", "31324227036", "470.436.220-50"] {
+            assert!(Cpf::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(Cpf::parse("470.436.220-50").unwrap().as_str(), "47043622050");
+        assert_eq!(Cpf::parse("11111111111"), Err("is not a valid CPF"));
+        assert_eq!(Cpf::parse("12345678976"), Err("has invalid check digits"));
+        assert_eq!(Cpf::parse("1234567890"), Err("must have 11 digits"));
+        assert!(Cpf::parse("123456789O9").is_err());
+    }
+
+    #[test]
+    fn cnpj_check_digits() {
+        assert!(Cnpj::parse("44.720.743/0001-01").is_ok());
+        assert_eq!(Cnpj::parse("44720743000102"), Err("has invalid check digits"));
+        assert_eq!(Cnpj::parse("00000000000000"), Err("is not a valid CNPJ"));
+    }
+
+    #[test]
+    fn tax_id_dispatches_on_length() {
+        assert!(matches!(TaxId::parse("31324227036"), Ok(TaxId::Cpf(_))));
+        assert!(matches!(TaxId::parse("11222333000181"), Ok(TaxId::Cnpj(_))));
+        assert!(TaxId::parse("123").is_err());
+        assert_eq!(TaxId::parse("31324227036").unwrap().masked(), "313******36");
+    }
+
+    #[test]
+    fn email_shapes() {
+        assert!(Email::parse("buyer@example.com").is_ok());
+        assert!(Email::parse("a.b+tag@sub.example.com.br").is_ok());
+        for bad in ["", "no-at", "a@b", "a b@example.com", "@example.com", "a@.com", "a@example..com"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Email::parse("buyer@example.com").unwrap().masked(), "b***@example.com");
+    }
+
+    #[test]
+    fn phone_cep_uf() {
+        assert_eq!(parse_phone("(11) 94444-4444").unwrap(), "5511944444444");
+        assert_eq!(parse_phone("+55 11 99999-9999").unwrap(), "5511999999999");
+        assert!(parse_phone("123").is_err());
+        assert_eq!(parse_cep("85920-970").unwrap(), "85920970");
+        assert!(parse_cep("8592097").is_err());
+        assert_eq!(parse_uf("pr").unwrap(), "PR");
+        assert!(parse_uf("XX").is_err());
+    }
+
+    #[test]
+    fn correlation_id_charset() {
+        assert!(CorrelationId::parse("9134e286-6f71-427a-bf00-241681624587").is_ok());
+        assert!(CorrelationId::parse("order:2024.1_a").is_ok());
+        assert!(CorrelationId::parse("").is_err());
+        assert!(CorrelationId::parse("has space").is_err());
+        assert!(CorrelationId::parse(&"x".repeat(101)).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! payhub's domain: the types every service shares.
+//!
+//! Values are parsed at the edge into these types; nothing downstream takes a
+//! bare `String` for an amount, a tax id or an e-mail address.
+
+pub mod brcode;
+pub mod events;
+pub mod identity;
+pub mod money;
+pub mod order;
+pub mod standard_webhooks;
+pub mod validation;
+
+pub use events::{Envelope, EventPayload};
+pub use money::{Currency, Money};
+pub use order::{NewOrder, OrderStatus, Provider};
+pub use validation::{FieldError, ValidationErrors};

@@ -1,0 +1,611 @@
+//! An order as a shop submits it, parsed and validated into domain types.
+//!
+//! Items follow PixelPay's `content` rules (seed 003): `title` 3..60,
+//! `price` and `total` required, `qty` an integer above zero, `tax` the line's
+//! total tax, and `total` = `price` × `qty` without tax. The order's `total`
+//! must equal Σ item totals + Σ item taxes + freight − discount.
+
+use crate::identity::{CorrelationId, Email, TaxId, parse_cep, parse_phone, parse_uf};
+use crate::money::{Currency, Money};
+use crate::validation::ValidationErrors;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The payment providers payhub creates charges at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// PIX through OpenPix / Woovi.
+    Openpix,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Openpix => "openpix",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Provider, &'static str> {
+        match s {
+            "openpix" => Ok(Provider::Openpix),
+            "pixelpay" | "pagoseguro" => Err("is not enabled on this payhub yet; use openpix"),
+            _ => Err("must be one of: openpix"),
+        }
+    }
+}
+
+/// Where an order stands. The order history records every move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Stored and waiting for its charge.
+    Accepted,
+    /// The charge exists at the provider; the buyer can pay.
+    AwaitingPayment,
+    /// Paid in full. Final.
+    Paid,
+    /// The charge expired unpaid. Final.
+    Expired,
+    /// The charge could not be created; the order is blocked. Final.
+    Failed,
+    /// A payment arrived that does not match the order; a person must look.
+    UnderReview,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 6] = [
+        OrderStatus::Accepted,
+        OrderStatus::AwaitingPayment,
+        OrderStatus::Paid,
+        OrderStatus::Expired,
+        OrderStatus::Failed,
+        OrderStatus::UnderReview,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Accepted => "accepted",
+            OrderStatus::AwaitingPayment => "awaiting_payment",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Expired => "expired",
+            OrderStatus::Failed => "failed",
+            OrderStatus::UnderReview => "under_review",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OrderStatus> {
+        OrderStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, OrderStatus::Paid | OrderStatus::Expired | OrderStatus::Failed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub code: Option<String>,
+    pub title: String,
+    pub description: Option<String>,
+    pub unit_price: Money,
+    pub qty: i64,
+    /// The line's total tax.
+    pub tax: Money,
+    /// `unit_price` × `qty`, without tax.
+    pub total: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub name: String,
+    pub email: Email,
+    pub tax_id: TaxId,
+    pub phone: Option<String>,
+    pub birth_date: Option<time::Date>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    pub street: String,
+    pub number: String,
+    pub complement: Option<String>,
+    pub neighborhood: Option<String>,
+    pub city: String,
+    pub state: String,
+    pub zipcode: String,
+}
+
+/// A validated order, ready to store. Every amount is in `currency`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrder {
+    pub correlation_id: CorrelationId,
+    pub provider: Provider,
+    pub currency: Currency,
+    pub items: Vec<Item>,
+    pub freight: Money,
+    pub discount: Money,
+    pub tax: Money,
+    pub total: Money,
+    pub customer: Customer,
+    pub shipping_address: Option<Address>,
+    /// Seconds the PIX charge stays payable.
+    pub expires_in_secs: u32,
+}
+
+pub const MAX_ITEMS: usize = 200;
+pub const DEFAULT_EXPIRES_IN_SECS: u32 = 86_400;
+
+/// Reads fields out of a JSON object, recording field-level errors.
+struct Reader<'a> {
+    errors: &'a mut ValidationErrors,
+}
+
+impl Reader<'_> {
+    fn err(&mut self, field: impl Into<String>, code: &'static str, msg: impl Into<String>) {
+        self.errors.push(field, code, msg);
+    }
+
+    fn string(&mut self, obj: &Map<String, Value>, key: &str, path: &str, required: bool) -> Option<String> {
+        match obj.get(key) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.err(path, "required", "is required");
+                }
+                None
+            }
+            Some(Value::String(s)) => {
+                let t = s.trim();
+                if t.is_empty() {
+                    if required {
+                        self.err(path, "required", "is required");
+                    }
+                    None
+                } else {
+                    Some(t.to_string())
+                }
+            }
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(_) => {
+                self.err(path, "type", "must be a string");
+                None
+            }
+        }
+    }
+
+    fn money(&mut self, obj: &Map<String, Value>, key: &str, path: &str, currency: Currency, required: bool) -> Option<Money> {
+        match obj.get(key) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.err(path, "required", "is required");
+                    None
+                } else {
+                    Some(Money::zero(currency))
+                }
+            }
+            Some(v) => match Money::from_json(v, currency) {
+                Ok(m) if m.minor() < 0 => {
+                    self.err(path, "negative", "must not be negative");
+                    None
+                }
+                Ok(m) => Some(m),
+                Err(e) => {
+                    self.err(path, "amount", format!("{e}"));
+                    None
+                }
+            },
+        }
+    }
+}
+
+fn text_len_ok(reader: &mut Reader<'_>, path: &str, value: &str, min: usize, max: usize) -> bool {
+    let n = value.chars().count();
+    if n < min || n > max {
+        reader.err(path, "length", format!("must be {min} to {max} characters long, is {n}"));
+        false
+    } else {
+        true
+    }
+}
+
+impl NewOrder {
+    /// Parses and validates a `POST /v1/orders` body. Every problem found is
+    /// reported, each against the field it concerns.
+    pub fn from_json(body: &Value) -> Result<NewOrder, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let Some(obj) = body.as_object() else {
+            errors.push("", "type", "the order must be a JSON object");
+            return Err(errors);
+        };
+        let mut r = Reader { errors: &mut errors };
+
+        let correlation_id = r
+            .string(obj, "correlationID", "correlationID", true)
+            .and_then(|s| match CorrelationId::parse(&s) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    r.err("correlationID", "format", e);
+                    None
+                }
+            });
+        let provider = r.string(obj, "provider", "provider", true).and_then(|s| {
+            Provider::parse(&s)
+                .map_err(|e| r.err("provider", "unsupported", e))
+                .ok()
+        });
+        let currency = match r.string(obj, "currency", "currency", false) {
+            None => Some(Currency::Brl),
+            Some(code) => {
+                let c = Currency::parse(&code);
+                if c.is_none() {
+                    r.err("currency", "unsupported", "must be BRL");
+                }
+                c
+            }
+        };
+        let cur = currency.unwrap_or(Currency::Brl);
+
+        let items = parse_items(&mut r, obj.get("items"), cur);
+        let freight = r.money(obj, "freight", "freight", cur, false);
+        let discount = r.money(obj, "discount", "discount", cur, false);
+        let total = r.money(obj, "total", "total", cur, true);
+        let customer = parse_customer(&mut r, obj.get("customer"));
+        let shipping_address = match obj.get("shippingAddress") {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => parse_address(&mut r, v, "shippingAddress").map(Some),
+        };
+        let expires_in_secs = match obj.get("expiresIn") {
+            None | Some(Value::Null) => Some(DEFAULT_EXPIRES_IN_SECS),
+            Some(v) => match v.as_u64() {
+                Some(s) if (300..=2_592_000).contains(&s) => Some(s as u32),
+                _ => {
+                    r.err("expiresIn", "range", "must be whole seconds from 300 to 2592000");
+                    None
+                }
+            },
+        };
+
+        // The sums are checked only when every part parsed.
+        let mut tax = None;
+        if let (Some(items), Some(freight), Some(discount), Some(total)) = (&items, freight, discount, total) {
+            let items_total = items.iter().try_fold(Money::zero(cur), |acc, i| acc.checked_add(i.total));
+            let items_tax = items.iter().try_fold(Money::zero(cur), |acc, i| acc.checked_add(i.tax));
+            match (items_total, items_tax) {
+                (Some(items_total), Some(items_tax)) => {
+                    tax = Some(items_tax);
+                    let expected = items_total
+                        .checked_add(items_tax)
+                        .and_then(|m| m.checked_add(freight))
+                        .and_then(|m| m.checked_sub(discount));
+                    match expected {
+                        Some(expected) if expected != total => r.err(
+                            "total",
+                            "total_mismatch",
+                            format!(
+                                "is {} but items ({}) + tax ({}) + freight ({}) - discount ({}) = {}",
+                                total.to_major_string(),
+                                items_total.to_major_string(),
+                                items_tax.to_major_string(),
+                                freight.to_major_string(),
+                                discount.to_major_string(),
+                                expected.to_major_string()
+                            ),
+                        ),
+                        None => r.err("total", "amount", "is too large"),
+                        Some(_) => {}
+                    }
+                }
+                _ => r.err("items", "amount", "the item amounts add up to too much"),
+            }
+            if total.minor() <= 0 {
+                r.err("total", "positive", "must be greater than zero");
+            }
+            if discount.minor() > items_total.map(Money::minor).unwrap_or(0) + freight.minor() {
+                r.err("discount", "range", "must not exceed the items plus freight");
+            }
+        }
+
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        // Every `None` above recorded an error, so these all hold values.
+        match (correlation_id, provider, currency, items, freight, discount, tax, total, customer, shipping_address, expires_in_secs) {
+            (Some(correlation_id), Some(provider), Some(currency), Some(items), Some(freight), Some(discount), Some(tax), Some(total), Some(customer), Some(shipping_address), Some(expires_in_secs)) => {
+                Ok(NewOrder { correlation_id, provider, currency, items, freight, discount, tax, total, customer, shipping_address, expires_in_secs })
+            }
+            _ => {
+                errors.push("", "invalid", "the order is incomplete");
+                Err(errors)
+            }
+        }
+    }
+
+    /// A one-line summary for e-mails and the charge comment.
+    pub fn summary(&self) -> String {
+        let first = self.items.first().map(|i| i.title.as_str()).unwrap_or("");
+        if self.items.len() > 1 {
+            format!("{first} and {} more item(s)", self.items.len() - 1)
+        } else {
+            first.to_string()
+        }
+    }
+}
+
+fn parse_items(r: &mut Reader<'_>, value: Option<&Value>, cur: Currency) -> Option<Vec<Item>> {
+    let list = match value {
+        None | Some(Value::Null) => {
+            r.err("items", "required", "is required");
+            return None;
+        }
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            r.err("items", "type", "must be a list of items");
+            return None;
+        }
+    };
+    if list.is_empty() {
+        r.err("items", "required", "must hold at least one item");
+        return None;
+    }
+    if list.len() > MAX_ITEMS {
+        r.err("items", "length", format!("must hold at most {MAX_ITEMS} items"));
+        return None;
+    }
+    let mut out = Vec::with_capacity(list.len());
+    let mut all_ok = true;
+    for (i, v) in list.iter().enumerate() {
+        let p = |f: &str| format!("items[{i}].{f}");
+        let Some(obj) = v.as_object() else {
+            r.err(format!("items[{i}]"), "type", "must be an object");
+            all_ok = false;
+            continue;
+        };
+        let title = r.string(obj, "title", &p("title"), true).filter(|t| text_len_ok(r, &p("title"), t, 3, 60));
+        let code = r.string(obj, "code", &p("code"), false).filter(|c| {
+            let ok = c.len() <= 64 && c.chars().all(|ch| ch.is_ascii_alphanumeric());
+            if !ok {
+                r.err(p("code"), "format", "may contain only letters and digits (at most 64)");
+            }
+            ok
+        });
+        let description = r.string(obj, "description", &p("description"), false).filter(|d| text_len_ok(r, &p("description"), d, 1, 500));
+        let price = r.money(obj, "price", &p("price"), cur, true);
+        let qty = match obj.get("qty") {
+            None | Some(Value::Null) => {
+                r.err(p("qty"), "required", "is required");
+                None
+            }
+            Some(v) => match v.as_i64() {
+                Some(q) if (1..=1_000_000).contains(&q) => Some(q),
+                _ => {
+                    r.err(p("qty"), "range", "must be a whole number from 1 to 1000000");
+                    None
+                }
+            },
+        };
+        let tax = r.money(obj, "tax", &p("tax"), cur, false);
+        let total = r.money(obj, "total", &p("total"), cur, true);
+        if let (Some(price), Some(qty), Some(total)) = (price, qty, total) {
+            match price.checked_mul(qty) {
+                Some(expected) if expected != total => {
+                    r.err(
+                        p("total"),
+                        "total_mismatch",
+                        format!(
+                            "is {} but price × qty = {} × {qty} = {}",
+                            total.to_major_string(),
+                            price.to_major_string(),
+                            expected.to_major_string()
+                        ),
+                    );
+                    all_ok = false;
+                }
+                None => {
+                    r.err(p("total"), "amount", "is too large");
+                    all_ok = false;
+                }
+                Some(_) => {}
+            }
+        }
+        match (title, price, qty, tax, total) {
+            (Some(title), Some(unit_price), Some(qty), Some(tax), Some(total)) => out.push(Item { code, title, description, unit_price, qty, tax, total }),
+            _ => all_ok = false,
+        }
+    }
+    all_ok.then_some(out)
+}
+
+fn parse_customer(r: &mut Reader<'_>, value: Option<&Value>) -> Option<Customer> {
+    let obj = match value {
+        Some(Value::Object(o)) => o,
+        None | Some(Value::Null) => {
+            r.err("customer", "required", "is required");
+            return None;
+        }
+        Some(_) => {
+            r.err("customer", "type", "must be an object");
+            return None;
+        }
+    };
+    let name = r.string(obj, "name", "customer.name", true).filter(|n| text_len_ok(r, "customer.name", n, 3, 120));
+    let email = r.string(obj, "email", "customer.email", true).and_then(|e| Email::parse(&e).map_err(|m| r.err("customer.email", "format", m)).ok());
+    let tax_id = r.string(obj, "taxID", "customer.taxID", true).and_then(|t| TaxId::parse(&t).map_err(|m| r.err("customer.taxID", "invalid", m)).ok());
+    let phone = match r.string(obj, "phone", "customer.phone", false) {
+        None => Some(None),
+        Some(p) => parse_phone(&p).map(Some).map_err(|m| r.err("customer.phone", "format", m)).ok(),
+    };
+    let birth_date = match r.string(obj, "birthDate", "customer.birthDate", false) {
+        None => Some(None),
+        Some(d) => {
+            let fmt = time::macros::format_description!("[year]-[month]-[day]");
+            match time::Date::parse(&d, fmt) {
+                Ok(date) if date < time::OffsetDateTime::now_utc().date() && date.year() >= 1900 => Some(Some(date)),
+                Ok(_) => {
+                    r.err("customer.birthDate", "range", "must be a past date after 1900");
+                    None
+                }
+                Err(_) => {
+                    r.err("customer.birthDate", "format", "must be a date as YYYY-MM-DD");
+                    None
+                }
+            }
+        }
+    };
+    match (name, email, tax_id, phone, birth_date) {
+        (Some(name), Some(email), Some(tax_id), Some(phone), Some(birth_date)) => Some(Customer { name, email, tax_id, phone, birth_date }),
+        _ => None,
+    }
+}
+
+fn parse_address(r: &mut Reader<'_>, value: &Value, prefix: &str) -> Option<Address> {
+    let Some(obj) = value.as_object() else {
+        r.err(prefix, "type", "must be an object");
+        return None;
+    };
+    let p = |f: &str| format!("{prefix}.{f}");
+    let street = r.string(obj, "street", &p("street"), true).filter(|s| text_len_ok(r, &p("street"), s, 2, 200));
+    let number = r.string(obj, "number", &p("number"), true).filter(|s| text_len_ok(r, &p("number"), s, 1, 20));
+    let complement = r.string(obj, "complement", &p("complement"), false);
+    let neighborhood = r.string(obj, "neighborhood", &p("neighborhood"), false);
+    let city = r.string(obj, "city", &p("city"), true).filter(|s| text_len_ok(r, &p("city"), s, 2, 100));
+    let state = r.string(obj, "state", &p("state"), true).and_then(|s| parse_uf(&s).map_err(|m| r.err(p("state"), "format", m)).ok());
+    let zipcode = r.string(obj, "zipcode", &p("zipcode"), true).and_then(|s| parse_cep(&s).map_err(|m| r.err(p("zipcode"), "format", m)).ok());
+    match (street, number, city, state, zipcode) {
+        (Some(street), Some(number), Some(city), Some(state), Some(zipcode)) => Some(Address { street, number, complement, neighborhood, city, state, zipcode }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub fn valid_order() -> Value {
+        json!({
+            "correlationID": "order-1001",
+            "provider": "openpix",
+            "items": [
+                {"code": "0000123", "title": "Camiseta Roja", "description": "Talla: XS", "tax": 9.99, "price": 99.99, "qty": 1, "total": 99.99},
+                {"title": "Jeans Pepe", "price": 123.99, "qty": 2, "total": 247.98}
+            ],
+            "freight": 15.00,
+            "discount": 10,
+            "total": 362.96,
+            "customer": {"name": "Dan Silva", "email": "dan@example.com", "taxID": "313.242.270-36", "phone": "(11) 99999-9999", "birthDate": "1990-05-01"},
+            "shippingAddress": {"street": "Rua Encantado", "number": "860", "city": "Dez de Maio", "state": "PR", "zipcode": "85920-970"}
+        })
+    }
+
+    #[test]
+    fn a_consistent_order_parses() {
+        let o = NewOrder::from_json(&valid_order()).unwrap();
+        assert_eq!(o.total.minor(), 36296);
+        assert_eq!(o.tax.minor(), 999);
+        assert_eq!(o.items[1].total.minor(), 24798);
+        assert_eq!(o.customer.tax_id.digits(), "31324227036");
+        assert_eq!(o.customer.phone.as_deref(), Some("5511999999999"));
+        assert_eq!(o.shipping_address.as_ref().unwrap().zipcode, "85920970");
+        assert_eq!(o.expires_in_secs, DEFAULT_EXPIRES_IN_SECS);
+    }
+
+    #[test]
+    fn seed_003_item_list_is_rejected_for_its_first_total() {
+        let mut body = valid_order();
+        body["items"] = json!([
+            {"code": "0000123", "title": "Camiseta Roja", "description": "Talla: XS", "tax": 9.99, "price": 99.99, "qty": 1, "total": 9.99},
+            {"code": "0000123", "title": "Jeans Pepe", "description": "Talla: 32", "tax": 0.00, "price": 123.99, "qty": 1, "total": 123.99}
+        ]);
+        let errs = NewOrder::from_json(&body).unwrap_err();
+        assert!(errs.has("items[0].total", "total_mismatch"), "{errs}");
+        let msg = &errs.0.iter().find(|e| e.field == "items[0].total").unwrap().message;
+        assert_eq!(msg, "is 9.99 but price × qty = 99.99 × 1 = 99.99");
+    }
+
+    #[test]
+    fn order_total_must_add_up() {
+        let mut body = valid_order();
+        body["total"] = json!(362.95);
+        let errs = NewOrder::from_json(&body).unwrap_err();
+        assert_eq!(errs.0.len(), 1);
+        assert!(errs.has("total", "total_mismatch"));
+    }
+
+    #[test]
+    fn item_rules() {
+        let mut body = valid_order();
+        body["items"] = json!([
+            {"title": "ab", "price": 1, "qty": 0, "total": 0},
+            {"title": "x".repeat(61), "price": -1, "qty": 1.5, "total": 1},
+            {"title": "Fine item", "code": "has space", "price": "1.001", "qty": 1, "total": 1},
+            "not an object"
+        ]);
+        let errs = NewOrder::from_json(&body).unwrap_err();
+        for (f, c) in [
+            ("items[0].title", "length"),
+            ("items[0].qty", "range"),
+            ("items[1].title", "length"),
+            ("items[1].price", "negative"),
+            ("items[1].qty", "range"),
+            ("items[2].code", "format"),
+            ("items[2].price", "amount"),
+            ("items[3]", "type"),
+        ] {
+            assert!(errs.has(f, c), "missing {f}/{c} in {errs}");
+        }
+    }
+
+    #[test]
+    fn every_missing_field_is_named() {
+        let errs = NewOrder::from_json(&json!({})).unwrap_err();
+        for f in ["correlationID", "provider", "items", "total", "customer"] {
+            assert!(errs.has(f, "required"), "{f}: {errs}");
+        }
+        let errs = NewOrder::from_json(&json!({"customer": {}})).unwrap_err();
+        for f in ["customer.name", "customer.email", "customer.taxID"] {
+            assert!(errs.has(f, "required"), "{f}: {errs}");
+        }
+    }
+
+    #[test]
+    fn customer_and_address_checks() {
+        let mut body = valid_order();
+        body["customer"]["taxID"] = json!("12345678976");
+        body["customer"]["email"] = json!("nope");
+        body["customer"]["birthDate"] = json!("01/05/1990");
+        body["shippingAddress"]["state"] = json!("XX");
+        body["shippingAddress"]["zipcode"] = json!("123");
+        let errs = NewOrder::from_json(&body).unwrap_err();
+        for (f, c) in [
+            ("customer.taxID", "invalid"),
+            ("customer.email", "format"),
+            ("customer.birthDate", "format"),
+            ("shippingAddress.state", "format"),
+            ("shippingAddress.zipcode", "format"),
+        ] {
+            assert!(errs.has(f, c), "missing {f}/{c} in {errs}");
+        }
+    }
+
+    #[test]
+    fn provider_and_currency() {
+        let mut body = valid_order();
+        body["provider"] = json!("pixelpay");
+        body["currency"] = json!("USD");
+        let errs = NewOrder::from_json(&body).unwrap_err();
+        assert!(errs.has("provider", "unsupported"));
+        assert!(errs.has("currency", "unsupported"));
+    }
+
+    #[test]
+    fn zero_total_is_refused() {
+        let body = json!({
+            "correlationID": "z", "provider": "openpix",
+            "items": [{"title": "Gift", "price": 0, "qty": 1, "total": 0}],
+            "total": 0,
+            "customer": {"name": "Dan Silva", "email": "dan@example.com", "taxID": "31324227036"}
+        });
+        let errs = NewOrder::from_json(&body).unwrap_err();
+        assert!(errs.has("total", "positive"), "{errs}");
+    }
+}

@@ -1,0 +1,240 @@
+//! One supervised broker connection and the confirmed publisher.
+
+use crate::metrics;
+use crate::topology::{Topology, headers};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::Confirmation;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use payhub_core::Envelope;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the broker is not reachable: {0}")]
+    Unavailable(String),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("no queue is bound for routing key {0}")]
+    Unroutable(String),
+    #[error("broker error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+struct Inner {
+    url: String,
+    name: String,
+    topology: Topology,
+    current: watch::Sender<Option<Arc<Connection>>>,
+    publisher: Mutex<Option<Channel>>,
+    connected: AtomicBool,
+    shutdown: CancellationToken,
+}
+
+/// A handle to the broker, cheap to clone. A background task keeps the
+/// connection up: it reconnects with backoff after any failure and
+/// re-declares the exchange; consumers re-declare their own queues.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+impl Broker {
+    /// Starts the connection supervisor and returns at once; see
+    /// [`Broker::is_connected`] and [`Broker::connection`].
+    pub fn start(url: &str, client_name: &str, topology: Topology, shutdown: CancellationToken) -> Broker {
+        let (tx, _rx) = watch::channel(None);
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                url: url.to_string(),
+                name: client_name.to_string(),
+                topology,
+                current: tx,
+                publisher: Mutex::new(None),
+                connected: AtomicBool::new(false),
+                shutdown,
+            }),
+        };
+        let b = broker.clone();
+        tokio::spawn(async move { b.supervise().await });
+        broker
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// True while a live connection exists (drives `/readyz`).
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Relaxed)
+    }
+
+    /// Waits for a live connection, or fails when shutting down.
+    pub async fn connection(&self) -> Result<Arc<Connection>, QueueError> {
+        let mut rx = self.inner.current.subscribe();
+        loop {
+            if let Some(c) = rx.borrow_and_update().as_ref()
+                && c.status().connected()
+            {
+                return Ok(c.clone());
+            }
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return Err(QueueError::ShuttingDown),
+                r = rx.changed() => if r.is_err() { return Err(QueueError::ShuttingDown) },
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the first connection.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), QueueError> {
+        tokio::time::timeout(timeout, self.connection())
+            .await
+            .map_err(|_| QueueError::Unavailable(format!("no connection within {timeout:?}")))?
+            .map(|_| ())
+    }
+
+    async fn supervise(&self) {
+        let inner = &self.inner;
+        let mut backoff = Duration::from_millis(100);
+        while !inner.shutdown.is_cancelled() {
+            let props = ConnectionProperties::default().with_connection_name(inner.name.as_str().into());
+            match Connection::connect(&inner.url, props).await {
+                Ok(conn) => match self.declare_exchange(&conn).await {
+                    Ok(()) => {
+                        metrics::RECONNECTS.with_label_values(&["ok"]).inc();
+                        tracing::info!(client = %inner.name, "connected to the broker");
+                        backoff = Duration::from_millis(100);
+                        let conn = Arc::new(conn);
+                        inner.current.send_replace(Some(conn.clone()));
+                        inner.connected.store(true, Ordering::Relaxed);
+                        // Watch the connection until it drops or we stop.
+                        loop {
+                            tokio::select! {
+                                _ = inner.shutdown.cancelled() => break,
+                                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            }
+                            if !conn.status().connected() {
+                                break;
+                            }
+                        }
+                        inner.connected.store(false, Ordering::Relaxed);
+                        inner.current.send_replace(None);
+                        *inner.publisher.lock().await = None;
+                        if inner.shutdown.is_cancelled() {
+                            let _ = conn.close(200, "shutting down".into()).await;
+                            return;
+                        }
+                        tracing::warn!(client = %inner.name, "lost the broker connection; reconnecting");
+                    }
+                    Err(e) => {
+                        metrics::RECONNECTS.with_label_values(&["error"]).inc();
+                        tracing::warn!(error = %e, "could not declare the exchange");
+                        let _ = conn.close(200, "retrying".into()).await;
+                    }
+                },
+                Err(e) => {
+                    metrics::RECONNECTS.with_label_values(&["error"]).inc();
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach the broker");
+                }
+            }
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn declare_exchange(&self, conn: &Connection) -> Result<(), lapin::Error> {
+        let ch = conn.create_channel().await?;
+        ch.exchange_declare(
+            self.inner.topology.exchange_name(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+        let _ = ch.close(200, "declared".into()).await;
+        Ok(())
+    }
+
+    async fn publisher_channel(&self) -> Result<Channel, QueueError> {
+        let mut guard = self.inner.publisher.lock().await;
+        if let Some(ch) = guard.as_ref()
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
+        }
+        let conn = self.current_connection()?;
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        *guard = Some(ch.clone());
+        Ok(ch)
+    }
+
+    fn current_connection(&self) -> Result<Arc<Connection>, QueueError> {
+        match self.inner.current.borrow().as_ref() {
+            Some(c) if c.status().connected() => Ok(c.clone()),
+            _ => Err(QueueError::Unavailable("not connected".into())),
+        }
+    }
+
+    /// Publishes an event to the exchange, routing key = its type, and waits
+    /// for the broker's confirm.
+    pub async fn publish(&self, env: &Envelope) -> Result<(), QueueError> {
+        let mut h = FieldTable::default();
+        if let Some(tp) = &env.trace.traceparent {
+            h.insert(headers::TRACEPARENT.into(), AMQPValue::LongString(tp.as_str().into()));
+        }
+        let props = BasicProperties::default()
+            .with_message_id(env.id.to_string().into())
+            .with_type(env.kind().into())
+            .with_timestamp(env.occurred_at.unix_timestamp().max(0) as u64)
+            .with_headers(h);
+        let exchange = self.inner.topology.exchange.clone();
+        self.publish_raw(&exchange, env.kind(), &env.to_json(), props).await
+    }
+
+    /// Publishes bytes persistently with `mandatory` set and waits for the
+    /// confirm. An unroutable message or a nack is an error.
+    pub async fn publish_raw(&self, exchange: &str, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<(), QueueError> {
+        let result = self.publish_once(exchange, routing_key, body, props).await;
+        let label = match &result {
+            Ok(()) => "ok",
+            Err(QueueError::Unroutable(_)) => "unroutable",
+            Err(QueueError::Nacked) => "nacked",
+            Err(_) => "error",
+        };
+        metrics::PUBLISHED.with_label_values(&[routing_key, label]).inc();
+        result
+    }
+
+    async fn publish_once(&self, exchange: &str, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<(), QueueError> {
+        let ch = self.publisher_channel().await?;
+        let props = props
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        let confirm = ch
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                props,
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_returned)) => Err(QueueError::Unroutable(routing_key.to_string())),
+            Confirmation::Nack(_) => Err(QueueError::Nacked),
+            Confirmation::NotRequested => Err(QueueError::Unavailable("confirms are not enabled".into())),
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The one worker loop every consuming service runs.
+
+use crate::broker::{Broker, QueueError};
+use crate::metrics;
+use crate::topology::{QueueSpec, headers};
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldArray, FieldTable};
+use lapin::{BasicProperties, Channel};
+use payhub_core::Envelope;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// One delivery, parsed.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub envelope: Envelope,
+    /// 1 for the first attempt; raised each time the message comes back
+    /// from the retry queue.
+    pub attempt: u32,
+    /// The broker redelivered it (a consumer died before acking).
+    pub redelivered: bool,
+}
+
+/// Why handling failed, and therefore what happens to the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Worth another attempt later (provider down, timeout, database blip).
+    Transient(String),
+    /// Retrying cannot help (bad payload, unknown order): park it at once.
+    Permanent(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Transient(e) => write!(f, "transient: {e}"),
+            Failure::Permanent(e) => write!(f, "permanent: {e}"),
+        }
+    }
+}
+
+/// What a consuming service implements. The effect and the record that the
+/// event was processed must be committed together before returning `Ok`.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, msg: &Incoming) -> impl Future<Output = Result<(), Failure>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    pub spec: QueueSpec,
+    /// Recorded on dead letters as the service that gave up.
+    pub service: &'static str,
+    /// Deliveries in flight at once (basic.qos prefetch and concurrency).
+    pub prefetch: u16,
+}
+
+/// The story a dead letter carries, read back from its headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetterStory {
+    pub original_routing_key: Option<String>,
+    pub attempts: u32,
+    pub errors: Vec<String>,
+    pub first_failure: Option<String>,
+    pub last_failure: Option<String>,
+    pub failed_by: Option<String>,
+    pub reason: Option<String>,
+}
+
+fn header_str(h: &FieldTable, k: &str) -> Option<String> {
+    match h.inner().get(k)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+fn header_u32(h: &FieldTable, k: &str) -> Option<u32> {
+    match h.inner().get(k)? {
+        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(*n),
+        AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+fn header_list(h: &FieldTable, k: &str) -> Vec<String> {
+    match h.inner().get(k) {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .filter_map(|v| match v {
+                AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl DeadLetterStory {
+    pub fn from_headers(h: &FieldTable) -> DeadLetterStory {
+        DeadLetterStory {
+            original_routing_key: header_str(h, headers::ORIGINAL_ROUTING_KEY),
+            attempts: header_u32(h, headers::ATTEMPT).unwrap_or(1),
+            errors: header_list(h, headers::ERRORS),
+            first_failure: header_str(h, headers::FIRST_FAILURE),
+            last_failure: header_str(h, headers::LAST_FAILURE),
+            failed_by: header_str(h, headers::FAILED_BY),
+            reason: header_str(h, headers::DEAD_LETTER_REASON),
+        }
+    }
+}
+
+/// Declares the queue trio for `spec` and binds the work queue.
+pub async fn declare(ch: &Channel, broker: &Broker, spec: &QueueSpec) -> Result<(), lapin::Error> {
+    let topo = broker.topology();
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare(topo.dead_letter_queue(spec).as_str().into(), durable, topo.dead_letter_args())
+        .await?;
+    ch.queue_declare(topo.retry_queue(spec).as_str().into(), durable, topo.retry_args(spec))
+        .await?;
+    ch.queue_declare(topo.work_queue(spec).as_str().into(), durable, topo.work_args(spec))
+        .await?;
+    for key in spec.bindings {
+        ch.queue_bind(
+            topo.work_queue(spec).as_str().into(),
+            topo.exchange_name(),
+            (*key).into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs the worker loop until `shutdown`, reconnecting as needed. On
+/// shutdown it stops taking deliveries and lets in-flight ones finish.
+pub async fn consume<H: Handler>(broker: Broker, opts: ConsumerOptions, handler: Arc<H>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let conn = match broker.connection().await {
+            Ok(c) => c,
+            Err(_) => break,
+        };
+        match session(&broker, &conn, &opts, handler.clone(), &shutdown).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(queue = opts.spec.base, error = %e, "consumer session ended; starting again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn session<H: Handler>(
+    broker: &Broker,
+    conn: &lapin::Connection,
+    opts: &ConsumerOptions,
+    handler: Arc<H>,
+    shutdown: &CancellationToken,
+) -> Result<(), QueueError> {
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(opts.prefetch, BasicQosOptions::default()).await?;
+    declare(&ch, broker, &opts.spec).await?;
+    let queue = broker.topology().work_queue(&opts.spec);
+    let tag = format!("{}-{}", opts.service, uuid::Uuid::new_v4().simple());
+    let mut consumer = ch
+        .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    tracing::info!(queue = %queue, "consuming");
+    let permits = Arc::new(Semaphore::new(usize::from(opts.prefetch.max(1))));
+    let mut tasks = JoinSet::new();
+    let result = loop {
+        // Reap finished tasks so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            d = consumer.next() => d,
+        };
+        let delivery = match next {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => break Err(QueueError::Amqp(e)),
+            None => break Err(QueueError::Unavailable("the consumer was cancelled".into())),
+        };
+        let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
+        let (broker, opts, handler, queue) = (broker.clone(), opts.clone(), handler.clone(), queue.clone());
+        tasks.spawn(async move {
+            process(&broker, &opts, &queue, handler.as_ref(), delivery).await;
+            drop(permit);
+        });
+    };
+    if result.is_ok() {
+        let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+    }
+    // Drain: everything already handed to a handler finishes and is acked.
+    while tasks.join_next().await.is_some() {}
+    let _ = ch.close(200, "consumer stopped".into()).await;
+    result
+}
+
+async fn process<H: Handler>(broker: &Broker, opts: &ConsumerOptions, queue: &str, handler: &H, delivery: Delivery) {
+    let started = Instant::now();
+    let empty = FieldTable::default();
+    let hdrs = delivery.properties.headers().as_ref().unwrap_or(&empty).clone();
+    let attempt = header_u32(&hdrs, headers::ATTEMPT).unwrap_or(1).max(1);
+    let envelope = match Envelope::from_json(&delivery.data) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(queue, error = %e, "unparseable message; dead-lettering it");
+            let reason = format!("unparseable message: {e}");
+            finish_failed(broker, opts, queue, &delivery, &hdrs, attempt, &reason, "unparseable", "unknown").await;
+            return;
+        }
+    };
+    let kind = envelope.kind();
+    let span = tracing::info_span!(
+        "handle",
+        queue,
+        event_id = %envelope.id,
+        event_type = kind,
+        order_id = ?envelope.order_id,
+        attempt
+    );
+    let incoming = Incoming { envelope, attempt, redelivered: delivery.redelivered };
+    let outcome = handler.handle(&incoming).instrument(span.clone()).await;
+    let _enter = span.enter();
+    metrics::HANDLE_SECONDS
+        .with_label_values(&[queue, kind])
+        .observe(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(()) => {
+            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, "ack failed; the broker will redeliver and the handler's idempotency absorbs it");
+            }
+            metrics::CONSUMED.with_label_values(&[queue, kind, "ack"]).inc();
+        }
+        Err(Failure::Transient(e)) if attempt < broker.topology().retry.max_attempts => {
+            tracing::warn!(error = %e, "transient failure; will retry");
+            let h = failure_headers(&hdrs, &delivery, attempt, &e, opts.service, None);
+            let mut h = h;
+            h.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(attempt + 1)));
+            let target = broker.topology().retry_queue(&opts.spec);
+            settle(broker, &delivery, &target, h, queue, kind, "retry").await;
+        }
+        Err(Failure::Transient(e)) => {
+            tracing::error!(error = %e, "transient failure on the last attempt; dead-lettering");
+            finish_failed(broker, opts, queue, &delivery, &hdrs, attempt, &e, "attempts_exhausted", kind).await;
+        }
+        Err(Failure::Permanent(e)) => {
+            tracing::error!(error = %e, "permanent failure; dead-lettering");
+            finish_failed(broker, opts, queue, &delivery, &hdrs, attempt, &e, "permanent", kind).await;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish_failed(
+    broker: &Broker,
+    opts: &ConsumerOptions,
+    queue: &str,
+    delivery: &Delivery,
+    hdrs: &FieldTable,
+    attempt: u32,
+    error: &str,
+    reason: &'static str,
+    kind: &str,
+) {
+    let h = failure_headers(hdrs, delivery, attempt, error, opts.service, Some(reason));
+    let target = broker.topology().dead_letter_queue(&opts.spec);
+    if settle(broker, delivery, &target, h, queue, kind, "dead_letter").await {
+        metrics::DEAD_LETTERED.with_label_values(&[queue, reason]).inc();
+    }
+}
+
+fn failure_headers(
+    hdrs: &FieldTable,
+    delivery: &Delivery,
+    attempt: u32,
+    error: &str,
+    service: &str,
+    dead_letter_reason: Option<&str>,
+) -> FieldTable {
+    let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+    let mut h = hdrs.clone();
+    // x-death is the broker's own record; it is rebuilt on each dead-letter.
+    let mut inner = h.inner().clone();
+    inner.remove("x-death");
+    let mut h2 = FieldTable::from(inner);
+    if header_str(&h, headers::ORIGINAL_ROUTING_KEY).is_none() {
+        h2.insert(
+            headers::ORIGINAL_ROUTING_KEY.into(),
+            AMQPValue::LongString(delivery.routing_key.as_str().into()),
+        );
+    }
+    if header_str(&h, headers::FIRST_FAILURE).is_none() {
+        h2.insert(headers::FIRST_FAILURE.into(), AMQPValue::LongString(now.as_str().into()));
+    }
+    h2.insert(headers::LAST_FAILURE.into(), AMQPValue::LongString(now.as_str().into()));
+    let mut errors: Vec<AMQPValue> = header_list(&h, headers::ERRORS)
+        .into_iter()
+        .map(|s| AMQPValue::LongString(s.as_str().into()))
+        .collect();
+    let mut line = format!("{now} attempt {attempt}: {error}");
+    line.truncate(2000);
+    errors.push(AMQPValue::LongString(line.as_str().into()));
+    h2.insert(headers::ERRORS.into(), AMQPValue::FieldArray(FieldArray::from(errors)));
+    h2.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(attempt)));
+    h2.insert(headers::FAILED_BY.into(), AMQPValue::LongString(service.into()));
+    if let Some(r) = dead_letter_reason {
+        h2.insert(headers::DEAD_LETTER_REASON.into(), AMQPValue::LongString(r.into()));
+    }
+    h = h2;
+    h
+}
+
+/// Moves a delivery to `target` (retry or dead-letter queue) and acks it
+/// once the broker confirmed the copy; if the copy fails, the delivery is
+/// requeued so nothing is lost. Returns whether the move happened.
+async fn settle(broker: &Broker, delivery: &Delivery, target: &str, h: FieldTable, queue: &str, kind: &str, outcome: &str) -> bool {
+    let mut props = BasicProperties::default().with_headers(h);
+    if let Some(id) = delivery.properties.message_id() {
+        props = props.with_message_id(id.clone());
+    }
+    if let Some(t) = delivery.properties.kind() {
+        props = props.with_type(t.clone());
+    }
+    match broker.publish_raw("", target, &delivery.data, props).await {
+        Ok(()) => {
+            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, "ack after moving the message failed");
+            }
+            metrics::CONSUMED.with_label_values(&[queue, kind, outcome]).inc();
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, target, "could not move the message; requeueing it");
+            let _ = delivery
+                .acker
+                .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                .await;
+            metrics::CONSUMED.with_label_values(&[queue, kind, "requeue"]).inc();
+            false
+        }
+    }
+}

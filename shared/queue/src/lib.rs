@@ -1,0 +1,18 @@
+//! payhub's typed RabbitMQ layer. Services never touch lapin directly.
+//!
+//! * [`Topology`] declares the exchange and every queue in one place.
+//! * [`Broker`] keeps one connection alive (reconnecting with backoff after a
+//!   broker restart) and publishes persistent messages that wait for the
+//!   publisher confirm; a nack or an unroutable return is an error.
+//! * [`consume`] is the one worker loop: it hands each delivery to a
+//!   [`Handler`], acks after the handler's work is committed, and on failure
+//!   retries (transient) or dead-letters (permanent, or attempts used up).
+
+mod broker;
+mod consumer;
+pub mod metrics;
+mod topology;
+
+pub use broker::{Broker, QueueError};
+pub use consumer::{ConsumerOptions, DeadLetterStory, Failure, Handler, Incoming, consume};
+pub use topology::{QueueSpec, RetryPolicy, Topology, headers};
