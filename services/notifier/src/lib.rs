@@ -1,1 +1,250 @@
+//! notifier: tells the shop, the buyer and the shop's admin.
+//!
+//! For each `order.status_changed` it makes up to three deliveries, each
+//! recorded in `deliveries` under (event id, kind): a Standard-Webhooks
+//! signed POST to the shop's URL, an e-mail to the buyer, and an alert to
+//! the shop's admin when an order is blocked or needs review. A delivery
+//! already delivered is never sent again; one that failed makes the message
+//! transient, so the queue retries it (5 minutes later, 3 attempts by
+//! default) with the same `webhook-id`. After the last attempt the delivery
+//! is marked `failed`. A delivery is `delivered` only on a 2xx answer or an
+//! SMTP acceptance, never merely because it was recorded.
 
+mod mail;
+mod webhook;
+
+use payhub_core::events::EventPayload;
+use payhub_core::{Envelope, OrderStatus};
+use payhub_queue::{ConsumerOptions, Failure, Handler, Incoming, QueueSpec};
+use payhub_service::{CommonConfig, Infra};
+use payhub_store::Store;
+use payhub_telemetry::{ConfigError, Env};
+use prometheus::{IntCounterVec, register_int_counter_vec};
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use mail::Mailer;
+pub use webhook::{WebhookSender, shop_payload};
+
+pub const SERVICE: &str = "notifier";
+
+static DELIVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "payhub_deliveries_total",
+        "Delivery attempts, by kind (shop_webhook, buyer_email, admin_alert) and outcome (delivered, retry, failed).",
+        &["kind", "outcome"]
+    )
+    .expect("metric registers once")
+});
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    pub smtp_url: String,
+    pub mail_from: String,
+    pub webhook_timeout: Duration,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+        let smtp_url = env.string("PAYHUB_SMTP_URL", "smtp://127.0.0.1:2525");
+        if !(smtp_url.starts_with("smtp://") || smtp_url.starts_with("smtps://")) {
+            return Err(Env::bad("PAYHUB_SMTP_URL", "must be an smtp:// or smtps:// URL"));
+        }
+        let mail_from = env.string("PAYHUB_MAIL_FROM", "payhub <no-reply@payhub.local>");
+        if mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(Env::bad("PAYHUB_MAIL_FROM", format!("{mail_from:?} is not a mailbox such as `payhub <no-reply@example.com>`")));
+        }
+        Ok(Config {
+            common: CommonConfig::from_env(env, "0.0.0.0:9103")?,
+            smtp_url,
+            mail_from,
+            webhook_timeout: env.millis("PAYHUB_WEBHOOK_TIMEOUT_MS", Duration::from_secs(10))?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    ShopWebhook,
+    BuyerEmail,
+    AdminAlert,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::ShopWebhook => "shop_webhook",
+            Kind::BuyerEmail => "buyer_email",
+            Kind::AdminAlert => "admin_alert",
+        }
+    }
+}
+
+/// The outcome of one attempt at one delivery.
+struct Attempt {
+    ok: bool,
+    status_code: Option<i32>,
+    error: Option<String>,
+}
+
+pub struct NotifyHandler {
+    pub store: Store,
+    pub webhooks: WebhookSender,
+    pub mailer: Mailer,
+    pub max_attempts: u32,
+}
+
+fn db(e: impl Into<payhub_store::StoreError>) -> Failure {
+    Failure::Transient(format!("database: {}", e.into()))
+}
+
+impl NotifyHandler {
+    /// Records the delivery if new; returns its id unless already delivered.
+    async fn open(&self, env: &Envelope, kind: Kind, target: &str, webhook_id: Option<&str>) -> Result<Option<Uuid>, Failure> {
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_id, order_id, shop_id, kind, target, webhook_id, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') ON CONFLICT (event_id, kind) DO NOTHING",
+        )
+        .bind(Uuid::now_v7())
+        .bind(env.id)
+        .bind(env.order_id)
+        .bind(env.shop_id)
+        .bind(kind.as_str())
+        .bind(target)
+        .bind(webhook_id)
+        .execute(&self.store.pool)
+        .await
+        .map_err(db)?;
+        let (id, status): (Uuid, String) = sqlx::query_as("SELECT id, status FROM deliveries WHERE event_id = $1 AND kind = $2")
+            .bind(env.id)
+            .bind(kind.as_str())
+            .fetch_one(&self.store.pool)
+            .await
+            .map_err(db)?;
+        Ok((status != "delivered").then_some(id))
+    }
+
+    async fn close(&self, id: Uuid, kind: Kind, attempt: &Attempt, last: bool) -> Result<(), Failure> {
+        let status = if attempt.ok {
+            "delivered"
+        } else if last {
+            "failed"
+        } else {
+            "pending"
+        };
+        sqlx::query(
+            "UPDATE deliveries SET attempts = attempts + 1, status = $2, last_status_code = $3, last_error = $4,
+                    updated_at = now(), delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(attempt.status_code)
+        .bind(attempt.error.as_deref())
+        .execute(&self.store.pool)
+        .await
+        .map_err(db)?;
+        let outcome = if attempt.ok { "delivered" } else if last { "failed" } else { "retry" };
+        DELIVERIES.with_label_values(&[kind.as_str(), outcome]).inc();
+        Ok(())
+    }
+}
+
+impl Handler for NotifyHandler {
+    async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
+        let env = &msg.envelope;
+        let EventPayload::OrderStatusChanged(change) = &env.payload else {
+            return Err(Failure::Permanent(format!("notifier cannot handle {}", env.kind())));
+        };
+        let shop_id = env.shop_id.ok_or_else(|| Failure::Permanent("order.status_changed without a shop".into()))?;
+        let shop = payhub_store::shops::by_id(&self.store, shop_id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Failure::Permanent(format!("unknown shop {shop_id}")))?;
+        let last = msg.attempt >= self.max_attempts;
+        let mut failures = Vec::new();
+
+        if let Some(url) = shop.webhook_url.as_deref() {
+            let webhook_id = webhook::webhook_id(env.id);
+            if let Some(id) = self.open(env, Kind::ShopWebhook, url, Some(&webhook_id)).await? {
+                let attempt = self.webhooks.send(url, &shop.webhook_secret, &webhook_id, &shop_payload(env, change)).await;
+                if !attempt.ok {
+                    failures.push(format!("shop webhook: {}", attempt.error.clone().unwrap_or_default()));
+                }
+                self.close(id, Kind::ShopWebhook, &attempt, last).await?;
+            }
+        }
+
+        if let Some(mail) = mail::buyer_mail(env, change) {
+            let target = payhub_core::identity::Email::parse(&change.customer_email).map(|e| e.masked()).unwrap_or_else(|_| "invalid".into());
+            if let Some(id) = self.open(env, Kind::BuyerEmail, &target, None).await? {
+                let attempt = self.mailer.send(&change.customer_email, &mail).await;
+                if !attempt.ok {
+                    failures.push(format!("buyer e-mail: {}", attempt.error.clone().unwrap_or_default()));
+                }
+                self.close(id, Kind::BuyerEmail, &attempt, last).await?;
+            }
+        }
+
+        if matches!(change.to, OrderStatus::Failed | OrderStatus::UnderReview)
+            && let Some(admin) = shop.admin_email.as_deref()
+            && let Some(id) = self.open(env, Kind::AdminAlert, admin, None).await?
+        {
+            let attempt = self.mailer.send(admin, &mail::admin_alert(env, change, &shop.name)).await;
+            if !attempt.ok {
+                failures.push(format!("admin alert: {}", attempt.error.clone().unwrap_or_default()));
+            }
+            self.close(id, Kind::AdminAlert, &attempt, last).await?;
+        }
+
+        if failures.is_empty() {
+            return Ok(());
+        }
+        if last {
+            tracing::error!(failures = ?failures, "deliveries failed on the last attempt; marked failed");
+        }
+        Err(Failure::Transient(failures.join("; ")))
+    }
+}
+
+pub struct Application {
+    infra: Infra,
+    work: JoinSet<anyhow::Result<()>>,
+    local_addr: SocketAddr,
+}
+
+impl Application {
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
+        let infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
+        let handler = Arc::new(NotifyHandler {
+            store: infra.store.clone(),
+            webhooks: WebhookSender::new(config.webhook_timeout)?,
+            mailer: Mailer::new(&config.smtp_url, &config.mail_from)?,
+            max_attempts: config.common.topology.retry.max_attempts,
+        });
+        let server = infra.bind_http(config.common.http_addr, axum::Router::new()).await?;
+        let local_addr = server.local_addr;
+        let mut work = JoinSet::new();
+        work.spawn(server.serve(shutdown.clone()));
+        let opts = ConsumerOptions { spec: QueueSpec::NOTIFIER, service: SERVICE, prefetch: config.common.prefetch };
+        let broker = infra.broker.clone();
+        work.spawn(async move {
+            payhub_queue::consume(broker, opts, handler, shutdown).await;
+            Ok(())
+        });
+        Ok(Application { infra, work, local_addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.infra.run_until_stopped(self.work).await
+    }
+}

@@ -1,1 +1,203 @@
+//! reporter: daily figures per shop, provider and status, kept from the
+//! events (each applied once: the processed-event record and the counter
+//! update commit together), served as JSON or CSV.
+//!
+//! A row counts the orders that *entered* a status that day and their
+//! amount: `accepted` counts new orders, `paid` money received, and so on.
 
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use payhub_core::events::EventPayload;
+use payhub_core::{Currency, Money, OrderStatus, ValidationErrors};
+use payhub_queue::{ConsumerOptions, Failure, Handler, Incoming, QueueSpec};
+use payhub_service::problem::ApiError;
+use payhub_service::{CommonConfig, Infra};
+use payhub_store::Store;
+use payhub_telemetry::{ConfigError, Env};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use time::Date;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const SERVICE: &str = "reporter";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+        Ok(Config { common: CommonConfig::from_env(env, "0.0.0.0:8082")? })
+    }
+}
+
+pub struct ReportHandler {
+    pub store: Store,
+}
+
+fn db(e: impl Into<payhub_store::StoreError>) -> Failure {
+    Failure::Transient(format!("database: {}", e.into()))
+}
+
+impl Handler for ReportHandler {
+    async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
+        let env = &msg.envelope;
+        let (status, amount, provider) = match &env.payload {
+            EventPayload::OrderAccepted(a) => (OrderStatus::Accepted, a.amount, a.provider),
+            EventPayload::OrderStatusChanged(c) => (c.to, c.amount, c.provider),
+            // Charges and payment notices are reflected through the status
+            // changes they cause; nothing to count on their own.
+            _ => return Ok(()),
+        };
+        let shop_id = env.shop_id.ok_or_else(|| Failure::Permanent(format!("{} without a shop", env.kind())))?;
+        let mut tx = self.store.begin().await.map_err(db)?;
+        if !payhub_store::mark_processed(&mut tx, SERVICE, env.id).await.map_err(db)? {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO report_daily (day, shop_id, provider, status, currency, orders, amount_minor)
+             VALUES ($1, $2, $3, $4, $5, 1, $6)
+             ON CONFLICT (day, shop_id, provider, status, currency)
+             DO UPDATE SET orders = report_daily.orders + 1, amount_minor = report_daily.amount_minor + EXCLUDED.amount_minor",
+        )
+        .bind(env.occurred_at.date())
+        .bind(shop_id)
+        .bind(provider.as_str())
+        .bind(status.as_str())
+        .bind(amount.currency().code())
+        .bind(amount.minor())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Store,
+}
+
+#[derive(Debug, Deserialize)]
+struct DailyQuery {
+    date: Option<String>,
+    format: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    provider: String,
+    status: String,
+    currency: String,
+    orders: i64,
+    amount_minor: i64,
+}
+
+fn major(minor: i64, currency: &str) -> String {
+    Currency::parse(currency.trim()).map(|c| Money::from_minor(minor, c).to_major_string()).unwrap_or_else(|| minor.to_string())
+}
+
+async fn daily(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<DailyQuery>) -> Result<Response, ApiError> {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::Unauthorized("send the shop's API key as `Authorization: Bearer <key>`".into()))?;
+    let shop = payhub_store::shops::by_api_key(&st.store, key.trim())
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))?;
+    let mut errs = ValidationErrors::default();
+    let date = match q.date.as_deref() {
+        None => {
+            errs.push("date", "required", "is required, as YYYY-MM-DD");
+            None
+        }
+        Some(d) => Date::parse(d, time::macros::format_description!("[year]-[month]-[day]"))
+            .map_err(|_| errs.push("date", "format", "must be a date as YYYY-MM-DD"))
+            .ok(),
+    };
+    let csv = match q.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        None => headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv")),
+        Some(_) => {
+            errs.push("format", "unsupported", "must be json or csv");
+            false
+        }
+    };
+    let date = errs.into_result(date).map_err(ApiError::Validation)?.expect("validated above");
+    let rows = report_rows(&st.store, date, shop.id).await?;
+    if csv {
+        let mut out = String::from("date,shop_id,provider,status,currency,orders,amount\n");
+        for r in &rows {
+            out.push_str(&format!("{date},{},{},{},{},{},{}\n", shop.id, r.provider, r.status, r.currency.trim(), r.orders, major(r.amount_minor, &r.currency)));
+        }
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response());
+    }
+    Ok(axum::Json(json!({
+        "date": date.to_string(),
+        "shopId": shop.id,
+        "rows": rows.iter().map(|r| json!({
+            "provider": r.provider,
+            "status": r.status,
+            "currency": r.currency.trim(),
+            "orders": r.orders,
+            "amount": major(r.amount_minor, &r.currency),
+            "amountMinor": r.amount_minor,
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+async fn report_rows(store: &Store, date: Date, shop_id: Uuid) -> Result<Vec<Row>, ApiError> {
+    Ok(sqlx::query_as(
+        "SELECT provider, status, currency::text AS currency, orders, amount_minor FROM report_daily
+         WHERE day = $1 AND shop_id = $2 ORDER BY provider, status, currency",
+    )
+    .bind(date)
+    .bind(shop_id)
+    .fetch_all(&store.pool)
+    .await?)
+}
+
+pub struct Application {
+    infra: Infra,
+    work: JoinSet<anyhow::Result<()>>,
+    local_addr: SocketAddr,
+}
+
+impl Application {
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
+        let infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
+        let routes = Router::new().route("/v1/reports/daily", get(daily)).with_state(AppState { store: infra.store.clone() });
+        let server = infra.bind_http(config.common.http_addr, routes).await?;
+        let local_addr = server.local_addr;
+        let mut work = JoinSet::new();
+        work.spawn(server.serve(shutdown.clone()));
+        let handler = Arc::new(ReportHandler { store: infra.store.clone() });
+        let opts = ConsumerOptions { spec: QueueSpec::REPORTER, service: SERVICE, prefetch: config.common.prefetch };
+        let broker = infra.broker.clone();
+        work.spawn(async move {
+            payhub_queue::consume(broker, opts, handler, shutdown).await;
+            Ok(())
+        });
+        Ok(Application { infra, work, local_addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.infra.run_until_stopped(self.work).await
+    }
+}

@@ -1,1 +1,196 @@
+//! webhook-verifier: proves provider webhooks genuine.
+//!
+//! `POST /webhooks/openpix` checks `x-webhook-signature` over the raw body
+//! against the trusted keys, stores every webhook with its verdict, and for a
+//! payment fact stores `payment.reported` in the same transaction, publishes
+//! it, and answers 200 only once the broker confirmed it. Anything
+//! unverified is answered 401, stored as rejected, and reaches no order.
 
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use payhub_connectors::openpix::{OPENPIX_PUBLIC_KEY_PEM, OpenPixWebhooks, SIGNATURE_HEADER};
+use payhub_connectors::rsa::TrustedKeys;
+use payhub_connectors::{WebhookEvent, WebhookVerifier};
+use payhub_core::events::{EventPayload, PaymentReported};
+use payhub_core::{Envelope, Provider};
+use payhub_queue::Broker;
+use payhub_service::problem::ApiError;
+use payhub_service::{CommonConfig, Infra};
+use payhub_store::{Store, outbox};
+use payhub_telemetry::{ConfigError, Env};
+use prometheus::{IntCounterVec, register_int_counter_vec};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const SERVICE: &str = "webhook-verifier";
+
+static WEBHOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "payhub_provider_webhooks_total",
+        "Provider webhooks received, by provider and verdict.",
+        &["provider", "verdict"]
+    )
+    .expect("metric registers once")
+});
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// PEM text of the trusted OpenPix keys (default: OpenPix's published key).
+    pub openpix_keys: TrustedKeys,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+        let pem = env.string("PAYHUB_OPENPIX_PUBLIC_KEYS", OPENPIX_PUBLIC_KEY_PEM);
+        let openpix_keys = TrustedKeys::from_pem(&pem).map_err(|e| Env::bad("PAYHUB_OPENPIX_PUBLIC_KEYS", e.to_string()))?;
+        Ok(Config { common: CommonConfig::from_env(env, "0.0.0.0:8081")?, openpix_keys })
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Store,
+    broker: Broker,
+    openpix: Arc<OpenPixWebhooks>,
+}
+
+async fn store_verdict(
+    store: &Store,
+    id: Uuid,
+    verdict: &str,
+    reason: Option<&str>,
+    event_type: Option<&str>,
+    reference: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    insert_event(&store.pool, id, verdict, reason, event_type, reference, signature, body).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_event<'e, E: sqlx::PgExecutor<'e>>(
+    ex: E,
+    id: Uuid,
+    verdict: &str,
+    reason: Option<&str>,
+    event_type: Option<&str>,
+    reference: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO webhook_events (id, provider, verdict, reason, event_type, provider_reference, signature, body)
+         VALUES ($1, 'openpix', $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(verdict)
+    .bind(reason)
+    .bind(event_type)
+    .bind(reference)
+    .bind(signature.map(|s| s.chars().take(1024).collect::<String>()))
+    .bind(body)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+#[tracing::instrument(skip_all, fields(provider = "openpix", webhook_id))]
+async fn openpix_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let id = Uuid::now_v7();
+    tracing::Span::current().record("webhook_id", tracing::field::display(id));
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    if let Err(why) = st.openpix.verify(signature, &body) {
+        tracing::warn!(reason = %why, "webhook refused");
+        store_verdict(&st.store, id, "rejected", Some(&why.to_string()), None, None, signature, &body).await?;
+        WEBHOOKS.with_label_values(&["openpix", "rejected"]).inc();
+        return Err(ApiError::Unauthorized(format!("webhook refused: {why}")));
+    }
+    let parsed = match st.openpix.parse(&body) {
+        Ok(p) => p,
+        Err(why) => {
+            store_verdict(&st.store, id, "unreadable", Some(&why), None, None, signature, &body).await?;
+            WEBHOOKS.with_label_values(&["openpix", "unreadable"]).inc();
+            return Err(ApiError::BadRequest(why));
+        }
+    };
+    match parsed {
+        WebhookEvent::TestCall => {
+            store_verdict(&st.store, id, "test_call", None, None, None, signature, &body).await?;
+            WEBHOOKS.with_label_values(&["openpix", "test_call"]).inc();
+            Ok((StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response())
+        }
+        WebhookEvent::Ignored { event_type, why } => {
+            store_verdict(&st.store, id, "ignored", Some(&why), Some(&event_type), None, signature, &body).await?;
+            WEBHOOKS.with_label_values(&["openpix", "ignored"]).inc();
+            Ok((StatusCode::OK, axum::Json(json!({"status": "ignored"}))).into_response())
+        }
+        WebhookEvent::Payment { event_type, provider_reference, report } => {
+            let mut env = Envelope::new(EventPayload::PaymentReported(PaymentReported {
+                provider: Provider::Openpix,
+                webhook_event_id: id,
+                provider_reference: provider_reference.clone(),
+                report,
+            }));
+            // payhub gives the provider the order's id as reference.
+            env.order_id = Uuid::parse_str(&provider_reference).ok();
+            env.trace = payhub_telemetry::trace::current_context();
+            let mut tx = st.store.begin().await?;
+            insert_event(&mut *tx, id, "accepted", None, Some(&event_type), Some(&provider_reference), signature, &body).await?;
+            outbox::add(&mut tx, &env).await?;
+            tx.commit().await?;
+            WEBHOOKS.with_label_values(&["openpix", "accepted"]).inc();
+            // 200 only once the broker holds the event; otherwise the
+            // provider retries (and the relay publishes it meanwhile).
+            outbox::publish_now(&st.store, &st.broker, std::slice::from_ref(&env))
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("could not hand the event to the broker: {e}")))?;
+            tracing::info!(reference = %provider_reference, event_type, "payment reported");
+            Ok((StatusCode::OK, axum::Json(json!({"status": "accepted", "id": id}))).into_response())
+        }
+    }
+}
+
+pub struct Application {
+    infra: Infra,
+    work: JoinSet<anyhow::Result<()>>,
+    local_addr: SocketAddr,
+}
+
+impl Application {
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
+        let mut infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
+        infra.spawn_outbox_relay();
+        let state = AppState {
+            store: infra.store.clone(),
+            broker: infra.broker.clone(),
+            openpix: Arc::new(OpenPixWebhooks::new(config.openpix_keys.clone())),
+        };
+        let routes = Router::new()
+            .route("/webhooks/openpix", post(openpix_webhook))
+            .layer(DefaultBodyLimit::max(1024 * 1024))
+            .with_state(state);
+        let server = infra.bind_http(config.common.http_addr, routes).await?;
+        let local_addr = server.local_addr;
+        let mut work = JoinSet::new();
+        work.spawn(server.serve(shutdown));
+        tracing::info!(%local_addr, "webhook-verifier listening");
+        Ok(Application { infra, work, local_addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.infra.run_until_stopped(self.work).await
+    }
+}

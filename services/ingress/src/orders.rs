@@ -1,0 +1,252 @@
+//! The order API.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use payhub_core::events::{ChargeCustomer, EventPayload, OrderAccepted};
+use payhub_core::{Envelope, Money, NewOrder, OrderStatus};
+use payhub_queue::Broker;
+use payhub_service::problem::ApiError;
+use payhub_store::shops::{self, Shop};
+use payhub_store::{Store, outbox};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub broker: Broker,
+}
+
+pub fn router(state: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/orders", post(create_order))
+        .route("/v1/orders/{correlation_id}", get(get_order))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// The shop behind `Authorization: Bearer <key>` (or `X-Api-Key`).
+async fn authenticate(store: &Store, headers: &HeaderMap) -> Result<Shop, ApiError> {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::Unauthorized("send the shop's API key as `Authorization: Bearer <key>`".into()))?;
+    shops::by_api_key(store, key)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))
+}
+
+fn fingerprint(order: &NewOrder) -> Vec<u8> {
+    let canonical = serde_json::to_vec(order).expect("a validated order serialises");
+    ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref().to_vec()
+}
+
+#[tracing::instrument(skip_all, fields(shop_id, correlation_id))]
+async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let shop = authenticate(&st.store, &headers).await?;
+    tracing::Span::current().record("shop_id", tracing::field::display(shop.id));
+    let json: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let order = NewOrder::from_json(&json).map_err(ApiError::Validation)?;
+    tracing::Span::current().record("correlation_id", order.correlation_id.as_str());
+    let hash = fingerprint(&order);
+    let order_id = Uuid::now_v7();
+
+    let mut tx = st.store.begin().await?;
+    let inserted: Option<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO orders (id, shop_id, correlation_id, provider, channel, currency, items_minor, tax_minor, freight_minor,
+             discount_minor, total_minor, status, customer_name, customer_email, customer_tax_id, customer_phone,
+             customer_birth_date, shipping_address, items, summary, expires_in_secs, request_hash)
+         VALUES ($1, $2, $3, $4, 'api', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+         ON CONFLICT (shop_id, correlation_id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(order_id)
+    .bind(shop.id)
+    .bind(order.correlation_id.as_str())
+    .bind(order.provider.as_str())
+    .bind(order.currency.code())
+    .bind(order.items.iter().map(|i| i.total.minor()).sum::<i64>())
+    .bind(order.tax.minor())
+    .bind(order.freight.minor())
+    .bind(order.discount.minor())
+    .bind(order.total.minor())
+    .bind(OrderStatus::Accepted.as_str())
+    .bind(&order.customer.name)
+    .bind(order.customer.email.as_str())
+    .bind(order.customer.tax_id.digits())
+    .bind(order.customer.phone.as_deref())
+    .bind(order.customer.birth_date)
+    .bind(order.shipping_address.as_ref().map(|a| serde_json::to_value(a).expect("serialises")))
+    .bind(serde_json::to_value(&order.items).expect("serialises"))
+    .bind(order.summary())
+    .bind(order.expires_in_secs as i32)
+    .bind(&hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+
+    if inserted.is_none() {
+        tx.rollback().await?;
+        // The same (shop, correlationID) again: the first order stands.
+        let (existing_id, existing_hash): (Uuid, Vec<u8>) =
+            sqlx::query_as("SELECT id, request_hash FROM orders WHERE shop_id = $1 AND correlation_id = $2")
+                .bind(shop.id)
+                .bind(order.correlation_id.as_str())
+                .fetch_one(&st.store.pool)
+                .await?;
+        if existing_hash != hash {
+            return Err(ApiError::Conflict(format!(
+                "correlationID {} already names a different order of this shop",
+                order.correlation_id
+            )));
+        }
+        let view = order_view(&st.store, existing_id).await?;
+        return Ok((StatusCode::OK, [("idempotent-replayed", "true")], axum::Json(view)).into_response());
+    }
+
+    sqlx::query("INSERT INTO order_history (order_id, from_status, to_status, actor) VALUES ($1, NULL, $2, 'ingress')")
+        .bind(order_id)
+        .bind(OrderStatus::Accepted.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let mut event = Envelope::for_order(
+        EventPayload::OrderAccepted(OrderAccepted {
+            provider: order.provider,
+            provider_reference: order_id.to_string(),
+            amount: order.total,
+            customer: ChargeCustomer {
+                name: order.customer.name.clone(),
+                email: order.customer.email.as_str().to_string(),
+                tax_id: order.customer.tax_id.digits().to_string(),
+                phone: order.customer.phone.clone(),
+            },
+            expires_in_secs: order.expires_in_secs,
+            description: order.summary(),
+        }),
+        order_id,
+        shop.id,
+        order.correlation_id.as_str(),
+    );
+    event.trace = payhub_telemetry::trace::current_context();
+    outbox::add(&mut tx, &event).await?;
+    tx.commit().await?;
+    tracing::info!(order_id = %order_id, total = %order.total, customer = %order.customer.email.masked(), "order accepted");
+
+    // Committed: the order exists and its event will be published, now or
+    // by the relay if the broker is away.
+    if let Err(e) = outbox::publish_now(&st.store, &st.broker, std::slice::from_ref(&event)).await {
+        tracing::warn!(error = %e, "publish after commit failed; the outbox relay will publish it");
+    }
+    let view = order_view(&st.store, order_id).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+}
+
+async fn get_order(State(st): State<AppState>, headers: HeaderMap, Path(correlation_id): Path<String>) -> Result<Response, ApiError> {
+    let shop = authenticate(&st.store, &headers).await?;
+    let id: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM orders WHERE shop_id = $1 AND correlation_id = $2")
+        .bind(shop.id)
+        .bind(&correlation_id)
+        .fetch_optional(&st.store.pool)
+        .await?;
+    // Another shop's order is indistinguishable from a missing one.
+    let Some((id,)) = id else {
+        return Err(ApiError::NotFound(format!("no order {correlation_id} for this shop")));
+    };
+    Ok(axum::Json(order_view(&st.store, id).await?).into_response())
+}
+
+fn ts(t: Option<OffsetDateTime>) -> Value {
+    t.and_then(|t| t.format(&Rfc3339).ok()).map(Value::String).unwrap_or(Value::Null)
+}
+
+fn amount(minor: i64, currency: &str) -> Value {
+    let major = payhub_core::Currency::parse(currency)
+        .map(|c| Money::from_minor(minor, c).to_major_string())
+        .unwrap_or_else(|| minor.to_string());
+    Value::String(major)
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: Uuid,
+    correlation_id: String,
+    provider: String,
+    status: String,
+    currency: String,
+    items_minor: i64,
+    tax_minor: i64,
+    freight_minor: i64,
+    discount_minor: i64,
+    total_minor: i64,
+    status_reason: Option<String>,
+    summary: String,
+    items: Value,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+    paid_at: Option<OffsetDateTime>,
+    end_to_end_id: Option<String>,
+}
+
+/// The order as the shop's back office and the buyer's "my orders" see it.
+pub async fn order_view(store: &Store, id: Uuid) -> Result<Value, ApiError> {
+    let o: OrderRow = sqlx::query_as(
+        "SELECT id, correlation_id, provider, status, currency::text AS currency, items_minor, tax_minor, freight_minor, discount_minor,
+                total_minor, status_reason, summary, items, created_at, updated_at, paid_at, end_to_end_id
+         FROM orders WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&store.pool)
+    .await?;
+    let cur = o.currency.clone();
+    let charge: Option<(String, String, String, Option<OffsetDateTime>, String)> =
+        sqlx::query_as("SELECT br_code, qr_code_image_url, payment_link_url, expires_at, provider_charge_id FROM charges WHERE order_id = $1")
+            .bind(id)
+            .fetch_optional(&store.pool)
+            .await?;
+    let history: Vec<(Option<String>, String, Option<String>, OffsetDateTime)> =
+        sqlx::query_as("SELECT from_status, to_status, reason, at FROM order_history WHERE order_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&store.pool)
+            .await?;
+    Ok(json!({
+        "id": o.id,
+        "correlationID": o.correlation_id,
+        "provider": o.provider,
+        "status": o.status,
+        "statusReason": o.status_reason,
+        "currency": cur,
+        "items": o.items,
+        "summary": o.summary,
+        "amounts": {
+            "items": amount(o.items_minor, &cur),
+            "tax": amount(o.tax_minor, &cur),
+            "freight": amount(o.freight_minor, &cur),
+            "discount": amount(o.discount_minor, &cur),
+            "total": amount(o.total_minor, &cur),
+            "totalMinor": o.total_minor,
+        },
+        "charge": charge.map(|c| json!({
+            "brCode": c.0,
+            "qrCodeImage": c.1,
+            "paymentLinkUrl": c.2,
+            "expiresAt": ts(c.3),
+            "providerChargeId": c.4,
+        })),
+        "paidAt": ts(o.paid_at),
+        "endToEndId": o.end_to_end_id,
+        "createdAt": ts(Some(o.created_at)),
+        "updatedAt": ts(Some(o.updated_at)),
+        "history": history.into_iter().map(|h| json!({
+            "from": h.0, "to": h.1, "reason": h.2, "at": ts(Some(h.3)),
+        })).collect::<Vec<_>>(),
+    }))
+}

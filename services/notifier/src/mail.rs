@@ -1,0 +1,119 @@
+//! E-mails to buyers and alerts to shop admins (pt-BR, the buyers' language).
+
+use crate::Attempt;
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use payhub_core::events::OrderStatusChanged;
+use payhub_core::{Envelope, OrderStatus};
+use std::time::Duration;
+
+pub struct Mail {
+    pub subject: String,
+    pub body: String,
+}
+
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Mailer {
+    pub fn new(smtp_url: &str, from: &str) -> anyhow::Result<Mailer> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+            .map_err(|e| anyhow::anyhow!("PAYHUB_SMTP_URL is not usable: {e}"))?
+            .timeout(Some(Duration::from_secs(10)))
+            .build();
+        Ok(Mailer { transport, from: from.parse()? })
+    }
+
+    pub(crate) async fn send(&self, to: &str, mail: &Mail) -> Attempt {
+        let to: Mailbox = match to.parse() {
+            Ok(m) => m,
+            Err(e) => return Attempt { ok: false, status_code: None, error: Some(format!("not a deliverable address: {e}")) },
+        };
+        let message = match Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(&mail.subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(mail.body.clone())
+        {
+            Ok(m) => m,
+            Err(e) => return Attempt { ok: false, status_code: None, error: Some(format!("cannot build the message: {e}")) },
+        };
+        match self.transport.send(message).await {
+            Ok(resp) => Attempt { ok: true, status_code: Some(i32::from(u16::from(resp.code()))), error: None },
+            Err(e) => Attempt { ok: false, status_code: e.status().map(|c| i32::from(u16::from(c))), error: Some(format!("SMTP: {e}")) },
+        }
+    }
+}
+
+fn reais(change: &OrderStatusChanged) -> String {
+    format!("R$ {}", change.amount.to_major_string().replace('.', ","))
+}
+
+/// The buyer's e-mail for this change, if the buyer is told about it.
+pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
+    let order = env.correlation_id.as_deref().unwrap_or("");
+    let greeting = format!("Olá, {}!", change.customer_name);
+    match change.to {
+        OrderStatus::AwaitingPayment => {
+            let charge = change.charge.as_ref()?;
+            Some(Mail {
+                subject: format!("Pedido {order}: pague {} com PIX", reais(change)),
+                body: format!(
+                    "{greeting}\n\nRecebemos o seu pedido {order} ({}).\nValor: {}\n\n\
+                     Pague com PIX copia e cola:\n{}\n\nOu abra o link de pagamento:\n{}\n\n{}\
+                     Assim que o pagamento for confirmado, avisaremos você por e-mail.\n",
+                    change.summary,
+                    reais(change),
+                    charge.br_code,
+                    charge.payment_link_url,
+                    charge
+                        .expires_at
+                        .map(|t| format!("O código vale até {} (UTC).\n\n", t.date()))
+                        .unwrap_or_default(),
+                ),
+            })
+        }
+        OrderStatus::Paid => Some(Mail {
+            subject: format!("Pagamento confirmado: pedido {order}"),
+            body: format!(
+                "{greeting}\n\nO pagamento do pedido {order} foi confirmado.\nValor pago: {}\nItens: {}\n{}\nObrigado pela compra!\n",
+                reais(change),
+                change.summary,
+                change.end_to_end_id.as_ref().map(|e| format!("Identificador PIX (E2E): {e}\n")).unwrap_or_default(),
+            ),
+        }),
+        OrderStatus::Expired => Some(Mail {
+            subject: format!("O PIX do pedido {order} expirou"),
+            body: format!("{greeting}\n\nO código PIX do pedido {order} ({}) expirou sem pagamento.\nSe ainda quiser os itens, faça um novo pedido na loja.\n", reais(change)),
+        }),
+        OrderStatus::Failed => Some(Mail {
+            subject: format!("Não foi possível processar o pagamento do pedido {order}"),
+            body: format!(
+                "{greeting}\n\nNão conseguimos gerar a cobrança do pedido {order} ({}). O pedido foi bloqueado e a loja foi avisada.\nNenhum valor foi cobrado.\n",
+                reais(change)
+            ),
+        }),
+        OrderStatus::Accepted | OrderStatus::UnderReview => None,
+    }
+}
+
+/// The alert a shop's admin gets when an order is blocked or needs review.
+pub fn admin_alert(env: &Envelope, change: &OrderStatusChanged, shop_name: &str) -> Mail {
+    let order = env.correlation_id.as_deref().unwrap_or("");
+    Mail {
+        subject: format!("[payhub] Pedido {order} {}: ação necessária", change.to.as_str()),
+        body: format!(
+            "Loja: {shop_name}\nPedido: {order} (payhub {})\nNovo estado: {} (antes: {})\nMotivo: {}\nValor: {}\n",
+            env.order_id.map(|i| i.to_string()).unwrap_or_default(),
+            change.to.as_str(),
+            change.from.as_str(),
+            change.reason.as_deref().unwrap_or("-"),
+            reais(change),
+        ),
+    }
+}

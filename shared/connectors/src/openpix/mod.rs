@@ -1,0 +1,199 @@
+//! OpenPix / Woovi: PIX charges and their webhooks (providers.md §1).
+
+mod transformers;
+
+use crate::rsa::TrustedKeys;
+use crate::{ChargeConnector, ChargeRequest, ConnectorError, CreatedCharge, WebhookEvent, WebhookRejection, WebhookVerifier};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret, SecretString};
+use std::time::Duration;
+
+/// OpenPix's published webhook key (RSA-1024; the same for production and
+/// sandbox). The default trust set of the webhook verifier.
+pub const OPENPIX_PUBLIC_KEY_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC/+NtIkjzevvqD+I3MMv3bLXDt
+pvxBjY4BsRrSdca3rtAwMcRYYvxSnd7jagVLpctMiOxQO8ieUCKLSWHpsMAjO/zZ
+WMKbqoG8MNpi/u3fp6zz0mcHCOSqYsPUUG19buW8bis5ZZ2IZgBObWSpTvJ0cnj6
+HKBAA82Jln+lGwS1MwIDAQAB
+-----END PUBLIC KEY-----
+";
+
+pub const SIGNATURE_HEADER: &str = "x-webhook-signature";
+
+/// The charge API client.
+#[derive(Clone)]
+pub struct OpenPixClient {
+    http: reqwest::Client,
+    base_url: String,
+    app_id: SecretString,
+}
+
+impl std::fmt::Debug for OpenPixClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenPixClient").field("base_url", &self.base_url).finish_non_exhaustive()
+    }
+}
+
+impl OpenPixClient {
+    pub fn new(base_url: &str, app_id: SecretString, timeout: Duration) -> Result<OpenPixClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("payhub/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(OpenPixClient { http, base_url: base_url.trim_end_matches('/').to_string(), app_id })
+    }
+}
+
+impl ChargeConnector for OpenPixClient {
+    #[tracing::instrument(skip_all, fields(provider = "openpix", reference = %req.provider_reference))]
+    async fn create_charge(&self, req: &ChargeRequest) -> Result<CreatedCharge, ConnectorError> {
+        let body = transformers::ChargeBody::from_request(req);
+        // return_existing makes a repeat (after a crash or a retry) return the
+        // charge already created instead of failing: the provider side of
+        // our idempotency.
+        let url = format!("{}/api/v1/charge?return_existing=true", self.base_url);
+        let resp = self
+            .http
+            .post(&url)
+            .header("Authorization", self.app_id.expose_secret())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ConnectorError::Transient(format!("calling OpenPix failed: {}", without_url(&e))))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ConnectorError::Transient(format!("reading OpenPix's answer failed: {}", without_url(&e))))?;
+        if status.is_success() {
+            return transformers::parse_created(&text, req.amount.currency());
+        }
+        let detail = transformers::error_message(&text);
+        let msg = format!("OpenPix answered {}: {detail}", status.as_u16());
+        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+            Err(ConnectorError::Transient(msg))
+        } else {
+            Err(ConnectorError::Permanent(msg))
+        }
+    }
+}
+
+/// Describes a transport error without echoing the URL (which is ours, but
+/// keeps logs free of anything a query string might carry).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection refused or unreachable"
+    } else {
+        "request error"
+    };
+    let mut detail = e.to_string();
+    if let Some(u) = e.url() {
+        detail = detail.replace(u.as_str(), "<openpix>");
+    }
+    format!("{kind} ({detail})")
+}
+
+/// Verifies `x-webhook-signature`: base64 RSA-SHA256 (PKCS#1 v1.5) over the
+/// raw body, against any trusted key.
+#[derive(Debug, Clone)]
+pub struct OpenPixWebhooks {
+    keys: TrustedKeys,
+}
+
+impl OpenPixWebhooks {
+    pub fn new(keys: TrustedKeys) -> OpenPixWebhooks {
+        OpenPixWebhooks { keys }
+    }
+
+    /// Trusting OpenPix's published key only.
+    pub fn published() -> OpenPixWebhooks {
+        OpenPixWebhooks { keys: TrustedKeys::from_pem(OPENPIX_PUBLIC_KEY_PEM).expect("the compiled-in key parses") }
+    }
+}
+
+impl WebhookVerifier for OpenPixWebhooks {
+    fn verify(&self, signature_header: Option<&str>, body: &[u8]) -> Result<(), WebhookRejection> {
+        let sig = signature_header.map(str::trim).filter(|s| !s.is_empty()).ok_or(WebhookRejection::MissingSignature)?;
+        let raw = STANDARD.decode(sig).map_err(|_| WebhookRejection::MalformedSignature)?;
+        if raw.len() < 64 {
+            return Err(WebhookRejection::MalformedSignature);
+        }
+        if self.keys.verify(body, &raw) { Ok(()) } else { Err(WebhookRejection::BadSignature) }
+    }
+
+    fn parse(&self, body: &[u8]) -> Result<WebhookEvent, String> {
+        transformers::parse_webhook(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payhub_core::events::PaymentReport;
+
+    const BODY: &[u8] = include_bytes!("../../../../tests/fixtures/openpix/charge-completed.json");
+    const SIG: &str = include_str!("../../../../tests/fixtures/openpix/charge-completed.json.sandbox-sig");
+    const SANDBOX_KEY: &str = include_str!("../../../../tests/fixtures/sandbox-openpix-public.pem");
+
+    fn sandbox() -> OpenPixWebhooks {
+        OpenPixWebhooks::new(TrustedKeys::from_pem(SANDBOX_KEY).unwrap())
+    }
+
+    #[test]
+    fn valid_signature_verifies() {
+        assert_eq!(sandbox().verify(Some(SIG), BODY), Ok(()));
+    }
+
+    #[test]
+    fn tampered_body_fails() {
+        let mut body = BODY.to_vec();
+        let pos = body.windows(7).position(|w| w == b"\"value\"").unwrap();
+        body[pos + 9] = b'9';
+        assert_eq!(sandbox().verify(Some(SIG), &body), Err(WebhookRejection::BadSignature));
+    }
+
+    #[test]
+    fn wrong_key_fails() {
+        assert_eq!(OpenPixWebhooks::published().verify(Some(SIG), BODY), Err(WebhookRejection::BadSignature));
+    }
+
+    #[test]
+    fn malformed_and_missing_headers_fail() {
+        assert_eq!(sandbox().verify(None, BODY), Err(WebhookRejection::MissingSignature));
+        assert_eq!(sandbox().verify(Some("  "), BODY), Err(WebhookRejection::MissingSignature));
+        assert_eq!(sandbox().verify(Some("not base64 !!"), BODY), Err(WebhookRejection::MalformedSignature));
+        assert_eq!(sandbox().verify(Some("AAAA"), BODY), Err(WebhookRejection::MalformedSignature));
+    }
+
+    #[test]
+    fn either_of_two_trusted_keys_verifies() {
+        let both = OpenPixWebhooks::new(TrustedKeys::from_pem(&format!("{OPENPIX_PUBLIC_KEY_PEM}{SANDBOX_KEY}")).unwrap());
+        assert_eq!(both.verify(Some(SIG), BODY), Ok(()));
+    }
+
+    #[test]
+    fn parses_documented_payloads() {
+        let w = OpenPixWebhooks::published();
+        match w.parse(BODY).unwrap() {
+            WebhookEvent::Payment { provider_reference, report: PaymentReport::Completed { charge_value, paid_value, end_to_end_id, .. }, .. } => {
+                assert_eq!(provider_reference, "3f2a2690-8224-4aae-a1ba-ed26d4d61f81");
+                assert_eq!(charge_value.minor(), 1);
+                assert_eq!(paid_value.map(|m| m.minor()), Some(1));
+                assert_eq!(end_to_end_id.as_deref(), Some("E18236120202509241507s0123456789"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let expired = include_bytes!("../../../../tests/fixtures/openpix/charge-expired.json");
+        assert!(matches!(w.parse(expired).unwrap(), WebhookEvent::Payment { report: PaymentReport::Expired, .. }));
+        let test_call = include_bytes!("../../../../tests/fixtures/openpix/webhook-test-call.json");
+        assert_eq!(w.parse(test_call).unwrap(), WebhookEvent::TestCall);
+        assert_eq!(w.parse(br#"{"data_criacao":"x","event":"OPENPIX:CHARGE_COMPLETED"}"#).unwrap(), WebhookEvent::TestCall);
+        assert!(matches!(w.parse(br#"{"event":"OPENPIX:MOVEMENT_CONFIRMED"}"#).unwrap(), WebhookEvent::Ignored { .. }));
+        assert!(w.parse(b"not json").is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! OpenPix wire types and their conversion to and from payhub's domain.
+
+use crate::{ChargeRequest, ConnectorError, CreatedCharge, WebhookEvent};
+use payhub_core::events::{ChargeView, PaymentReport};
+use payhub_core::{Currency, Money};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ChargeBody<'a> {
+    #[serde(rename = "correlationID")]
+    correlation_id: &'a str,
+    /// Centavos.
+    value: i64,
+    comment: String,
+    expires_in: u32,
+    customer: CustomerBody<'a>,
+    additional_info: Vec<KeyValue<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct CustomerBody<'a> {
+    name: &'a str,
+    email: &'a str,
+    #[serde(rename = "taxID")]
+    tax_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct KeyValue<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+impl<'a> ChargeBody<'a> {
+    pub(super) fn from_request(req: &'a ChargeRequest) -> ChargeBody<'a> {
+        ChargeBody {
+            correlation_id: &req.provider_reference,
+            value: req.amount.minor(),
+            // OpenPix shows the comment to the payer; it is limited to 140.
+            comment: req.description.chars().take(140).collect(),
+            expires_in: req.expires_in_secs,
+            customer: CustomerBody {
+                name: &req.customer.name,
+                email: &req.customer.email,
+                tax_id: &req.customer.tax_id,
+                phone: req.customer.phone.as_deref(),
+            },
+            additional_info: vec![KeyValue { key: "payhub", value: &req.provider_reference }],
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CreatedResponse {
+    charge: ChargeWire,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChargeWire {
+    value: i64,
+    #[serde(rename = "transactionID")]
+    transaction_id: Option<String>,
+    identifier: Option<String>,
+    #[serde(rename = "correlationID")]
+    correlation_id: Option<String>,
+    br_code: String,
+    payment_link_url: String,
+    qr_code_image: String,
+    expires_date: Option<String>,
+}
+
+pub(super) fn parse_created(text: &str, currency: Currency) -> Result<CreatedCharge, ConnectorError> {
+    let r: CreatedResponse = serde_json::from_str(text)
+        .map_err(|e| ConnectorError::Transient(format!("OpenPix's answer is not a charge: {e}")))?;
+    let c = r.charge;
+    let id = c
+        .transaction_id
+        .or(c.identifier)
+        .or(c.correlation_id)
+        .ok_or_else(|| ConnectorError::Transient("OpenPix's charge has no id".into()))?;
+    Ok(CreatedCharge {
+        provider_charge_id: id,
+        amount: Money::from_minor(c.value, currency),
+        view: ChargeView {
+            br_code: c.br_code,
+            qr_code_image_url: c.qr_code_image,
+            payment_link_url: c.payment_link_url,
+            expires_at: c.expires_date.and_then(|d| OffsetDateTime::parse(&d, &Rfc3339).ok()),
+        },
+    })
+}
+
+pub(super) fn error_message(text: &str) -> String {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| text.chars().take(200).collect())
+}
+
+fn money(v: Option<&Value>) -> Option<Money> {
+    v.and_then(Value::as_i64).map(|c| Money::from_minor(c, Currency::Brl))
+}
+
+pub(super) fn parse_webhook(body: &[u8]) -> Result<WebhookEvent, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    // Older payloads say `evento`, newer `event`.
+    let event = v
+        .get("event")
+        .or_else(|| v.get("evento"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let charge = v.get("charge").filter(|c| c.is_object());
+    if event == "teste_webhook" {
+        return Ok(WebhookEvent::TestCall);
+    }
+    let Some(charge) = charge else {
+        // The registration test call carries an event name but no charge.
+        if event == "OPENPIX:CHARGE_COMPLETED" || event.is_empty() {
+            return Ok(WebhookEvent::TestCall);
+        }
+        return Ok(WebhookEvent::Ignored { event_type: event, why: "no charge in the payload".into() });
+    };
+    let reference = charge
+        .get("correlationID")
+        .and_then(Value::as_str)
+        .ok_or("the charge has no correlationID")?
+        .to_string();
+    let status = charge.get("status").and_then(Value::as_str).unwrap_or("");
+    match (event.as_str(), status) {
+        ("OPENPIX:CHARGE_COMPLETED" | "OPENPIX:TRANSACTION_RECEIVED", "COMPLETED") => {
+            let pix = v.get("pix").filter(|p| p.is_object());
+            let charge_value = money(charge.get("value")).ok_or("the charge has no integer value")?;
+            let report = PaymentReport::Completed {
+                charge_value,
+                paid_value: money(pix.and_then(|p| p.get("value"))),
+                end_to_end_id: pix.and_then(|p| p.get("endToEndId")).and_then(Value::as_str).map(str::to_string),
+                transaction_id: charge.get("transactionID").and_then(Value::as_str).map(str::to_string),
+                paid_at: charge
+                    .get("paidAt")
+                    .and_then(Value::as_str)
+                    .and_then(|d| OffsetDateTime::parse(d, &Rfc3339).ok()),
+            };
+            Ok(WebhookEvent::Payment { event_type: event, provider_reference: reference, report })
+        }
+        ("OPENPIX:CHARGE_EXPIRED", _) => Ok(WebhookEvent::Payment { event_type: event, provider_reference: reference, report: PaymentReport::Expired }),
+        _ => Ok(WebhookEvent::Ignored { event_type: event, why: format!("charge status {status:?} needs no action") }),
+    }
+}

@@ -1,0 +1,181 @@
+//! What every payhub service wires the same way: the common settings, the
+//! store and broker handles with readiness, the ops HTTP server, and a
+//! two-phase shutdown (stop intake and drain, then close connections).
+
+pub mod problem;
+
+use anyhow::Context;
+use payhub_queue::{Broker, RetryPolicy, Topology};
+use payhub_store::Store;
+use payhub_telemetry::{ConfigError, Env, Readiness};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Settings every service reads. Defaults work against a local RabbitMQ and
+/// PostgreSQL; see the README's configuration table.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    pub database_url: String,
+    pub amqp_url: String,
+    pub http_addr: SocketAddr,
+    pub topology: Topology,
+    pub prefetch: u16,
+    pub db_max_connections: u32,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/payhub";
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+impl CommonConfig {
+    pub fn from_env(env: &Env, default_http_addr: &str) -> Result<CommonConfig, ConfigError> {
+        let database_url = env.string("PAYHUB_DATABASE_URL", DEFAULT_DATABASE_URL);
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(Env::bad("PAYHUB_DATABASE_URL", "must be a postgres:// URL"));
+        }
+        let amqp_url = env.string("PAYHUB_AMQP_URL", DEFAULT_AMQP_URL);
+        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
+            return Err(Env::bad("PAYHUB_AMQP_URL", "must be an amqp:// or amqps:// URL"));
+        }
+        let defaults = RetryPolicy::default();
+        let retry = RetryPolicy {
+            delay: env.millis("PAYHUB_RETRY_DELAY_MS", defaults.delay)?,
+            max_attempts: env.parse("PAYHUB_MAX_ATTEMPTS", defaults.max_attempts)?,
+            delivery_limit: env.parse("PAYHUB_DELIVERY_LIMIT", defaults.delivery_limit)?,
+        };
+        if retry.max_attempts == 0 {
+            return Err(Env::bad("PAYHUB_MAX_ATTEMPTS", "must be at least 1"));
+        }
+        if retry.delay.is_zero() {
+            return Err(Env::bad("PAYHUB_RETRY_DELAY_MS", "must be above 0"));
+        }
+        let prefetch: u16 = env.parse("PAYHUB_PREFETCH", 32)?;
+        if prefetch == 0 {
+            return Err(Env::bad("PAYHUB_PREFETCH", "must be at least 1"));
+        }
+        let db_max_connections: u32 = env.parse("PAYHUB_DB_MAX_CONNECTIONS", 10)?;
+        if db_max_connections == 0 {
+            return Err(Env::bad("PAYHUB_DB_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        Ok(CommonConfig {
+            database_url,
+            amqp_url,
+            http_addr: env.socket_addr("PAYHUB_HTTP_ADDR", default_http_addr)?,
+            topology: Topology {
+                exchange: env.string("PAYHUB_EXCHANGE", "payhub.events"),
+                prefix: env.string("PAYHUB_QUEUE_PREFIX", ""),
+                retry,
+            },
+            prefetch,
+            db_max_connections,
+        })
+    }
+}
+
+/// The connections and background tasks of one running service.
+pub struct Infra {
+    pub service: &'static str,
+    pub store: Store,
+    pub broker: Broker,
+    pub readiness: Readiness,
+    /// Cancelled by the operator (SIGTERM): stop taking work.
+    pub shutdown: CancellationToken,
+    /// Cancelled last, after work drained: close connections.
+    infra_shutdown: CancellationToken,
+    pub tasks: JoinSet<()>,
+}
+
+impl Infra {
+    pub fn start(service: &'static str, cfg: &CommonConfig, shutdown: CancellationToken) -> anyhow::Result<Infra> {
+        let store = Store::connect_lazy(&cfg.database_url, cfg.db_max_connections).context("PAYHUB_DATABASE_URL")?;
+        let infra_shutdown = CancellationToken::new();
+        let broker = Broker::start(&cfg.amqp_url, &format!("payhub-{service}"), cfg.topology.clone(), infra_shutdown.clone());
+        let readiness = Readiness::default();
+        let db_ok = readiness.check("database");
+        let broker_ok = readiness.check("broker");
+        let mut tasks = JoinSet::new();
+        {
+            let (store, broker, stop) = (store.clone(), broker.clone(), infra_shutdown.clone());
+            tasks.spawn(async move {
+                loop {
+                    db_ok.store(store.ping().await, Ordering::Relaxed);
+                    broker_ok.store(broker.is_connected(), Ordering::Relaxed);
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            });
+        }
+        Ok(Infra { service, store, broker, readiness, shutdown, infra_shutdown, tasks })
+    }
+
+    /// Runs the outbox relay in the background (services that publish).
+    pub fn spawn_outbox_relay(&mut self) {
+        let relay = payhub_store::outbox::Relay {
+            store: self.store.clone(),
+            broker: self.broker.clone(),
+            grace: Duration::from_secs(2),
+            interval: Duration::from_secs(1),
+        };
+        let stop = self.infra_shutdown.clone();
+        self.tasks.spawn(relay.run(stop));
+    }
+
+    /// Binds the HTTP listener: service routes plus `/metrics`, `/healthz`,
+    /// `/readyz`, with request metrics.
+    pub async fn bind_http(&self, addr: SocketAddr, routes: axum::Router) -> anyhow::Result<HttpServer> {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (PAYHUB_HTTP_ADDR)"))?;
+        let local_addr = listener.local_addr()?;
+        let router = payhub_telemetry::http::instrument(routes).merge(payhub_telemetry::ops_router(self.readiness.clone()));
+        Ok(HttpServer { listener, router, local_addr })
+    }
+
+    /// Waits for `work` (consumers, HTTP) to end after shutdown, then closes
+    /// the broker connection and background tasks.
+    pub async fn run_until_stopped(mut self, mut work: JoinSet<anyhow::Result<()>>) -> anyhow::Result<()> {
+        let readiness = self.readiness.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            readiness.set_draining();
+        });
+        let mut result = Ok(());
+        while let Some(r) = work.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = format!("{e:#}"), "a task of the service failed; stopping");
+                    self.shutdown.cancel();
+                    result = Err(e);
+                }
+                Err(e) => {
+                    self.shutdown.cancel();
+                    result = Err(anyhow::anyhow!("a task of the service panicked: {e}"));
+                }
+            }
+        }
+        self.infra_shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        // Let the broker supervisor close the connection politely.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tracing::info!(service = self.service, "drained and stopped");
+        result
+    }
+}
+
+/// A bound, not yet serving, HTTP server.
+pub struct HttpServer {
+    listener: TcpListener,
+    router: axum::Router,
+    pub local_addr: SocketAddr,
+}
+
+impl HttpServer {
+    pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        payhub_telemetry::http::serve(self.listener, self.router, shutdown).await.context("the HTTP server failed")
+    }
+}

@@ -1,0 +1,77 @@
+//! RFC 9457 problem details: the one error shape of payhub's HTTP APIs.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use payhub_core::ValidationErrors;
+use serde_json::json;
+
+/// An HTTP API error. Validation errors carry field-level detail;
+/// internal errors are opaque to the caller and logged with their cause.
+#[derive(Debug)]
+pub enum ApiError {
+    Validation(ValidationErrors),
+    BadRequest(String),
+    Unauthorized(String),
+    NotFound(String),
+    Conflict(String),
+    Unavailable(String),
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    pub fn internal(e: impl Into<anyhow::Error>) -> ApiError {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+fn problem(status: StatusCode, kind: &str, title: &str, detail: Option<&str>, extra: Option<serde_json::Value>) -> Response {
+    let mut body = json!({
+        "type": format!("https://payhub.dev/problems/{kind}"),
+        "title": title,
+        "status": status.as_u16(),
+    });
+    if let Some(d) = detail {
+        body["detail"] = json!(d);
+    }
+    if let Some(serde_json::Value::Object(m)) = extra {
+        for (k, v) in m {
+            body[k] = v;
+        }
+    }
+    let mut resp = (status, axum::Json(body)).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Validation(errs) => problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "The request is invalid",
+                Some(&errs.to_string()),
+                Some(json!({ "errors": errs.0 })),
+            ),
+            ApiError::BadRequest(d) => problem(StatusCode::BAD_REQUEST, "bad-request", "The request cannot be read", Some(&d), None),
+            ApiError::Unauthorized(d) => {
+                let mut r = problem(StatusCode::UNAUTHORIZED, "unauthorized", "Not authenticated", Some(&d), None);
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            ApiError::NotFound(d) => problem(StatusCode::NOT_FOUND, "not-found", "Not found", Some(&d), None),
+            ApiError::Conflict(d) => problem(StatusCode::CONFLICT, "conflict", "Conflict", Some(&d), None),
+            ApiError::Unavailable(d) => problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", Some(&d), None),
+            ApiError::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "internal error");
+                problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", None, None)
+            }
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! payhub's sandbox: the outside world for demos and end-to-end tests.
+//!
+//! * a stateful **OpenPix/Woovi-compatible provider** (`POST /api/v1/charge`,
+//!   `GET /api/v1/charge/{id}`, `GET /api/v1/webhook/public-keys`) that
+//!   "pays" or expires charges on demand and sends webhooks signed exactly
+//!   like OpenPix's (`x-webhook-signature`, RSA-SHA256);
+//! * a **shop endpoint** that records the Standard Webhooks payhub sends and
+//!   checks their signatures;
+//! * an **SMTP sink** that records e-mails.
+//!
+//! Start it in-process with [`Sandbox::start`] (port 0 everywhere with
+//! [`SandboxConfig::local_ephemeral`]) or run the `payhub-sandbox` binary.
+//! Everything runs until the [`CancellationToken`] given to `start` is
+//! cancelled.
+
+mod charges;
+mod mime;
+mod model;
+mod provider;
+mod shop;
+mod signing;
+mod smtp;
+mod state;
+mod util;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use model::{
+    ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge,
+    WebhookAttempt,
+};
+
+use crate::state::{Inner, lock};
+
+/// The fixture RSA key pair's public half (PEM). payhub trusts it in tests
+/// and the demo only; the private half signs the sandbox's webhooks.
+pub const FIXTURE_PUBLIC_KEY_PEM: &str = include_str!("../../fixtures/sandbox-openpix-public.pem");
+
+/// The fixture RSA private key, PKCS#8 DER.
+pub const FIXTURE_PRIVATE_KEY_PKCS8: &[u8] = include_bytes!("../../fixtures/sandbox-openpix-private.pk8.der");
+
+/// Timeout of every outgoing webhook POST.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the sandbox listens and what it pretends to be.
+#[derive(Clone, Serialize)]
+pub struct SandboxConfig {
+    /// OpenPix-compatible API and the `/sandbox/...` control routes; port 0 allowed.
+    pub provider_addr: SocketAddr,
+    /// The shop's webhook receiver; port 0 allowed.
+    pub shop_addr: SocketAddr,
+    /// The SMTP sink; port 0 allowed.
+    pub smtp_addr: SocketAddr,
+    /// The OpenPix AppID the provider accepts in `Authorization`.
+    pub app_id: String,
+    /// RSA private key, PKCS#8 DER (a PKCS#8 PEM is accepted too), that signs
+    /// `x-webhook-signature`.
+    #[serde(skip)]
+    pub signing_key_pkcs8: Vec<u8>,
+    /// Full URL the provider POSTs its webhooks to (payhub's webhook-verifier
+    /// `/webhooks/openpix`).
+    pub webhook_target: Option<String>,
+    /// Base of `paymentLinkUrl` / `qrCodeImage`; default `http://<provider_addr>`.
+    pub public_base_url: Option<String>,
+}
+
+impl std::fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("provider_addr", &self.provider_addr)
+            .field("shop_addr", &self.shop_addr)
+            .field("smtp_addr", &self.smtp_addr)
+            .field("app_id", &self.app_id)
+            .field("signing_key_pkcs8", &format_args!("<{} bytes>", self.signing_key_pkcs8.len()))
+            .field("webhook_target", &self.webhook_target)
+            .field("public_base_url", &self.public_base_url)
+            .finish()
+    }
+}
+
+impl SandboxConfig {
+    /// 127.0.0.1 port 0 for every listener, the fixture signing key, no
+    /// webhook target yet.
+    pub fn local_ephemeral(app_id: &str) -> SandboxConfig {
+        let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        SandboxConfig {
+            provider_addr: any_port,
+            shop_addr: any_port,
+            smtp_addr: any_port,
+            app_id: app_id.to_string(),
+            signing_key_pkcs8: FIXTURE_PRIVATE_KEY_PKCS8.to_vec(),
+            webhook_target: None,
+            public_base_url: None,
+        }
+    }
+}
+
+/// Checks that `url` is an absolute http(s) URL.
+pub(crate) fn check_url(url: &str) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
+    anyhow::ensure!(
+        matches!(parsed.scheme(), "http" | "https"),
+        "{url:?} is not an http(s) URL"
+    );
+    Ok(())
+}
+
+/// A running sandbox. Cheap to clone; every clone sees the same state.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("provider_url", &self.provider_url())
+            .field("shop_webhook_url", &self.shop_webhook_url())
+            .field("smtp_addr", &self.inner.smtp_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds a listener, naming it in the error.
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("reading the {what} listener's address"))?;
+    Ok((listener, local))
+}
+
+impl Sandbox {
+    /// Binds the three listeners, spawns their servers and returns once they
+    /// accept connections. The servers stop when `shutdown` is cancelled
+    /// (await [`Sandbox::stopped`] to wait for that).
+    pub async fn start(cfg: SandboxConfig, shutdown: CancellationToken) -> anyhow::Result<Sandbox> {
+        // reqwest is built without a default crypto provider; ignore the
+        // error when one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let signer = signing::Signer::from_key_bytes(&cfg.signing_key_pkcs8).context("loading the signing key")?;
+        anyhow::ensure!(!cfg.app_id.trim().is_empty(), "the OpenPix AppID must not be empty");
+        if let Some(target) = &cfg.webhook_target {
+            check_url(target).context("the webhook target")?;
+        }
+        if let Some(base) = &cfg.public_base_url {
+            check_url(base).context("the public base URL")?;
+        }
+        let http = reqwest::Client::builder()
+            .timeout(WEBHOOK_TIMEOUT)
+            // The sandbox talks to local services; never through a proxy from the environment.
+            .no_proxy()
+            .build()
+            .context("building the HTTP client")?;
+
+        let (provider_listener, provider_addr) = bind(cfg.provider_addr, "provider").await?;
+        let (shop_listener, shop_addr) = bind(cfg.shop_addr, "shop").await?;
+        let (smtp_listener, smtp_addr) = bind(cfg.smtp_addr, "SMTP").await?;
+
+        let public_base_url = cfg
+            .public_base_url
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{provider_addr}"));
+
+        let inner = Arc::new(Inner {
+            app_id: cfg.app_id,
+            provider_addr,
+            shop_addr,
+            smtp_addr,
+            public_base_url,
+            signer,
+            http,
+            webhook_target: RwLock::new(cfg.webhook_target),
+            charges: Mutex::default(),
+            shop: Arc::default(),
+            emails: Arc::default(),
+            charge_requests: AtomicUsize::new(0),
+            tasks: Mutex::default(),
+        });
+
+        let provider_app = provider::router(inner.clone());
+        let provider_stop = shutdown.clone();
+        let provider = tokio::spawn(async move {
+            let served = axum::serve(provider_listener, provider_app)
+                .with_graceful_shutdown(provider_stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the sandbox provider server failed");
+            }
+        });
+
+        let shop_app = shop::router(inner.shop.clone());
+        let shop_stop = shutdown.clone();
+        let shop = tokio::spawn(async move {
+            let served = axum::serve(shop_listener, shop_app)
+                .with_graceful_shutdown(shop_stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the sandbox shop server failed");
+            }
+        });
+
+        let smtp = tokio::spawn(smtp::serve(smtp_listener, inner.emails.clone(), shutdown));
+
+        lock(&inner.tasks).extend([provider, shop, smtp]);
+        tracing::info!(%provider_addr, %shop_addr, %smtp_addr, "sandbox started");
+        Ok(Sandbox { inner })
+    }
+
+    /// Waits until the servers have stopped (after the shutdown token was
+    /// cancelled). Returns at once when already awaited by another call.
+    pub async fn stopped(&self) {
+        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a sandbox server task failed");
+            }
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, no trailing slash: the OpenPix base URL to
+    /// configure in payhub.
+    pub fn provider_url(&self) -> String {
+        format!("http://{}", self.inner.provider_addr)
+    }
+
+    /// `http://127.0.0.1:PORT/shop/webhooks`: the shop's webhook URL.
+    pub fn shop_webhook_url(&self) -> String {
+        format!("http://{}/shop/webhooks", self.inner.shop_addr)
+    }
+
+    /// Where the SMTP sink listens.
+    pub fn smtp_addr(&self) -> SocketAddr {
+        self.inner.smtp_addr
+    }
+
+    /// Where the provider POSTs its webhooks from now on. An invalid URL is
+    /// logged and kept (its deliveries will fail).
+    pub fn set_webhook_target(&self, url: &str) {
+        if let Err(e) = check_url(url) {
+            tracing::warn!(error = %e, "the sandbox webhook target looks invalid");
+        }
+        self.inner.set_webhook_target(Some(url.to_string()));
+    }
+
+    /// Adds a Standard Webhooks secret (`whsec_...`) the shop endpoint
+    /// verifies with; several may be active. An invalid one is logged and
+    /// ignored (see [`Sandbox::try_add_shop_secret`]).
+    pub fn add_shop_secret(&self, whsec: &str) {
+        if let Err(e) = self.try_add_shop_secret(whsec) {
+            tracing::warn!(error = %e, "ignoring an invalid shop secret");
+        }
+    }
+
+    /// [`Sandbox::add_shop_secret`], reporting an invalid secret.
+    pub fn try_add_shop_secret(&self, whsec: &str) -> anyhow::Result<()> {
+        lock(&self.inner.shop)
+            .add_secret(whsec)
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// The payer pays the full amount: the charge becomes `COMPLETED` and a
+    /// signed `OPENPIX:CHARGE_COMPLETED` webhook goes to the target. Returns
+    /// what the target answered. `Err` when the charge is unknown or not
+    /// `ACTIVE`, or when the target could not be reached (the payment then
+    /// stands; [`Sandbox::resend_last_webhook`] retries the delivery).
+    pub async fn pay(&self, correlation_id: &str) -> anyhow::Result<WebhookAttempt> {
+        Ok(self.inner.pay(correlation_id, None).await?)
+    }
+
+    /// As [`Sandbox::pay`], but the payer sends `paid_value` centavos
+    /// (`pix.value` differs from `charge.value`).
+    pub async fn pay_with_value(&self, correlation_id: &str, paid_value: i64) -> anyhow::Result<WebhookAttempt> {
+        Ok(self.inner.pay(correlation_id, Some(paid_value)).await?)
+    }
+
+    /// The charge becomes `EXPIRED`; a signed `OPENPIX:CHARGE_EXPIRED`
+    /// webhook goes to the target.
+    pub async fn expire(&self, correlation_id: &str) -> anyhow::Result<WebhookAttempt> {
+        Ok(self.inner.expire(correlation_id).await?)
+    }
+
+    /// Sends the charge's last webhook again, byte-identical (same body and
+    /// signature), as providers do on retries.
+    pub async fn resend_last_webhook(&self, correlation_id: &str) -> anyhow::Result<WebhookAttempt> {
+        Ok(self.inner.resend_last(correlation_id).await?)
+    }
+
+    /// POSTs `body` to the webhook target with the given
+    /// `x-webhook-signature` (none when `None`), for forged or tampered
+    /// webhook tests.
+    pub async fn send_raw_webhook(&self, body: &[u8], signature: Option<&str>) -> anyhow::Result<WebhookAttempt> {
+        Ok(self.inner.deliver_to_target(body, signature).await?)
+    }
+
+    /// base64 RSA-SHA256 (PKCS#1 v1.5) signature of `body`, as
+    /// `x-webhook-signature` carries it. Signing cannot fail with a valid key
+    /// short of the system RNG failing; then the error is logged and an empty
+    /// string (which no verifier accepts) is returned.
+    pub fn sign(&self, body: &[u8]) -> String {
+        self.inner.signer.sign(body).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "signing failed");
+            String::new()
+        })
+    }
+
+    /// The public key matching the signing key, PEM (what
+    /// `/api/v1/webhook/public-keys` publishes).
+    pub fn public_key_pem(&self) -> String {
+        self.inner.signer.public_pem().to_string()
+    }
+
+    /// The same public key as PKCS#1 `RSAPublicKey` DER, ready for ring's
+    /// `UnparsedPublicKey` with `RSA_PKCS1_2048_8192_SHA256`.
+    pub fn public_key_pkcs1_der(&self) -> Vec<u8> {
+        self.inner.signer.public_key_pkcs1().to_vec()
+    }
+
+    /// Every charge, in creation order.
+    pub fn charges(&self) -> Vec<SandboxCharge> {
+        lock(&self.inner.charges).all()
+    }
+
+    /// One charge by correlationID.
+    pub fn charge(&self, correlation_id: &str) -> Option<SandboxCharge> {
+        lock(&self.inner.charges).get(correlation_id).cloned()
+    }
+
+    /// Every request the shop endpoint received, in order.
+    pub fn shop_webhooks(&self) -> Vec<ReceivedWebhook> {
+        lock(&self.inner.shop).received()
+    }
+
+    /// Every message the SMTP sink accepted, in order.
+    pub fn emails(&self) -> Vec<ReceivedEmail> {
+        lock(&self.inner.emails).clone()
+    }
+
+    /// How many `POST /api/v1/charge` calls arrived (repeats and refused
+    /// ones included).
+    pub fn charge_requests(&self) -> usize {
+        self.inner.charge_requests.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,340 @@
+//! The OpenPix-compatible HTTP API, the sandbox control routes and a tiny
+//! payment page, all on the provider listener.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::charges::{self, charge_view};
+use crate::model::{STATUS_ACTIVE, SandboxCharge, WebhookAttempt};
+use crate::state::{Inner, OpError, lock};
+use crate::util::{self, html_escape, json_error};
+
+type Shared = Arc<Inner>;
+
+/// A 1×1 transparent PNG, served for `qrCodeImage` URLs so they do not 404.
+/// (The sandbox has no QR encoder; the BR Code text is on the payment page.)
+const PLACEHOLDER_PNG: [u8; 70] = [
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00,
+    0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00,
+    0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0xf8, 0x5f, 0x0f, 0x00, 0x02,
+    0x87, 0x01, 0x80, 0xeb, 0x47, 0xba, 0x92, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42,
+    0x60, 0x82,
+];
+
+pub(crate) fn router(state: Shared) -> Router {
+    Router::new()
+        // OpenPix API.
+        .route("/api/v1/charge", post(create_charge))
+        .route("/api/v1/charge/{id}", get(get_charge))
+        .route("/api/v1/webhook/public-keys", get(public_keys))
+        // What paymentLinkUrl / qrCodeImage point at.
+        .route("/pay/{payment_link_id}", get(pay_page))
+        .route("/openpix/charge/brcode/image/{file}", get(qr_image))
+        // Sandbox control.
+        .route("/sandbox/charges", get(list_charges))
+        .route("/sandbox/charges/{correlation_id}", get(show_charge))
+        .route("/sandbox/charges/{correlation_id}/pay", post(control_pay))
+        .route("/sandbox/charges/{correlation_id}/expire", post(control_expire))
+        .route("/sandbox/charges/{correlation_id}/resend", post(control_resend))
+        .route("/sandbox/emails", get(list_emails))
+        .route("/sandbox/shop/webhooks", get(list_shop_webhooks))
+        .route("/sandbox/shop/secrets", post(add_shop_secret))
+        .route("/sandbox/webhook-target", get(get_webhook_target).put(put_webhook_target))
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found") })
+        .with_state(state)
+}
+
+/// `Authorization: <AppID>`, raw, as OpenPix wants it.
+fn authorize(state: &Inner, headers: &HeaderMap) -> Result<(), Response> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    match given {
+        Some(app_id) if app_id == state.app_id => Ok(()),
+        Some(_) => Err(json_error(StatusCode::UNAUTHORIZED, "AppID inválido")),
+        None => Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization header with the AppID",
+        )),
+    }
+}
+
+/// The create/get reply: `{"charge": {...}, "correlationID", "brCode"}`.
+fn charge_reply(c: &SandboxCharge) -> Response {
+    let charge = match serde_json::to_value(charge_view(c, true)) {
+        Ok(v) => v,
+        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("rendering the charge: {e}")),
+    };
+    Json(json!({ "charge": charge, "correlationID": c.correlation_id, "brCode": c.br_code })).into_response()
+}
+
+/// `POST /api/v1/charge[?return_existing=true]`.
+async fn create_charge(
+    State(state): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.charge_requests.fetch_add(1, Ordering::SeqCst);
+    if let Err(denied) = authorize(&state, &headers) {
+        return denied;
+    }
+    let new = match charges::parse_new_charge(&body) {
+        Ok(new) => new,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
+    };
+    let return_existing = query
+        .get("return_existing")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+
+    let mut book = lock(&state.charges);
+    if let Some(existing) = book.get(&new.correlation_id) {
+        if return_existing {
+            tracing::info!(correlation_id = %new.correlation_id, "returning the existing charge");
+            return charge_reply(existing);
+        }
+        return json_error(StatusCode::BAD_REQUEST, "correlationID already exists");
+    }
+    let charge = charges::build_charge(new, &state.public_base_url, OffsetDateTime::now_utc());
+    tracing::info!(correlation_id = %charge.correlation_id, value = charge.value, "sandbox charge created");
+    let reply = charge_reply(&charge);
+    book.insert(charge);
+    reply
+}
+
+/// `GET /api/v1/charge/{id}`: by correlationID or transactionID.
+async fn get_charge(State(state): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&state, &headers) {
+        return denied;
+    }
+    let book = lock(&state.charges);
+    let Some(c) = book.find(&id) else {
+        return json_error(StatusCode::NOT_FOUND, "charge not found");
+    };
+    match serde_json::to_value(charge_view(c, true)) {
+        Ok(charge) => Json(json!({ "charge": charge })).into_response(),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("rendering the charge: {e}")),
+    }
+}
+
+/// `GET /api/v1/webhook/public-keys` (no auth).
+async fn public_keys(State(state): State<Shared>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=3600")],
+        Json(json!({
+            "public_keys": [{
+                "key_identifier": state.signer.key_identifier(),
+                "is_current": true,
+                "key": state.signer.public_pem(),
+            }]
+        })),
+    )
+        .into_response()
+}
+
+/// `GET /openpix/charge/brcode/image/{paymentLinkID}.png`.
+async fn qr_image(State(state): State<Shared>, Path(file): Path<String>) -> Response {
+    let id = file.strip_suffix(".png").unwrap_or(&file);
+    if lock(&state.charges).find_by_payment_link(id).is_none() {
+        return json_error(StatusCode::NOT_FOUND, "charge not found");
+    }
+    ([(header::CONTENT_TYPE, "image/png")], PLACEHOLDER_PNG).into_response()
+}
+
+/// Percent-encodes one path segment (RFC 3986 unreserved characters pass).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `GET /pay/{paymentLinkID}`: a minimal checkout page with "pay" and
+/// "expire" buttons that call the control routes, for demos by hand.
+async fn pay_page(State(state): State<Shared>, Path(payment_link_id): Path<String>) -> Response {
+    let charge = lock(&state.charges).find_by_payment_link(&payment_link_id).cloned();
+    let Some(c) = charge else {
+        return (StatusCode::NOT_FOUND, Html("<h1>Charge not found</h1>".to_string())).into_response();
+    };
+    let base = format!("/sandbox/charges/{}", encode_segment(&c.correlation_id));
+    let actions = if c.status == STATUS_ACTIVE {
+        format!(
+            r#"<p><button data-url="{pay}">Pay R$ {amount}</button> <button data-url="{expire}">Expire</button></p>"#,
+            pay = html_escape(&format!("{base}/pay")),
+            expire = html_escape(&format!("{base}/expire")),
+            amount = util::centavos_to_major(c.value),
+        )
+    } else {
+        String::new()
+    };
+    let page = format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>payhub sandbox checkout</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
+<h1>PIX payment (sandbox)</h1>
+<p>Charge <code>{cid}</code>: <strong>R$ {amount}</strong>, status <strong>{status}</strong>, expires {expires}.</p>
+<p>PIX copia e cola:</p>
+<textarea readonly rows="4" cols="60">{br_code}</textarea>
+{actions}
+<pre id="result"></pre>
+<script>
+for (const b of document.querySelectorAll("button[data-url]")) {{
+  b.addEventListener("click", async () => {{
+    const r = await fetch(b.dataset.url, {{ method: "POST" }});
+    document.getElementById("result").textContent = r.status + " " + await r.text();
+    setTimeout(() => location.reload(), 1500);
+  }});
+}}
+</script>
+</body></html>
+"#,
+        cid = html_escape(&c.correlation_id),
+        amount = util::centavos_to_major(c.value),
+        status = html_escape(&c.status),
+        expires = html_escape(&c.expires_date),
+        br_code = html_escape(&c.br_code),
+    );
+    Html(page).into_response()
+}
+
+/// `GET /sandbox/charges`.
+async fn list_charges(State(state): State<Shared>) -> Response {
+    let all = lock(&state.charges).all();
+    Json(json!({ "charges": all })).into_response()
+}
+
+/// `GET /sandbox/charges/{correlationID}`.
+async fn show_charge(State(state): State<Shared>, Path(correlation_id): Path<String>) -> Response {
+    match lock(&state.charges).get(&correlation_id) {
+        Some(c) => Json(json!({ "charge": c })).into_response(),
+        None => json_error(StatusCode::NOT_FOUND, "charge not found"),
+    }
+}
+
+/// The reply of pay/expire/resend: the charge now, and what the webhook
+/// target answered (or why it could not be reached).
+fn control_reply(state: &Inner, correlation_id: &str, result: Result<WebhookAttempt, OpError>) -> Response {
+    let charge = lock(&state.charges).get(correlation_id).cloned();
+    match result {
+        Ok(attempt) => Json(json!({ "charge": charge, "webhook": attempt })).into_response(),
+        Err(e) => {
+            let status = e.http_status();
+            (status, Json(json!({ "error": e.to_string(), "charge": charge }))).into_response()
+        }
+    }
+}
+
+/// `POST /sandbox/charges/{correlationID}/pay`, optional body `{"value": centavos}`.
+async fn control_pay(State(state): State<Shared>, Path(correlation_id): Path<String>, body: Bytes) -> Response {
+    let paid_value = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(obj)) => match obj.get("value") {
+                None | Some(Value::Null) => None,
+                Some(v) => match v.as_i64() {
+                    Some(n) if n > 0 => Some(n),
+                    _ => {
+                        return json_error(StatusCode::BAD_REQUEST, "value must be an integer number of centavos > 0");
+                    }
+                },
+            },
+            _ => return json_error(StatusCode::BAD_REQUEST, "the body must be empty or a JSON object"),
+        }
+    };
+    let result = state.pay(&correlation_id, paid_value).await;
+    control_reply(&state, &correlation_id, result)
+}
+
+/// `POST /sandbox/charges/{correlationID}/expire`.
+async fn control_expire(State(state): State<Shared>, Path(correlation_id): Path<String>) -> Response {
+    let result = state.expire(&correlation_id).await;
+    control_reply(&state, &correlation_id, result)
+}
+
+/// `POST /sandbox/charges/{correlationID}/resend`: the last webhook again, byte for byte.
+async fn control_resend(State(state): State<Shared>, Path(correlation_id): Path<String>) -> Response {
+    let result = state.resend_last(&correlation_id).await;
+    control_reply(&state, &correlation_id, result)
+}
+
+/// `GET /sandbox/emails`.
+async fn list_emails(State(state): State<Shared>) -> Response {
+    let emails = lock(&state.emails).clone();
+    Json(json!({ "emails": emails })).into_response()
+}
+
+/// `GET /sandbox/shop/webhooks`.
+async fn list_shop_webhooks(State(state): State<Shared>) -> Response {
+    let webhooks = lock(&state.shop).received();
+    Json(json!({ "webhooks": webhooks })).into_response()
+}
+
+/// `POST /sandbox/shop/secrets` `{"secret": "whsec_..."}`.
+async fn add_shop_secret(State(state): State<Shared>, body: Bytes) -> Response {
+    let secret = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("secret").and_then(Value::as_str).map(str::to_string));
+    let Some(secret) = secret else {
+        return json_error(StatusCode::BAD_REQUEST, "expected {\"secret\": \"whsec_...\"}");
+    };
+    match lock(&state.shop).add_secret(&secret) {
+        Ok(()) => {
+            tracing::info!("shop secret added");
+            Json(json!({ "added": true })).into_response()
+        }
+        Err(e) => json_error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// `GET /sandbox/webhook-target`.
+async fn get_webhook_target(State(state): State<Shared>) -> Response {
+    Json(json!({ "url": state.webhook_target() })).into_response()
+}
+
+/// `PUT /sandbox/webhook-target` `{"url": "http://..."}` (or `null` to unset).
+async fn put_webhook_target(State(state): State<Shared>, body: Bytes) -> Response {
+    let url = match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => match v.get("url") {
+            Some(Value::String(u)) => Some(u.clone()),
+            Some(Value::Null) => None,
+            _ => return json_error(StatusCode::BAD_REQUEST, "expected {\"url\": \"http://...\"}"),
+        },
+        Err(_) => return json_error(StatusCode::BAD_REQUEST, "expected {\"url\": \"http://...\"}"),
+    };
+    if let Some(u) = &url
+        && let Err(e) = crate::check_url(u)
+    {
+        return json_error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    state.set_webhook_target(url.clone());
+    Json(json!({ "url": url })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_path_segments() {
+        assert_eq!(encode_segment("order-1_a.b~"), "order-1_a.b~");
+        assert_eq!(encode_segment("a/b c\"<"), "a%2Fb%20c%22%3C");
+    }
+}

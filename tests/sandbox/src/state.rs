@@ -1,0 +1,245 @@
+//! The sandbox's shared state and the provider-side operations (pay, expire,
+//! resend, deliver) that both the library API and the control routes use.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+
+use crate::charges::{self, ChargeBook, SentWebhook};
+use crate::model::{
+    ReceivedEmail, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge, WebhookAttempt,
+};
+use crate::shop::ShopState;
+use crate::signing::Signer;
+use crate::util;
+
+/// Locks a mutex, recovering the data if another thread panicked while
+/// holding it (the records stay usable; a test panic must not cascade).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Everything the servers and the [`crate::Sandbox`] handle share.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub app_id: String,
+    pub provider_addr: SocketAddr,
+    pub shop_addr: SocketAddr,
+    pub smtp_addr: SocketAddr,
+    /// Base of `paymentLinkUrl` / `qrCodeImage`, no trailing slash.
+    pub public_base_url: String,
+    pub signer: Signer,
+    /// Client for outgoing webhooks (10 s timeout, no proxy).
+    pub http: reqwest::Client,
+    pub webhook_target: RwLock<Option<String>>,
+    pub charges: Mutex<ChargeBook>,
+    pub shop: Arc<Mutex<ShopState>>,
+    pub emails: Arc<Mutex<Vec<ReceivedEmail>>>,
+    /// `POST /api/v1/charge` calls received, whatever their outcome.
+    pub charge_requests: AtomicUsize,
+    /// The spawned servers, awaited by [`crate::Sandbox::stopped`].
+    pub tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Why a provider-side operation failed. Control routes map it to a status.
+#[derive(Debug)]
+pub(crate) enum OpError {
+    /// No charge with that correlationID.
+    NotFound(String),
+    /// The charge is not in a state that allows the operation.
+    Conflict(String),
+    /// A caller-supplied argument is invalid.
+    Invalid(String),
+    /// The state changed but no webhook target is configured to tell.
+    NoTarget,
+    /// The webhook POST did not get an HTTP answer (connection, timeout).
+    Delivery(String),
+    /// Building or signing the body failed.
+    Internal(String),
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpError::NotFound(m)
+            | OpError::Conflict(m)
+            | OpError::Invalid(m)
+            | OpError::Delivery(m)
+            | OpError::Internal(m) => f.write_str(m),
+            OpError::NoTarget => f.write_str("no webhook target is configured"),
+        }
+    }
+}
+
+impl std::error::Error for OpError {}
+
+impl OpError {
+    pub(crate) fn http_status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            OpError::NotFound(_) => StatusCode::NOT_FOUND,
+            OpError::Conflict(_) | OpError::NoTarget => StatusCode::CONFLICT,
+            OpError::Invalid(_) => StatusCode::BAD_REQUEST,
+            OpError::Delivery(_) => StatusCode::BAD_GATEWAY,
+            OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn webhook_target(&self) -> Option<String> {
+        self.webhook_target
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_webhook_target(&self, url: Option<String>) {
+        *self
+            .webhook_target
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = url;
+    }
+
+    /// Changes an `ACTIVE` charge with `mutate`, renders the event with
+    /// `render`, signs it and records it as the charge's last webhook, all
+    /// under one lock so concurrent calls cannot both succeed. The change is
+    /// committed only when rendering and signing worked.
+    fn transition(
+        &self,
+        correlation_id: &str,
+        mutate: impl FnOnce(&mut SandboxCharge),
+        render: fn(&SandboxCharge) -> Result<Vec<u8>, serde_json::Error>,
+    ) -> Result<SentWebhook, OpError> {
+        let mut book = lock(&self.charges);
+        let current = book
+            .get(correlation_id)
+            .ok_or_else(|| OpError::NotFound(format!("no charge with correlationID {correlation_id:?}")))?;
+        if current.status != STATUS_ACTIVE {
+            return Err(OpError::Conflict(format!(
+                "charge {correlation_id:?} is {}, not {STATUS_ACTIVE}",
+                current.status
+            )));
+        }
+        let mut next = current.clone();
+        mutate(&mut next);
+        let body = render(&next).map_err(|e| OpError::Internal(format!("rendering the webhook: {e}")))?;
+        let signature = self
+            .signer
+            .sign(&body)
+            .map_err(|e| OpError::Internal(format!("signing the webhook: {e}")))?;
+        let sent = SentWebhook { body, signature };
+        if let Some(slot) = book.get_mut(correlation_id) {
+            *slot = next;
+        }
+        book.record_webhook(correlation_id, sent.clone());
+        Ok(sent)
+    }
+
+    /// The payer pays: `ACTIVE` → `COMPLETED`, then the signed
+    /// `OPENPIX:CHARGE_COMPLETED` webhook goes to the target. The payment
+    /// stands even when the delivery fails (resend it later).
+    pub(crate) async fn pay(
+        &self,
+        correlation_id: &str,
+        paid_value: Option<i64>,
+    ) -> Result<WebhookAttempt, OpError> {
+        if let Some(v) = paid_value
+            && v <= 0
+        {
+            return Err(OpError::Invalid("the paid value must be greater than 0 centavos".into()));
+        }
+        let now = OffsetDateTime::now_utc();
+        let sent = self.transition(
+            correlation_id,
+            |c| {
+                let at = util::iso_millis(now);
+                c.status = STATUS_COMPLETED.to_string();
+                c.paid_value = Some(paid_value.unwrap_or(c.value));
+                c.end_to_end_id = Some(charges::new_end_to_end_id(now));
+                c.paid_at = Some(at.clone());
+                c.updated_at = at;
+            },
+            charges::completed_event,
+        )?;
+        tracing::info!(correlation_id, "sandbox charge paid");
+        self.deliver_to_target(&sent.body, Some(&sent.signature)).await
+    }
+
+    /// `ACTIVE` → `EXPIRED`, then the signed `OPENPIX:CHARGE_EXPIRED` webhook.
+    pub(crate) async fn expire(&self, correlation_id: &str) -> Result<WebhookAttempt, OpError> {
+        let now = OffsetDateTime::now_utc();
+        let sent = self.transition(
+            correlation_id,
+            |c| {
+                c.status = STATUS_EXPIRED.to_string();
+                c.updated_at = util::iso_millis(now);
+            },
+            charges::expired_event,
+        )?;
+        tracing::info!(correlation_id, "sandbox charge expired");
+        self.deliver_to_target(&sent.body, Some(&sent.signature)).await
+    }
+
+    /// Sends the last webhook of a charge again, byte for byte.
+    pub(crate) async fn resend_last(&self, correlation_id: &str) -> Result<WebhookAttempt, OpError> {
+        let sent = {
+            let mut book = lock(&self.charges);
+            if book.get(correlation_id).is_none() {
+                return Err(OpError::NotFound(format!(
+                    "no charge with correlationID {correlation_id:?}"
+                )));
+            }
+            let sent = book.last_webhook(correlation_id).cloned().ok_or_else(|| {
+                OpError::Conflict(format!("no webhook was sent yet for charge {correlation_id:?}"))
+            })?;
+            book.count_resend(correlation_id);
+            sent
+        };
+        self.deliver_to_target(&sent.body, Some(&sent.signature)).await
+    }
+
+    /// POSTs `body` to the configured webhook target.
+    pub(crate) async fn deliver_to_target(
+        &self,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> Result<WebhookAttempt, OpError> {
+        let target = self.webhook_target().ok_or(OpError::NoTarget)?;
+        self.deliver(&target, body, signature).await
+    }
+
+    /// One webhook POST as OpenPix makes it. Any HTTP answer is an `Ok`
+    /// (the caller looks at the status); no answer at all is an `Err`.
+    async fn deliver(
+        &self,
+        target: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> Result<WebhookAttempt, OpError> {
+        let mut request = self
+            .http
+            .post(target)
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header("user-agent", "node-fetch")
+            .body(body.to_vec());
+        if let Some(sig) = signature {
+            request = request.header("x-webhook-signature", sig);
+        }
+        let response = request.send().await.map_err(|e| {
+            tracing::warn!(target, error = %e, "webhook delivery failed");
+            OpError::Delivery(format!("POST {target} failed: {e}"))
+        })?;
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(|e| {
+            tracing::warn!(target, status, error = %e, "reading the webhook answer failed");
+            OpError::Delivery(format!("reading the answer of {target} failed: {e}"))
+        })?;
+        tracing::info!(target, status, "webhook delivered");
+        Ok(WebhookAttempt { status, body })
+    }
+}
