@@ -1,1 +1,414 @@
+//! The end-to-end test harness: the six services started in-process against
+//! the real RabbitMQ and PostgreSQL, each test isolated by its own database,
+//! exchange and queue prefix, with the sandbox standing in for OpenPix, the
+//! shop and the mail server.
 
+use anyhow::Context;
+use payhub_queue::{RetryPolicy, Topology};
+use payhub_sandbox::{Sandbox, SandboxConfig};
+use payhub_service::CommonConfig;
+use payhub_store::Store;
+use payhub_store::shops::NewShopCredentials;
+use serde_json::Value;
+use sqlx::Connection;
+use std::future::Future;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const APP_ID: &str = "test-app-id";
+
+/// PostgreSQL server URL without a database (tests make their own).
+pub fn pg_server_url() -> String {
+    std::env::var("PAYHUB_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("PAYHUB_TEST_AMQP_URL").unwrap_or_else(|_| payhub_service::DEFAULT_AMQP_URL.into())
+}
+
+/// Options a test may change.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    pub retry_delay: Duration,
+    pub max_attempts: u32,
+    pub prefetch: u16,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        TestOptions { retry_delay: Duration::from_millis(300), max_attempts: 3, prefetch: 16 }
+    }
+}
+
+pub struct TestApp {
+    pub id: String,
+    pub database_url: String,
+    pub db_name: String,
+    pub store: Store,
+    pub sandbox: Sandbox,
+    pub shop: NewShopCredentials,
+    pub topology: Topology,
+    pub ingress_url: String,
+    pub verifier_url: String,
+    pub reporter_url: String,
+    pub ops_urls: Vec<(&'static str, String)>,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    services: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    sandbox_stop: CancellationToken,
+}
+
+fn common(database_url: &str, topology: &Topology, opts: &TestOptions) -> CommonConfig {
+    CommonConfig {
+        database_url: database_url.to_string(),
+        amqp_url: amqp_url(),
+        http_addr: "127.0.0.1:0".parse().expect("literal address"),
+        topology: topology.clone(),
+        prefetch: opts.prefetch,
+        db_max_connections: 3,
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(TestOptions::default()).await
+    }
+
+    pub async fn spawn_with(opts: TestOptions) -> TestApp {
+        Self::try_spawn(opts).await.expect("the test app starts")
+    }
+
+    async fn try_spawn(opts: TestOptions) -> anyhow::Result<TestApp> {
+        payhub_telemetry::install_crypto();
+        if std::env::var("PAYHUB_TEST_LOG").is_ok() {
+            let _ = payhub_telemetry::trace::init("tests", payhub_telemetry::LogFormat::Pretty);
+        }
+        let id = Uuid::new_v4().simple().to_string()[..12].to_string();
+        let db_name = format!("payhub_test_{id}");
+        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server_url())).await.context("PostgreSQL must run for the tests")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await?;
+        admin.close().await?;
+        let database_url = format!("{}/{db_name}", pg_server_url());
+        let store = Store::connect_lazy(&database_url, 3)?;
+        store.migrate().await?;
+
+        let sandbox_stop = CancellationToken::new();
+        let sandbox = Sandbox::start(SandboxConfig::local_ephemeral(APP_ID), sandbox_stop.clone()).await?;
+        let shop = payhub_store::shops::create(&store, "Loja Teste", Some(&sandbox.shop_webhook_url()), Some("admin@loja.example.com")).await?;
+        sandbox.add_shop_secret(&shop.shop.webhook_secret.expose());
+
+        let topology = Topology {
+            exchange: format!("payhub.test.{id}"),
+            prefix: format!("t{id}."),
+            retry: RetryPolicy { delay: opts.retry_delay, max_attempts: opts.max_attempts, delivery_limit: 5 },
+        };
+        let c = common(&database_url, &topology, &opts);
+        let shutdown = CancellationToken::new();
+        let mut services: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+        let mut ops_urls = Vec::new();
+        let url = |a: std::net::SocketAddr| format!("http://{a}");
+
+        let app = ingress::Application::build(ingress::Config { common: c.clone(), max_body_bytes: 256 * 1024 }, shutdown.clone()).await?;
+        let ingress_url = url(app.local_addr());
+        ops_urls.push(("ingress", ingress_url.clone()));
+        services.push(("ingress", tokio::spawn(app.run_until_stopped())));
+
+        let keys = payhub_connectors::rsa::TrustedKeys::from_pem(payhub_sandbox::FIXTURE_PUBLIC_KEY_PEM)?;
+        let app = webhook_verifier::Application::build(webhook_verifier::Config { common: c.clone(), openpix_keys: keys }, shutdown.clone()).await?;
+        let verifier_url = url(app.local_addr());
+        ops_urls.push(("webhook-verifier", verifier_url.clone()));
+        services.push(("webhook-verifier", tokio::spawn(app.run_until_stopped())));
+        sandbox.set_webhook_target(&format!("{verifier_url}/webhooks/openpix"));
+
+        let app = charge_creator::Application::build(
+            charge_creator::Config {
+                common: c.clone(),
+                openpix_base_url: sandbox.provider_url(),
+                openpix_app_id: APP_ID.to_string().into(),
+                provider_timeout: Duration::from_secs(3),
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        ops_urls.push(("charge-creator", url(app.local_addr())));
+        services.push(("charge-creator", tokio::spawn(app.run_until_stopped())));
+
+        let app = order_updater::Application::build(order_updater::Config { common: c.clone() }, shutdown.clone()).await?;
+        ops_urls.push(("order-updater", url(app.local_addr())));
+        services.push(("order-updater", tokio::spawn(app.run_until_stopped())));
+
+        let app = notifier::Application::build(
+            notifier::Config {
+                common: c.clone(),
+                smtp_url: format!("smtp://{}", sandbox.smtp_addr()),
+                mail_from: "payhub <no-reply@payhub.local>".into(),
+                webhook_timeout: Duration::from_secs(3),
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        ops_urls.push(("notifier", url(app.local_addr())));
+        services.push(("notifier", tokio::spawn(app.run_until_stopped())));
+
+        let app = reporter::Application::build(reporter::Config { common: c.clone() }, shutdown.clone()).await?;
+        let reporter_url = url(app.local_addr());
+        ops_urls.push(("reporter", reporter_url.clone()));
+        services.push(("reporter", tokio::spawn(app.run_until_stopped())));
+
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let app = TestApp {
+            id,
+            database_url,
+            db_name,
+            store,
+            sandbox,
+            shop,
+            topology,
+            ingress_url,
+            verifier_url,
+            reporter_url,
+            ops_urls,
+            http,
+            shutdown,
+            services,
+            sandbox_stop,
+        };
+        app.wait_ready().await?;
+        Ok(app)
+    }
+
+    /// Waits until every service answers `/readyz` with 200 (connected to
+    /// the broker and the database, consumers declared).
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        for (name, base) in &self.ops_urls {
+            let ok = eventually(Duration::from_secs(20), || async {
+                matches!(self.http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success())
+            })
+            .await;
+            anyhow::ensure!(ok, "{name} never became ready");
+        }
+        // Consumers declare their queues on connect; give them a moment so
+        // the first publish is routable.
+        let queues_ok = eventually(Duration::from_secs(10), || async { self.queues_declared().await }).await;
+        anyhow::ensure!(queues_ok, "the consumer queues were never declared");
+        Ok(())
+    }
+
+    async fn queues_declared(&self) -> bool {
+        let Ok(conn) = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await else { return false };
+        let mut ok = true;
+        for spec in payhub_queue::QueueSpec::ALL {
+            let Ok(ch) = conn.create_channel().await else { return false };
+            let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+            if ch.queue_declare(self.topology.work_queue(&spec).as_str().into(), passive, Default::default()).await.is_err() {
+                ok = false;
+                break;
+            }
+        }
+        let _ = conn.close(200, "ok".into()).await;
+        ok
+    }
+
+    pub fn api_key(&self) -> &str {
+        &self.shop.api_key
+    }
+
+    pub async fn post_order(&self, body: &Value) -> reqwest::Response {
+        self.post_order_as(body, self.api_key()).await
+    }
+
+    pub async fn post_order_as(&self, body: &Value, key: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/orders", self.ingress_url))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("ingress answers")
+    }
+
+    pub async fn get_order(&self, correlation_id: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/v1/orders/{correlation_id}", self.ingress_url))
+            .bearer_auth(self.api_key())
+            .send()
+            .await
+            .expect("ingress answers")
+    }
+
+    pub async fn order_status(&self, correlation_id: &str) -> Option<String> {
+        let r = self.get_order(correlation_id).await;
+        if !r.status().is_success() {
+            return None;
+        }
+        let v: Value = r.json().await.ok()?;
+        v["status"].as_str().map(str::to_string)
+    }
+
+    /// Waits for the order to reach `status`; panics with the last seen one.
+    pub async fn wait_for_status(&self, correlation_id: &str, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut last = Value::Null;
+        while tokio::time::Instant::now() < deadline {
+            let r = self.get_order(correlation_id).await;
+            if r.status().is_success() {
+                last = r.json().await.expect("order JSON");
+                if last["status"] == status {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("order {correlation_id} never reached {status}; last seen: {last:#}");
+    }
+
+    /// Counts rows of a query returning one bigint.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&self.store.pool).await.expect("count query");
+        n
+    }
+
+    /// Stops every service (SIGTERM-like), then drops the database and the
+    /// test's queues and exchange.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for (name, h) in self.services {
+            match tokio::time::timeout(Duration::from_secs(20), h).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => panic!("{name} stopped with an error: {e:#}"),
+                Ok(Err(e)) => panic!("{name} panicked: {e}"),
+                Err(_) => panic!("{name} did not stop within 20 s"),
+            }
+        }
+        self.sandbox_stop.cancel();
+        self.store.pool.close().await;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server_url())).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))).execute(&mut admin).await;
+        }
+        delete_topology(&self.topology).await;
+    }
+}
+
+/// Removes a test's queues and exchange from the broker.
+pub async fn delete_topology(topology: &Topology) {
+    let Ok(conn) = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await else { return };
+    if let Ok(ch) = conn.create_channel().await {
+        for spec in payhub_queue::QueueSpec::ALL {
+            for q in [topology.work_queue(&spec), topology.retry_queue(&spec), topology.dead_letter_queue(&spec)] {
+                let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+            }
+        }
+        let _ = ch.exchange_delete(topology.exchange.as_str().into(), Default::default()).await;
+    }
+    let _ = conn.close(200, "cleanup".into()).await;
+}
+
+/// Polls `cond` until true or `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A valid order, totals consistent, for `correlation_id`.
+pub fn sample_order(correlation_id: &str) -> Value {
+    serde_json::json!({
+        "correlationID": correlation_id,
+        "provider": "openpix",
+        "items": [
+            {"code": "0000123", "title": "Camiseta Branca Unissex", "description": "Tamanho: M", "price": 99.90, "qty": 2, "tax": 3.00, "total": 199.80},
+            {"title": "Meia esportiva", "price": 19.99, "qty": 1, "total": 19.99}
+        ],
+        "freight": 15.00,
+        "discount": 10.00,
+        "total": 227.79,
+        "customer": {
+            "name": "Maria Oliveira",
+            "email": "maria@example.com",
+            "taxID": "470.436.220-50",
+            "phone": "(41) 99876-5432",
+            "birthDate": "1988-03-14"
+        },
+        "shippingAddress": {"street": "Rua Encantado", "number": "860", "neighborhood": "Centro", "city": "Dez de Maio", "state": "PR", "zipcode": "85920-970"}
+    })
+}
+
+/// The text a mail reader shows for a single-part message: the body after
+/// the headers, with its Content-Transfer-Encoding (quoted-printable or
+/// base64, as lettre picks for non-ASCII text) undone.
+pub fn email_text(raw: &str) -> String {
+    let (head, body) = raw.split_once("\r\n\r\n").or_else(|| raw.split_once("\n\n")).unwrap_or((raw, ""));
+    let encoding = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case("content-transfer-encoding").then(|| v.trim().to_ascii_lowercase())
+        })
+        .unwrap_or_default();
+    let bytes = match encoding.as_str() {
+        "base64" => {
+            use base64::Engine;
+            let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD.decode(compact).unwrap_or_default()
+        }
+        "quoted-printable" => decode_quoted_printable(body),
+        _ => body.as_bytes().to_vec(),
+    };
+    String::from_utf8_lossy(&bytes).replace("\r\n", "\n")
+}
+
+fn decode_quoted_printable(body: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let b = body.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'=' {
+            // Soft line break.
+            if b.get(i + 1) == Some(&b'\r') && b.get(i + 2) == Some(&b'\n') {
+                i += 3;
+                continue;
+            }
+            if b.get(i + 1) == Some(&b'\n') {
+                i += 2;
+                continue;
+            }
+            if let (Some(h), Some(l)) = (b.get(i + 1), b.get(i + 2))
+                && let Ok(v) = u8::from_str_radix(&format!("{}{}", *h as char, *l as char), 16)
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_transfer_encodings() {
+        let qp = "Subject: x\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nOl=C3=A1, abc=\r\ndef\r\n";
+        assert_eq!(email_text(qp), "Olá, abcdef\n");
+        let b64 = "Content-Transfer-Encoding: base64\r\n\r\nT2zDoQ==\r\n";
+        assert_eq!(email_text(b64), "Olá");
+        assert_eq!(email_text("A: b\r\n\r\nplain"), "plain");
+    }
+}

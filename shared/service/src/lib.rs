@@ -130,7 +130,7 @@ impl Infra {
     pub async fn bind_http(&self, addr: SocketAddr, routes: axum::Router) -> anyhow::Result<HttpServer> {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (PAYHUB_HTTP_ADDR)"))?;
         let local_addr = listener.local_addr()?;
-        let router = payhub_telemetry::http::instrument(routes).merge(payhub_telemetry::ops_router(self.readiness.clone()));
+        let router = payhub_telemetry::http::instrument(routes.merge(payhub_telemetry::ops_router(self.readiness.clone())));
         Ok(HttpServer { listener, router, local_addr })
     }
 

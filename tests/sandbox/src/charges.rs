@@ -51,8 +51,8 @@ pub(crate) struct NewCharge {
 /// Validates a create-charge body the way OpenPix does (approximately); the
 /// `Err` text goes into the 400 `{"error": ...}` reply.
 pub(crate) fn parse_new_charge(body: &[u8]) -> Result<NewCharge, String> {
-    let json: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
     let Value::Object(obj) = json else {
         return Err("the request body must be a JSON object".into());
     };
@@ -101,7 +101,9 @@ pub(crate) fn parse_new_charge(body: &[u8]) -> Result<NewCharge, String> {
         Some(_) => return Err("expiresIn must be an integer number of seconds".into()),
     };
     if expires_in < MIN_EXPIRES_IN {
-        return Err(format!("expiresIn must be at least {MIN_EXPIRES_IN} seconds"));
+        return Err(format!(
+            "expiresIn must be at least {MIN_EXPIRES_IN} seconds"
+        ));
     }
     // Keep the expiry date representable.
     if expires_in > 10 * 365 * 86_400 {
@@ -121,7 +123,9 @@ pub(crate) fn parse_new_charge(body: &[u8]) -> Result<NewCharge, String> {
                 let ok = item.get("key").is_some_and(Value::is_string)
                     && item.get("value").is_some_and(Value::is_string);
                 if !ok {
-                    return Err("additionalInfo items must be {\"key\": string, \"value\": string}".into());
+                    return Err(
+                        "additionalInfo items must be {\"key\": string, \"value\": string}".into(),
+                    );
                 }
             }
             Value::Array(items.clone())
@@ -160,7 +164,9 @@ fn parse_customer(c: &Map<String, Value>) -> Result<Value, String> {
         return Err("customer needs a taxID, an email or a phone besides the name".into());
     }
     if let Some(e) = &email {
-        let valid = e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.'));
+        let valid = e
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'));
         if !valid {
             return Err("customer.email is not a valid e-mail address".into());
         }
@@ -175,8 +181,8 @@ fn parse_customer(c: &Map<String, Value>) -> Result<Value, String> {
         out.insert("phone".into(), Value::String(p));
     }
     if let Some(t) = tax_id {
-        let parsed = payhub_core::identity::TaxId::parse(&t)
-            .map_err(|e| format!("customer.taxID {e}"))?;
+        let parsed =
+            payhub_core::identity::TaxId::parse(&t).map_err(|e| format!("customer.taxID {e}"))?;
         let kind = match parsed {
             payhub_core::identity::TaxId::Cpf(_) => "BR:CPF",
             payhub_core::identity::TaxId::Cnpj(_) => "BR:CNPJ",
@@ -492,7 +498,11 @@ fn company() -> CompanyView {
 
 /// A fresh PIX endToEndId: `E` + ISPB (8) + `yyyyMMddHHmm` + 11 alphanumerics = 32 chars.
 pub(crate) fn new_end_to_end_id(now: OffsetDateTime) -> String {
-    format!("E{PAYER_ISPB}{}{}", util::compact_minutes(now), util::hex_n(11))
+    format!(
+        "E{PAYER_ISPB}{}{}",
+        util::compact_minutes(now),
+        util::hex_n(11)
+    )
 }
 
 /// The `OPENPIX:CHARGE_COMPLETED` body for a charge already marked paid
@@ -504,7 +514,11 @@ pub(crate) fn completed_event(c: &SandboxCharge) -> Result<Vec<u8>, serde_json::
         "taxID": { "taxID": PAYER_CPF, "type": "BR:CPF" },
         "correlationID": uuid::Uuid::new_v4().to_string(),
     });
-    let info = if c.comment.is_empty() { "payhub sandbox" } else { &c.comment };
+    let info = if c.comment.is_empty() {
+        "payhub sandbox"
+    } else {
+        &c.comment
+    };
     let event = EventView {
         event: "OPENPIX:CHARGE_COMPLETED",
         charge: charge_view(c, true),
@@ -563,7 +577,10 @@ mod tests {
         .expect("valid");
         assert_eq!(c.value, 100);
         assert_eq!(c.expires_in, DEFAULT_EXPIRES_IN);
-        assert_eq!(c.customer["taxID"], json!({"taxID": "31324227036", "type": "BR:CPF"}));
+        assert_eq!(
+            c.customer["taxID"],
+            json!({"taxID": "31324227036", "type": "BR:CPF"})
+        );
         assert_eq!(c.customer["name"], "Dan");
         assert!(c.customer["correlationID"].is_string());
     }
@@ -579,11 +596,26 @@ mod tests {
             (json!({"correlationID": "a", "value": -1}), "value"),
             (json!({"correlationID": "a", "value": 1.5}), "value"),
             (json!({"correlationID": "a", "value": "100"}), "value"),
-            (json!({"correlationID": "a", "value": 1, "expiresIn": 299}), "expiresIn"),
-            (json!({"correlationID": "a", "value": 1, "customer": {"name": "x"}}), "customer"),
-            (json!({"correlationID": "a", "value": 1, "customer": {"email": "a@b.c"}}), "customer.name"),
-            (json!({"correlationID": "a", "value": 1, "customer": {"name": "x", "taxID": "12345678901"}}), "taxID"),
-            (json!({"correlationID": "a", "value": 1, "additionalInfo": [{"key": 1}]}), "additionalInfo"),
+            (
+                json!({"correlationID": "a", "value": 1, "expiresIn": 299}),
+                "expiresIn",
+            ),
+            (
+                json!({"correlationID": "a", "value": 1, "customer": {"name": "x"}}),
+                "customer",
+            ),
+            (
+                json!({"correlationID": "a", "value": 1, "customer": {"email": "a@b.c"}}),
+                "customer.name",
+            ),
+            (
+                json!({"correlationID": "a", "value": 1, "customer": {"name": "x", "taxID": "12345678901"}}),
+                "taxID",
+            ),
+            (
+                json!({"correlationID": "a", "value": 1, "additionalInfo": [{"key": 1}]}),
+                "additionalInfo",
+            ),
             (json!([1, 2]), "object"),
         ] {
             let err = parse(body.clone()).expect_err(&body.to_string());
@@ -598,7 +630,10 @@ mod tests {
             "customer": {"name": "ACME", "taxID": "44.720.743/0001-01"}}))
         .expect("valid");
         assert_eq!(c.expires_in, 600);
-        assert_eq!(c.customer["taxID"], json!({"taxID": "44720743000101", "type": "BR:CNPJ"}));
+        assert_eq!(
+            c.customer["taxID"],
+            json!({"taxID": "44720743000101", "type": "BR:CNPJ"})
+        );
     }
 
     #[test]
@@ -628,7 +663,8 @@ mod tests {
         c.paid_at = Some(util::iso_millis(now));
         c.paid_value = Some(400);
         c.end_to_end_id = Some(new_end_to_end_id(now));
-        let v: Value = serde_json::from_slice(&completed_event(&c).expect("serializes")).expect("json");
+        let v: Value =
+            serde_json::from_slice(&completed_event(&c).expect("serializes")).expect("json");
         assert_eq!(v["event"], "OPENPIX:CHARGE_COMPLETED");
         assert_eq!(v["charge"]["status"], "COMPLETED");
         assert_eq!(v["charge"]["value"], 500);
@@ -643,7 +679,8 @@ mod tests {
         assert_eq!(v["account"]["environment"], "TESTING");
 
         c.status = crate::model::STATUS_EXPIRED.into();
-        let v: Value = serde_json::from_slice(&expired_event(&c).expect("serializes")).expect("json");
+        let v: Value =
+            serde_json::from_slice(&expired_event(&c).expect("serializes")).expect("json");
         assert_eq!(v["event"], "OPENPIX:CHARGE_EXPIRED");
         assert_eq!(v["charge"]["status"], "EXPIRED");
         assert!(v.get("pix").is_none());

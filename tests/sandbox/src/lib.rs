@@ -45,7 +45,8 @@ use crate::state::{Inner, lock};
 pub const FIXTURE_PUBLIC_KEY_PEM: &str = include_str!("../../fixtures/sandbox-openpix-public.pem");
 
 /// The fixture RSA private key, PKCS#8 DER.
-pub const FIXTURE_PRIVATE_KEY_PKCS8: &[u8] = include_bytes!("../../fixtures/sandbox-openpix-private.pk8.der");
+pub const FIXTURE_PRIVATE_KEY_PKCS8: &[u8] =
+    include_bytes!("../../fixtures/sandbox-openpix-private.pk8.der");
 
 /// Timeout of every outgoing webhook POST.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,7 +80,10 @@ impl std::fmt::Debug for SandboxConfig {
             .field("shop_addr", &self.shop_addr)
             .field("smtp_addr", &self.smtp_addr)
             .field("app_id", &self.app_id)
-            .field("signing_key_pkcs8", &format_args!("<{} bytes>", self.signing_key_pkcs8.len()))
+            .field(
+                "signing_key_pkcs8",
+                &format_args!("<{} bytes>", self.signing_key_pkcs8.len()),
+            )
             .field("webhook_target", &self.webhook_target)
             .field("public_base_url", &self.public_base_url)
             .finish()
@@ -149,8 +153,12 @@ impl Sandbox {
         // error when one is already installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
 
-        let signer = signing::Signer::from_key_bytes(&cfg.signing_key_pkcs8).context("loading the signing key")?;
-        anyhow::ensure!(!cfg.app_id.trim().is_empty(), "the OpenPix AppID must not be empty");
+        let signer = signing::Signer::from_key_bytes(&cfg.signing_key_pkcs8)
+            .context("loading the signing key")?;
+        anyhow::ensure!(
+            !cfg.app_id.trim().is_empty(),
+            "the OpenPix AppID must not be empty"
+        );
         if let Some(target) = &cfg.webhook_target {
             check_url(target).context("the webhook target")?;
         }
@@ -281,7 +289,11 @@ impl Sandbox {
 
     /// As [`Sandbox::pay`], but the payer sends `paid_value` centavos
     /// (`pix.value` differs from `charge.value`).
-    pub async fn pay_with_value(&self, correlation_id: &str, paid_value: i64) -> anyhow::Result<WebhookAttempt> {
+    pub async fn pay_with_value(
+        &self,
+        correlation_id: &str,
+        paid_value: i64,
+    ) -> anyhow::Result<WebhookAttempt> {
         Ok(self.inner.pay(correlation_id, Some(paid_value)).await?)
     }
 
@@ -293,14 +305,21 @@ impl Sandbox {
 
     /// Sends the charge's last webhook again, byte-identical (same body and
     /// signature), as providers do on retries.
-    pub async fn resend_last_webhook(&self, correlation_id: &str) -> anyhow::Result<WebhookAttempt> {
+    pub async fn resend_last_webhook(
+        &self,
+        correlation_id: &str,
+    ) -> anyhow::Result<WebhookAttempt> {
         Ok(self.inner.resend_last(correlation_id).await?)
     }
 
     /// POSTs `body` to the webhook target with the given
     /// `x-webhook-signature` (none when `None`), for forged or tampered
     /// webhook tests.
-    pub async fn send_raw_webhook(&self, body: &[u8], signature: Option<&str>) -> anyhow::Result<WebhookAttempt> {
+    pub async fn send_raw_webhook(
+        &self,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> anyhow::Result<WebhookAttempt> {
         Ok(self.inner.deliver_to_target(body, signature).await?)
     }
 

@@ -27,7 +27,12 @@ struct Args {
     smtp_addr: SocketAddr,
 
     /// The OpenPix AppID accepted in `Authorization`.
-    #[arg(long, env = "SANDBOX_OPENPIX_APP_ID", default_value = "sandbox-app-id", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SANDBOX_OPENPIX_APP_ID",
+        default_value = "sandbox-app-id",
+        hide_env_values = true
+    )]
     app_id: String,
 
     /// Where the provider POSTs its webhooks (payhub's webhook-verifier).
@@ -39,7 +44,12 @@ struct Args {
     webhook_target: String,
 
     /// Standard Webhooks secrets (whsec_...) the shop verifies with, comma-separated.
-    #[arg(long = "shop-secret", env = "SANDBOX_SHOP_SECRETS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "shop-secret",
+        env = "SANDBOX_SHOP_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     shop_secrets: Vec<String>,
 
     /// RSA private key (PKCS#8, DER or PEM) that signs webhooks; default: the
@@ -90,8 +100,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    println!("provider (OpenPix API, /sandbox control) listening on {}", sandbox.provider_url());
-    println!("shop webhook receiver listening on {}", sandbox.shop_webhook_url());
+    println!(
+        "provider (OpenPix API, /sandbox control) listening on {}",
+        sandbox.provider_url()
+    );
+    println!(
+        "shop webhook receiver listening on {}",
+        sandbox.shop_webhook_url()
+    );
     println!("SMTP sink listening on {}", sandbox.smtp_addr());
 
     wait_for_signal().await?;

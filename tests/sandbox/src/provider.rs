@@ -25,11 +25,11 @@ type Shared = Arc<Inner>;
 /// A 1×1 transparent PNG, served for `qrCodeImage` URLs so they do not 404.
 /// (The sandbox has no QR encoder; the BR Code text is on the payment page.)
 const PLACEHOLDER_PNG: [u8; 70] = [
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00,
-    0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00,
-    0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0xf8, 0x5f, 0x0f, 0x00, 0x02,
-    0x87, 0x01, 0x80, 0xeb, 0x47, 0xba, 0x92, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42,
-    0x60, 0x82,
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
+    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0xf8, 0x5f,
+    0x0f, 0x00, 0x02, 0x87, 0x01, 0x80, 0xeb, 0x47, 0xba, 0x92, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];
 
 pub(crate) fn router(state: Shared) -> Router {
@@ -45,39 +45,53 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/sandbox/charges", get(list_charges))
         .route("/sandbox/charges/{correlation_id}", get(show_charge))
         .route("/sandbox/charges/{correlation_id}/pay", post(control_pay))
-        .route("/sandbox/charges/{correlation_id}/expire", post(control_expire))
-        .route("/sandbox/charges/{correlation_id}/resend", post(control_resend))
+        .route(
+            "/sandbox/charges/{correlation_id}/expire",
+            post(control_expire),
+        )
+        .route(
+            "/sandbox/charges/{correlation_id}/resend",
+            post(control_resend),
+        )
         .route("/sandbox/emails", get(list_emails))
         .route("/sandbox/shop/webhooks", get(list_shop_webhooks))
         .route("/sandbox/shop/secrets", post(add_shop_secret))
-        .route("/sandbox/webhook-target", get(get_webhook_target).put(put_webhook_target))
+        .route(
+            "/sandbox/webhook-target",
+            get(get_webhook_target).put(put_webhook_target),
+        )
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found") })
         .with_state(state)
 }
 
-/// `Authorization: <AppID>`, raw, as OpenPix wants it.
-fn authorize(state: &Inner, headers: &HeaderMap) -> Result<(), Response> {
+/// `Authorization: <AppID>`, raw, as OpenPix wants it. `Some` is the 401
+/// reply to send.
+fn refuse_unauthorized(state: &Inner, headers: &HeaderMap) -> Option<Response> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    match given {
-        Some(app_id) if app_id == state.app_id => Ok(()),
-        Some(_) => Err(json_error(StatusCode::UNAUTHORIZED, "AppID inválido")),
-        None => Err(json_error(
-            StatusCode::UNAUTHORIZED,
-            "missing Authorization header with the AppID",
-        )),
-    }
+    let message = match given {
+        Some(app_id) if app_id == state.app_id => return None,
+        Some(_) => "AppID inválido",
+        None => "missing Authorization header with the AppID",
+    };
+    Some(json_error(StatusCode::UNAUTHORIZED, message))
 }
 
 /// The create/get reply: `{"charge": {...}, "correlationID", "brCode"}`.
 fn charge_reply(c: &SandboxCharge) -> Response {
     let charge = match serde_json::to_value(charge_view(c, true)) {
         Ok(v) => v,
-        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("rendering the charge: {e}")),
+        Err(e) => {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("rendering the charge: {e}"),
+            );
+        }
     };
-    Json(json!({ "charge": charge, "correlationID": c.correlation_id, "brCode": c.br_code })).into_response()
+    Json(json!({ "charge": charge, "correlationID": c.correlation_id, "brCode": c.br_code }))
+        .into_response()
 }
 
 /// `POST /api/v1/charge[?return_existing=true]`.
@@ -88,7 +102,7 @@ async fn create_charge(
     body: Bytes,
 ) -> Response {
     state.charge_requests.fetch_add(1, Ordering::SeqCst);
-    if let Err(denied) = authorize(&state, &headers) {
+    if let Some(denied) = refuse_unauthorized(&state, &headers) {
         return denied;
     }
     let new = match charges::parse_new_charge(&body) {
@@ -115,8 +129,12 @@ async fn create_charge(
 }
 
 /// `GET /api/v1/charge/{id}`: by correlationID or transactionID.
-async fn get_charge(State(state): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
+async fn get_charge(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = refuse_unauthorized(&state, &headers) {
         return denied;
     }
     let book = lock(&state.charges);
@@ -125,7 +143,10 @@ async fn get_charge(State(state): State<Shared>, Path(id): Path<String>, headers
     };
     match serde_json::to_value(charge_view(c, true)) {
         Ok(charge) => Json(json!({ "charge": charge })).into_response(),
-        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("rendering the charge: {e}")),
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering the charge: {e}"),
+        ),
     }
 }
 
@@ -169,9 +190,15 @@ fn encode_segment(s: &str) -> String {
 /// `GET /pay/{paymentLinkID}`: a minimal checkout page with "pay" and
 /// "expire" buttons that call the control routes, for demos by hand.
 async fn pay_page(State(state): State<Shared>, Path(payment_link_id): Path<String>) -> Response {
-    let charge = lock(&state.charges).find_by_payment_link(&payment_link_id).cloned();
+    let charge = lock(&state.charges)
+        .find_by_payment_link(&payment_link_id)
+        .cloned();
     let Some(c) = charge else {
-        return (StatusCode::NOT_FOUND, Html("<h1>Charge not found</h1>".to_string())).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Html("<h1>Charge not found</h1>".to_string()),
+        )
+            .into_response();
     };
     let base = format!("/sandbox/charges/{}", encode_segment(&c.correlation_id));
     let actions = if c.status == STATUS_ACTIVE {
@@ -230,19 +257,31 @@ async fn show_charge(State(state): State<Shared>, Path(correlation_id): Path<Str
 
 /// The reply of pay/expire/resend: the charge now, and what the webhook
 /// target answered (or why it could not be reached).
-fn control_reply(state: &Inner, correlation_id: &str, result: Result<WebhookAttempt, OpError>) -> Response {
+fn control_reply(
+    state: &Inner,
+    correlation_id: &str,
+    result: Result<WebhookAttempt, OpError>,
+) -> Response {
     let charge = lock(&state.charges).get(correlation_id).cloned();
     match result {
         Ok(attempt) => Json(json!({ "charge": charge, "webhook": attempt })).into_response(),
         Err(e) => {
             let status = e.http_status();
-            (status, Json(json!({ "error": e.to_string(), "charge": charge }))).into_response()
+            (
+                status,
+                Json(json!({ "error": e.to_string(), "charge": charge })),
+            )
+                .into_response()
         }
     }
 }
 
 /// `POST /sandbox/charges/{correlationID}/pay`, optional body `{"value": centavos}`.
-async fn control_pay(State(state): State<Shared>, Path(correlation_id): Path<String>, body: Bytes) -> Response {
+async fn control_pay(
+    State(state): State<Shared>,
+    Path(correlation_id): Path<String>,
+    body: Bytes,
+) -> Response {
     let paid_value = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -252,11 +291,19 @@ async fn control_pay(State(state): State<Shared>, Path(correlation_id): Path<Str
                 Some(v) => match v.as_i64() {
                     Some(n) if n > 0 => Some(n),
                     _ => {
-                        return json_error(StatusCode::BAD_REQUEST, "value must be an integer number of centavos > 0");
+                        return json_error(
+                            StatusCode::BAD_REQUEST,
+                            "value must be an integer number of centavos > 0",
+                        );
                     }
                 },
             },
-            _ => return json_error(StatusCode::BAD_REQUEST, "the body must be empty or a JSON object"),
+            _ => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "the body must be empty or a JSON object",
+                );
+            }
         }
     };
     let result = state.pay(&correlation_id, paid_value).await;
@@ -264,13 +311,19 @@ async fn control_pay(State(state): State<Shared>, Path(correlation_id): Path<Str
 }
 
 /// `POST /sandbox/charges/{correlationID}/expire`.
-async fn control_expire(State(state): State<Shared>, Path(correlation_id): Path<String>) -> Response {
+async fn control_expire(
+    State(state): State<Shared>,
+    Path(correlation_id): Path<String>,
+) -> Response {
     let result = state.expire(&correlation_id).await;
     control_reply(&state, &correlation_id, result)
 }
 
 /// `POST /sandbox/charges/{correlationID}/resend`: the last webhook again, byte for byte.
-async fn control_resend(State(state): State<Shared>, Path(correlation_id): Path<String>) -> Response {
+async fn control_resend(
+    State(state): State<Shared>,
+    Path(correlation_id): Path<String>,
+) -> Response {
     let result = state.resend_last(&correlation_id).await;
     control_reply(&state, &correlation_id, result)
 }
@@ -293,7 +346,10 @@ async fn add_shop_secret(State(state): State<Shared>, body: Bytes) -> Response {
         .ok()
         .and_then(|v| v.get("secret").and_then(Value::as_str).map(str::to_string));
     let Some(secret) = secret else {
-        return json_error(StatusCode::BAD_REQUEST, "expected {\"secret\": \"whsec_...\"}");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"secret\": \"whsec_...\"}",
+        );
     };
     match lock(&state.shop).add_secret(&secret) {
         Ok(()) => {
@@ -315,9 +371,19 @@ async fn put_webhook_target(State(state): State<Shared>, body: Bytes) -> Respons
         Ok(v) => match v.get("url") {
             Some(Value::String(u)) => Some(u.clone()),
             Some(Value::Null) => None,
-            _ => return json_error(StatusCode::BAD_REQUEST, "expected {\"url\": \"http://...\"}"),
+            _ => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "expected {\"url\": \"http://...\"}",
+                );
+            }
         },
-        Err(_) => return json_error(StatusCode::BAD_REQUEST, "expected {\"url\": \"http://...\"}"),
+        Err(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "expected {\"url\": \"http://...\"}",
+            );
+        }
     };
     if let Some(u) = &url
         && let Err(e) = crate::check_url(u)

@@ -41,7 +41,14 @@ impl ShopState {
     }
 
     /// `Ok` when any secret verifies; otherwise the most telling failure.
-    fn verify(&self, id: &str, timestamp: &str, signature: &str, body: &[u8], now: i64) -> Result<(), String> {
+    fn verify(
+        &self,
+        id: &str,
+        timestamp: &str,
+        signature: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), String> {
         if id.is_empty() || timestamp.is_empty() || signature.is_empty() {
             return Err(VerifyError::MissingHeader.to_string());
         }
@@ -75,9 +82,11 @@ fn choose_reply(_state: &ShopState, _webhook: &ReceivedWebhook) -> ShopReply {
 impl IntoResponse for ShopReply {
     fn into_response(self) -> Response {
         match self {
-            ShopReply::Accept => {
-                (StatusCode::OK, axum::Json(serde_json::json!({ "received": true }))).into_response()
-            }
+            ShopReply::Accept => (
+                StatusCode::OK,
+                axum::Json(serde_json::json!({ "received": true })),
+            )
+                .into_response(),
         }
     }
 }
@@ -107,7 +116,13 @@ async fn receive(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -
     let signature = header(&headers, HEADER_SIGNATURE);
 
     let mut shop = lock(&state);
-    let outcome = shop.verify(&id, &timestamp, &signature, &body, received_at.unix_timestamp());
+    let outcome = shop.verify(
+        &id,
+        &timestamp,
+        &signature,
+        &body,
+        received_at.unix_timestamp(),
+    );
     let webhook = ReceivedWebhook {
         id,
         timestamp,

@@ -127,7 +127,10 @@ fn pem_to_der(pem: &[u8], label: &str) -> anyhow::Result<Vec<u8>> {
         .find(&end)
         .with_context(|| format!("no `{end}` line"))?
         + start;
-    let b64: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let b64: String = text[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     STANDARD.decode(b64).context("the PEM body is not base64")
 }
 
@@ -141,7 +144,10 @@ mod tests {
     #[test]
     fn derived_public_key_matches_the_fixture_pem() {
         let signer = Signer::from_key_bytes(FIXTURE_KEY).expect("fixture key loads");
-        assert_eq!(signer.public_pem().trim(), crate::FIXTURE_PUBLIC_KEY_PEM.trim());
+        assert_eq!(
+            signer.public_pem().trim(),
+            crate::FIXTURE_PUBLIC_KEY_PEM.trim()
+        );
         assert_eq!(signer.key_identifier().len(), 64);
     }
 
@@ -149,10 +155,23 @@ mod tests {
     fn signatures_verify_with_the_public_key() {
         let signer = Signer::from_key_bytes(FIXTURE_KEY).expect("fixture key loads");
         let body = br#"{"event":"OPENPIX:CHARGE_COMPLETED"}"#;
-        let sig = STANDARD.decode(signer.sign(body).expect("signs")).expect("base64");
+        let sig = STANDARD
+            .decode(signer.sign(body).expect("signs"))
+            .expect("base64");
         let key = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, signer.public_key_pkcs1());
         assert!(key.verify(body, &sig).is_ok());
         assert!(key.verify(b"tampered", &sig).is_err());
+    }
+
+    #[test]
+    fn reproduces_the_fixture_signature() {
+        // PKCS#1 v1.5 signatures are deterministic: the signature committed
+        // next to the fixture (which payhub's connector tests trust) must be
+        // exactly what the sandbox produces.
+        let body = include_bytes!("../../fixtures/openpix/charge-completed.json");
+        let expected = include_str!("../../fixtures/openpix/charge-completed.json.sandbox-sig");
+        let signer = Signer::from_key_bytes(FIXTURE_KEY).expect("fixture key loads");
+        assert_eq!(signer.sign(body).expect("signs"), expected.trim());
     }
 
     #[test]

@@ -115,9 +115,9 @@ impl Inner {
         render: fn(&SandboxCharge) -> Result<Vec<u8>, serde_json::Error>,
     ) -> Result<SentWebhook, OpError> {
         let mut book = lock(&self.charges);
-        let current = book
-            .get(correlation_id)
-            .ok_or_else(|| OpError::NotFound(format!("no charge with correlationID {correlation_id:?}")))?;
+        let current = book.get(correlation_id).ok_or_else(|| {
+            OpError::NotFound(format!("no charge with correlationID {correlation_id:?}"))
+        })?;
         if current.status != STATUS_ACTIVE {
             return Err(OpError::Conflict(format!(
                 "charge {correlation_id:?} is {}, not {STATUS_ACTIVE}",
@@ -126,7 +126,8 @@ impl Inner {
         }
         let mut next = current.clone();
         mutate(&mut next);
-        let body = render(&next).map_err(|e| OpError::Internal(format!("rendering the webhook: {e}")))?;
+        let body =
+            render(&next).map_err(|e| OpError::Internal(format!("rendering the webhook: {e}")))?;
         let signature = self
             .signer
             .sign(&body)
@@ -150,7 +151,9 @@ impl Inner {
         if let Some(v) = paid_value
             && v <= 0
         {
-            return Err(OpError::Invalid("the paid value must be greater than 0 centavos".into()));
+            return Err(OpError::Invalid(
+                "the paid value must be greater than 0 centavos".into(),
+            ));
         }
         let now = OffsetDateTime::now_utc();
         let sent = self.transition(
@@ -166,7 +169,8 @@ impl Inner {
             charges::completed_event,
         )?;
         tracing::info!(correlation_id, "sandbox charge paid");
-        self.deliver_to_target(&sent.body, Some(&sent.signature)).await
+        self.deliver_to_target(&sent.body, Some(&sent.signature))
+            .await
     }
 
     /// `ACTIVE` → `EXPIRED`, then the signed `OPENPIX:CHARGE_EXPIRED` webhook.
@@ -181,11 +185,15 @@ impl Inner {
             charges::expired_event,
         )?;
         tracing::info!(correlation_id, "sandbox charge expired");
-        self.deliver_to_target(&sent.body, Some(&sent.signature)).await
+        self.deliver_to_target(&sent.body, Some(&sent.signature))
+            .await
     }
 
     /// Sends the last webhook of a charge again, byte for byte.
-    pub(crate) async fn resend_last(&self, correlation_id: &str) -> Result<WebhookAttempt, OpError> {
+    pub(crate) async fn resend_last(
+        &self,
+        correlation_id: &str,
+    ) -> Result<WebhookAttempt, OpError> {
         let sent = {
             let mut book = lock(&self.charges);
             if book.get(correlation_id).is_none() {
@@ -194,12 +202,15 @@ impl Inner {
                 )));
             }
             let sent = book.last_webhook(correlation_id).cloned().ok_or_else(|| {
-                OpError::Conflict(format!("no webhook was sent yet for charge {correlation_id:?}"))
+                OpError::Conflict(format!(
+                    "no webhook was sent yet for charge {correlation_id:?}"
+                ))
             })?;
             book.count_resend(correlation_id);
             sent
         };
-        self.deliver_to_target(&sent.body, Some(&sent.signature)).await
+        self.deliver_to_target(&sent.body, Some(&sent.signature))
+            .await
     }
 
     /// POSTs `body` to the configured webhook target.
