@@ -21,11 +21,13 @@ pub const APP_ID: &str = "test-app-id";
 
 /// PostgreSQL server URL without a database (tests make their own).
 pub fn pg_server_url() -> String {
-    std::env::var("PAYHUB_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("PAYHUB_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("PAYHUB_TEST_AMQP_URL").unwrap_or_else(|_| payhub_service::DEFAULT_AMQP_URL.into())
+    std::env::var("PAYHUB_TEST_AMQP_URL")
+        .unwrap_or_else(|_| payhub_service::DEFAULT_AMQP_URL.into())
 }
 
 /// Options a test may change.
@@ -38,7 +40,11 @@ pub struct TestOptions {
 
 impl Default for TestOptions {
     fn default() -> Self {
-        TestOptions { retry_delay: Duration::from_millis(300), max_attempts: 3, prefetch: 16 }
+        TestOptions {
+            retry_delay: Duration::from_millis(300),
+            max_attempts: 3,
+            prefetch: 16,
+        }
     }
 }
 
@@ -87,22 +93,37 @@ impl TestApp {
         }
         let id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let db_name = format!("payhub_test_{id}");
-        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server_url())).await.context("PostgreSQL must run for the tests")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await?;
+        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server_url()))
+            .await
+            .context("PostgreSQL must run for the tests")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .execute(&mut admin)
+            .await?;
         admin.close().await?;
         let database_url = format!("{}/{db_name}", pg_server_url());
         let store = Store::connect_lazy(&database_url, 3)?;
         store.migrate().await?;
 
         let sandbox_stop = CancellationToken::new();
-        let sandbox = Sandbox::start(SandboxConfig::local_ephemeral(APP_ID), sandbox_stop.clone()).await?;
-        let shop = payhub_store::shops::create(&store, "Loja Teste", Some(&sandbox.shop_webhook_url()), Some("admin@loja.example.com")).await?;
+        let sandbox =
+            Sandbox::start(SandboxConfig::local_ephemeral(APP_ID), sandbox_stop.clone()).await?;
+        let shop = payhub_store::shops::create(
+            &store,
+            "Loja Teste",
+            Some(&sandbox.shop_webhook_url()),
+            Some("admin@loja.example.com"),
+        )
+        .await?;
         sandbox.add_shop_secret(&shop.shop.webhook_secret.expose());
 
         let topology = Topology {
             exchange: format!("payhub.test.{id}"),
             prefix: format!("t{id}."),
-            retry: RetryPolicy { delay: opts.retry_delay, max_attempts: opts.max_attempts, delivery_limit: 5 },
+            retry: RetryPolicy {
+                delay: opts.retry_delay,
+                max_attempts: opts.max_attempts,
+                delivery_limit: 5,
+            },
         };
         let c = common(&database_url, &topology, &opts);
         let shutdown = CancellationToken::new();
@@ -110,13 +131,28 @@ impl TestApp {
         let mut ops_urls = Vec::new();
         let url = |a: std::net::SocketAddr| format!("http://{a}");
 
-        let app = ingress::Application::build(ingress::Config { common: c.clone(), max_body_bytes: 256 * 1024 }, shutdown.clone()).await?;
+        let app = ingress::Application::build(
+            ingress::Config {
+                common: c.clone(),
+                max_body_bytes: 256 * 1024,
+            },
+            shutdown.clone(),
+        )
+        .await?;
         let ingress_url = url(app.local_addr());
         ops_urls.push(("ingress", ingress_url.clone()));
         services.push(("ingress", tokio::spawn(app.run_until_stopped())));
 
-        let keys = payhub_connectors::rsa::TrustedKeys::from_pem(payhub_sandbox::FIXTURE_PUBLIC_KEY_PEM)?;
-        let app = webhook_verifier::Application::build(webhook_verifier::Config { common: c.clone(), openpix_keys: keys }, shutdown.clone()).await?;
+        let keys =
+            payhub_connectors::rsa::TrustedKeys::from_pem(payhub_sandbox::FIXTURE_PUBLIC_KEY_PEM)?;
+        let app = webhook_verifier::Application::build(
+            webhook_verifier::Config {
+                common: c.clone(),
+                openpix_keys: keys,
+            },
+            shutdown.clone(),
+        )
+        .await?;
         let verifier_url = url(app.local_addr());
         ops_urls.push(("webhook-verifier", verifier_url.clone()));
         services.push(("webhook-verifier", tokio::spawn(app.run_until_stopped())));
@@ -135,7 +171,11 @@ impl TestApp {
         ops_urls.push(("charge-creator", url(app.local_addr())));
         services.push(("charge-creator", tokio::spawn(app.run_until_stopped())));
 
-        let app = order_updater::Application::build(order_updater::Config { common: c.clone() }, shutdown.clone()).await?;
+        let app = order_updater::Application::build(
+            order_updater::Config { common: c.clone() },
+            shutdown.clone(),
+        )
+        .await?;
         ops_urls.push(("order-updater", url(app.local_addr())));
         services.push(("order-updater", tokio::spawn(app.run_until_stopped())));
 
@@ -152,12 +192,16 @@ impl TestApp {
         ops_urls.push(("notifier", url(app.local_addr())));
         services.push(("notifier", tokio::spawn(app.run_until_stopped())));
 
-        let app = reporter::Application::build(reporter::Config { common: c.clone() }, shutdown.clone()).await?;
+        let app =
+            reporter::Application::build(reporter::Config { common: c.clone() }, shutdown.clone())
+                .await?;
         let reporter_url = url(app.local_addr());
         ops_urls.push(("reporter", reporter_url.clone()));
         services.push(("reporter", tokio::spawn(app.run_until_stopped())));
 
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
         let app = TestApp {
             id,
             database_url,
@@ -191,18 +235,38 @@ impl TestApp {
         }
         // Consumers declare their queues on connect; give them a moment so
         // the first publish is routable.
-        let queues_ok = eventually(Duration::from_secs(10), || async { self.queues_declared().await }).await;
+        let queues_ok = eventually(Duration::from_secs(10), || async {
+            self.queues_declared().await
+        })
+        .await;
         anyhow::ensure!(queues_ok, "the consumer queues were never declared");
         Ok(())
     }
 
     async fn queues_declared(&self) -> bool {
-        let Ok(conn) = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await else { return false };
+        let Ok(conn) =
+            lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+        else {
+            return false;
+        };
         let mut ok = true;
         for spec in payhub_queue::QueueSpec::ALL {
-            let Ok(ch) = conn.create_channel().await else { return false };
-            let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
-            if ch.queue_declare(self.topology.work_queue(&spec).as_str().into(), passive, Default::default()).await.is_err() {
+            let Ok(ch) = conn.create_channel().await else {
+                return false;
+            };
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            if ch
+                .queue_declare(
+                    self.topology.work_queue(&spec).as_str().into(),
+                    passive,
+                    Default::default(),
+                )
+                .await
+                .is_err()
+            {
                 ok = false;
                 break;
             }
@@ -266,7 +330,10 @@ impl TestApp {
 
     /// Counts rows of a query returning one bigint.
     pub async fn count(&self, sql: &'static str) -> i64 {
-        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&self.store.pool).await.expect("count query");
+        let (n,): (i64,) = sqlx::query_as(sql)
+            .fetch_one(&self.store.pool)
+            .await
+            .expect("count query");
         n
     }
 
@@ -284,8 +351,15 @@ impl TestApp {
         }
         self.sandbox_stop.cancel();
         self.store.pool.close().await;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server_url())).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))).execute(&mut admin).await;
+        if let Ok(mut admin) =
+            sqlx::PgConnection::connect(&format!("{}/postgres", pg_server_url())).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            )))
+            .execute(&mut admin)
+            .await;
         }
         delete_topology(&self.topology).await;
     }
@@ -293,14 +367,24 @@ impl TestApp {
 
 /// Removes a test's queues and exchange from the broker.
 pub async fn delete_topology(topology: &Topology) {
-    let Ok(conn) = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await else { return };
+    let Ok(conn) =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+    else {
+        return;
+    };
     if let Ok(ch) = conn.create_channel().await {
         for spec in payhub_queue::QueueSpec::ALL {
-            for q in [topology.work_queue(&spec), topology.retry_queue(&spec), topology.dead_letter_queue(&spec)] {
+            for q in [
+                topology.work_queue(&spec),
+                topology.retry_queue(&spec),
+                topology.dead_letter_queue(&spec),
+            ] {
                 let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
             }
         }
-        let _ = ch.exchange_delete(topology.exchange.as_str().into(), Default::default()).await;
+        let _ = ch
+            .exchange_delete(topology.exchange.as_str().into(), Default::default())
+            .await;
     }
     let _ = conn.close(200, "cleanup".into()).await;
 }
@@ -350,19 +434,26 @@ pub fn sample_order(correlation_id: &str) -> Value {
 /// the headers, with its Content-Transfer-Encoding (quoted-printable or
 /// base64, as lettre picks for non-ASCII text) undone.
 pub fn email_text(raw: &str) -> String {
-    let (head, body) = raw.split_once("\r\n\r\n").or_else(|| raw.split_once("\n\n")).unwrap_or((raw, ""));
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .or_else(|| raw.split_once("\n\n"))
+        .unwrap_or((raw, ""));
     let encoding = head
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case("content-transfer-encoding").then(|| v.trim().to_ascii_lowercase())
+            k.trim()
+                .eq_ignore_ascii_case("content-transfer-encoding")
+                .then(|| v.trim().to_ascii_lowercase())
         })
         .unwrap_or_default();
     let bytes = match encoding.as_str() {
         "base64" => {
             use base64::Engine;
             let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-            base64::engine::general_purpose::STANDARD.decode(compact).unwrap_or_default()
+            base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .unwrap_or_default()
         }
         "quoted-printable" => decode_quoted_printable(body),
         _ => body.as_bytes().to_vec(),

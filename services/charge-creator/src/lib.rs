@@ -55,10 +55,17 @@ impl<C: ChargeConnector> Handler for ChargeHandler<C> {
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
         let env = &msg.envelope;
         let EventPayload::OrderAccepted(accepted) = &env.payload else {
-            return Err(Failure::Permanent(format!("charge-creator cannot handle {}", env.kind())));
+            return Err(Failure::Permanent(format!(
+                "charge-creator cannot handle {}",
+                env.kind()
+            )));
         };
-        let (Some(order_id), Some(shop_id), Some(correlation_id)) = (env.order_id, env.shop_id, env.correlation_id.as_deref()) else {
-            return Err(Failure::Permanent("order.accepted without order, shop or correlation id".into()));
+        let (Some(order_id), Some(shop_id), Some(correlation_id)) =
+            (env.order_id, env.shop_id, env.correlation_id.as_deref())
+        else {
+            return Err(Failure::Permanent(
+                "order.accepted without order, shop or correlation id".into(),
+            ));
         };
         if already_processed(&self.store, env.id).await? {
             tracing::info!("already processed; acking the duplicate");
@@ -76,10 +83,20 @@ impl<C: ChargeConnector> Handler for ChargeHandler<C> {
             Ok(created) => {
                 if created.amount != accepted.amount {
                     // The provider changed the amount: never let the buyer pay a different sum.
-                    failed_event(accepted.provider, format!("the provider created the charge for {} instead of {}", created.amount, accepted.amount), true)
+                    failed_event(
+                        accepted.provider,
+                        format!(
+                            "the provider created the charge for {} instead of {}",
+                            created.amount, accepted.amount
+                        ),
+                        true,
+                    )
                 } else {
                     let mut tx = self.store.begin().await.map_err(db)?;
-                    if !payhub_store::mark_processed(&mut tx, SERVICE, env.id).await.map_err(db)? {
+                    if !payhub_store::mark_processed(&mut tx, SERVICE, env.id)
+                        .await
+                        .map_err(db)?
+                    {
                         return Ok(());
                     }
                     sqlx::query(
@@ -124,7 +141,14 @@ impl<C: ChargeConnector> Handler for ChargeHandler<C> {
             Err(ConnectorError::Transient(e)) if msg.attempt < self.max_attempts => {
                 return Err(Failure::Transient(e));
             }
-            Err(ConnectorError::Transient(e)) => failed_event(accepted.provider, format!("the provider stayed unavailable for {} attempts: {e}", msg.attempt), false),
+            Err(ConnectorError::Transient(e)) => failed_event(
+                accepted.provider,
+                format!(
+                    "the provider stayed unavailable for {} attempts: {e}",
+                    msg.attempt
+                ),
+                false,
+            ),
             Err(ConnectorError::Permanent(e)) => failed_event(accepted.provider, e, true),
         };
         event.order_id = Some(order_id);
@@ -132,7 +156,10 @@ impl<C: ChargeConnector> Handler for ChargeHandler<C> {
         event.correlation_id = Some(correlation_id.to_string());
         event.trace = payhub_telemetry::trace::current_context();
         let mut tx = self.store.begin().await.map_err(db)?;
-        if !payhub_store::mark_processed(&mut tx, SERVICE, env.id).await.map_err(db)? {
+        if !payhub_store::mark_processed(&mut tx, SERVICE, env.id)
+            .await
+            .map_err(db)?
+        {
             return Ok(());
         }
         outbox::add(&mut tx, &event).await.map_err(db)?;
@@ -144,7 +171,11 @@ impl<C: ChargeConnector> Handler for ChargeHandler<C> {
 }
 
 fn failed_event(provider: payhub_core::Provider, reason: String, permanent: bool) -> Envelope {
-    Envelope::new(EventPayload::ChargeFailed(ChargeFailed { provider, reason, permanent }))
+    Envelope::new(EventPayload::ChargeFailed(ChargeFailed {
+        provider,
+        reason,
+        permanent,
+    }))
 }
 
 fn db(e: payhub_store::StoreError) -> Failure {
@@ -152,12 +183,13 @@ fn db(e: payhub_store::StoreError) -> Failure {
 }
 
 async fn already_processed(store: &Store, event_id: uuid::Uuid) -> Result<bool, Failure> {
-    let r: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
-        .bind(SERVICE)
-        .bind(event_id)
-        .fetch_optional(&store.pool)
-        .await
-        .map_err(|e| db(e.into()))?;
+    let r: Option<(i32,)> =
+        sqlx::query_as("SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
+            .bind(SERVICE)
+            .bind(event_id)
+            .fetch_optional(&store.pool)
+            .await
+            .map_err(|e| db(e.into()))?;
     Ok(r.is_some())
 }
 
@@ -169,12 +201,20 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
-        let connector = OpenPixClient::new(&config.openpix_base_url, config.openpix_app_id.clone(), config.provider_timeout)?;
+        let connector = OpenPixClient::new(
+            &config.openpix_base_url,
+            config.openpix_app_id.clone(),
+            config.provider_timeout,
+        )?;
         Self::build_with(config, connector, shutdown).await
     }
 
     /// Builds with any connector (tests use the sandbox through the real client).
-    pub async fn build_with<C: ChargeConnector>(config: Config, connector: C, shutdown: CancellationToken) -> anyhow::Result<Application> {
+    pub async fn build_with<C: ChargeConnector>(
+        config: Config,
+        connector: C,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Application> {
         let mut infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
         infra.spawn_outbox_relay();
         let handler = Arc::new(ChargeHandler {
@@ -183,17 +223,27 @@ impl Application {
             connector,
             max_attempts: config.common.topology.retry.max_attempts,
         });
-        let server = infra.bind_http(config.common.http_addr, axum::Router::new()).await?;
+        let server = infra
+            .bind_http(config.common.http_addr, axum::Router::new())
+            .await?;
         let local_addr = server.local_addr;
         let mut work = JoinSet::new();
         work.spawn(server.serve(shutdown.clone()));
-        let opts = ConsumerOptions { spec: QueueSpec::CHARGE_CREATOR, service: SERVICE, prefetch: config.common.prefetch };
+        let opts = ConsumerOptions {
+            spec: QueueSpec::CHARGE_CREATOR,
+            service: SERVICE,
+            prefetch: config.common.prefetch,
+        };
         let broker = infra.broker.clone();
         work.spawn(async move {
             payhub_queue::consume(broker, opts, handler, shutdown).await;
             Ok(())
         });
-        Ok(Application { infra, work, local_addr })
+        Ok(Application {
+            infra,
+            work,
+            local_addr,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -39,14 +39,21 @@ impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
         let mut infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
         infra.spawn_outbox_relay();
-        let state = orders::AppState { store: infra.store.clone(), broker: infra.broker.clone() };
+        let state = orders::AppState {
+            store: infra.store.clone(),
+            broker: infra.broker.clone(),
+        };
         let routes = orders::router(state, config.max_body_bytes);
         let server = infra.bind_http(config.common.http_addr, routes).await?;
         let local_addr = server.local_addr;
         let mut work = JoinSet::new();
         work.spawn(server.serve(shutdown));
         tracing::info!(%local_addr, "ingress listening");
-        Ok(Application { infra, work, local_addr })
+        Ok(Application {
+            infra,
+            work,
+            local_addr,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -53,11 +53,17 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
         let smtp_url = env.string("PAYHUB_SMTP_URL", "smtp://127.0.0.1:2525");
         if !(smtp_url.starts_with("smtp://") || smtp_url.starts_with("smtps://")) {
-            return Err(Env::bad("PAYHUB_SMTP_URL", "must be an smtp:// or smtps:// URL"));
+            return Err(Env::bad(
+                "PAYHUB_SMTP_URL",
+                "must be an smtp:// or smtps:// URL",
+            ));
         }
         let mail_from = env.string("PAYHUB_MAIL_FROM", "payhub <no-reply@payhub.local>");
         if mail_from.parse::<lettre::message::Mailbox>().is_err() {
-            return Err(Env::bad("PAYHUB_MAIL_FROM", format!("{mail_from:?} is not a mailbox such as `payhub <no-reply@example.com>`")));
+            return Err(Env::bad(
+                "PAYHUB_MAIL_FROM",
+                format!("{mail_from:?} is not a mailbox such as `payhub <no-reply@example.com>`"),
+            ));
         }
         Ok(Config {
             common: CommonConfig::from_env(env, "0.0.0.0:9103")?,
@@ -105,7 +111,13 @@ fn db(e: impl Into<payhub_store::StoreError>) -> Failure {
 
 impl NotifyHandler {
     /// Records the delivery if new; returns its id unless already delivered.
-    async fn open(&self, env: &Envelope, kind: Kind, target: &str, webhook_id: Option<&str>) -> Result<Option<Uuid>, Failure> {
+    async fn open(
+        &self,
+        env: &Envelope,
+        kind: Kind,
+        target: &str,
+        webhook_id: Option<&str>,
+    ) -> Result<Option<Uuid>, Failure> {
         sqlx::query(
             "INSERT INTO deliveries (id, event_id, order_id, shop_id, kind, target, webhook_id, status)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') ON CONFLICT (event_id, kind) DO NOTHING",
@@ -120,16 +132,23 @@ impl NotifyHandler {
         .execute(&self.store.pool)
         .await
         .map_err(db)?;
-        let (id, status): (Uuid, String) = sqlx::query_as("SELECT id, status FROM deliveries WHERE event_id = $1 AND kind = $2")
-            .bind(env.id)
-            .bind(kind.as_str())
-            .fetch_one(&self.store.pool)
-            .await
-            .map_err(db)?;
+        let (id, status): (Uuid, String) =
+            sqlx::query_as("SELECT id, status FROM deliveries WHERE event_id = $1 AND kind = $2")
+                .bind(env.id)
+                .bind(kind.as_str())
+                .fetch_one(&self.store.pool)
+                .await
+                .map_err(db)?;
         Ok((status != "delivered").then_some(id))
     }
 
-    async fn close(&self, id: Uuid, kind: Kind, attempt: &Attempt, last: bool) -> Result<(), Failure> {
+    async fn close(
+        &self,
+        id: Uuid,
+        kind: Kind,
+        attempt: &Attempt,
+        last: bool,
+    ) -> Result<(), Failure> {
         let status = if attempt.ok {
             "delivered"
         } else if last {
@@ -149,8 +168,16 @@ impl NotifyHandler {
         .execute(&self.store.pool)
         .await
         .map_err(db)?;
-        let outcome = if attempt.ok { "delivered" } else if last { "failed" } else { "retry" };
-        DELIVERIES.with_label_values(&[kind.as_str(), outcome]).inc();
+        let outcome = if attempt.ok {
+            "delivered"
+        } else if last {
+            "failed"
+        } else {
+            "retry"
+        };
+        DELIVERIES
+            .with_label_values(&[kind.as_str(), outcome])
+            .inc();
         Ok(())
     }
 }
@@ -159,9 +186,14 @@ impl Handler for NotifyHandler {
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
         let env = &msg.envelope;
         let EventPayload::OrderStatusChanged(change) = &env.payload else {
-            return Err(Failure::Permanent(format!("notifier cannot handle {}", env.kind())));
+            return Err(Failure::Permanent(format!(
+                "notifier cannot handle {}",
+                env.kind()
+            )));
         };
-        let shop_id = env.shop_id.ok_or_else(|| Failure::Permanent("order.status_changed without a shop".into()))?;
+        let shop_id = env
+            .shop_id
+            .ok_or_else(|| Failure::Permanent("order.status_changed without a shop".into()))?;
         let shop = payhub_store::shops::by_id(&self.store, shop_id)
             .await
             .map_err(db)?
@@ -171,21 +203,40 @@ impl Handler for NotifyHandler {
 
         if let Some(url) = shop.webhook_url.as_deref() {
             let webhook_id = webhook::webhook_id(env.id);
-            if let Some(id) = self.open(env, Kind::ShopWebhook, url, Some(&webhook_id)).await? {
-                let attempt = self.webhooks.send(url, &shop.webhook_secret, &webhook_id, &shop_payload(env, change)).await;
+            if let Some(id) = self
+                .open(env, Kind::ShopWebhook, url, Some(&webhook_id))
+                .await?
+            {
+                let attempt = self
+                    .webhooks
+                    .send(
+                        url,
+                        &shop.webhook_secret,
+                        &webhook_id,
+                        &shop_payload(env, change),
+                    )
+                    .await;
                 if !attempt.ok {
-                    failures.push(format!("shop webhook: {}", attempt.error.clone().unwrap_or_default()));
+                    failures.push(format!(
+                        "shop webhook: {}",
+                        attempt.error.clone().unwrap_or_default()
+                    ));
                 }
                 self.close(id, Kind::ShopWebhook, &attempt, last).await?;
             }
         }
 
         if let Some(mail) = mail::buyer_mail(env, change) {
-            let target = payhub_core::identity::Email::parse(&change.customer_email).map(|e| e.masked()).unwrap_or_else(|_| "invalid".into());
+            let target = payhub_core::identity::Email::parse(&change.customer_email)
+                .map(|e| e.masked())
+                .unwrap_or_else(|_| "invalid".into());
             if let Some(id) = self.open(env, Kind::BuyerEmail, &target, None).await? {
                 let attempt = self.mailer.send(&change.customer_email, &mail).await;
                 if !attempt.ok {
-                    failures.push(format!("buyer e-mail: {}", attempt.error.clone().unwrap_or_default()));
+                    failures.push(format!(
+                        "buyer e-mail: {}",
+                        attempt.error.clone().unwrap_or_default()
+                    ));
                 }
                 self.close(id, Kind::BuyerEmail, &attempt, last).await?;
             }
@@ -195,9 +246,15 @@ impl Handler for NotifyHandler {
             && let Some(admin) = shop.admin_email.as_deref()
             && let Some(id) = self.open(env, Kind::AdminAlert, admin, None).await?
         {
-            let attempt = self.mailer.send(admin, &mail::admin_alert(env, change, &shop.name)).await;
+            let attempt = self
+                .mailer
+                .send(admin, &mail::admin_alert(env, change, &shop.name))
+                .await;
             if !attempt.ok {
-                failures.push(format!("admin alert: {}", attempt.error.clone().unwrap_or_default()));
+                failures.push(format!(
+                    "admin alert: {}",
+                    attempt.error.clone().unwrap_or_default()
+                ));
             }
             self.close(id, Kind::AdminAlert, &attempt, last).await?;
         }
@@ -227,17 +284,27 @@ impl Application {
             mailer: Mailer::new(&config.smtp_url, &config.mail_from)?,
             max_attempts: config.common.topology.retry.max_attempts,
         });
-        let server = infra.bind_http(config.common.http_addr, axum::Router::new()).await?;
+        let server = infra
+            .bind_http(config.common.http_addr, axum::Router::new())
+            .await?;
         let local_addr = server.local_addr;
         let mut work = JoinSet::new();
         work.spawn(server.serve(shutdown.clone()));
-        let opts = ConsumerOptions { spec: QueueSpec::NOTIFIER, service: SERVICE, prefetch: config.common.prefetch };
+        let opts = ConsumerOptions {
+            spec: QueueSpec::NOTIFIER,
+            service: SERVICE,
+            prefetch: config.common.prefetch,
+        };
         let broker = infra.broker.clone();
         work.spawn(async move {
             payhub_queue::consume(broker, opts, handler, shutdown).await;
             Ok(())
         });
-        Ok(Application { infra, work, local_addr })
+        Ok(Application {
+            infra,
+            work,
+            local_addr,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -1,8 +1,8 @@
 //! E-mails to buyers and alerts to shop admins (pt-BR, the buyers' language).
 
 use crate::Attempt;
-use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use payhub_core::events::OrderStatusChanged;
 use payhub_core::{Envelope, OrderStatus};
@@ -25,13 +25,22 @@ impl Mailer {
             .map_err(|e| anyhow::anyhow!("PAYHUB_SMTP_URL is not usable: {e}"))?
             .timeout(Some(Duration::from_secs(10)))
             .build();
-        Ok(Mailer { transport, from: from.parse()? })
+        Ok(Mailer {
+            transport,
+            from: from.parse()?,
+        })
     }
 
     pub(crate) async fn send(&self, to: &str, mail: &Mail) -> Attempt {
         let to: Mailbox = match to.parse() {
             Ok(m) => m,
-            Err(e) => return Attempt { ok: false, status_code: None, error: Some(format!("not a deliverable address: {e}")) },
+            Err(e) => {
+                return Attempt {
+                    ok: false,
+                    status_code: None,
+                    error: Some(format!("not a deliverable address: {e}")),
+                };
+            }
         };
         let message = match Message::builder()
             .from(self.from.clone())
@@ -41,11 +50,25 @@ impl Mailer {
             .body(mail.body.clone())
         {
             Ok(m) => m,
-            Err(e) => return Attempt { ok: false, status_code: None, error: Some(format!("cannot build the message: {e}")) },
+            Err(e) => {
+                return Attempt {
+                    ok: false,
+                    status_code: None,
+                    error: Some(format!("cannot build the message: {e}")),
+                };
+            }
         };
         match self.transport.send(message).await {
-            Ok(resp) => Attempt { ok: true, status_code: Some(i32::from(u16::from(resp.code()))), error: None },
-            Err(e) => Attempt { ok: false, status_code: e.status().map(|c| i32::from(u16::from(c))), error: Some(format!("SMTP: {e}")) },
+            Ok(resp) => Attempt {
+                ok: true,
+                status_code: Some(i32::from(u16::from(resp.code()))),
+                error: None,
+            },
+            Err(e) => Attempt {
+                ok: false,
+                status_code: e.status().map(|c| i32::from(u16::from(c))),
+                error: Some(format!("SMTP: {e}")),
+            },
         }
     }
 }
@@ -84,12 +107,19 @@ pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
                 "{greeting}\n\nO pagamento do pedido {order} foi confirmado.\nValor pago: {}\nItens: {}\n{}\nObrigado pela compra!\n",
                 reais(change),
                 change.summary,
-                change.end_to_end_id.as_ref().map(|e| format!("Identificador PIX (E2E): {e}\n")).unwrap_or_default(),
+                change
+                    .end_to_end_id
+                    .as_ref()
+                    .map(|e| format!("Identificador PIX (E2E): {e}\n"))
+                    .unwrap_or_default(),
             ),
         }),
         OrderStatus::Expired => Some(Mail {
             subject: format!("O PIX do pedido {order} expirou"),
-            body: format!("{greeting}\n\nO código PIX do pedido {order} ({}) expirou sem pagamento.\nSe ainda quiser os itens, faça um novo pedido na loja.\n", reais(change)),
+            body: format!(
+                "{greeting}\n\nO código PIX do pedido {order} ({}) expirou sem pagamento.\nSe ainda quiser os itens, faça um novo pedido na loja.\n",
+                reais(change)
+            ),
         }),
         OrderStatus::Failed => Some(Mail {
             subject: format!("Não foi possível processar o pagamento do pedido {order}"),
@@ -106,7 +136,10 @@ pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
 pub fn admin_alert(env: &Envelope, change: &OrderStatusChanged, shop_name: &str) -> Mail {
     let order = env.correlation_id.as_deref().unwrap_or("");
     Mail {
-        subject: format!("[payhub] Pedido {order} {}: ação necessária", change.to.as_str()),
+        subject: format!(
+            "[payhub] Pedido {order} {}: ação necessária",
+            change.to.as_str()
+        ),
         body: format!(
             "Loja: {shop_name}\nPedido: {order} (payhub {})\nNovo estado: {} (antes: {})\nMotivo: {}\nValor: {}\n",
             env.order_id.map(|i| i.to_string()).unwrap_or_default(),

@@ -3,7 +3,9 @@
 use crate::Attempt;
 use payhub_core::Envelope;
 use payhub_core::events::OrderStatusChanged;
-use payhub_core::standard_webhooks::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, WebhookSecret};
+use payhub_core::standard_webhooks::{
+    HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, WebhookSecret,
+};
 use serde_json::{Value, json};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -62,7 +64,13 @@ impl WebhookSender {
     }
 
     /// One attempt. Only a 2xx answer counts as delivered.
-    pub(crate) async fn send(&self, url: &str, secret: &WebhookSecret, webhook_id: &str, payload: &Value) -> Attempt {
+    pub(crate) async fn send(
+        &self,
+        url: &str,
+        secret: &WebhookSecret,
+        webhook_id: &str,
+        payload: &Value,
+    ) -> Attempt {
         let body = serde_json::to_vec(payload).expect("JSON values serialise");
         let ts = OffsetDateTime::now_utc().unix_timestamp();
         let signature = secret.sign(webhook_id, ts, &body);
@@ -77,7 +85,11 @@ impl WebhookSender {
             .send()
             .await;
         match result {
-            Ok(resp) if resp.status().is_success() => Attempt { ok: true, status_code: Some(i32::from(resp.status().as_u16())), error: None },
+            Ok(resp) if resp.status().is_success() => Attempt {
+                ok: true,
+                status_code: Some(i32::from(resp.status().as_u16())),
+                error: None,
+            },
             Ok(resp) => Attempt {
                 ok: false,
                 status_code: Some(i32::from(resp.status().as_u16())),
@@ -86,7 +98,11 @@ impl WebhookSender {
             Err(e) => Attempt {
                 ok: false,
                 status_code: None,
-                error: Some(if e.is_timeout() { "no answer within the timeout".into() } else { format!("cannot reach the shop: {}", e.without_url()) }),
+                error: Some(if e.is_timeout() {
+                    "no answer within the timeout".into()
+                } else {
+                    format!("cannot reach the shop: {}", e.without_url())
+                }),
             },
         }
     }

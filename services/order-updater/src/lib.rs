@@ -52,7 +52,9 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
-        Ok(Config { common: CommonConfig::from_env(env, "0.0.0.0:9102")? })
+        Ok(Config {
+            common: CommonConfig::from_env(env, "0.0.0.0:9102")?,
+        })
     }
 }
 
@@ -87,7 +89,12 @@ fn target_order(env: &Envelope) -> Result<Uuid, Failure> {
         return Ok(id);
     }
     if let EventPayload::PaymentReported(p) = &env.payload {
-        return Uuid::parse_str(&p.provider_reference).map_err(|_| Failure::Permanent(format!("unknown order reference {:?}", p.provider_reference)));
+        return Uuid::parse_str(&p.provider_reference).map_err(|_| {
+            Failure::Permanent(format!(
+                "unknown order reference {:?}",
+                p.provider_reference
+            ))
+        });
     }
     Err(Failure::Permanent(format!("{} names no order", env.kind())))
 }
@@ -107,16 +114,33 @@ impl Handler for UpdateHandler {
         .await
         .map_err(db)?;
         let Some(order) = row else {
-            return Err(Failure::Permanent(format!("no order {order_id} for {}", env.kind())));
+            return Err(Failure::Permanent(format!(
+                "no order {order_id} for {}",
+                env.kind()
+            )));
         };
-        if !payhub_store::mark_processed(&mut tx, SERVICE, env.id).await.map_err(db)? {
+        if !payhub_store::mark_processed(&mut tx, SERVICE, env.id)
+            .await
+            .map_err(db)?
+        {
             tracing::info!("event already applied; acking the duplicate");
             return Ok(());
         }
-        let facts = OrderFacts::from_row(&order.status, &order.currency, order.total_minor, &order.provider)
-            .map_err(Failure::Permanent)?;
+        let facts = OrderFacts::from_row(
+            &order.status,
+            &order.currency,
+            order.total_minor,
+            &order.provider,
+        )
+        .map_err(Failure::Permanent)?;
         let decision = decide(&facts, &env.payload);
-        let Decision::Move { to, reason, details, paid } = decision else {
+        let Decision::Move {
+            to,
+            reason,
+            details,
+            paid,
+        } = decision
+        else {
             if let Decision::Ignore(why) = decision {
                 tracing::info!(status = %order.status, why, "event changes nothing");
             }
@@ -133,7 +157,10 @@ impl Handler for UpdateHandler {
         .bind(order.id)
         .bind(to.as_str())
         .bind(reason.as_deref())
-        .bind(paid.as_ref().map(|p| p.paid_at.unwrap_or_else(OffsetDateTime::now_utc)))
+        .bind(
+            paid.as_ref()
+                .map(|p| p.paid_at.unwrap_or_else(OffsetDateTime::now_utc)),
+        )
         .bind(end_to_end.as_deref())
         .execute(&mut *tx)
         .await
@@ -177,8 +204,15 @@ impl Handler for UpdateHandler {
         out.trace = payhub_telemetry::trace::current_context();
         outbox::add(&mut tx, &out).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        TRANSITIONS.with_label_values(&[facts.provider.as_str(), to.as_str()]).inc();
-        tracing::info!(from = facts.status.as_str(), to = to.as_str(), reason = reason.as_deref().unwrap_or(""), "order moved");
+        TRANSITIONS
+            .with_label_values(&[facts.provider.as_str(), to.as_str()])
+            .inc();
+        tracing::info!(
+            from = facts.status.as_str(),
+            to = to.as_str(),
+            reason = reason.as_deref().unwrap_or(""),
+            "order moved"
+        );
         let _ = outbox::publish_now(&self.store, &self.broker, &[out]).await;
         Ok(())
     }
@@ -194,18 +228,31 @@ impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
         let mut infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
         infra.spawn_outbox_relay();
-        let handler = Arc::new(UpdateHandler { store: infra.store.clone(), broker: infra.broker.clone() });
-        let server = infra.bind_http(config.common.http_addr, axum::Router::new()).await?;
+        let handler = Arc::new(UpdateHandler {
+            store: infra.store.clone(),
+            broker: infra.broker.clone(),
+        });
+        let server = infra
+            .bind_http(config.common.http_addr, axum::Router::new())
+            .await?;
         let local_addr = server.local_addr;
         let mut work = JoinSet::new();
         work.spawn(server.serve(shutdown.clone()));
-        let opts = ConsumerOptions { spec: QueueSpec::ORDER_UPDATER, service: SERVICE, prefetch: config.common.prefetch };
+        let opts = ConsumerOptions {
+            spec: QueueSpec::ORDER_UPDATER,
+            service: SERVICE,
+            prefetch: config.common.prefetch,
+        };
         let broker = infra.broker.clone();
         work.spawn(async move {
             payhub_queue::consume(broker, opts, handler, shutdown).await;
             Ok(())
         });
-        Ok(Application { infra, work, local_addr })
+        Ok(Application {
+            infra,
+            work,
+            local_addr,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

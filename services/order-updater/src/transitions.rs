@@ -14,11 +14,22 @@ pub struct OrderFacts {
 }
 
 impl OrderFacts {
-    pub fn from_row(status: &str, currency: &str, total_minor: i64, provider: &str) -> Result<OrderFacts, String> {
+    pub fn from_row(
+        status: &str,
+        currency: &str,
+        total_minor: i64,
+        provider: &str,
+    ) -> Result<OrderFacts, String> {
         Ok(OrderFacts {
-            status: OrderStatus::parse(status).ok_or_else(|| format!("unknown order status {status:?}"))?,
-            total: Money::from_minor(total_minor, Currency::parse(currency.trim()).ok_or_else(|| format!("unknown currency {currency:?}"))?),
-            provider: Provider::parse(provider).map_err(|e| format!("provider {provider:?} {e}"))?,
+            status: OrderStatus::parse(status)
+                .ok_or_else(|| format!("unknown order status {status:?}"))?,
+            total: Money::from_minor(
+                total_minor,
+                Currency::parse(currency.trim())
+                    .ok_or_else(|| format!("unknown currency {currency:?}"))?,
+            ),
+            provider: Provider::parse(provider)
+                .map_err(|e| format!("provider {provider:?} {e}"))?,
         })
     }
 }
@@ -31,12 +42,22 @@ pub struct PaidFacts {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Move { to: OrderStatus, reason: Option<String>, details: Value, paid: Option<PaidFacts> },
+    Move {
+        to: OrderStatus,
+        reason: Option<String>,
+        details: Value,
+        paid: Option<PaidFacts>,
+    },
     Ignore(&'static str),
 }
 
 fn move_to(to: OrderStatus, reason: Option<String>, details: Value) -> Decision {
-    Decision::Move { to, reason, details, paid: None }
+    Decision::Move {
+        to,
+        reason,
+        details,
+        paid: None,
+    }
 }
 
 /// What `event` does to an order in state `facts`.
@@ -44,15 +65,29 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
     use OrderStatus::*;
     match event {
         EventPayload::ChargeCreated(c) => match facts.status {
-            Accepted => move_to(AwaitingPayment, None, json!({"providerChargeId": c.provider_charge_id})),
+            Accepted => move_to(
+                AwaitingPayment,
+                None,
+                json!({"providerChargeId": c.provider_charge_id}),
+            ),
             _ => Decision::Ignore("the charge was already recorded"),
         },
         EventPayload::ChargeFailed(f) => match facts.status {
-            Accepted => move_to(Failed, Some(format!("the charge could not be created: {}", f.reason)), json!({"permanent": f.permanent})),
+            Accepted => move_to(
+                Failed,
+                Some(format!("the charge could not be created: {}", f.reason)),
+                json!({"permanent": f.permanent}),
+            ),
             _ => Decision::Ignore("the order is past charge creation"),
         },
         EventPayload::PaymentReported(p) => match &p.report {
-            PaymentReport::Completed { charge_value, paid_value, end_to_end_id, transaction_id, paid_at } => {
+            PaymentReport::Completed {
+                charge_value,
+                paid_value,
+                end_to_end_id,
+                transaction_id,
+                paid_at,
+            } => {
                 let details = json!({
                     "webhookEventId": p.webhook_event_id,
                     "chargeValueMinor": charge_value.minor(),
@@ -61,12 +96,21 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                     "transactionId": transaction_id,
                 });
                 match facts.status {
-                    Paid => Decision::Ignore("already paid; a repeated payment notice changes nothing"),
+                    Paid => {
+                        Decision::Ignore("already paid; a repeated payment notice changes nothing")
+                    }
                     UnderReview => Decision::Ignore("already flagged for review"),
-                    Failed => move_to(UnderReview, Some("a payment arrived for an order whose charge had failed".into()), details),
+                    Failed => move_to(
+                        UnderReview,
+                        Some("a payment arrived for an order whose charge had failed".into()),
+                        details,
+                    ),
                     Accepted | AwaitingPayment | Expired => {
                         let paid_amount = paid_value.unwrap_or(*charge_value);
-                        if charge_value.currency() != facts.total.currency() || *charge_value != facts.total || paid_amount != facts.total {
+                        if charge_value.currency() != facts.total.currency()
+                            || *charge_value != facts.total
+                            || paid_amount != facts.total
+                        {
                             move_to(
                                 UnderReview,
                                 Some(format!(
@@ -82,18 +126,27 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                                 to: Paid,
                                 reason: None,
                                 details,
-                                paid: Some(PaidFacts { end_to_end_id: end_to_end_id.clone(), paid_at: *paid_at }),
+                                paid: Some(PaidFacts {
+                                    end_to_end_id: end_to_end_id.clone(),
+                                    paid_at: *paid_at,
+                                }),
                             }
                         }
                     }
                 }
             }
             PaymentReport::Expired => match facts.status {
-                Accepted | AwaitingPayment => move_to(Expired, Some("the charge expired unpaid".into()), json!({"webhookEventId": p.webhook_event_id})),
+                Accepted | AwaitingPayment => move_to(
+                    Expired,
+                    Some("the charge expired unpaid".into()),
+                    json!({"webhookEventId": p.webhook_event_id}),
+                ),
                 _ => Decision::Ignore("an expiry notice for an order that is no longer waiting"),
             },
         },
-        EventPayload::OrderAccepted(_) | EventPayload::OrderStatusChanged(_) => Decision::Ignore("not an order-updater event"),
+        EventPayload::OrderAccepted(_) | EventPayload::OrderStatusChanged(_) => {
+            Decision::Ignore("not an order-updater event")
+        }
     }
 }
 
@@ -104,7 +157,11 @@ mod tests {
     use uuid::Uuid;
 
     fn facts(status: OrderStatus) -> OrderFacts {
-        OrderFacts { status, total: Money::from_minor(1000, Currency::Brl), provider: Provider::Openpix }
+        OrderFacts {
+            status,
+            total: Money::from_minor(1000, Currency::Brl),
+            provider: Provider::Openpix,
+        }
     }
 
     fn paid(charge: i64, paid: Option<i64>) -> EventPayload {
@@ -123,7 +180,12 @@ mod tests {
     }
 
     fn expired() -> EventPayload {
-        EventPayload::PaymentReported(PaymentReported { provider: Provider::Openpix, webhook_event_id: Uuid::nil(), provider_reference: "r".into(), report: PaymentReport::Expired })
+        EventPayload::PaymentReported(PaymentReported {
+            provider: Provider::Openpix,
+            webhook_event_id: Uuid::nil(),
+            provider_reference: "r".into(),
+            report: PaymentReport::Expired,
+        })
     }
 
     fn to(d: &Decision) -> Option<OrderStatus> {
@@ -135,8 +197,17 @@ mod tests {
 
     #[test]
     fn exact_payment_pays_once() {
-        assert_eq!(to(&decide(&facts(OrderStatus::AwaitingPayment), &paid(1000, Some(1000)))), Some(OrderStatus::Paid));
-        assert_eq!(to(&decide(&facts(OrderStatus::Paid), &paid(1000, Some(1000)))), None);
+        assert_eq!(
+            to(&decide(
+                &facts(OrderStatus::AwaitingPayment),
+                &paid(1000, Some(1000))
+            )),
+            Some(OrderStatus::Paid)
+        );
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Paid), &paid(1000, Some(1000)))),
+            None
+        );
     }
 
     #[test]
@@ -149,17 +220,33 @@ mod tests {
 
     #[test]
     fn expiry_rules() {
-        assert_eq!(to(&decide(&facts(OrderStatus::AwaitingPayment), &expired())), Some(OrderStatus::Expired));
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::AwaitingPayment), &expired())),
+            Some(OrderStatus::Expired)
+        );
         assert_eq!(to(&decide(&facts(OrderStatus::Paid), &expired())), None);
         // Out of order: the payment notice after the expiry still pays.
-        assert_eq!(to(&decide(&facts(OrderStatus::Expired), &paid(1000, None))), Some(OrderStatus::Paid));
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Expired), &paid(1000, None))),
+            Some(OrderStatus::Paid)
+        );
     }
 
     #[test]
     fn failed_charge_blocks_the_order() {
-        let f = EventPayload::ChargeFailed(ChargeFailed { provider: Provider::Openpix, reason: "down".into(), permanent: false });
-        assert_eq!(to(&decide(&facts(OrderStatus::Accepted), &f)), Some(OrderStatus::Failed));
+        let f = EventPayload::ChargeFailed(ChargeFailed {
+            provider: Provider::Openpix,
+            reason: "down".into(),
+            permanent: false,
+        });
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Accepted), &f)),
+            Some(OrderStatus::Failed)
+        );
         assert_eq!(to(&decide(&facts(OrderStatus::Paid), &f)), None);
-        assert_eq!(to(&decide(&facts(OrderStatus::Failed), &paid(1000, None))), Some(OrderStatus::UnderReview));
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Failed), &paid(1000, None))),
+            Some(OrderStatus::UnderReview)
+        );
     }
 }

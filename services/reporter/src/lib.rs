@@ -35,7 +35,9 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
-        Ok(Config { common: CommonConfig::from_env(env, "0.0.0.0:8082")? })
+        Ok(Config {
+            common: CommonConfig::from_env(env, "0.0.0.0:8082")?,
+        })
     }
 }
 
@@ -57,9 +59,14 @@ impl Handler for ReportHandler {
             // changes they cause; nothing to count on their own.
             _ => return Ok(()),
         };
-        let shop_id = env.shop_id.ok_or_else(|| Failure::Permanent(format!("{} without a shop", env.kind())))?;
+        let shop_id = env
+            .shop_id
+            .ok_or_else(|| Failure::Permanent(format!("{} without a shop", env.kind())))?;
         let mut tx = self.store.begin().await.map_err(db)?;
-        if !payhub_store::mark_processed(&mut tx, SERVICE, env.id).await.map_err(db)? {
+        if !payhub_store::mark_processed(&mut tx, SERVICE, env.id)
+            .await
+            .map_err(db)?
+        {
             return Ok(());
         }
         sqlx::query(
@@ -103,15 +110,25 @@ struct Row {
 }
 
 fn major(minor: i64, currency: &str) -> String {
-    Currency::parse(currency.trim()).map(|c| Money::from_minor(minor, c).to_major_string()).unwrap_or_else(|| minor.to_string())
+    Currency::parse(currency.trim())
+        .map(|c| Money::from_minor(minor, c).to_major_string())
+        .unwrap_or_else(|| minor.to_string())
 }
 
-async fn daily(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<DailyQuery>) -> Result<Response, ApiError> {
+async fn daily(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<DailyQuery>,
+) -> Result<Response, ApiError> {
     let key = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::Unauthorized("send the shop's API key as `Authorization: Bearer <key>`".into()))?;
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "send the shop's API key as `Authorization: Bearer <key>`".into(),
+            )
+        })?;
     let shop = payhub_store::shops::by_api_key(&st.store, key.trim())
         .await?
         .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))?;
@@ -128,18 +145,32 @@ async fn daily(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<D
     let csv = match q.format.as_deref() {
         Some("csv") => true,
         Some("json") => false,
-        None => headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv")),
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/csv")),
         Some(_) => {
             errs.push("format", "unsupported", "must be json or csv");
             false
         }
     };
-    let date = errs.into_result(date).map_err(ApiError::Validation)?.expect("validated above");
+    let date = errs
+        .into_result(date)
+        .map_err(ApiError::Validation)?
+        .expect("validated above");
     let rows = report_rows(&st.store, date, shop.id).await?;
     if csv {
         let mut out = String::from("date,shop_id,provider,status,currency,orders,amount\n");
         for r in &rows {
-            out.push_str(&format!("{date},{},{},{},{},{},{}\n", shop.id, r.provider, r.status, r.currency.trim(), r.orders, major(r.amount_minor, &r.currency)));
+            out.push_str(&format!(
+                "{date},{},{},{},{},{},{}\n",
+                shop.id,
+                r.provider,
+                r.status,
+                r.currency.trim(),
+                r.orders,
+                major(r.amount_minor, &r.currency)
+            ));
         }
         return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response());
     }
@@ -178,19 +209,33 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
         let infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
-        let routes = Router::new().route("/v1/reports/daily", get(daily)).with_state(AppState { store: infra.store.clone() });
+        let routes = Router::new()
+            .route("/v1/reports/daily", get(daily))
+            .with_state(AppState {
+                store: infra.store.clone(),
+            });
         let server = infra.bind_http(config.common.http_addr, routes).await?;
         let local_addr = server.local_addr;
         let mut work = JoinSet::new();
         work.spawn(server.serve(shutdown.clone()));
-        let handler = Arc::new(ReportHandler { store: infra.store.clone() });
-        let opts = ConsumerOptions { spec: QueueSpec::REPORTER, service: SERVICE, prefetch: config.common.prefetch };
+        let handler = Arc::new(ReportHandler {
+            store: infra.store.clone(),
+        });
+        let opts = ConsumerOptions {
+            spec: QueueSpec::REPORTER,
+            service: SERVICE,
+            prefetch: config.common.prefetch,
+        };
         let broker = infra.broker.clone();
         work.spawn(async move {
             payhub_queue::consume(broker, opts, handler, shutdown).await;
             Ok(())
         });
-        Ok(Application { infra, work, local_addr })
+        Ok(Application {
+            infra,
+            work,
+            local_addr,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -51,8 +51,12 @@ pub struct Config {
 impl Config {
     pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
         let pem = env.string("PAYHUB_OPENPIX_PUBLIC_KEYS", OPENPIX_PUBLIC_KEY_PEM);
-        let openpix_keys = TrustedKeys::from_pem(&pem).map_err(|e| Env::bad("PAYHUB_OPENPIX_PUBLIC_KEYS", e.to_string()))?;
-        Ok(Config { common: CommonConfig::from_env(env, "0.0.0.0:8081")?, openpix_keys })
+        let openpix_keys = TrustedKeys::from_pem(&pem)
+            .map_err(|e| Env::bad("PAYHUB_OPENPIX_PUBLIC_KEYS", e.to_string()))?;
+        Ok(Config {
+            common: CommonConfig::from_env(env, "0.0.0.0:8081")?,
+            openpix_keys,
+        })
     }
 }
 
@@ -63,77 +67,111 @@ struct AppState {
     openpix: Arc<OpenPixWebhooks>,
 }
 
-async fn store_verdict(
-    store: &Store,
+/// One received webhook, recorded with its verdict whatever it is.
+struct Received<'a> {
     id: Uuid,
-    verdict: &str,
-    reason: Option<&str>,
-    event_type: Option<&str>,
-    reference: Option<&str>,
-    signature: Option<&str>,
-    body: &[u8],
-) -> Result<(), ApiError> {
-    insert_event(&store.pool, id, verdict, reason, event_type, reference, signature, body).await
+    signature: Option<&'a str>,
+    body: &'a [u8],
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn insert_event<'e, E: sqlx::PgExecutor<'e>>(
-    ex: E,
-    id: Uuid,
-    verdict: &str,
-    reason: Option<&str>,
-    event_type: Option<&str>,
-    reference: Option<&str>,
-    signature: Option<&str>,
-    body: &[u8],
-) -> Result<(), ApiError> {
-    sqlx::query(
-        "INSERT INTO webhook_events (id, provider, verdict, reason, event_type, provider_reference, signature, body)
-         VALUES ($1, 'openpix', $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id)
-    .bind(verdict)
-    .bind(reason)
-    .bind(event_type)
-    .bind(reference)
-    .bind(signature.map(|s| s.chars().take(1024).collect::<String>()))
-    .bind(body)
-    .execute(ex)
-    .await?;
-    Ok(())
+/// What payhub concluded about a webhook.
+struct Verdict<'a> {
+    verdict: &'static str,
+    reason: Option<&'a str>,
+    event_type: Option<&'a str>,
+    reference: Option<&'a str>,
+}
+
+impl<'a> Verdict<'a> {
+    fn plain(verdict: &'static str, reason: Option<&'a str>) -> Verdict<'a> {
+        Verdict {
+            verdict,
+            reason,
+            event_type: None,
+            reference: None,
+        }
+    }
+}
+
+impl Received<'_> {
+    async fn record<'e, E: sqlx::PgExecutor<'e>>(
+        &self,
+        ex: E,
+        v: Verdict<'_>,
+    ) -> Result<(), ApiError> {
+        sqlx::query(
+            "INSERT INTO webhook_events (id, provider, verdict, reason, event_type, provider_reference, signature, body)
+             VALUES ($1, 'openpix', $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(self.id)
+        .bind(v.verdict)
+        .bind(v.reason)
+        .bind(v.event_type)
+        .bind(v.reference)
+        .bind(self.signature.map(|s| s.chars().take(1024).collect::<String>()))
+        .bind(self.body)
+        .execute(ex)
+        .await?;
+        WEBHOOKS.with_label_values(&["openpix", v.verdict]).inc();
+        Ok(())
+    }
 }
 
 #[tracing::instrument(skip_all, fields(provider = "openpix", webhook_id))]
-async fn openpix_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn openpix_webhook(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let id = Uuid::now_v7();
     tracing::Span::current().record("webhook_id", tracing::field::display(id));
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    let received = Received {
+        id,
+        signature,
+        body: &body,
+    };
     if let Err(why) = st.openpix.verify(signature, &body) {
         tracing::warn!(reason = %why, "webhook refused");
-        store_verdict(&st.store, id, "rejected", Some(&why.to_string()), None, None, signature, &body).await?;
-        WEBHOOKS.with_label_values(&["openpix", "rejected"]).inc();
+        received
+            .record(
+                &st.store.pool,
+                Verdict::plain("rejected", Some(&why.to_string())),
+            )
+            .await?;
         return Err(ApiError::Unauthorized(format!("webhook refused: {why}")));
     }
     let parsed = match st.openpix.parse(&body) {
         Ok(p) => p,
         Err(why) => {
-            store_verdict(&st.store, id, "unreadable", Some(&why), None, None, signature, &body).await?;
-            WEBHOOKS.with_label_values(&["openpix", "unreadable"]).inc();
+            received
+                .record(&st.store.pool, Verdict::plain("unreadable", Some(&why)))
+                .await?;
             return Err(ApiError::BadRequest(why));
         }
     };
     match parsed {
         WebhookEvent::TestCall => {
-            store_verdict(&st.store, id, "test_call", None, None, None, signature, &body).await?;
-            WEBHOOKS.with_label_values(&["openpix", "test_call"]).inc();
+            received
+                .record(&st.store.pool, Verdict::plain("test_call", None))
+                .await?;
             Ok((StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response())
         }
         WebhookEvent::Ignored { event_type, why } => {
-            store_verdict(&st.store, id, "ignored", Some(&why), Some(&event_type), None, signature, &body).await?;
-            WEBHOOKS.with_label_values(&["openpix", "ignored"]).inc();
+            let v = Verdict {
+                verdict: "ignored",
+                reason: Some(&why),
+                event_type: Some(&event_type),
+                reference: None,
+            };
+            received.record(&st.store.pool, v).await?;
             Ok((StatusCode::OK, axum::Json(json!({"status": "ignored"}))).into_response())
         }
-        WebhookEvent::Payment { event_type, provider_reference, report } => {
+        WebhookEvent::Payment {
+            event_type,
+            provider_reference,
+            report,
+        } => {
             let mut env = Envelope::new(EventPayload::PaymentReported(PaymentReported {
                 provider: Provider::Openpix,
                 webhook_event_id: id,
@@ -144,17 +182,28 @@ async fn openpix_webhook(State(st): State<AppState>, headers: HeaderMap, body: B
             env.order_id = Uuid::parse_str(&provider_reference).ok();
             env.trace = payhub_telemetry::trace::current_context();
             let mut tx = st.store.begin().await?;
-            insert_event(&mut *tx, id, "accepted", None, Some(&event_type), Some(&provider_reference), signature, &body).await?;
+            let v = Verdict {
+                verdict: "accepted",
+                reason: None,
+                event_type: Some(&event_type),
+                reference: Some(&provider_reference),
+            };
+            received.record(&mut *tx, v).await?;
             outbox::add(&mut tx, &env).await?;
             tx.commit().await?;
-            WEBHOOKS.with_label_values(&["openpix", "accepted"]).inc();
             // 200 only once the broker holds the event; otherwise the
             // provider retries (and the relay publishes it meanwhile).
             outbox::publish_now(&st.store, &st.broker, std::slice::from_ref(&env))
                 .await
-                .map_err(|e| ApiError::Unavailable(format!("could not hand the event to the broker: {e}")))?;
+                .map_err(|e| {
+                    ApiError::Unavailable(format!("could not hand the event to the broker: {e}"))
+                })?;
             tracing::info!(reference = %provider_reference, event_type, "payment reported");
-            Ok((StatusCode::OK, axum::Json(json!({"status": "accepted", "id": id}))).into_response())
+            Ok((
+                StatusCode::OK,
+                axum::Json(json!({"status": "accepted", "id": id})),
+            )
+                .into_response())
         }
     }
 }
@@ -183,7 +232,11 @@ impl Application {
         let mut work = JoinSet::new();
         work.spawn(server.serve(shutdown));
         tracing::info!(%local_addr, "webhook-verifier listening");
-        Ok(Application { infra, work, local_addr })
+        Ok(Application {
+            infra,
+            work,
+            local_addr,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

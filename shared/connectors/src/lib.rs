@@ -48,7 +48,10 @@ impl ConnectorError {
 
 /// Creates charges at one provider.
 pub trait ChargeConnector: Send + Sync + 'static {
-    fn create_charge(&self, req: &ChargeRequest) -> impl Future<Output = Result<CreatedCharge, ConnectorError>> + Send;
+    fn create_charge(
+        &self,
+        req: &ChargeRequest,
+    ) -> impl Future<Output = Result<CreatedCharge, ConnectorError>> + Send;
 }
 
 /// Why a webhook was refused.
@@ -68,7 +71,11 @@ pub enum WebhookEvent {
     /// The provider's registration test call: answer 200, change nothing.
     TestCall,
     /// A payment fact about one charge.
-    Payment { event_type: String, provider_reference: String, report: PaymentReport },
+    Payment {
+        event_type: String,
+        provider_reference: String,
+        report: PaymentReport,
+    },
     /// A genuine event payhub does not act on.
     Ignored { event_type: String, why: String },
 }

@@ -87,12 +87,19 @@ impl TrustedKeys {
         let mut rest = pem_text;
         while let Some(start) = rest.find("-----BEGIN ") {
             let after = &rest[start + 11..];
-            let Some(label_end) = after.find("-----") else { break };
+            let Some(label_end) = after.find("-----") else {
+                break;
+            };
             let label = &after[..label_end];
             let body_start = &after[label_end + 5..];
             let end_marker = format!("-----END {label}-----");
-            let Some(end) = body_start.find(&end_marker) else { return Err(KeyError::NoKey) };
-            let b64: String = body_start[..end].chars().filter(|c| !c.is_whitespace()).collect();
+            let Some(end) = body_start.find(&end_marker) else {
+                return Err(KeyError::NoKey);
+            };
+            let b64: String = body_start[..end]
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
             let der_bytes = STANDARD.decode(b64).map_err(|_| KeyError::Base64)?;
             let pkcs1 = match label {
                 "PUBLIC KEY" => spki_to_pkcs1(&der_bytes).ok_or(KeyError::NotRsa)?,
@@ -118,9 +125,11 @@ impl TrustedKeys {
 
     /// True when `signature` (raw bytes) is valid over `message` for any key.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.keys
-            .iter()
-            .any(|k| UnparsedPublicKey::new(&RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY, k).verify(message, signature).is_ok())
+        self.keys.iter().any(|k| {
+            UnparsedPublicKey::new(&RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY, k)
+                .verify(message, signature)
+                .is_ok()
+        })
     }
 }
 
@@ -133,20 +142,33 @@ mod tests {
         let k = TrustedKeys::from_pem(crate::openpix::OPENPIX_PUBLIC_KEY_PEM).unwrap();
         assert_eq!(k.len(), 1);
         // An RSA-1024 modulus: the PKCS#1 structure is about 140 bytes.
-        assert!((135..=145).contains(&k.keys[0].len()), "{}", k.keys[0].len());
+        assert!(
+            (135..=145).contains(&k.keys[0].len()),
+            "{}",
+            k.keys[0].len()
+        );
     }
 
     #[test]
     fn reads_several_keys_and_refuses_garbage() {
-        let two = format!("{}\n{}", crate::openpix::OPENPIX_PUBLIC_KEY_PEM, include_str!("../../../tests/fixtures/sandbox-openpix-public.pem"));
+        let two = format!(
+            "{}\n{}",
+            crate::openpix::OPENPIX_PUBLIC_KEY_PEM,
+            include_str!("../../../tests/fixtures/sandbox-openpix-public.pem")
+        );
         assert_eq!(TrustedKeys::from_pem(&two).unwrap().len(), 2);
-        assert_eq!(TrustedKeys::from_pem("nothing here").unwrap_err(), KeyError::NoKey);
         assert_eq!(
-            TrustedKeys::from_pem("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----").unwrap_err(),
+            TrustedKeys::from_pem("nothing here").unwrap_err(),
+            KeyError::NoKey
+        );
+        assert_eq!(
+            TrustedKeys::from_pem("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----")
+                .unwrap_err(),
             KeyError::Base64
         );
         assert_eq!(
-            TrustedKeys::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----").unwrap_err(),
+            TrustedKeys::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----")
+                .unwrap_err(),
             KeyError::NotRsa
         );
     }

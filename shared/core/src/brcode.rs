@@ -60,7 +60,13 @@ fn tlv(id: &str, value: &str) -> String {
 
 /// Builds a dynamic BR Code pointing at a `cob` payload URL, as PSPs issue
 /// for one charge. Used by the sandbox to hand out realistic codes.
-pub fn dynamic(location_url: &str, amount_major: &str, merchant: &str, city: &str, txid: &str) -> String {
+pub fn dynamic(
+    location_url: &str,
+    amount_major: &str,
+    merchant: &str,
+    city: &str,
+    txid: &str,
+) -> String {
     let gui = tlv("00", "br.gov.bcb.pix") + &tlv("25", location_url);
     let mut s = String::new();
     s += &tlv("00", "01");
@@ -89,7 +95,13 @@ mod tests {
 
     #[test]
     fn built_codes_are_valid() {
-        let code = dynamic("pix.example.com/qr/v2/abc", "12.34", "payhub sandbox", "Sao Paulo", "abc123");
+        let code = dynamic(
+            "pix.example.com/qr/v2/abc",
+            "12.34",
+            "payhub sandbox",
+            "Sao Paulo",
+            "abc123",
+        );
         assert!(is_valid(&code), "{code}");
         let mut broken = code.clone();
         broken.replace_range(20..21, "X");

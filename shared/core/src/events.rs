@@ -54,7 +54,12 @@ impl Envelope {
         }
     }
 
-    pub fn for_order(payload: EventPayload, order_id: Uuid, shop_id: Uuid, correlation_id: &str) -> Envelope {
+    pub fn for_order(
+        payload: EventPayload,
+        order_id: Uuid,
+        shop_id: Uuid,
+        correlation_id: &str,
+    ) -> Envelope {
         Envelope {
             order_id: Some(order_id),
             shop_id: Some(shop_id),
@@ -221,7 +226,11 @@ mod tests {
     #[test]
     fn round_trips_with_type_tag() {
         let env = Envelope::for_order(
-            EventPayload::ChargeFailed(ChargeFailed { provider: Provider::Openpix, reason: "down".into(), permanent: false }),
+            EventPayload::ChargeFailed(ChargeFailed {
+                provider: Provider::Openpix,
+                reason: "down".into(),
+                permanent: false,
+            }),
             Uuid::now_v7(),
             Uuid::now_v7(),
             "c-1",

@@ -279,7 +279,10 @@ mod tests {
         for ok in ["47043622050", "31324227036", "470.436.220-50"] {
             assert!(Cpf::parse(ok).is_ok(), "{ok}");
         }
-        assert_eq!(Cpf::parse("470.436.220-50").unwrap().as_str(), "47043622050");
+        assert_eq!(
+            Cpf::parse("470.436.220-50").unwrap().as_str(),
+            "47043622050"
+        );
         assert_eq!(Cpf::parse("11111111111"), Err("is not a valid CPF"));
         assert_eq!(Cpf::parse("12345678976"), Err("has invalid check digits"));
         assert_eq!(Cpf::parse("1234567890"), Err("must have 11 digits"));
@@ -289,7 +292,10 @@ mod tests {
     #[test]
     fn cnpj_check_digits() {
         assert!(Cnpj::parse("44.720.743/0001-01").is_ok());
-        assert_eq!(Cnpj::parse("44720743000102"), Err("has invalid check digits"));
+        assert_eq!(
+            Cnpj::parse("44720743000102"),
+            Err("has invalid check digits")
+        );
         assert_eq!(Cnpj::parse("00000000000000"), Err("is not a valid CNPJ"));
     }
 
@@ -305,10 +311,21 @@ mod tests {
     fn email_shapes() {
         assert!(Email::parse("buyer@example.com").is_ok());
         assert!(Email::parse("a.b+tag@sub.example.com.br").is_ok());
-        for bad in ["", "no-at", "a@b", "a b@example.com", "@example.com", "a@.com", "a@example..com"] {
+        for bad in [
+            "",
+            "no-at",
+            "a@b",
+            "a b@example.com",
+            "@example.com",
+            "a@.com",
+            "a@example..com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(Email::parse("buyer@example.com").unwrap().masked(), "b***@example.com");
+        assert_eq!(
+            Email::parse("buyer@example.com").unwrap().masked(),
+            "b***@example.com"
+        );
     }
 
     #[test]

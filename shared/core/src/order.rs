@@ -79,7 +79,10 @@ impl OrderStatus {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, OrderStatus::Paid | OrderStatus::Expired | OrderStatus::Failed)
+        matches!(
+            self,
+            OrderStatus::Paid | OrderStatus::Expired | OrderStatus::Failed
+        )
     }
 }
 
@@ -146,7 +149,13 @@ impl Reader<'_> {
         self.errors.push(field, code, msg);
     }
 
-    fn string(&mut self, obj: &Map<String, Value>, key: &str, path: &str, required: bool) -> Option<String> {
+    fn string(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+        required: bool,
+    ) -> Option<String> {
         match obj.get(key) {
             None | Some(Value::Null) => {
                 if required {
@@ -173,7 +182,14 @@ impl Reader<'_> {
         }
     }
 
-    fn money(&mut self, obj: &Map<String, Value>, key: &str, path: &str, currency: Currency, required: bool) -> Option<Money> {
+    fn money(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+        currency: Currency,
+        required: bool,
+    ) -> Option<Money> {
         match obj.get(key) {
             None | Some(Value::Null) => {
                 if required {
@@ -201,7 +217,11 @@ impl Reader<'_> {
 fn text_len_ok(reader: &mut Reader<'_>, path: &str, value: &str, min: usize, max: usize) -> bool {
     let n = value.chars().count();
     if n < min || n > max {
-        reader.err(path, "length", format!("must be {min} to {max} characters long, is {n}"));
+        reader.err(
+            path,
+            "length",
+            format!("must be {min} to {max} characters long, is {n}"),
+        );
         false
     } else {
         true
@@ -217,7 +237,9 @@ impl NewOrder {
             errors.push("", "type", "the order must be a JSON object");
             return Err(errors);
         };
-        let mut r = Reader { errors: &mut errors };
+        let mut r = Reader {
+            errors: &mut errors,
+        };
 
         let correlation_id = r
             .string(obj, "correlationID", "correlationID", true)
@@ -259,7 +281,11 @@ impl NewOrder {
             Some(v) => match v.as_u64() {
                 Some(s) if (300..=2_592_000).contains(&s) => Some(s as u32),
                 _ => {
-                    r.err("expiresIn", "range", "must be whole seconds from 300 to 2592000");
+                    r.err(
+                        "expiresIn",
+                        "range",
+                        "must be whole seconds from 300 to 2592000",
+                    );
                     None
                 }
             },
@@ -267,9 +293,15 @@ impl NewOrder {
 
         // The sums are checked only when every part parsed.
         let mut tax = None;
-        if let (Some(items), Some(freight), Some(discount), Some(total)) = (&items, freight, discount, total) {
-            let items_total = items.iter().try_fold(Money::zero(cur), |acc, i| acc.checked_add(i.total));
-            let items_tax = items.iter().try_fold(Money::zero(cur), |acc, i| acc.checked_add(i.tax));
+        if let (Some(items), Some(freight), Some(discount), Some(total)) =
+            (&items, freight, discount, total)
+        {
+            let items_total = items
+                .iter()
+                .try_fold(Money::zero(cur), |acc, i| acc.checked_add(i.total));
+            let items_tax = items
+                .iter()
+                .try_fold(Money::zero(cur), |acc, i| acc.checked_add(i.tax));
             match (items_total, items_tax) {
                 (Some(items_total), Some(items_tax)) => {
                     tax = Some(items_tax);
@@ -301,7 +333,11 @@ impl NewOrder {
                 r.err("total", "positive", "must be greater than zero");
             }
             if discount.minor() > items_total.map(Money::minor).unwrap_or(0) + freight.minor() {
-                r.err("discount", "range", "must not exceed the items plus freight");
+                r.err(
+                    "discount",
+                    "range",
+                    "must not exceed the items plus freight",
+                );
             }
         }
 
@@ -309,10 +345,44 @@ impl NewOrder {
             return Err(errors);
         }
         // Every `None` above recorded an error, so these all hold values.
-        match (correlation_id, provider, currency, items, freight, discount, tax, total, customer, shipping_address, expires_in_secs) {
-            (Some(correlation_id), Some(provider), Some(currency), Some(items), Some(freight), Some(discount), Some(tax), Some(total), Some(customer), Some(shipping_address), Some(expires_in_secs)) => {
-                Ok(NewOrder { correlation_id, provider, currency, items, freight, discount, tax, total, customer, shipping_address, expires_in_secs })
-            }
+        match (
+            correlation_id,
+            provider,
+            currency,
+            items,
+            freight,
+            discount,
+            tax,
+            total,
+            customer,
+            shipping_address,
+            expires_in_secs,
+        ) {
+            (
+                Some(correlation_id),
+                Some(provider),
+                Some(currency),
+                Some(items),
+                Some(freight),
+                Some(discount),
+                Some(tax),
+                Some(total),
+                Some(customer),
+                Some(shipping_address),
+                Some(expires_in_secs),
+            ) => Ok(NewOrder {
+                correlation_id,
+                provider,
+                currency,
+                items,
+                freight,
+                discount,
+                tax,
+                total,
+                customer,
+                shipping_address,
+                expires_in_secs,
+            }),
             _ => {
                 errors.push("", "invalid", "the order is incomplete");
                 Err(errors)
@@ -348,7 +418,11 @@ fn parse_items(r: &mut Reader<'_>, value: Option<&Value>, cur: Currency) -> Opti
         return None;
     }
     if list.len() > MAX_ITEMS {
-        r.err("items", "length", format!("must hold at most {MAX_ITEMS} items"));
+        r.err(
+            "items",
+            "length",
+            format!("must hold at most {MAX_ITEMS} items"),
+        );
         return None;
     }
     let mut out = Vec::with_capacity(list.len());
@@ -360,15 +434,23 @@ fn parse_items(r: &mut Reader<'_>, value: Option<&Value>, cur: Currency) -> Opti
             all_ok = false;
             continue;
         };
-        let title = r.string(obj, "title", &p("title"), true).filter(|t| text_len_ok(r, &p("title"), t, 3, 60));
+        let title = r
+            .string(obj, "title", &p("title"), true)
+            .filter(|t| text_len_ok(r, &p("title"), t, 3, 60));
         let code = r.string(obj, "code", &p("code"), false).filter(|c| {
             let ok = c.len() <= 64 && c.chars().all(|ch| ch.is_ascii_alphanumeric());
             if !ok {
-                r.err(p("code"), "format", "may contain only letters and digits (at most 64)");
+                r.err(
+                    p("code"),
+                    "format",
+                    "may contain only letters and digits (at most 64)",
+                );
             }
             ok
         });
-        let description = r.string(obj, "description", &p("description"), false).filter(|d| text_len_ok(r, &p("description"), d, 1, 500));
+        let description = r
+            .string(obj, "description", &p("description"), false)
+            .filter(|d| text_len_ok(r, &p("description"), d, 1, 500));
         let price = r.money(obj, "price", &p("price"), cur, true);
         let qty = match obj.get("qty") {
             None | Some(Value::Null) => {
@@ -378,7 +460,11 @@ fn parse_items(r: &mut Reader<'_>, value: Option<&Value>, cur: Currency) -> Opti
             Some(v) => match v.as_i64() {
                 Some(q) if (1..=1_000_000).contains(&q) => Some(q),
                 _ => {
-                    r.err(p("qty"), "range", "must be a whole number from 1 to 1000000");
+                    r.err(
+                        p("qty"),
+                        "range",
+                        "must be a whole number from 1 to 1000000",
+                    );
                     None
                 }
             },
@@ -408,7 +494,15 @@ fn parse_items(r: &mut Reader<'_>, value: Option<&Value>, cur: Currency) -> Opti
             }
         }
         match (title, price, qty, tax, total) {
-            (Some(title), Some(unit_price), Some(qty), Some(tax), Some(total)) => out.push(Item { code, title, description, unit_price, qty, tax, total }),
+            (Some(title), Some(unit_price), Some(qty), Some(tax), Some(total)) => out.push(Item {
+                code,
+                title,
+                description,
+                unit_price,
+                qty,
+                tax,
+                total,
+            }),
             _ => all_ok = false,
         }
     }
@@ -427,32 +521,67 @@ fn parse_customer(r: &mut Reader<'_>, value: Option<&Value>) -> Option<Customer>
             return None;
         }
     };
-    let name = r.string(obj, "name", "customer.name", true).filter(|n| text_len_ok(r, "customer.name", n, 3, 120));
-    let email = r.string(obj, "email", "customer.email", true).and_then(|e| Email::parse(&e).map_err(|m| r.err("customer.email", "format", m)).ok());
-    let tax_id = r.string(obj, "taxID", "customer.taxID", true).and_then(|t| TaxId::parse(&t).map_err(|m| r.err("customer.taxID", "invalid", m)).ok());
+    let name = r
+        .string(obj, "name", "customer.name", true)
+        .filter(|n| text_len_ok(r, "customer.name", n, 3, 120));
+    let email = r
+        .string(obj, "email", "customer.email", true)
+        .and_then(|e| {
+            Email::parse(&e)
+                .map_err(|m| r.err("customer.email", "format", m))
+                .ok()
+        });
+    let tax_id = r
+        .string(obj, "taxID", "customer.taxID", true)
+        .and_then(|t| {
+            TaxId::parse(&t)
+                .map_err(|m| r.err("customer.taxID", "invalid", m))
+                .ok()
+        });
     let phone = match r.string(obj, "phone", "customer.phone", false) {
         None => Some(None),
-        Some(p) => parse_phone(&p).map(Some).map_err(|m| r.err("customer.phone", "format", m)).ok(),
+        Some(p) => parse_phone(&p)
+            .map(Some)
+            .map_err(|m| r.err("customer.phone", "format", m))
+            .ok(),
     };
     let birth_date = match r.string(obj, "birthDate", "customer.birthDate", false) {
         None => Some(None),
         Some(d) => {
             let fmt = time::macros::format_description!("[year]-[month]-[day]");
             match time::Date::parse(&d, fmt) {
-                Ok(date) if date < time::OffsetDateTime::now_utc().date() && date.year() >= 1900 => Some(Some(date)),
+                Ok(date)
+                    if date < time::OffsetDateTime::now_utc().date() && date.year() >= 1900 =>
+                {
+                    Some(Some(date))
+                }
                 Ok(_) => {
-                    r.err("customer.birthDate", "range", "must be a past date after 1900");
+                    r.err(
+                        "customer.birthDate",
+                        "range",
+                        "must be a past date after 1900",
+                    );
                     None
                 }
                 Err(_) => {
-                    r.err("customer.birthDate", "format", "must be a date as YYYY-MM-DD");
+                    r.err(
+                        "customer.birthDate",
+                        "format",
+                        "must be a date as YYYY-MM-DD",
+                    );
                     None
                 }
             }
         }
     };
     match (name, email, tax_id, phone, birth_date) {
-        (Some(name), Some(email), Some(tax_id), Some(phone), Some(birth_date)) => Some(Customer { name, email, tax_id, phone, birth_date }),
+        (Some(name), Some(email), Some(tax_id), Some(phone), Some(birth_date)) => Some(Customer {
+            name,
+            email,
+            tax_id,
+            phone,
+            birth_date,
+        }),
         _ => None,
     }
 }
@@ -463,15 +592,37 @@ fn parse_address(r: &mut Reader<'_>, value: &Value, prefix: &str) -> Option<Addr
         return None;
     };
     let p = |f: &str| format!("{prefix}.{f}");
-    let street = r.string(obj, "street", &p("street"), true).filter(|s| text_len_ok(r, &p("street"), s, 2, 200));
-    let number = r.string(obj, "number", &p("number"), true).filter(|s| text_len_ok(r, &p("number"), s, 1, 20));
+    let street = r
+        .string(obj, "street", &p("street"), true)
+        .filter(|s| text_len_ok(r, &p("street"), s, 2, 200));
+    let number = r
+        .string(obj, "number", &p("number"), true)
+        .filter(|s| text_len_ok(r, &p("number"), s, 1, 20));
     let complement = r.string(obj, "complement", &p("complement"), false);
     let neighborhood = r.string(obj, "neighborhood", &p("neighborhood"), false);
-    let city = r.string(obj, "city", &p("city"), true).filter(|s| text_len_ok(r, &p("city"), s, 2, 100));
-    let state = r.string(obj, "state", &p("state"), true).and_then(|s| parse_uf(&s).map_err(|m| r.err(p("state"), "format", m)).ok());
-    let zipcode = r.string(obj, "zipcode", &p("zipcode"), true).and_then(|s| parse_cep(&s).map_err(|m| r.err(p("zipcode"), "format", m)).ok());
+    let city = r
+        .string(obj, "city", &p("city"), true)
+        .filter(|s| text_len_ok(r, &p("city"), s, 2, 100));
+    let state = r.string(obj, "state", &p("state"), true).and_then(|s| {
+        parse_uf(&s)
+            .map_err(|m| r.err(p("state"), "format", m))
+            .ok()
+    });
+    let zipcode = r.string(obj, "zipcode", &p("zipcode"), true).and_then(|s| {
+        parse_cep(&s)
+            .map_err(|m| r.err(p("zipcode"), "format", m))
+            .ok()
+    });
     match (street, number, city, state, zipcode) {
-        (Some(street), Some(number), Some(city), Some(state), Some(zipcode)) => Some(Address { street, number, complement, neighborhood, city, state, zipcode }),
+        (Some(street), Some(number), Some(city), Some(state), Some(zipcode)) => Some(Address {
+            street,
+            number,
+            complement,
+            neighborhood,
+            city,
+            state,
+            zipcode,
+        }),
         _ => None,
     }
 }
@@ -518,7 +669,12 @@ mod tests {
         ]);
         let errs = NewOrder::from_json(&body).unwrap_err();
         assert!(errs.has("items[0].total", "total_mismatch"), "{errs}");
-        let msg = &errs.0.iter().find(|e| e.field == "items[0].total").unwrap().message;
+        let msg = &errs
+            .0
+            .iter()
+            .find(|e| e.field == "items[0].total")
+            .unwrap()
+            .message;
         assert_eq!(msg, "is 9.99 but price × qty = 99.99 × 1 = 99.99");
     }
 

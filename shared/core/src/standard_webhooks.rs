@@ -82,7 +82,10 @@ impl WebhookSecret {
         now: i64,
         tolerance_secs: i64,
     ) -> Result<(), VerifyError> {
-        let ts: i64 = timestamp.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
+        let ts: i64 = timestamp
+            .trim()
+            .parse()
+            .map_err(|_| VerifyError::BadTimestamp)?;
         if (now - ts).abs() > tolerance_secs {
             return Err(VerifyError::TimestampOutOfTolerance);
         }
@@ -94,8 +97,12 @@ impl WebhookSecret {
         signed.push(b'.');
         signed.extend_from_slice(body);
         for part in signature_header.split_whitespace() {
-            let Some(sig) = part.strip_prefix("v1,") else { continue };
-            let Ok(raw) = STANDARD.decode(sig) else { continue };
+            let Some(sig) = part.strip_prefix("v1,") else {
+                continue;
+            };
+            let Ok(raw) = STANDARD.decode(sig) else {
+                continue;
+            };
             if hmac::verify(&key, &signed, &raw).is_ok() {
                 return Ok(());
             }
@@ -114,7 +121,11 @@ mod tests {
     fn signs_reference_vector() {
         let s = WebhookSecret::parse(SECRET).unwrap();
         assert_eq!(
-            s.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#),
+            s.sign(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                br#"{"test": 2432232314}"#
+            ),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
     }
@@ -125,9 +136,26 @@ mod tests {
         let body = br#"{"test": 2432232314}"#;
         let good = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
         let header = format!("v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= {good}");
-        assert_eq!(s.verify("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", &header, body, 1614265330, 300), Ok(()));
         assert_eq!(
-            s.verify("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", good, body, 1614265330 + 301, 300),
+            s.verify(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                &header,
+                body,
+                1614265330,
+                300
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            s.verify(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                good,
+                body,
+                1614265330 + 301,
+                300
+            ),
             Err(VerifyError::TimestampOutOfTolerance)
         );
         assert_eq!(

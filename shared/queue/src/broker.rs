@@ -2,8 +2,8 @@
 
 use crate::metrics;
 use crate::topology::{Topology, headers};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use payhub_core::Envelope;
@@ -48,7 +48,12 @@ pub struct Broker {
 impl Broker {
     /// Starts the connection supervisor and returns at once; see
     /// [`Broker::is_connected`] and [`Broker::connection`].
-    pub fn start(url: &str, client_name: &str, topology: Topology, shutdown: CancellationToken) -> Broker {
+    pub fn start(
+        url: &str,
+        client_name: &str,
+        topology: Topology,
+        shutdown: CancellationToken,
+    ) -> Broker {
         let (tx, _rx) = watch::channel(None);
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -103,7 +108,8 @@ impl Broker {
         let inner = &self.inner;
         let mut backoff = Duration::from_millis(100);
         while !inner.shutdown.is_cancelled() {
-            let props = ConnectionProperties::default().with_connection_name(inner.name.as_str().into());
+            let props =
+                ConnectionProperties::default().with_connection_name(inner.name.as_str().into());
             match Connection::connect(&inner.url, props).await {
                 Ok(conn) => match self.declare_exchange(&conn).await {
                     Ok(()) => {
@@ -156,7 +162,10 @@ impl Broker {
         ch.exchange_declare(
             self.inner.topology.exchange_name(),
             ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await?;
@@ -190,7 +199,10 @@ impl Broker {
     pub async fn publish(&self, env: &Envelope) -> Result<(), QueueError> {
         let mut h = FieldTable::default();
         if let Some(tp) = &env.trace.traceparent {
-            h.insert(headers::TRACEPARENT.into(), AMQPValue::LongString(tp.as_str().into()));
+            h.insert(
+                headers::TRACEPARENT.into(),
+                AMQPValue::LongString(tp.as_str().into()),
+            );
         }
         let props = BasicProperties::default()
             .with_message_id(env.id.to_string().into())
@@ -198,12 +210,19 @@ impl Broker {
             .with_timestamp(env.occurred_at.unix_timestamp().max(0) as u64)
             .with_headers(h);
         let exchange = self.inner.topology.exchange.clone();
-        self.publish_raw(&exchange, env.kind(), &env.to_json(), props).await
+        self.publish_raw(&exchange, env.kind(), &env.to_json(), props)
+            .await
     }
 
     /// Publishes bytes persistently with `mandatory` set and waits for the
     /// confirm. An unroutable message or a nack is an error.
-    pub async fn publish_raw(&self, exchange: &str, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<(), QueueError> {
+    pub async fn publish_raw(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), QueueError> {
         let result = self.publish_once(exchange, routing_key, body, props).await;
         let label = match &result {
             Ok(()) => "ok",
@@ -211,11 +230,19 @@ impl Broker {
             Err(QueueError::Nacked) => "nacked",
             Err(_) => "error",
         };
-        metrics::PUBLISHED.with_label_values(&[routing_key, label]).inc();
+        metrics::PUBLISHED
+            .with_label_values(&[routing_key, label])
+            .inc();
         result
     }
 
-    async fn publish_once(&self, exchange: &str, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<(), QueueError> {
+    async fn publish_once(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), QueueError> {
         let ch = self.publisher_channel().await?;
         let props = props
             .with_delivery_mode(2)
@@ -224,7 +251,10 @@ impl Broker {
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 body,
                 props,
             )
@@ -232,9 +262,13 @@ impl Broker {
             .await?;
         match confirm {
             Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_returned)) => Err(QueueError::Unroutable(routing_key.to_string())),
+            Confirmation::Ack(Some(_returned)) => {
+                Err(QueueError::Unroutable(routing_key.to_string()))
+            }
             Confirmation::Nack(_) => Err(QueueError::Nacked),
-            Confirmation::NotRequested => Err(QueueError::Unavailable("confirms are not enabled".into())),
+            Confirmation::NotRequested => {
+                Err(QueueError::Unavailable("confirms are not enabled".into()))
+            }
         }
     }
 }

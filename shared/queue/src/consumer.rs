@@ -102,7 +102,9 @@ fn header_list(h: &FieldTable, k: &str) -> Vec<String> {
             .as_slice()
             .iter()
             .filter_map(|v| match v {
-                AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                AMQPValue::LongString(s) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
                 _ => None,
             })
             .collect(),
@@ -127,13 +129,28 @@ impl DeadLetterStory {
 /// Declares the queue trio for `spec` and binds the work queue.
 pub async fn declare(ch: &Channel, broker: &Broker, spec: &QueueSpec) -> Result<(), lapin::Error> {
     let topo = broker.topology();
-    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-    ch.queue_declare(topo.dead_letter_queue(spec).as_str().into(), durable, topo.dead_letter_args())
-        .await?;
-    ch.queue_declare(topo.retry_queue(spec).as_str().into(), durable, topo.retry_args(spec))
-        .await?;
-    ch.queue_declare(topo.work_queue(spec).as_str().into(), durable, topo.work_args(spec))
-        .await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(
+        topo.dead_letter_queue(spec).as_str().into(),
+        durable,
+        topo.dead_letter_args(),
+    )
+    .await?;
+    ch.queue_declare(
+        topo.retry_queue(spec).as_str().into(),
+        durable,
+        topo.retry_args(spec),
+    )
+    .await?;
+    ch.queue_declare(
+        topo.work_queue(spec).as_str().into(),
+        durable,
+        topo.work_args(spec),
+    )
+    .await?;
     for key in spec.bindings {
         ch.queue_bind(
             topo.work_queue(spec).as_str().into(),
@@ -149,7 +166,12 @@ pub async fn declare(ch: &Channel, broker: &Broker, spec: &QueueSpec) -> Result<
 
 /// Runs the worker loop until `shutdown`, reconnecting as needed. On
 /// shutdown it stops taking deliveries and lets in-flight ones finish.
-pub async fn consume<H: Handler>(broker: Broker, opts: ConsumerOptions, handler: Arc<H>, shutdown: CancellationToken) {
+pub async fn consume<H: Handler>(
+    broker: Broker,
+    opts: ConsumerOptions,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) {
     while !shutdown.is_cancelled() {
         let conn = match broker.connection().await {
             Ok(c) => c,
@@ -176,12 +198,18 @@ async fn session<H: Handler>(
     shutdown: &CancellationToken,
 ) -> Result<(), QueueError> {
     let ch = conn.create_channel().await?;
-    ch.basic_qos(opts.prefetch, BasicQosOptions::default()).await?;
+    ch.basic_qos(opts.prefetch, BasicQosOptions::default())
+        .await?;
     declare(&ch, broker, &opts.spec).await?;
     let queue = broker.topology().work_queue(&opts.spec);
     let tag = format!("{}-{}", opts.service, uuid::Uuid::new_v4().simple());
     let mut consumer = ch
-        .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     tracing::info!(queue = %queue, "consuming");
     let permits = Arc::new(Semaphore::new(usize::from(opts.prefetch.max(1))));
@@ -198,15 +226,22 @@ async fn session<H: Handler>(
             Some(Err(e)) => break Err(QueueError::Amqp(e)),
             None => break Err(QueueError::Unavailable("the consumer was cancelled".into())),
         };
-        let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
-        let (broker, opts, handler, queue) = (broker.clone(), opts.clone(), handler.clone(), queue.clone());
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closes");
+        let (broker, opts, handler, queue) =
+            (broker.clone(), opts.clone(), handler.clone(), queue.clone());
         tasks.spawn(async move {
             process(&broker, &opts, &queue, handler.as_ref(), delivery).await;
             drop(permit);
         });
     };
     if result.is_ok() {
-        let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+        let _ = ch
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
     }
     // Drain: everything already handed to a handler finishes and is acked.
     while tasks.join_next().await.is_some() {}
@@ -214,17 +249,39 @@ async fn session<H: Handler>(
     result
 }
 
-async fn process<H: Handler>(broker: &Broker, opts: &ConsumerOptions, queue: &str, handler: &H, delivery: Delivery) {
+async fn process<H: Handler>(
+    broker: &Broker,
+    opts: &ConsumerOptions,
+    queue: &str,
+    handler: &H,
+    delivery: Delivery,
+) {
     let started = Instant::now();
     let empty = FieldTable::default();
-    let hdrs = delivery.properties.headers().as_ref().unwrap_or(&empty).clone();
+    let hdrs = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .unwrap_or(&empty)
+        .clone();
     let attempt = header_u32(&hdrs, headers::ATTEMPT).unwrap_or(1).max(1);
     let envelope = match Envelope::from_json(&delivery.data) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(queue, error = %e, "unparseable message; dead-lettering it");
             let reason = format!("unparseable message: {e}");
-            finish_failed(broker, opts, queue, &delivery, &hdrs, attempt, &reason, "unparseable", "unknown").await;
+            finish_failed(
+                broker,
+                opts,
+                queue,
+                &delivery,
+                &hdrs,
+                attempt,
+                &reason,
+                "unparseable",
+                "unknown",
+            )
+            .await;
             return;
         }
     };
@@ -237,7 +294,11 @@ async fn process<H: Handler>(broker: &Broker, opts: &ConsumerOptions, queue: &st
         order_id = ?envelope.order_id,
         attempt
     );
-    let incoming = Incoming { envelope, attempt, redelivered: delivery.redelivered };
+    let incoming = Incoming {
+        envelope,
+        attempt,
+        redelivered: delivery.redelivered,
+    };
     let outcome = handler.handle(&incoming).instrument(span.clone()).await;
     let _enter = span.enter();
     metrics::HANDLE_SECONDS
@@ -248,23 +309,50 @@ async fn process<H: Handler>(broker: &Broker, opts: &ConsumerOptions, queue: &st
             if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                 tracing::warn!(error = %e, "ack failed; the broker will redeliver and the handler's idempotency absorbs it");
             }
-            metrics::CONSUMED.with_label_values(&[queue, kind, "ack"]).inc();
+            metrics::CONSUMED
+                .with_label_values(&[queue, kind, "ack"])
+                .inc();
         }
         Err(Failure::Transient(e)) if attempt < broker.topology().retry.max_attempts => {
             tracing::warn!(error = %e, "transient failure; will retry");
             let h = failure_headers(&hdrs, &delivery, attempt, &e, opts.service, None);
             let mut h = h;
-            h.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(attempt + 1)));
+            h.insert(
+                headers::ATTEMPT.into(),
+                AMQPValue::LongLongInt(i64::from(attempt + 1)),
+            );
             let target = broker.topology().retry_queue(&opts.spec);
             settle(broker, &delivery, &target, h, queue, kind, "retry").await;
         }
         Err(Failure::Transient(e)) => {
             tracing::error!(error = %e, "transient failure on the last attempt; dead-lettering");
-            finish_failed(broker, opts, queue, &delivery, &hdrs, attempt, &e, "attempts_exhausted", kind).await;
+            finish_failed(
+                broker,
+                opts,
+                queue,
+                &delivery,
+                &hdrs,
+                attempt,
+                &e,
+                "attempts_exhausted",
+                kind,
+            )
+            .await;
         }
         Err(Failure::Permanent(e)) => {
             tracing::error!(error = %e, "permanent failure; dead-lettering");
-            finish_failed(broker, opts, queue, &delivery, &hdrs, attempt, &e, "permanent", kind).await;
+            finish_failed(
+                broker,
+                opts,
+                queue,
+                &delivery,
+                &hdrs,
+                attempt,
+                &e,
+                "permanent",
+                kind,
+            )
+            .await;
         }
     }
 }
@@ -284,7 +372,9 @@ async fn finish_failed(
     let h = failure_headers(hdrs, delivery, attempt, error, opts.service, Some(reason));
     let target = broker.topology().dead_letter_queue(&opts.spec);
     if settle(broker, delivery, &target, h, queue, kind, "dead_letter").await {
-        metrics::DEAD_LETTERED.with_label_values(&[queue, reason]).inc();
+        metrics::DEAD_LETTERED
+            .with_label_values(&[queue, reason])
+            .inc();
     }
 }
 
@@ -296,7 +386,9 @@ fn failure_headers(
     service: &str,
     dead_letter_reason: Option<&str>,
 ) -> FieldTable {
-    let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+    let now = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
     let mut h = hdrs.clone();
     // x-death is the broker's own record; it is rebuilt on each dead-letter.
     let mut inner = h.inner().clone();
@@ -309,9 +401,15 @@ fn failure_headers(
         );
     }
     if header_str(&h, headers::FIRST_FAILURE).is_none() {
-        h2.insert(headers::FIRST_FAILURE.into(), AMQPValue::LongString(now.as_str().into()));
+        h2.insert(
+            headers::FIRST_FAILURE.into(),
+            AMQPValue::LongString(now.as_str().into()),
+        );
     }
-    h2.insert(headers::LAST_FAILURE.into(), AMQPValue::LongString(now.as_str().into()));
+    h2.insert(
+        headers::LAST_FAILURE.into(),
+        AMQPValue::LongString(now.as_str().into()),
+    );
     let mut errors: Vec<AMQPValue> = header_list(&h, headers::ERRORS)
         .into_iter()
         .map(|s| AMQPValue::LongString(s.as_str().into()))
@@ -319,11 +417,23 @@ fn failure_headers(
     let mut line = format!("{now} attempt {attempt}: {error}");
     line.truncate(2000);
     errors.push(AMQPValue::LongString(line.as_str().into()));
-    h2.insert(headers::ERRORS.into(), AMQPValue::FieldArray(FieldArray::from(errors)));
-    h2.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(attempt)));
-    h2.insert(headers::FAILED_BY.into(), AMQPValue::LongString(service.into()));
+    h2.insert(
+        headers::ERRORS.into(),
+        AMQPValue::FieldArray(FieldArray::from(errors)),
+    );
+    h2.insert(
+        headers::ATTEMPT.into(),
+        AMQPValue::LongLongInt(i64::from(attempt)),
+    );
+    h2.insert(
+        headers::FAILED_BY.into(),
+        AMQPValue::LongString(service.into()),
+    );
     if let Some(r) = dead_letter_reason {
-        h2.insert(headers::DEAD_LETTER_REASON.into(), AMQPValue::LongString(r.into()));
+        h2.insert(
+            headers::DEAD_LETTER_REASON.into(),
+            AMQPValue::LongString(r.into()),
+        );
     }
     h = h2;
     h
@@ -332,7 +442,15 @@ fn failure_headers(
 /// Moves a delivery to `target` (retry or dead-letter queue) and acks it
 /// once the broker confirmed the copy; if the copy fails, the delivery is
 /// requeued so nothing is lost. Returns whether the move happened.
-async fn settle(broker: &Broker, delivery: &Delivery, target: &str, h: FieldTable, queue: &str, kind: &str, outcome: &str) -> bool {
+async fn settle(
+    broker: &Broker,
+    delivery: &Delivery,
+    target: &str,
+    h: FieldTable,
+    queue: &str,
+    kind: &str,
+    outcome: &str,
+) -> bool {
     let mut props = BasicProperties::default().with_headers(h);
     if let Some(id) = delivery.properties.message_id() {
         props = props.with_message_id(id.clone());
@@ -345,16 +463,23 @@ async fn settle(broker: &Broker, delivery: &Delivery, target: &str, h: FieldTabl
             if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                 tracing::warn!(error = %e, "ack after moving the message failed");
             }
-            metrics::CONSUMED.with_label_values(&[queue, kind, outcome]).inc();
+            metrics::CONSUMED
+                .with_label_values(&[queue, kind, outcome])
+                .inc();
             true
         }
         Err(e) => {
             tracing::error!(error = %e, target, "could not move the message; requeueing it");
             let _ = delivery
                 .acker
-                .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
                 .await;
-            metrics::CONSUMED.with_label_values(&[queue, kind, "requeue"]).inc();
+            metrics::CONSUMED
+                .with_label_values(&[queue, kind, "requeue"])
+                .inc();
             false
         }
     }

@@ -26,7 +26,9 @@ pub static HANDLE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
         "payhub_message_handle_seconds",
         "Time to handle one message, from delivery to ack.",
         &["queue", "type"],
-        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+        vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+        ]
     )
     .expect("metric registers once")
 });

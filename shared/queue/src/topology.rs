@@ -138,7 +138,10 @@ impl Topology {
             long_string(&self.dead_letter_queue(spec)),
         );
         // Dead-lettering waits for the target's confirm: never lost on the way.
-        t.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+        t.insert(
+            "x-dead-letter-strategy".into(),
+            long_string("at-least-once"),
+        );
         // at-least-once dead-lettering requires reject-publish overflow.
         t.insert("x-overflow".into(), long_string("reject-publish"));
         // A message redelivered this many times (its consumer keeps dying
@@ -165,7 +168,10 @@ impl Topology {
             "x-dead-letter-routing-key".into(),
             long_string(&self.work_queue(spec)),
         );
-        t.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+        t.insert(
+            "x-dead-letter-strategy".into(),
+            long_string("at-least-once"),
+        );
         t.insert("x-overflow".into(), long_string("reject-publish"));
         t
     }
@@ -197,20 +203,38 @@ mod tests {
         assert_eq!(topo.retry.max_attempts, 3);
         let spec = QueueSpec::NOTIFIER;
         let retry = topo.retry_args(&spec);
-        assert_eq!(get(&retry, "x-message-ttl"), &AMQPValue::LongLongInt(300_000));
-        assert_eq!(get(&retry, "x-dead-letter-routing-key"), &long_string("notifier.status"));
+        assert_eq!(
+            get(&retry, "x-message-ttl"),
+            &AMQPValue::LongLongInt(300_000)
+        );
+        assert_eq!(
+            get(&retry, "x-dead-letter-routing-key"),
+            &long_string("notifier.status")
+        );
         let work = topo.work_args(&spec);
         assert_eq!(get(&work, "x-queue-type"), &long_string("quorum"));
-        assert_eq!(get(&work, "x-dead-letter-strategy"), &long_string("at-least-once"));
+        assert_eq!(
+            get(&work, "x-dead-letter-strategy"),
+            &long_string("at-least-once")
+        );
         assert_eq!(get(&work, "x-overflow"), &long_string("reject-publish"));
-        assert_eq!(get(&work, "x-dead-letter-routing-key"), &long_string("notifier.status.dlq"));
+        assert_eq!(
+            get(&work, "x-dead-letter-routing-key"),
+            &long_string("notifier.status.dlq")
+        );
         assert_eq!(topo.dead_letter_queue(&spec), "notifier.status.dlq");
     }
 
     #[test]
     fn prefix_applies_to_every_queue() {
-        let topo = Topology { prefix: "t1.".into(), ..Topology::default() };
+        let topo = Topology {
+            prefix: "t1.".into(),
+            ..Topology::default()
+        };
         assert_eq!(topo.work_queue(&QueueSpec::REPORTER), "t1.reporter.events");
-        assert_eq!(topo.retry_queue(&QueueSpec::REPORTER), "t1.reporter.events.retry");
+        assert_eq!(
+            topo.retry_queue(&QueueSpec::REPORTER),
+            "t1.reporter.events.retry"
+        );
     }
 }

@@ -38,7 +38,10 @@ impl CommonConfig {
         }
         let amqp_url = env.string("PAYHUB_AMQP_URL", DEFAULT_AMQP_URL);
         if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
-            return Err(Env::bad("PAYHUB_AMQP_URL", "must be an amqp:// or amqps:// URL"));
+            return Err(Env::bad(
+                "PAYHUB_AMQP_URL",
+                "must be an amqp:// or amqps:// URL",
+            ));
         }
         let defaults = RetryPolicy::default();
         let retry = RetryPolicy {
@@ -89,10 +92,20 @@ pub struct Infra {
 }
 
 impl Infra {
-    pub fn start(service: &'static str, cfg: &CommonConfig, shutdown: CancellationToken) -> anyhow::Result<Infra> {
-        let store = Store::connect_lazy(&cfg.database_url, cfg.db_max_connections).context("PAYHUB_DATABASE_URL")?;
+    pub fn start(
+        service: &'static str,
+        cfg: &CommonConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Infra> {
+        let store = Store::connect_lazy(&cfg.database_url, cfg.db_max_connections)
+            .context("PAYHUB_DATABASE_URL")?;
         let infra_shutdown = CancellationToken::new();
-        let broker = Broker::start(&cfg.amqp_url, &format!("payhub-{service}"), cfg.topology.clone(), infra_shutdown.clone());
+        let broker = Broker::start(
+            &cfg.amqp_url,
+            &format!("payhub-{service}"),
+            cfg.topology.clone(),
+            infra_shutdown.clone(),
+        );
         let readiness = Readiness::default();
         let db_ok = readiness.check("database");
         let broker_ok = readiness.check("broker");
@@ -110,7 +123,15 @@ impl Infra {
                 }
             });
         }
-        Ok(Infra { service, store, broker, readiness, shutdown, infra_shutdown, tasks })
+        Ok(Infra {
+            service,
+            store,
+            broker,
+            readiness,
+            shutdown,
+            infra_shutdown,
+            tasks,
+        })
     }
 
     /// Runs the outbox relay in the background (services that publish).
@@ -127,16 +148,31 @@ impl Infra {
 
     /// Binds the HTTP listener: service routes plus `/metrics`, `/healthz`,
     /// `/readyz`, with request metrics.
-    pub async fn bind_http(&self, addr: SocketAddr, routes: axum::Router) -> anyhow::Result<HttpServer> {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (PAYHUB_HTTP_ADDR)"))?;
+    pub async fn bind_http(
+        &self,
+        addr: SocketAddr,
+        routes: axum::Router,
+    ) -> anyhow::Result<HttpServer> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (PAYHUB_HTTP_ADDR)"))?;
         let local_addr = listener.local_addr()?;
-        let router = payhub_telemetry::http::instrument(routes.merge(payhub_telemetry::ops_router(self.readiness.clone())));
-        Ok(HttpServer { listener, router, local_addr })
+        let router = payhub_telemetry::http::instrument(
+            routes.merge(payhub_telemetry::ops_router(self.readiness.clone())),
+        );
+        Ok(HttpServer {
+            listener,
+            router,
+            local_addr,
+        })
     }
 
     /// Waits for `work` (consumers, HTTP) to end after shutdown, then closes
     /// the broker connection and background tasks.
-    pub async fn run_until_stopped(mut self, mut work: JoinSet<anyhow::Result<()>>) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        mut self,
+        mut work: JoinSet<anyhow::Result<()>>,
+    ) -> anyhow::Result<()> {
         let readiness = self.readiness.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
@@ -148,7 +184,10 @@ impl Infra {
             match r {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::error!(error = format!("{e:#}"), "a task of the service failed; stopping");
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "a task of the service failed; stopping"
+                    );
                     self.shutdown.cancel();
                     result = Err(e);
                 }
@@ -176,6 +215,8 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        payhub_telemetry::http::serve(self.listener, self.router, shutdown).await.context("the HTTP server failed")
+        payhub_telemetry::http::serve(self.listener, self.router, shutdown)
+            .await
+            .context("the HTTP server failed")
     }
 }

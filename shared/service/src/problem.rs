@@ -30,7 +30,13 @@ impl<E: Into<anyhow::Error>> From<E> for ApiError {
     }
 }
 
-fn problem(status: StatusCode, kind: &str, title: &str, detail: Option<&str>, extra: Option<serde_json::Value>) -> Response {
+fn problem(
+    status: StatusCode,
+    kind: &str,
+    title: &str,
+    detail: Option<&str>,
+    extra: Option<serde_json::Value>,
+) -> Response {
     let mut body = json!({
         "type": format!("https://payhub.dev/problems/{kind}"),
         "title": title,
@@ -45,7 +51,10 @@ fn problem(status: StatusCode, kind: &str, title: &str, detail: Option<&str>, ex
         }
     }
     let mut resp = (status, axum::Json(body)).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     resp
 }
 
@@ -59,18 +68,51 @@ impl IntoResponse for ApiError {
                 Some(&errs.to_string()),
                 Some(json!({ "errors": errs.0 })),
             ),
-            ApiError::BadRequest(d) => problem(StatusCode::BAD_REQUEST, "bad-request", "The request cannot be read", Some(&d), None),
+            ApiError::BadRequest(d) => problem(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "The request cannot be read",
+                Some(&d),
+                None,
+            ),
             ApiError::Unauthorized(d) => {
-                let mut r = problem(StatusCode::UNAUTHORIZED, "unauthorized", "Not authenticated", Some(&d), None);
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                let mut r = problem(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Not authenticated",
+                    Some(&d),
+                    None,
+                );
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 r
             }
-            ApiError::NotFound(d) => problem(StatusCode::NOT_FOUND, "not-found", "Not found", Some(&d), None),
-            ApiError::Conflict(d) => problem(StatusCode::CONFLICT, "conflict", "Conflict", Some(&d), None),
-            ApiError::Unavailable(d) => problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", Some(&d), None),
+            ApiError::NotFound(d) => problem(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                Some(&d),
+                None,
+            ),
+            ApiError::Conflict(d) => {
+                problem(StatusCode::CONFLICT, "conflict", "Conflict", Some(&d), None)
+            }
+            ApiError::Unavailable(d) => problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Temporarily unavailable",
+                Some(&d),
+                None,
+            ),
             ApiError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "internal error");
-                problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", None, None)
+                problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    None,
+                    None,
+                )
             }
         }
     }

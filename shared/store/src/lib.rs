@@ -31,10 +31,27 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Db(sqlx::Error::Database(e)) => {
-                matches!(e.code().as_deref(), Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" | "08000"))
+                matches!(
+                    e.code().as_deref(),
+                    Some(
+                        "40001"
+                            | "40P01"
+                            | "57P01"
+                            | "57P02"
+                            | "57P03"
+                            | "53300"
+                            | "08006"
+                            | "08003"
+                            | "08000"
+                    )
+                )
             }
             StoreError::Db(
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed,
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed,
             ) => true,
             _ => false,
         }
@@ -66,10 +83,13 @@ impl Store {
 
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> bool {
-        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.pool))
-            .await
-            .map(|r| r.is_ok())
-            .unwrap_or(false)
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(&self.pool),
+        )
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false)
     }
 
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
@@ -80,11 +100,17 @@ impl Store {
 /// Records that `consumer` processed `event_id`, inside the transaction of
 /// the effect. Returns false when it had been processed already: the caller
 /// then rolls back and acks.
-pub async fn mark_processed(tx: &mut Transaction<'_, Postgres>, consumer: &str, event_id: Uuid) -> Result<bool, StoreError> {
-    let r = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(consumer)
-        .bind(event_id)
-        .execute(&mut **tx)
-        .await?;
+pub async fn mark_processed(
+    tx: &mut Transaction<'_, Postgres>,
+    consumer: &str,
+    event_id: Uuid,
+) -> Result<bool, StoreError> {
+    let r = sqlx::query(
+        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(event_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(r.rows_affected() == 1)
 }

@@ -26,29 +26,52 @@ pub struct NewShopCredentials {
 }
 
 pub fn hash_api_key(key: &str) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, key.as_bytes()).as_ref().to_vec()
+    ring::digest::digest(&ring::digest::SHA256, key.as_bytes())
+        .as_ref()
+        .to_vec()
 }
 
 pub fn generate_api_key() -> String {
     let mut b = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut b).expect("the system random source failed");
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the system random source failed");
     format!("phk_{}", URL_SAFE_NO_PAD.encode(b))
 }
 
 type Row = (Uuid, String, Option<String>, String, Option<String>, bool);
 
 fn from_row(r: Row) -> Result<Shop, StoreError> {
-    let secret = WebhookSecret::parse(&r.3).map_err(|e| StoreError::Db(sqlx::Error::Decode(format!("shop {} webhook secret {e}", r.0).into())))?;
-    Ok(Shop { id: r.0, name: r.1, webhook_url: r.2, webhook_secret: secret, admin_email: r.4, active: r.5 })
+    let secret = WebhookSecret::parse(&r.3).map_err(|e| {
+        StoreError::Db(sqlx::Error::Decode(
+            format!("shop {} webhook secret {e}", r.0).into(),
+        ))
+    })?;
+    Ok(Shop {
+        id: r.0,
+        name: r.1,
+        webhook_url: r.2,
+        webhook_secret: secret,
+        admin_email: r.4,
+        active: r.5,
+    })
 }
 
 macro_rules! select_shops {
     ($rest:literal) => {
-        concat!("SELECT id, name, webhook_url, webhook_secret, admin_email, active FROM shops ", $rest)
+        concat!(
+            "SELECT id, name, webhook_url, webhook_secret, admin_email, active FROM shops ",
+            $rest
+        )
     };
 }
 
-pub async fn create(store: &Store, name: &str, webhook_url: Option<&str>, admin_email: Option<&str>) -> Result<NewShopCredentials, StoreError> {
+pub async fn create(
+    store: &Store,
+    name: &str,
+    webhook_url: Option<&str>,
+    admin_email: Option<&str>,
+) -> Result<NewShopCredentials, StoreError> {
     let id = Uuid::now_v7();
     let api_key = generate_api_key();
     let secret = WebhookSecret::generate();
@@ -62,7 +85,14 @@ pub async fn create(store: &Store, name: &str, webhook_url: Option<&str>, admin_
         .execute(&store.pool)
         .await?;
     Ok(NewShopCredentials {
-        shop: Shop { id, name: name.into(), webhook_url: webhook_url.map(Into::into), webhook_secret: secret, admin_email: admin_email.map(Into::into), active: true },
+        shop: Shop {
+            id,
+            name: name.into(),
+            webhook_url: webhook_url.map(Into::into),
+            webhook_secret: secret,
+            admin_email: admin_email.map(Into::into),
+            active: true,
+        },
         api_key,
     })
 }

@@ -24,8 +24,17 @@ impl Env {
         Env { overrides: None }
     }
 
-    pub fn from_pairs<I: IntoIterator<Item = (K, V)>, K: Into<String>, V: Into<String>>(pairs: I) -> Env {
-        Env { overrides: Some(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect()) }
+    pub fn from_pairs<I: IntoIterator<Item = (K, V)>, K: Into<String>, V: Into<String>>(
+        pairs: I,
+    ) -> Env {
+        Env {
+            overrides: Some(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ),
+        }
     }
 
     pub fn raw(&self, name: &str) -> Option<String> {
@@ -45,7 +54,10 @@ impl Env {
     }
 
     pub fn required(&self, name: &str) -> Result<String, ConfigError> {
-        self.raw(name).ok_or_else(|| ConfigError { name: name.into(), reason: "is required and not set".into() })
+        self.raw(name).ok_or_else(|| ConfigError {
+            name: name.into(),
+            reason: "is required and not set".into(),
+        })
     }
 
     pub fn parse<T: FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError>
@@ -54,7 +66,10 @@ impl Env {
     {
         match self.raw(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|e: T::Err| ConfigError { name: name.into(), reason: format!("{v:?} is not valid: {e}") }),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError {
+                name: name.into(),
+                reason: format!("{v:?} is not valid: {e}"),
+            }),
         }
     }
 
@@ -68,18 +83,31 @@ impl Env {
     pub fn url(&self, name: &str, default: &str) -> Result<String, ConfigError> {
         let v = self.string(name, default);
         if !(v.starts_with("http://") || v.starts_with("https://")) {
-            return Err(ConfigError { name: name.into(), reason: format!("{v:?} must start with http:// or https://") });
+            return Err(ConfigError {
+                name: name.into(),
+                reason: format!("{v:?} must start with http:// or https://"),
+            });
         }
         Ok(v.trim_end_matches('/').to_string())
     }
 
-    pub fn socket_addr(&self, name: &str, default: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    pub fn socket_addr(
+        &self,
+        name: &str,
+        default: &str,
+    ) -> Result<std::net::SocketAddr, ConfigError> {
         let v = self.string(name, default);
-        v.parse().map_err(|e| ConfigError { name: name.into(), reason: format!("{v:?} is not host:port: {e}") })
+        v.parse().map_err(|e| ConfigError {
+            name: name.into(),
+            reason: format!("{v:?} is not host:port: {e}"),
+        })
     }
 
     pub fn bad(name: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError { name: name.into(), reason: reason.into() }
+        ConfigError {
+            name: name.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -92,10 +120,21 @@ mod tests {
         let env = Env::from_pairs([("PAYHUB_PREFETCH", "lots"), ("PAYHUB_URL", "ftp://x")]);
         let e = env.parse::<u16>("PAYHUB_PREFETCH", 10).unwrap_err();
         assert_eq!(e.name, "PAYHUB_PREFETCH");
-        assert!(e.to_string().starts_with("bad setting PAYHUB_PREFETCH: \"lots\" is not valid"));
+        assert!(
+            e.to_string()
+                .starts_with("bad setting PAYHUB_PREFETCH: \"lots\" is not valid")
+        );
         assert!(env.url("PAYHUB_URL", "http://a").is_err());
         assert_eq!(env.parse::<u16>("UNSET", 10).unwrap(), 10);
-        assert_eq!(env.millis("UNSET", Duration::from_secs(300)).unwrap(), Duration::from_secs(300));
-        assert!(env.required("UNSET").unwrap_err().to_string().contains("UNSET"));
+        assert_eq!(
+            env.millis("UNSET", Duration::from_secs(300)).unwrap(),
+            Duration::from_secs(300)
+        );
+        assert!(
+            env.required("UNSET")
+                .unwrap_err()
+                .to_string()
+                .contains("UNSET")
+        );
     }
 }

@@ -24,7 +24,9 @@ pub static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
         "payhub_http_request_duration_seconds",
         "HTTP request latency, by route and method.",
         &["route", "method"],
-        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+        vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
+        ]
     )
     .expect("metric registers once")
 });
@@ -38,8 +40,12 @@ async fn track(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().as_str().to_owned();
     let resp = next.run(req).await;
-    REQUESTS.with_label_values(&[&route, &method, resp.status().as_str()]).inc();
-    DURATION.with_label_values(&[&route, &method]).observe(start.elapsed().as_secs_f64());
+    REQUESTS
+        .with_label_values(&[&route, &method, resp.status().as_str()])
+        .inc();
+    DURATION
+        .with_label_values(&[&route, &method])
+        .observe(start.elapsed().as_secs_f64());
     resp
 }
 
@@ -49,7 +55,11 @@ pub fn instrument(router: Router) -> Router {
 }
 
 /// Serves until `shutdown`, then stops accepting and lets open requests end.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -11,16 +11,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Named readiness checks, each a flag kept fresh by whoever owns the
 /// dependency (the broker supervisor, a database pinger). Ready = all true
 /// and not draining.
+type Checks = Vec<(&'static str, Arc<AtomicBool>)>;
+
 #[derive(Clone, Default)]
 pub struct Readiness {
-    checks: Arc<std::sync::Mutex<Vec<(&'static str, Arc<AtomicBool>)>>>,
+    checks: Arc<std::sync::Mutex<Checks>>,
     draining: Arc<AtomicBool>,
 }
 
 impl Readiness {
     pub fn check(&self, name: &'static str) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(false));
-        self.checks.lock().expect("not poisoned").push((name, flag.clone()));
+        self.checks
+            .lock()
+            .expect("not poisoned")
+            .push((name, flag.clone()));
         flag
     }
 
@@ -29,14 +34,23 @@ impl Readiness {
     }
 
     pub fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::Relaxed) && self.checks.lock().expect("not poisoned").iter().all(|(_, f)| f.load(Ordering::Relaxed))
+        !self.draining.load(Ordering::Relaxed)
+            && self
+                .checks
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .all(|(_, f)| f.load(Ordering::Relaxed))
     }
 
     fn report(&self) -> serde_json::Value {
         let checks = self.checks.lock().expect("not poisoned");
         let mut m = serde_json::Map::new();
         for (n, f) in checks.iter() {
-            m.insert((*n).to_string(), serde_json::Value::Bool(f.load(Ordering::Relaxed)));
+            m.insert(
+                (*n).to_string(),
+                serde_json::Value::Bool(f.load(Ordering::Relaxed)),
+            );
         }
         serde_json::json!({
             "ready": !self.draining.load(Ordering::Relaxed) && checks.iter().all(|(_, f)| f.load(Ordering::Relaxed)),
@@ -56,15 +70,27 @@ pub fn ops_router(readiness: Readiness) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_text()) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    metrics_text(),
+                )
+            }),
         )
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route(
             "/readyz",
             get(move || {
                 let r = readiness.clone();
                 async move {
-                    let code = if r.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    let code = if r.is_ready() {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
                     (code, axum::Json(r.report())).into_response()
                 }
             }),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use payhub_core::standard_webhooks::WebhookSecret;
 use payhub_sandbox::{FIXTURE_PRIVATE_KEY_PKCS8, Sandbox, SandboxConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +67,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -73,6 +75,19 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let args = Args::parse();
+
+    // Check the secrets before binding anything, naming the flag (never the value).
+    let shop_secrets: Vec<String> = args
+        .shop_secrets
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for secret in &shop_secrets {
+        WebhookSecret::parse(secret)
+            .map_err(|e| anyhow::anyhow!("--shop-secret / SANDBOX_SHOP_SECRETS: a secret {e}"))?;
+    }
+
     let signing_key = match &args.private_key {
         Some(path) => std::fs::read(path)
             .with_context(|| format!("reading the private key file {}", path.display()))?,
@@ -92,12 +107,8 @@ async fn main() -> anyhow::Result<()> {
     let sandbox = Sandbox::start(config, shutdown.clone())
         .await
         .context("starting the sandbox")?;
-    for secret in args.shop_secrets.iter().filter(|s| !s.trim().is_empty()) {
-        if let Err(e) = sandbox.try_add_shop_secret(secret) {
-            shutdown.cancel();
-            sandbox.stopped().await;
-            return Err(e.context("--shop-secret"));
-        }
+    for secret in &shop_secrets {
+        sandbox.add_shop_secret(secret);
     }
 
     println!(

@@ -12,10 +12,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::charges::{self, charge_view};
+use crate::charges::{self, ChargeView, charge_view};
 use crate::model::{STATUS_ACTIVE, SandboxCharge, WebhookAttempt};
 use crate::state::{Inner, OpError, lock};
 use crate::util::{self, html_escape, json_error};
@@ -79,19 +80,24 @@ fn refuse_unauthorized(state: &Inner, headers: &HeaderMap) -> Option<Response> {
     Some(json_error(StatusCode::UNAUTHORIZED, message))
 }
 
-/// The create/get reply: `{"charge": {...}, "correlationID", "brCode"}`.
-fn charge_reply(c: &SandboxCharge) -> Response {
-    let charge = match serde_json::to_value(charge_view(c, true)) {
-        Ok(v) => v,
-        Err(e) => {
-            return json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("rendering the charge: {e}"),
-            );
-        }
-    };
-    Json(json!({ "charge": charge, "correlationID": c.correlation_id, "brCode": c.br_code }))
-        .into_response()
+/// The create reply, `{"charge": {...}, "correlationID", "brCode"}`; the
+/// get reply has the charge only. A struct keeps the documented field order.
+#[derive(Serialize)]
+struct ChargeReply<'a> {
+    charge: ChargeView<'a>,
+    #[serde(rename = "correlationID", skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+    #[serde(rename = "brCode", skip_serializing_if = "Option::is_none")]
+    br_code: Option<&'a str>,
+}
+
+fn created_reply(c: &SandboxCharge) -> Response {
+    Json(ChargeReply {
+        charge: charge_view(c, true),
+        correlation_id: Some(&c.correlation_id),
+        br_code: Some(&c.br_code),
+    })
+    .into_response()
 }
 
 /// `POST /api/v1/charge[?return_existing=true]`.
@@ -117,13 +123,13 @@ async fn create_charge(
     if let Some(existing) = book.get(&new.correlation_id) {
         if return_existing {
             tracing::info!(correlation_id = %new.correlation_id, "returning the existing charge");
-            return charge_reply(existing);
+            return created_reply(existing);
         }
         return json_error(StatusCode::BAD_REQUEST, "correlationID already exists");
     }
     let charge = charges::build_charge(new, &state.public_base_url, OffsetDateTime::now_utc());
     tracing::info!(correlation_id = %charge.correlation_id, value = charge.value, "sandbox charge created");
-    let reply = charge_reply(&charge);
+    let reply = created_reply(&charge);
     book.insert(charge);
     reply
 }
@@ -256,24 +262,35 @@ async fn show_charge(State(state): State<Shared>, Path(correlation_id): Path<Str
 }
 
 /// The reply of pay/expire/resend: the charge now, and what the webhook
-/// target answered (or why it could not be reached).
+/// target answered or why it could not be reached.
+#[derive(Serialize)]
+struct ControlReply {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    charge: Option<SandboxCharge>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<WebhookAttempt>,
+}
+
 fn control_reply(
     state: &Inner,
     correlation_id: &str,
     result: Result<WebhookAttempt, OpError>,
 ) -> Response {
     let charge = lock(&state.charges).get(correlation_id).cloned();
-    match result {
-        Ok(attempt) => Json(json!({ "charge": charge, "webhook": attempt })).into_response(),
-        Err(e) => {
-            let status = e.http_status();
-            (
-                status,
-                Json(json!({ "error": e.to_string(), "charge": charge })),
-            )
-                .into_response()
-        }
-    }
+    let (status, error, webhook) = match result {
+        Ok(attempt) => (StatusCode::OK, None, Some(attempt)),
+        Err(e) => (e.http_status(), Some(e.to_string()), None),
+    };
+    (
+        status,
+        Json(ControlReply {
+            error,
+            charge,
+            webhook,
+        }),
+    )
+        .into_response()
 }
 
 /// `POST /sandbox/charges/{correlationID}/pay`, optional body `{"value": centavos}`.

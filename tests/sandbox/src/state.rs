@@ -242,13 +242,15 @@ impl Inner {
             request = request.header("x-webhook-signature", sig);
         }
         let response = request.send().await.map_err(|e| {
-            tracing::warn!(target, error = %e, "webhook delivery failed");
-            OpError::Delivery(format!("POST {target} failed: {e}"))
+            let cause = util::error_chain(&e);
+            tracing::warn!(target, error = %cause, "webhook delivery failed");
+            OpError::Delivery(format!("POST {target} failed: {cause}"))
         })?;
         let status = response.status().as_u16();
         let body = response.text().await.map_err(|e| {
-            tracing::warn!(target, status, error = %e, "reading the webhook answer failed");
-            OpError::Delivery(format!("reading the answer of {target} failed: {e}"))
+            let cause = util::error_chain(&e);
+            tracing::warn!(target, status, error = %cause, "reading the webhook answer failed");
+            OpError::Delivery(format!("reading the answer of {target} failed: {cause}"))
         })?;
         tracing::info!(target, status, "webhook delivered");
         Ok(WebhookAttempt { status, body })

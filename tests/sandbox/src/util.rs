@@ -73,6 +73,22 @@ pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Resp
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
+/// An error and its sources, `outer: inner: root` (reqwest puts the useful
+/// part, e.g. "Connection refused", in the sources).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = inner.source();
+    }
+    out
+}
+
 /// Minimal HTML escaping for text placed inside element content or a quoted
 /// attribute.
 pub(crate) fn html_escape(s: &str) -> String {

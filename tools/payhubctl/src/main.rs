@@ -57,7 +57,10 @@ enum ShopCommand {
 fn main() -> ExitCode {
     payhub_telemetry::install_crypto();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("payhubctl: {e}");
@@ -76,8 +79,13 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => {
-            if !sqlx::Postgres::database_exists(&cli.database_url).await.context("cannot reach PostgreSQL")? {
-                sqlx::Postgres::create_database(&cli.database_url).await.context("cannot create the database")?;
+            if !sqlx::Postgres::database_exists(&cli.database_url)
+                .await
+                .context("cannot reach PostgreSQL")?
+            {
+                sqlx::Postgres::create_database(&cli.database_url)
+                    .await
+                    .context("cannot create the database")?;
                 println!("created the database");
             }
             let store = Store::connect_lazy(&cli.database_url, 2)?;
@@ -86,17 +94,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({applied} known)");
             Ok(())
         }
-        Command::Shop(ShopCommand::Create { name, webhook_url, admin_email, json }) => {
+        Command::Shop(ShopCommand::Create {
+            name,
+            webhook_url,
+            admin_email,
+            json,
+        }) => {
             if let Some(url) = &webhook_url
                 && !(url.starts_with("https://") || url.starts_with("http://"))
             {
                 anyhow::bail!("--webhook-url must be an http(s) URL");
             }
             if let Some(a) = &admin_email {
-                payhub_core::identity::Email::parse(a).map_err(|e| anyhow::anyhow!("--admin-email {e}"))?;
+                payhub_core::identity::Email::parse(a)
+                    .map_err(|e| anyhow::anyhow!("--admin-email {e}"))?;
             }
             let store = Store::connect_lazy(&cli.database_url, 2)?;
-            let created = payhub_store::shops::create(&store, &name, webhook_url.as_deref(), admin_email.as_deref()).await?;
+            let created = payhub_store::shops::create(
+                &store,
+                &name,
+                webhook_url.as_deref(),
+                admin_email.as_deref(),
+            )
+            .await?;
             if json {
                 println!(
                     "{}",
@@ -110,25 +130,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 println!("shop created: {}", created.shop.id);
                 println!("API key (shown once):        {}", created.api_key);
-                println!("webhook secret (shown once): {}", created.shop.webhook_secret.expose());
+                println!(
+                    "webhook secret (shown once): {}",
+                    created.shop.webhook_secret.expose()
+                );
             }
             Ok(())
         }
         Command::Shop(ShopCommand::List) => {
             let store = Store::connect_lazy(&cli.database_url, 2)?;
             for s in payhub_store::shops::list(&store).await? {
-                println!("{}\t{}\t{}\t{}", s.id, if s.active { "active" } else { "disabled" }, s.name, s.webhook_url.as_deref().unwrap_or("-"));
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    s.id,
+                    if s.active { "active" } else { "disabled" },
+                    s.name,
+                    s.webhook_url.as_deref().unwrap_or("-")
+                );
             }
             Ok(())
         }
         Command::Order { id, shop } => {
             let store = Store::connect_lazy(&cli.database_url, 2)?;
             let order_id: Option<(uuid::Uuid,)> = match (uuid::Uuid::parse_str(&id), shop) {
-                (_, Some(shop)) => sqlx::query_as("SELECT id FROM orders WHERE shop_id = $1 AND correlation_id = $2").bind(shop).bind(&id).fetch_optional(&store.pool).await?,
-                (Ok(uuid), None) => sqlx::query_as("SELECT id FROM orders WHERE id = $1").bind(uuid).fetch_optional(&store.pool).await?,
-                (Err(_), None) => anyhow::bail!("give a payhub order id, or a correlationID with --shop"),
+                (_, Some(shop)) => {
+                    sqlx::query_as(
+                        "SELECT id FROM orders WHERE shop_id = $1 AND correlation_id = $2",
+                    )
+                    .bind(shop)
+                    .bind(&id)
+                    .fetch_optional(&store.pool)
+                    .await?
+                }
+                (Ok(uuid), None) => {
+                    sqlx::query_as("SELECT id FROM orders WHERE id = $1")
+                        .bind(uuid)
+                        .fetch_optional(&store.pool)
+                        .await?
+                }
+                (Err(_), None) => {
+                    anyhow::bail!("give a payhub order id, or a correlationID with --shop")
+                }
             };
-            let Some((order_id,)) = order_id else { anyhow::bail!("no such order") };
+            let Some((order_id,)) = order_id else {
+                anyhow::bail!("no such order")
+            };
             let order: (serde_json::Value,) = sqlx::query_as(
                 "SELECT json_build_object(
                     'order', (SELECT to_jsonb(o) - 'request_hash' - 'customer_tax_id' FROM orders o WHERE o.id = $1),

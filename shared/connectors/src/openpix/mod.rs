@@ -3,7 +3,10 @@
 mod transformers;
 
 use crate::rsa::TrustedKeys;
-use crate::{ChargeConnector, ChargeRequest, ConnectorError, CreatedCharge, WebhookEvent, WebhookRejection, WebhookVerifier};
+use crate::{
+    ChargeConnector, ChargeRequest, ConnectorError, CreatedCharge, WebhookEvent, WebhookRejection,
+    WebhookVerifier,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretString};
@@ -31,19 +34,29 @@ pub struct OpenPixClient {
 
 impl std::fmt::Debug for OpenPixClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenPixClient").field("base_url", &self.base_url).finish_non_exhaustive()
+        f.debug_struct("OpenPixClient")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
     }
 }
 
 impl OpenPixClient {
-    pub fn new(base_url: &str, app_id: SecretString, timeout: Duration) -> Result<OpenPixClient, reqwest::Error> {
+    pub fn new(
+        base_url: &str,
+        app_id: SecretString,
+        timeout: Duration,
+    ) -> Result<OpenPixClient, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("payhub/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(OpenPixClient { http, base_url: base_url.trim_end_matches('/').to_string(), app_id })
+        Ok(OpenPixClient {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            app_id,
+        })
     }
 }
 
@@ -62,12 +75,16 @@ impl ChargeConnector for OpenPixClient {
             .json(&body)
             .send()
             .await
-            .map_err(|e| ConnectorError::Transient(format!("calling OpenPix failed: {}", without_url(&e))))?;
+            .map_err(|e| {
+                ConnectorError::Transient(format!("calling OpenPix failed: {}", without_url(&e)))
+            })?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| ConnectorError::Transient(format!("reading OpenPix's answer failed: {}", without_url(&e))))?;
+        let text = resp.text().await.map_err(|e| {
+            ConnectorError::Transient(format!(
+                "reading OpenPix's answer failed: {}",
+                without_url(&e)
+            ))
+        })?;
         if status.is_success() {
             return transformers::parse_created(&text, req.amount.currency());
         }
@@ -112,18 +129,30 @@ impl OpenPixWebhooks {
 
     /// Trusting OpenPix's published key only.
     pub fn published() -> OpenPixWebhooks {
-        OpenPixWebhooks { keys: TrustedKeys::from_pem(OPENPIX_PUBLIC_KEY_PEM).expect("the compiled-in key parses") }
+        OpenPixWebhooks {
+            keys: TrustedKeys::from_pem(OPENPIX_PUBLIC_KEY_PEM)
+                .expect("the compiled-in key parses"),
+        }
     }
 }
 
 impl WebhookVerifier for OpenPixWebhooks {
     fn verify(&self, signature_header: Option<&str>, body: &[u8]) -> Result<(), WebhookRejection> {
-        let sig = signature_header.map(str::trim).filter(|s| !s.is_empty()).ok_or(WebhookRejection::MissingSignature)?;
-        let raw = STANDARD.decode(sig).map_err(|_| WebhookRejection::MalformedSignature)?;
+        let sig = signature_header
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or(WebhookRejection::MissingSignature)?;
+        let raw = STANDARD
+            .decode(sig)
+            .map_err(|_| WebhookRejection::MalformedSignature)?;
         if raw.len() < 64 {
             return Err(WebhookRejection::MalformedSignature);
         }
-        if self.keys.verify(body, &raw) { Ok(()) } else { Err(WebhookRejection::BadSignature) }
+        if self.keys.verify(body, &raw) {
+            Ok(())
+        } else {
+            Err(WebhookRejection::BadSignature)
+        }
     }
 
     fn parse(&self, body: &[u8]) -> Result<WebhookEvent, String> {
@@ -137,7 +166,8 @@ mod tests {
     use payhub_core::events::PaymentReport;
 
     const BODY: &[u8] = include_bytes!("../../../../tests/fixtures/openpix/charge-completed.json");
-    const SIG: &str = include_str!("../../../../tests/fixtures/openpix/charge-completed.json.sandbox-sig");
+    const SIG: &str =
+        include_str!("../../../../tests/fixtures/openpix/charge-completed.json.sandbox-sig");
     const SANDBOX_KEY: &str = include_str!("../../../../tests/fixtures/sandbox-openpix-public.pem");
 
     fn sandbox() -> OpenPixWebhooks {
@@ -154,25 +184,45 @@ mod tests {
         let mut body = BODY.to_vec();
         let pos = body.windows(7).position(|w| w == b"\"value\"").unwrap();
         body[pos + 9] = b'9';
-        assert_eq!(sandbox().verify(Some(SIG), &body), Err(WebhookRejection::BadSignature));
+        assert_eq!(
+            sandbox().verify(Some(SIG), &body),
+            Err(WebhookRejection::BadSignature)
+        );
     }
 
     #[test]
     fn wrong_key_fails() {
-        assert_eq!(OpenPixWebhooks::published().verify(Some(SIG), BODY), Err(WebhookRejection::BadSignature));
+        assert_eq!(
+            OpenPixWebhooks::published().verify(Some(SIG), BODY),
+            Err(WebhookRejection::BadSignature)
+        );
     }
 
     #[test]
     fn malformed_and_missing_headers_fail() {
-        assert_eq!(sandbox().verify(None, BODY), Err(WebhookRejection::MissingSignature));
-        assert_eq!(sandbox().verify(Some("  "), BODY), Err(WebhookRejection::MissingSignature));
-        assert_eq!(sandbox().verify(Some("not base64 !!"), BODY), Err(WebhookRejection::MalformedSignature));
-        assert_eq!(sandbox().verify(Some("AAAA"), BODY), Err(WebhookRejection::MalformedSignature));
+        assert_eq!(
+            sandbox().verify(None, BODY),
+            Err(WebhookRejection::MissingSignature)
+        );
+        assert_eq!(
+            sandbox().verify(Some("  "), BODY),
+            Err(WebhookRejection::MissingSignature)
+        );
+        assert_eq!(
+            sandbox().verify(Some("not base64 !!"), BODY),
+            Err(WebhookRejection::MalformedSignature)
+        );
+        assert_eq!(
+            sandbox().verify(Some("AAAA"), BODY),
+            Err(WebhookRejection::MalformedSignature)
+        );
     }
 
     #[test]
     fn either_of_two_trusted_keys_verifies() {
-        let both = OpenPixWebhooks::new(TrustedKeys::from_pem(&format!("{OPENPIX_PUBLIC_KEY_PEM}{SANDBOX_KEY}")).unwrap());
+        let both = OpenPixWebhooks::new(
+            TrustedKeys::from_pem(&format!("{OPENPIX_PUBLIC_KEY_PEM}{SANDBOX_KEY}")).unwrap(),
+        );
         assert_eq!(both.verify(Some(SIG), BODY), Ok(()));
     }
 
@@ -180,20 +230,47 @@ mod tests {
     fn parses_documented_payloads() {
         let w = OpenPixWebhooks::published();
         match w.parse(BODY).unwrap() {
-            WebhookEvent::Payment { provider_reference, report: PaymentReport::Completed { charge_value, paid_value, end_to_end_id, .. }, .. } => {
+            WebhookEvent::Payment {
+                provider_reference,
+                report:
+                    PaymentReport::Completed {
+                        charge_value,
+                        paid_value,
+                        end_to_end_id,
+                        ..
+                    },
+                ..
+            } => {
                 assert_eq!(provider_reference, "3f2a2690-8224-4aae-a1ba-ed26d4d61f81");
                 assert_eq!(charge_value.minor(), 1);
                 assert_eq!(paid_value.map(|m| m.minor()), Some(1));
-                assert_eq!(end_to_end_id.as_deref(), Some("E18236120202509241507s0123456789"));
+                assert_eq!(
+                    end_to_end_id.as_deref(),
+                    Some("E18236120202509241507s0123456789")
+                );
             }
             other => panic!("{other:?}"),
         }
         let expired = include_bytes!("../../../../tests/fixtures/openpix/charge-expired.json");
-        assert!(matches!(w.parse(expired).unwrap(), WebhookEvent::Payment { report: PaymentReport::Expired, .. }));
+        assert!(matches!(
+            w.parse(expired).unwrap(),
+            WebhookEvent::Payment {
+                report: PaymentReport::Expired,
+                ..
+            }
+        ));
         let test_call = include_bytes!("../../../../tests/fixtures/openpix/webhook-test-call.json");
         assert_eq!(w.parse(test_call).unwrap(), WebhookEvent::TestCall);
-        assert_eq!(w.parse(br#"{"data_criacao":"x","event":"OPENPIX:CHARGE_COMPLETED"}"#).unwrap(), WebhookEvent::TestCall);
-        assert!(matches!(w.parse(br#"{"event":"OPENPIX:MOVEMENT_CONFIRMED"}"#).unwrap(), WebhookEvent::Ignored { .. }));
+        assert_eq!(
+            w.parse(br#"{"data_criacao":"x","event":"OPENPIX:CHARGE_COMPLETED"}"#)
+                .unwrap(),
+            WebhookEvent::TestCall
+        );
+        assert!(matches!(
+            w.parse(br#"{"event":"OPENPIX:MOVEMENT_CONFIRMED"}"#)
+                .unwrap(),
+            WebhookEvent::Ignored { .. }
+        ));
         assert!(w.parse(b"not json").is_err());
     }
 }

@@ -1,0 +1,46 @@
+# payhub: the two commands are `make demo` and `make test`.
+CARGO ?= cargo
+# Tests use their own vhost when rabbitmqctl can make it (see ensure-services.sh).
+TEST_AMQP_URL ?= $(shell command -v rabbitmqctl >/dev/null 2>&1 && echo amqp://guest:guest@127.0.0.1:5672/payhub-test || echo amqp://guest:guest@127.0.0.1:5672/%2f)
+
+.PHONY: demo test lint fmt build services migrate audit validate-deploy clean
+
+## Build, migrate, run the six services and the sandbox, walk one order to paid.
+demo: services build
+	./target/debug/payhub-demo
+
+## Unit and end-to-end tests over the real RabbitMQ and PostgreSQL.
+test: services
+	./scripts/ensure-services.sh --test
+	PAYHUB_TEST_AMQP_URL=$(TEST_AMQP_URL) $(CARGO) test --workspace --locked
+
+## Formatting and lints, as CI runs them.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+build:
+	$(CARGO) build --workspace --bins --locked
+
+services:
+	./scripts/ensure-services.sh
+
+## Apply migrations to PAYHUB_DATABASE_URL (default: local payhub database).
+migrate: build
+	./target/debug/payhubctl migrate
+
+## Dependency audit against the RustSec database (offline copy beside the repo if present).
+audit:
+	@command -v cargo-audit >/dev/null || $(CARGO) install cargo-audit --locked
+	@if [ -d ../shared/advisory-db ]; then $(CARGO) audit --db ../shared/advisory-db --no-fetch; else $(CARGO) audit; fi
+
+## Offline checks of deploy/ (compose, Kubernetes, Prometheus, Grafana).
+validate-deploy:
+	./deploy/validate.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf .demo
