@@ -12,7 +12,7 @@ use payhub_connectors::{ChargeConnector, ChargeRequest, ConnectorError};
 use payhub_core::Envelope;
 use payhub_core::events::{ChargeCreated, ChargeFailed, EventPayload};
 use payhub_queue::{ConsumerOptions, Failure, Handler, Incoming, QueueSpec};
-use payhub_service::{CommonConfig, Infra};
+use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::{Store, outbox};
 use payhub_telemetry::{ConfigError, Env};
 use secrecy::SecretString;
@@ -117,7 +117,7 @@ impl<C: ChargeConnector> Handler for ChargeHandler<C> {
                     .bind(created.view.expires_at)
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| db(e.into()))?;
+                    .map_err(db)?;
                     let mut ev = Envelope::for_order(
                         EventPayload::ChargeCreated(ChargeCreated {
                             provider: accepted.provider,
@@ -132,7 +132,7 @@ impl<C: ChargeConnector> Handler for ChargeHandler<C> {
                     );
                     ev.trace = payhub_telemetry::trace::current_context();
                     outbox::add(&mut tx, &ev).await.map_err(db)?;
-                    tx.commit().await.map_err(|e| db(e.into()))?;
+                    tx.commit().await.map_err(db)?;
                     tracing::info!(charge_id = %created.provider_charge_id, "charge created");
                     let _ = outbox::publish_now(&self.store, &self.broker, &[ev]).await;
                     return Ok(());
@@ -163,7 +163,7 @@ impl<C: ChargeConnector> Handler for ChargeHandler<C> {
             return Ok(());
         }
         outbox::add(&mut tx, &event).await.map_err(db)?;
-        tx.commit().await.map_err(|e| db(e.into()))?;
+        tx.commit().await.map_err(db)?;
         tracing::warn!("charge could not be created; the order will be blocked");
         let _ = outbox::publish_now(&self.store, &self.broker, &[event]).await;
         Ok(())
@@ -178,9 +178,6 @@ fn failed_event(provider: payhub_core::Provider, reason: String, permanent: bool
     }))
 }
 
-fn db(e: payhub_store::StoreError) -> Failure {
-    Failure::Transient(format!("database: {e}"))
-}
 
 async fn already_processed(store: &Store, event_id: uuid::Uuid) -> Result<bool, Failure> {
     let r: Option<(i32,)> =
@@ -189,7 +186,7 @@ async fn already_processed(store: &Store, event_id: uuid::Uuid) -> Result<bool, 
             .bind(event_id)
             .fetch_optional(&store.pool)
             .await
-            .map_err(|e| db(e.into()))?;
+            .map_err(db)?;
     Ok(r.is_some())
 }
 

@@ -161,12 +161,13 @@ async fn create_order(
     tx.commit().await?;
     tracing::info!(order_id = %order_id, total = %order.total, customer = %order.customer.email.masked(), "order accepted");
 
+    // The answer shows the order as created, before the pipeline moves it.
+    let view = order_view(&st.store, order_id).await?;
     // Committed: the order exists and its event will be published, now or
     // by the relay if the broker is away.
     if let Err(e) = outbox::publish_now(&st.store, &st.broker, std::slice::from_ref(&event)).await {
         tracing::warn!(error = %e, "publish after commit failed; the outbox relay will publish it");
     }
-    let view = order_view(&st.store, order_id).await?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 

@@ -16,7 +16,7 @@ mod webhook;
 use payhub_core::events::EventPayload;
 use payhub_core::{Envelope, OrderStatus};
 use payhub_queue::{ConsumerOptions, Failure, Handler, Incoming, QueueSpec};
-use payhub_service::{CommonConfig, Infra};
+use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::Store;
 use payhub_telemetry::{ConfigError, Env};
 use prometheus::{IntCounterVec, register_int_counter_vec};
@@ -35,8 +35,8 @@ pub const SERVICE: &str = "notifier";
 static DELIVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "payhub_deliveries_total",
-        "Delivery attempts, by kind (shop_webhook, buyer_email, admin_alert) and outcome (delivered, retry, failed).",
-        &["kind", "outcome"]
+        "Delivery attempts, by shop, kind (shop_webhook, buyer_email, admin_alert, delivery_failure_alert) and outcome (delivered, retry, failed).",
+        &["shop", "kind", "outcome"]
     )
     .expect("metric registers once")
 });
@@ -79,6 +79,8 @@ enum Kind {
     ShopWebhook,
     BuyerEmail,
     AdminAlert,
+    /// Tells the shop's admin that a webhook could not be delivered.
+    DeliveryFailureAlert,
 }
 
 impl Kind {
@@ -87,6 +89,7 @@ impl Kind {
             Kind::ShopWebhook => "shop_webhook",
             Kind::BuyerEmail => "buyer_email",
             Kind::AdminAlert => "admin_alert",
+            Kind::DeliveryFailureAlert => "delivery_failure_alert",
         }
     }
 }
@@ -105,9 +108,6 @@ pub struct NotifyHandler {
     pub max_attempts: u32,
 }
 
-fn db(e: impl Into<payhub_store::StoreError>) -> Failure {
-    Failure::Transient(format!("database: {}", e.into()))
-}
 
 impl NotifyHandler {
     /// Records the delivery if new; returns its id unless already delivered.
@@ -142,13 +142,7 @@ impl NotifyHandler {
         Ok((status != "delivered").then_some(id))
     }
 
-    async fn close(
-        &self,
-        id: Uuid,
-        kind: Kind,
-        attempt: &Attempt,
-        last: bool,
-    ) -> Result<(), Failure> {
+    async fn close(&self, id: Uuid, kind: Kind, shop: Uuid, attempt: &Attempt, last: bool) -> Result<(), Failure> {
         let status = if attempt.ok {
             "delivered"
         } else if last {
@@ -175,9 +169,7 @@ impl NotifyHandler {
         } else {
             "retry"
         };
-        DELIVERIES
-            .with_label_values(&[kind.as_str(), outcome])
-            .inc();
+        DELIVERIES.with_label_values(&[&shop.to_string(), kind.as_str(), outcome]).inc();
         Ok(())
     }
 }
@@ -186,43 +178,29 @@ impl Handler for NotifyHandler {
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
         let env = &msg.envelope;
         let EventPayload::OrderStatusChanged(change) = &env.payload else {
-            return Err(Failure::Permanent(format!(
-                "notifier cannot handle {}",
-                env.kind()
-            )));
+            return Err(Failure::Permanent(format!("notifier cannot handle {}", env.kind())));
         };
-        let shop_id = env
-            .shop_id
-            .ok_or_else(|| Failure::Permanent("order.status_changed without a shop".into()))?;
+        let shop_id = env.shop_id.ok_or_else(|| Failure::Permanent("order.status_changed without a shop".into()))?;
         let shop = payhub_store::shops::by_id(&self.store, shop_id)
             .await
             .map_err(db)?
             .ok_or_else(|| Failure::Permanent(format!("unknown shop {shop_id}")))?;
         let last = msg.attempt >= self.max_attempts;
         let mut failures = Vec::new();
+        let mut webhook_given_up = None;
 
         if let Some(url) = shop.webhook_url.as_deref() {
             let webhook_id = webhook::webhook_id(env.id);
-            if let Some(id) = self
-                .open(env, Kind::ShopWebhook, url, Some(&webhook_id))
-                .await?
-            {
-                let attempt = self
-                    .webhooks
-                    .send(
-                        url,
-                        &shop.webhook_secret,
-                        &webhook_id,
-                        &shop_payload(env, change),
-                    )
-                    .await;
+            if let Some(id) = self.open(env, Kind::ShopWebhook, url, Some(&webhook_id)).await? {
+                let attempt = self.webhooks.send(url, &shop.webhook_secret, &webhook_id, &shop_payload(env, change)).await;
                 if !attempt.ok {
-                    failures.push(format!(
-                        "shop webhook: {}",
-                        attempt.error.clone().unwrap_or_default()
-                    ));
+                    let error = attempt.error.clone().unwrap_or_default();
+                    failures.push(format!("shop webhook: {error}"));
+                    if last {
+                        webhook_given_up = Some(error);
+                    }
                 }
-                self.close(id, Kind::ShopWebhook, &attempt, last).await?;
+                self.close(id, Kind::ShopWebhook, shop.id, &attempt, last).await?;
             }
         }
 
@@ -233,37 +211,37 @@ impl Handler for NotifyHandler {
             if let Some(id) = self.open(env, Kind::BuyerEmail, &target, None).await? {
                 let attempt = self.mailer.send(&change.customer_email, &mail).await;
                 if !attempt.ok {
-                    failures.push(format!(
-                        "buyer e-mail: {}",
-                        attempt.error.clone().unwrap_or_default()
-                    ));
+                    failures.push(format!("buyer e-mail: {}", attempt.error.clone().unwrap_or_default()));
                 }
-                self.close(id, Kind::BuyerEmail, &attempt, last).await?;
+                self.close(id, Kind::BuyerEmail, shop.id, &attempt, last).await?;
             }
         }
 
-        if matches!(change.to, OrderStatus::Failed | OrderStatus::UnderReview)
-            && let Some(admin) = shop.admin_email.as_deref()
-            && let Some(id) = self.open(env, Kind::AdminAlert, admin, None).await?
-        {
-            let attempt = self
-                .mailer
-                .send(admin, &mail::admin_alert(env, change, &shop.name))
-                .await;
-            if !attempt.ok {
-                failures.push(format!(
-                    "admin alert: {}",
-                    attempt.error.clone().unwrap_or_default()
-                ));
+        let mut alerts = Vec::new();
+        if matches!(change.to, OrderStatus::Failed | OrderStatus::UnderReview) {
+            alerts.push((Kind::AdminAlert, mail::admin_alert(env, change, &shop.name)));
+        }
+        if let Some(error) = &webhook_given_up {
+            let url = shop.webhook_url.as_deref().unwrap_or_default();
+            alerts.push((Kind::DeliveryFailureAlert, mail::webhook_failure_alert(env, change, &shop.name, url, msg.attempt, error)));
+        }
+        if let Some(admin) = shop.admin_email.as_deref() {
+            for (kind, mail) in alerts {
+                if let Some(id) = self.open(env, kind, admin, None).await? {
+                    let attempt = self.mailer.send(admin, &mail).await;
+                    if !attempt.ok {
+                        failures.push(format!("{}: {}", kind.as_str(), attempt.error.clone().unwrap_or_default()));
+                    }
+                    self.close(id, kind, shop.id, &attempt, last).await?;
+                }
             }
-            self.close(id, Kind::AdminAlert, &attempt, last).await?;
         }
 
         if failures.is_empty() {
             return Ok(());
         }
         if last {
-            tracing::error!(failures = ?failures, "deliveries failed on the last attempt; marked failed");
+            tracing::error!(failures = ?failures, "deliveries failed on the last attempt; marked failed and dead-lettered");
         }
         Err(Failure::Transient(failures.join("; ")))
     }

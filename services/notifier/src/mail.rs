@@ -150,3 +150,19 @@ pub fn admin_alert(env: &Envelope, change: &OrderStatusChanged, shop_name: &str)
         ),
     }
 }
+
+/// The alert a shop's admin gets when payhub gave up delivering a webhook.
+pub fn webhook_failure_alert(env: &Envelope, change: &OrderStatusChanged, shop_name: &str, url: &str, attempts: u32, error: &str) -> Mail {
+    let order = env.correlation_id.as_deref().unwrap_or("");
+    Mail {
+        subject: format!("[payhub] Webhook não entregue: pedido {order} ({})", change.to.as_str()),
+        body: format!(
+            "Loja: {shop_name}\nPedido: {order} (payhub {})\nEstado: {}\nURL: {url}\nTentativas: {attempts}\nÚltimo erro: {error}\n\n\
+             A notificação foi guardada na fila de mensagens mortas (notifier.status.dlq) e pode ser reenviada com\n\
+             payhubctl dlq replay notifier.status --id {}\n",
+            env.order_id.map(|i| i.to_string()).unwrap_or_default(),
+            change.to.as_str(),
+            env.id,
+        ),
+    }
+}

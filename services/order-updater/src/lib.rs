@@ -11,7 +11,7 @@ mod transitions;
 use payhub_core::Envelope;
 use payhub_core::events::{EventPayload, OrderStatusChanged};
 use payhub_queue::{ConsumerOptions, Failure, Handler, Incoming, QueueSpec};
-use payhub_service::{CommonConfig, Infra};
+use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::{Store, outbox};
 use payhub_telemetry::{ConfigError, Env};
 use prometheus::{IntCounterVec, register_int_counter_vec};
@@ -63,9 +63,6 @@ pub struct UpdateHandler {
     pub broker: payhub_queue::Broker,
 }
 
-fn db(e: impl Into<payhub_store::StoreError>) -> Failure {
-    Failure::Transient(format!("database: {}", e.into()))
-}
 
 #[derive(sqlx::FromRow)]
 struct OrderRow {

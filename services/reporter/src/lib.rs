@@ -14,7 +14,7 @@ use payhub_core::events::EventPayload;
 use payhub_core::{Currency, Money, OrderStatus, ValidationErrors};
 use payhub_queue::{ConsumerOptions, Failure, Handler, Incoming, QueueSpec};
 use payhub_service::problem::ApiError;
-use payhub_service::{CommonConfig, Infra};
+use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::Store;
 use payhub_telemetry::{ConfigError, Env};
 use serde::Deserialize;
@@ -45,9 +45,6 @@ pub struct ReportHandler {
     pub store: Store,
 }
 
-fn db(e: impl Into<payhub_store::StoreError>) -> Failure {
-    Failure::Transient(format!("database: {}", e.into()))
-}
 
 impl Handler for ReportHandler {
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {

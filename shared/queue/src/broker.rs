@@ -1,6 +1,7 @@
 //! One supervised broker connection and the confirmed publisher.
 
 use crate::metrics;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use crate::topology::{Topology, headers};
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -106,7 +107,18 @@ impl Broker {
 
     async fn supervise(&self) {
         let inner = &self.inner;
-        let mut backoff = Duration::from_millis(100);
+        // `backon` replaces the card's `backoff` crate, which RustSec marks
+        // unmaintained (RUSTSEC-2025-0012). Jitter keeps replicas from
+        // reconnecting in lockstep after a broker restart.
+        let delays = || {
+            ExponentialBuilder::new()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5))
+                .with_jitter()
+                .without_max_times()
+                .build()
+        };
+        let mut backoff = delays();
         while !inner.shutdown.is_cancelled() {
             let props =
                 ConnectionProperties::default().with_connection_name(inner.name.as_str().into());
@@ -115,7 +127,7 @@ impl Broker {
                     Ok(()) => {
                         metrics::RECONNECTS.with_label_values(&["ok"]).inc();
                         tracing::info!(client = %inner.name, "connected to the broker");
-                        backoff = Duration::from_millis(100);
+                        backoff = delays();
                         let conn = Arc::new(conn);
                         inner.current.send_replace(Some(conn.clone()));
                         inner.connected.store(true, Ordering::Relaxed);
@@ -146,14 +158,14 @@ impl Broker {
                 },
                 Err(e) => {
                     metrics::RECONNECTS.with_label_values(&["error"]).inc();
-                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach the broker");
+                    tracing::warn!(error = %e, "cannot reach the broker; retrying");
                 }
             }
+            let wait = backoff.next().unwrap_or(Duration::from_secs(5));
             tokio::select! {
                 _ = inner.shutdown.cancelled() => {}
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 

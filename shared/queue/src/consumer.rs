@@ -40,6 +40,10 @@ pub enum Failure {
     Transient(String),
     /// Retrying cannot help (bad payload, unknown order): park it at once.
     Permanent(String),
+    /// A dependency every message needs is down (the database). The worker
+    /// keeps the delivery and tries it again in place, with backoff, until
+    /// the dependency is back: an outage must not use up anyone's attempts.
+    Unavailable(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -47,6 +51,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Transient(e) => write!(f, "transient: {e}"),
             Failure::Permanent(e) => write!(f, "permanent: {e}"),
+            Failure::Unavailable(e) => write!(f, "unavailable: {e}"),
         }
     }
 }
@@ -172,6 +177,7 @@ pub async fn consume<H: Handler>(
     handler: Arc<H>,
     shutdown: CancellationToken,
 ) {
+    let monitor = tokio::spawn(monitor_depths(broker.clone(), opts.spec, shutdown.clone()));
     while !shutdown.is_cancelled() {
         let conn = match broker.connection().await {
             Ok(c) => c,
@@ -186,6 +192,37 @@ pub async fn consume<H: Handler>(
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
             }
+        }
+    }
+    monitor.abort();
+}
+
+/// Samples the depth of the work, retry and dead-letter queues every few
+/// seconds into `payhub_queue_messages` (what autoscaling and alerts read).
+async fn monitor_depths(broker: Broker, spec: QueueSpec, shutdown: CancellationToken) {
+    let topo = broker.topology().clone();
+    let queues = [
+        (topo.work_queue(&spec), "work"),
+        (topo.retry_queue(&spec), "retry"),
+        (topo.dead_letter_queue(&spec), "dead_letter"),
+    ];
+    loop {
+        if let Ok(conn) = broker.connection().await
+            && let Ok(ch) = conn.create_channel().await
+        {
+            for (q, kind) in &queues {
+                let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+                match ch.queue_declare(q.as_str().into(), passive, FieldTable::default()).await {
+                    Ok(info) => metrics::QUEUE_DEPTH.with_label_values(&[spec.base, kind]).set(i64::from(info.message_count())),
+                    // A failed passive declare closes the channel; try again next round.
+                    Err(_) => break,
+                }
+            }
+            let _ = ch.close(200, "sampled".into()).await;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
 }
@@ -231,10 +268,10 @@ async fn session<H: Handler>(
             .acquire_owned()
             .await
             .expect("semaphore never closes");
-        let (broker, opts, handler, queue) =
-            (broker.clone(), opts.clone(), handler.clone(), queue.clone());
+        let (broker, opts, handler, queue, stop) =
+            (broker.clone(), opts.clone(), handler.clone(), queue.clone(), shutdown.clone());
         tasks.spawn(async move {
-            process(&broker, &opts, &queue, handler.as_ref(), delivery).await;
+            process(&broker, &opts, &queue, handler.as_ref(), delivery, &stop).await;
             drop(permit);
         });
     };
@@ -255,6 +292,7 @@ async fn process<H: Handler>(
     queue: &str,
     handler: &H,
     delivery: Delivery,
+    shutdown: &CancellationToken,
 ) {
     let started = Instant::now();
     let empty = FieldTable::default();
@@ -294,12 +332,35 @@ async fn process<H: Handler>(
         order_id = ?envelope.order_id,
         attempt
     );
+    if attempt == 1 && hdrs.inner().contains_key(crate::dead_letters::REPLAYED) {
+        metrics::REPLAYED.with_label_values(&[queue]).inc();
+    }
     let incoming = Incoming {
         envelope,
         attempt,
         redelivered: delivery.redelivered,
     };
-    let outcome = handler.handle(&incoming).instrument(span.clone()).await;
+    let mut pause = Duration::from_millis(100);
+    let outcome = loop {
+        match handler.handle(&incoming).instrument(span.clone()).await {
+            Err(Failure::Unavailable(e)) => {
+                if shutdown.is_cancelled() {
+                    // Hand it back; another consumer (or we, restarted) takes it.
+                    let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                    metrics::CONSUMED.with_label_values(&[queue, kind, "requeue"]).inc();
+                    return;
+                }
+                tracing::warn!(parent: &span, error = %e, pause = ?pause, "a dependency is unavailable; holding the message and trying again");
+                metrics::UNAVAILABLE.with_label_values(&[queue]).inc();
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => break other,
+        }
+    };
     let _enter = span.enter();
     metrics::HANDLE_SECONDS
         .with_label_values(&[queue, kind])
@@ -322,7 +383,9 @@ async fn process<H: Handler>(
                 AMQPValue::LongLongInt(i64::from(attempt + 1)),
             );
             let target = broker.topology().retry_queue(&opts.spec);
-            settle(broker, &delivery, &target, h, queue, kind, "retry").await;
+            if settle(broker, &delivery, &target, h, queue, kind, "retry").await {
+                metrics::RETRIED.with_label_values(&[queue, &attempt.to_string()]).inc();
+            }
         }
         Err(Failure::Transient(e)) => {
             tracing::error!(error = %e, "transient failure on the last attempt; dead-lettering");
@@ -339,7 +402,7 @@ async fn process<H: Handler>(
             )
             .await;
         }
-        Err(Failure::Permanent(e)) => {
+        Err(Failure::Permanent(e)) | Err(Failure::Unavailable(e)) => {
             tracing::error!(error = %e, "permanent failure; dead-lettering");
             finish_failed(
                 broker,

@@ -10,6 +10,7 @@
 
 mod broker;
 mod consumer;
+pub mod dead_letters;
 pub mod metrics;
 mod topology;
 

@@ -1,6 +1,6 @@
 //! Queue metrics, registered once in the process's default registry.
 
-use prometheus::{HistogramVec, IntCounterVec, register_histogram_vec, register_int_counter_vec};
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec};
 use std::sync::LazyLock;
 
 pub static PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -47,6 +47,42 @@ pub static RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "payhub_broker_connections_total",
         "Broker connection attempts, by result.",
         &["result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static RETRIED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "payhub_messages_retried_total",
+        "Messages sent to a retry queue after a transient failure, by queue and attempt that failed.",
+        &["queue", "attempt"]
+    )
+    .expect("metric registers once")
+});
+
+pub static REPLAYED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "payhub_messages_replayed_total",
+        "Dead letters an operator replayed, counted when the consumer receives them, by queue.",
+        &["queue"]
+    )
+    .expect("metric registers once")
+});
+
+pub static QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "payhub_queue_messages",
+        "Messages ready in a queue (work, retry or dead-letter), sampled by its consumer.",
+        &["queue", "kind"]
+    )
+    .expect("metric registers once")
+});
+
+pub static UNAVAILABLE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "payhub_dependency_unavailable_total",
+        "In-place waits because a dependency (the database) was unavailable, by queue.",
+        &["queue"]
     )
     .expect("metric registers once")
 });

@@ -4,6 +4,22 @@
 
 pub mod problem;
 
+use payhub_queue::Failure;
+use payhub_store::StoreError;
+
+/// How a consumer treats a database error: connection trouble (the
+/// database restarting, the pool exhausted) holds the message until the
+/// database is back; anything else is a transient failure with bounded
+/// attempts, then the dead-letter queue.
+pub fn store_failure(e: impl Into<StoreError>) -> Failure {
+    let e = e.into();
+    if e.is_transient() {
+        Failure::Unavailable(format!("database: {e}"))
+    } else {
+        Failure::Transient(format!("database: {e}"))
+    }
+}
+
 use anyhow::Context;
 use payhub_queue::{Broker, RetryPolicy, Topology};
 use payhub_store::Store;

@@ -24,9 +24,27 @@ impl ApiError {
     }
 }
 
-impl<E: Into<anyhow::Error>> From<E> for ApiError {
-    fn from(e: E) -> Self {
-        ApiError::Internal(e.into())
+impl From<payhub_store::StoreError> for ApiError {
+    fn from(e: payhub_store::StoreError) -> Self {
+        if e.is_transient() {
+            // The database is restarting or saturated: the caller may retry.
+            tracing::warn!(error = %e, "database unavailable");
+            ApiError::Unavailable("the database is unavailable; try again shortly".into())
+        } else {
+            ApiError::Internal(e.into())
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::from(payhub_store::StoreError::from(e))
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        ApiError::Internal(e)
     }
 }
 

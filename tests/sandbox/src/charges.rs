@@ -505,26 +505,48 @@ pub(crate) fn new_end_to_end_id(now: OffsetDateTime) -> String {
     )
 }
 
-/// The `OPENPIX:CHARGE_COMPLETED` body for a charge already marked paid
+/// Event names of a payment.
+pub(crate) const EVENT_CHARGE_COMPLETED: &str = "OPENPIX:CHARGE_COMPLETED";
+pub(crate) const EVENT_TRANSACTION_RECEIVED: &str = "OPENPIX:TRANSACTION_RECEIVED";
+
+/// One PIX payment's identity, shared by every event that reports it.
+struct PixIdentity {
+    payer: Value,
+    global_id: String,
+}
+
+impl PixIdentity {
+    fn new() -> PixIdentity {
+        PixIdentity {
+            payer: serde_json::json!({
+                "name": PAYER_NAME,
+                "taxID": { "taxID": PAYER_CPF, "type": "BR:CPF" },
+                "correlationID": uuid::Uuid::new_v4().to_string(),
+            }),
+            global_id: STANDARD.encode(format!("PixTransaction:{}", util::hex_n(24))),
+        }
+    }
+}
+
+/// An event with `charge` and `pix` for a charge already marked paid
 /// (`paid_at`, `paid_value`, `end_to_end_id` set).
-pub(crate) fn completed_event(c: &SandboxCharge) -> Result<Vec<u8>, serde_json::Error> {
+fn paid_event(
+    c: &SandboxCharge,
+    event: &'static str,
+    pix: &PixIdentity,
+) -> Result<Vec<u8>, serde_json::Error> {
     let paid_at = c.paid_at.as_deref().unwrap_or(&c.updated_at);
-    let payer = serde_json::json!({
-        "name": PAYER_NAME,
-        "taxID": { "taxID": PAYER_CPF, "type": "BR:CPF" },
-        "correlationID": uuid::Uuid::new_v4().to_string(),
-    });
     let info = if c.comment.is_empty() {
         "payhub sandbox"
     } else {
         &c.comment
     };
     let event = EventView {
-        event: "OPENPIX:CHARGE_COMPLETED",
+        event,
         charge: charge_view(c, true),
         pix: Some(PixView {
             customer: &c.customer,
-            payer,
+            payer: pix.payer.clone(),
             charge: charge_view(c, false),
             value: c.paid_value.unwrap_or(c.value),
             time: paid_at,
@@ -534,7 +556,7 @@ pub(crate) fn completed_event(c: &SandboxCharge) -> Result<Vec<u8>, serde_json::
             status: "CONFIRMED",
             kind: "PAYMENT",
             created_at: paid_at,
-            global_id: STANDARD.encode(format!("PixTransaction:{}", util::hex_n(24))),
+            global_id: pix.global_id.clone(),
         }),
         company: company(),
         account: AccountView {
@@ -542,6 +564,25 @@ pub(crate) fn completed_event(c: &SandboxCharge) -> Result<Vec<u8>, serde_json::
         },
     };
     serde_json::to_vec(&event)
+}
+
+/// The `OPENPIX:CHARGE_COMPLETED` body for a charge already marked paid
+/// (`paid_at`, `paid_value`, `end_to_end_id` set).
+pub(crate) fn completed_event(c: &SandboxCharge) -> Result<Vec<u8>, serde_json::Error> {
+    paid_event(c, EVENT_CHARGE_COMPLETED, &PixIdentity::new())
+}
+
+/// The two bodies OpenPix sends for one paid charge: `OPENPIX:CHARGE_COMPLETED`
+/// and `OPENPIX:TRANSACTION_RECEIVED`, with the same charge and the same pix
+/// (endToEndId, payer, globalID).
+pub(crate) fn completed_and_received_events(
+    c: &SandboxCharge,
+) -> Result<Vec<Vec<u8>>, serde_json::Error> {
+    let pix = PixIdentity::new();
+    Ok(vec![
+        paid_event(c, EVENT_CHARGE_COMPLETED, &pix)?,
+        paid_event(c, EVENT_TRANSACTION_RECEIVED, &pix)?,
+    ])
 }
 
 /// The `OPENPIX:CHARGE_EXPIRED` body: the charge, no `pix`.
@@ -677,6 +718,15 @@ mod tests {
         assert_eq!(v["pix"]["transactionID"], v["charge"]["transactionID"]);
         assert!(v["pix"]["charge"].get("paymentMethods").is_none());
         assert_eq!(v["account"]["environment"], "TESTING");
+
+        let both = completed_and_received_events(&c).expect("serializes");
+        let [completed, received] = [&both[0], &both[1]].map(|b| {
+            serde_json::from_slice::<Value>(b).expect("json")
+        });
+        assert_eq!(completed["event"], EVENT_CHARGE_COMPLETED);
+        assert_eq!(received["event"], EVENT_TRANSACTION_RECEIVED);
+        assert_eq!(received["charge"], completed["charge"]);
+        assert_eq!(received["pix"], completed["pix"]);
 
         c.status = crate::model::STATUS_EXPIRED.into();
         let v: Value =

@@ -14,6 +14,7 @@
 //! cancelled.
 
 mod charges;
+mod faults;
 mod mime;
 mod model;
 mod provider;
@@ -33,6 +34,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use faults::{ProviderFault, ShopFault};
 pub use model::{
     ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge,
     WebhookAttempt,
@@ -195,6 +197,9 @@ impl Sandbox {
             emails: Arc::default(),
             charge_requests: AtomicUsize::new(0),
             tasks: Mutex::default(),
+            shutdown: shutdown.clone(),
+            provider_fault: Mutex::default(),
+            held: Mutex::default(),
         });
 
         let provider_app = provider::router(inner.clone());
@@ -208,7 +213,7 @@ impl Sandbox {
             }
         });
 
-        let shop_app = shop::router(inner.shop.clone());
+        let shop_app = shop::router(inner.shop.clone(), shutdown.clone());
         let shop_stop = shutdown.clone();
         let shop = tokio::spawn(async move {
             let served = axum::serve(shop_listener, shop_app)
@@ -366,9 +371,91 @@ impl Sandbox {
         lock(&self.inner.emails).clone()
     }
 
-    /// How many `POST /api/v1/charge` calls arrived (repeats and refused
-    /// ones included).
+    /// How many `POST /api/v1/charge` calls arrived (repeats, refused and
+    /// faulted ones included).
     pub fn charge_requests(&self) -> usize {
         self.inner.charge_requests.load(Ordering::SeqCst)
+    }
+
+    // --- Fault injection -------------------------------------------------
+
+    /// The next `n` requests to `POST /shop/webhooks` get `fault`, then the
+    /// shop answers 200 again. Replaces any earlier shop fault; `n == 0`
+    /// recovers. Every request is still recorded (see
+    /// [`ReceivedWebhook::answered`]).
+    pub fn shop_fail_next(&self, n: u32, fault: ShopFault) {
+        lock(&self.inner.shop).fault.fail_next(n, fault);
+        tracing::info!(n, ?fault, "shop fault set");
+    }
+
+    /// Every request to `POST /shop/webhooks` gets `fault` until
+    /// [`Sandbox::shop_recover`].
+    pub fn shop_fail_always(&self, fault: ShopFault) {
+        lock(&self.inner.shop).fault.fail_always(fault);
+        tracing::info!(?fault, "shop fault set for every request");
+    }
+
+    /// The shop answers 200 to everything again. Requests already hanging
+    /// stay held.
+    pub fn shop_recover(&self) {
+        lock(&self.inner.shop).fault.recover();
+        tracing::info!("shop recovered");
+    }
+
+    /// The next `n` `POST /api/v1/charge` requests get `fault` (and create no
+    /// charge), then the provider works again. Other routes are unaffected.
+    /// Replaces any earlier provider fault; `n == 0` recovers.
+    /// [`Sandbox::charge_requests`] counts faulted requests too.
+    pub fn provider_fail_next(&self, n: u32, fault: ProviderFault) {
+        lock(&self.inner.provider_fault).fail_next(n, fault);
+        tracing::info!(n, ?fault, "provider fault set");
+    }
+
+    /// Every `POST /api/v1/charge` gets `fault` until [`Sandbox::provider_recover`].
+    pub fn provider_fail_always(&self, fault: ProviderFault) {
+        lock(&self.inner.provider_fault).fail_always(fault);
+        tracing::info!(?fault, "provider fault set for every charge request");
+    }
+
+    /// `POST /api/v1/charge` works again. Requests already held stay held.
+    pub fn provider_recover(&self) {
+        lock(&self.inner.provider_fault).recover();
+        tracing::info!("provider recovered");
+    }
+
+    /// While `hold` is true, [`Sandbox::pay`], [`Sandbox::expire`],
+    /// [`Sandbox::resend_last_webhook`] (and their control routes) change the
+    /// charge as usual but queue their webhook instead of sending it, and
+    /// return `WebhookAttempt { status: 0, body: "held" }`. Turning the hold
+    /// off does not send the queue; [`Sandbox::release_held_webhooks`] does.
+    /// [`Sandbox::send_raw_webhook`] is never held.
+    pub fn hold_webhooks(&self, hold: bool) {
+        let queued = self.inner.set_hold(hold);
+        tracing::info!(hold, queued, "webhook hold changed");
+    }
+
+    /// Sends the queued webhooks one by one, in the order they were queued
+    /// or reversed, and returns what the target answered to each. The hold
+    /// setting does not change. `Err` when no target is configured or a
+    /// POST gets no answer; the webhooks not delivered stay queued.
+    pub async fn release_held_webhooks(
+        &self,
+        reverse: bool,
+    ) -> anyhow::Result<Vec<WebhookAttempt>> {
+        Ok(self.inner.release_held(reverse).await?)
+    }
+
+    /// As [`Sandbox::pay`], but reported as OpenPix does it: the same pix
+    /// arrives twice, as `OPENPIX:CHARGE_COMPLETED` and then as
+    /// `OPENPIX:TRANSACTION_RECEIVED` (same charge, `status` `COMPLETED`,
+    /// same `pix.endToEndId` and `pix.globalID`), each signed. Returns both
+    /// answers in that order. Both deliveries are tried; the first failure
+    /// is the error (the payment stands). [`Sandbox::resend_last_webhook`]
+    /// then repeats the `TRANSACTION_RECEIVED` one.
+    pub async fn pay_with_transaction_received(
+        &self,
+        correlation_id: &str,
+    ) -> anyhow::Result<Vec<WebhookAttempt>> {
+        Ok(self.inner.pay_events(correlation_id, None, true).await?)
     }
 }

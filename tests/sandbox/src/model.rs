@@ -73,6 +73,9 @@ pub struct ReceivedWebhook {
     pub verify_error: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
+    /// The status the shop answered: 200 normally, the injected code under a
+    /// [`crate::ShopFault::Status`], `None` under [`crate::ShopFault::Hang`].
+    pub answered: Option<u16>,
 }
 
 /// One message the SMTP sink accepted.

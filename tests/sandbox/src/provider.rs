@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::charges::{self, ChargeView, charge_view};
+use crate::faults::{self, ProviderFault, ShopFault};
 use crate::model::{STATUS_ACTIVE, SandboxCharge, WebhookAttempt};
 use crate::state::{Inner, OpError, lock};
 use crate::util::{self, html_escape, json_error};
@@ -61,6 +62,12 @@ pub(crate) fn router(state: Shared) -> Router {
             "/sandbox/webhook-target",
             get(get_webhook_target).put(put_webhook_target),
         )
+        .route("/sandbox/faults", get(show_faults))
+        .route("/sandbox/faults/shop", post(set_shop_fault))
+        .route("/sandbox/faults/provider", post(set_provider_fault))
+        .route("/sandbox/webhooks/held", get(show_held))
+        .route("/sandbox/webhooks/hold", post(hold_webhooks))
+        .route("/sandbox/webhooks/release", post(release_webhooks))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found") })
         .with_state(state)
 }
@@ -108,6 +115,28 @@ async fn create_charge(
     body: Bytes,
 ) -> Response {
     state.charge_requests.fetch_add(1, Ordering::SeqCst);
+    let fault = lock(&state.provider_fault).take();
+    match fault {
+        None => {}
+        Some(ProviderFault::Status(code)) => {
+            tracing::info!(code, "provider fault: answering a charge request with an error");
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let message = match code {
+                429 => "sandbox provider fault: too many requests".to_string(),
+                503 => "sandbox provider fault: service unavailable".to_string(),
+                _ => format!("sandbox provider fault: answering {code}"),
+            };
+            return json_error(status, message);
+        }
+        Some(ProviderFault::Timeout) => {
+            tracing::info!("provider fault: holding a charge request without answering");
+            faults::hold_until_shutdown(&state.shutdown).await;
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sandbox provider fault: a held request was released",
+            );
+        }
+    }
     if let Some(denied) = refuse_unauthorized(&state, &headers) {
         return denied;
     }
@@ -270,6 +299,9 @@ struct ControlReply {
     charge: Option<SandboxCharge>,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook: Option<WebhookAttempt>,
+    /// Every answer, when one operation sent several webhooks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhooks: Option<Vec<WebhookAttempt>>,
 }
 
 fn control_reply(
@@ -277,9 +309,19 @@ fn control_reply(
     correlation_id: &str,
     result: Result<WebhookAttempt, OpError>,
 ) -> Response {
+    control_reply_many(state, correlation_id, result.map(|a| vec![a]), false)
+}
+
+/// `webhook` is the first answer; `list` adds `webhooks` with all of them.
+fn control_reply_many(
+    state: &Inner,
+    correlation_id: &str,
+    result: Result<Vec<WebhookAttempt>, OpError>,
+    list: bool,
+) -> Response {
     let charge = lock(&state.charges).get(correlation_id).cloned();
-    let (status, error, webhook) = match result {
-        Ok(attempt) => (StatusCode::OK, None, Some(attempt)),
+    let (status, error, webhooks) = match result {
+        Ok(attempts) => (StatusCode::OK, None, Some(attempts)),
         Err(e) => (e.http_status(), Some(e.to_string()), None),
     };
     (
@@ -287,34 +329,50 @@ fn control_reply(
         Json(ControlReply {
             error,
             charge,
-            webhook,
+            webhook: webhooks.as_ref().and_then(|w| w.first().cloned()),
+            webhooks: webhooks.filter(|_| list),
         }),
     )
         .into_response()
 }
 
-/// `POST /sandbox/charges/{correlationID}/pay`, optional body `{"value": centavos}`.
+/// `POST /sandbox/charges/{correlationID}/pay`, optional body
+/// `{"value": centavos, "transactionReceived": true}` (the latter also sends
+/// `OPENPIX:TRANSACTION_RECEIVED`; the reply then lists both in `webhooks`).
 async fn control_pay(
     State(state): State<Shared>,
     Path(correlation_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let paid_value = if body.iter().all(u8::is_ascii_whitespace) {
-        None
+    let (paid_value, transaction_received) = if body.iter().all(u8::is_ascii_whitespace) {
+        (None, false)
     } else {
         match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(obj)) => match obj.get("value") {
-                None | Some(Value::Null) => None,
-                Some(v) => match v.as_i64() {
-                    Some(n) if n > 0 => Some(n),
-                    _ => {
+            Ok(Value::Object(obj)) => {
+                let paid_value = match obj.get("value") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => match v.as_i64() {
+                        Some(n) if n > 0 => Some(n),
+                        _ => {
+                            return json_error(
+                                StatusCode::BAD_REQUEST,
+                                "value must be an integer number of centavos > 0",
+                            );
+                        }
+                    },
+                };
+                let transaction_received = match obj.get("transactionReceived") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => {
                         return json_error(
                             StatusCode::BAD_REQUEST,
-                            "value must be an integer number of centavos > 0",
+                            "transactionReceived must be a boolean",
                         );
                     }
-                },
-            },
+                };
+                (paid_value, transaction_received)
+            }
             _ => {
                 return json_error(
                     StatusCode::BAD_REQUEST,
@@ -323,8 +381,10 @@ async fn control_pay(
             }
         }
     };
-    let result = state.pay(&correlation_id, paid_value).await;
-    control_reply(&state, &correlation_id, result)
+    let result = state
+        .pay_events(&correlation_id, paid_value, transaction_received)
+        .await;
+    control_reply_many(&state, &correlation_id, result, transaction_received)
 }
 
 /// `POST /sandbox/charges/{correlationID}/expire`.
@@ -409,6 +469,104 @@ async fn put_webhook_target(State(state): State<Shared>, body: Bytes) -> Respons
     }
     state.set_webhook_target(url.clone());
     Json(json!({ "url": url })).into_response()
+}
+
+/// `GET /sandbox/faults`: the active shop and provider faults (`null` when none).
+async fn show_faults(State(state): State<Shared>) -> Response {
+    let shop = lock(&state.shop).fault.describe();
+    let provider = lock(&state.provider_fault).describe();
+    Json(json!({ "shop": shop, "provider": provider })).into_response()
+}
+
+/// `POST /sandbox/faults/shop` `{"mode": "status"|"hang"|"recover", "status", "count"|"always"}`.
+async fn set_shop_fault(State(state): State<Shared>, body: Bytes) -> Response {
+    match faults::parse_command(&body, "hang", ShopFault::Hang, ShopFault::Status) {
+        Ok(command) => {
+            let mut shop = lock(&state.shop);
+            shop.fault.apply(command);
+            let fault = shop.fault.describe();
+            tracing::info!(%fault, "shop fault set");
+            Json(json!({ "fault": fault })).into_response()
+        }
+        Err(e) => json_error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// `POST /sandbox/faults/provider` `{"mode": "status"|"timeout"|"recover", "status", "count"|"always"}`.
+async fn set_provider_fault(State(state): State<Shared>, body: Bytes) -> Response {
+    match faults::parse_command(
+        &body,
+        "timeout",
+        ProviderFault::Timeout,
+        ProviderFault::Status,
+    ) {
+        Ok(command) => {
+            let mut plan = lock(&state.provider_fault);
+            plan.apply(command);
+            let fault = plan.describe();
+            tracing::info!(%fault, "provider fault set");
+            Json(json!({ "fault": fault })).into_response()
+        }
+        Err(e) => json_error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+fn held_reply(state: &Inner) -> Value {
+    let (hold, queued) = state.held_summary();
+    json!({ "hold": hold, "queued": queued })
+}
+
+/// `GET /sandbox/webhooks/held`: `{"hold", "queued": [{"correlationID", "event"}]}`.
+async fn show_held(State(state): State<Shared>) -> Response {
+    Json(held_reply(&state)).into_response()
+}
+
+/// `POST /sandbox/webhooks/hold` `{"hold": true|false}`.
+async fn hold_webhooks(State(state): State<Shared>, body: Bytes) -> Response {
+    let hold = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("hold").and_then(Value::as_bool));
+    let Some(hold) = hold else {
+        return json_error(StatusCode::BAD_REQUEST, "expected {\"hold\": true|false}");
+    };
+    let queued = state.set_hold(hold);
+    tracing::info!(hold, queued, "webhook hold changed");
+    Json(held_reply(&state)).into_response()
+}
+
+/// `POST /sandbox/webhooks/release`, optional body `{"reverse": true}`.
+async fn release_webhooks(State(state): State<Shared>, body: Bytes) -> Response {
+    let reverse = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(obj)) => match obj.get("reverse") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return json_error(StatusCode::BAD_REQUEST, "reverse must be a boolean");
+                }
+            },
+            _ => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "the body must be empty or {\"reverse\": true|false}",
+                );
+            }
+        }
+    };
+    match state.release_held(reverse).await {
+        Ok(webhooks) => {
+            let mut reply = held_reply(&state);
+            reply["webhooks"] = json!(webhooks);
+            Json(reply).into_response()
+        }
+        Err(e) => {
+            let mut reply = held_reply(&state);
+            reply["error"] = json!(e.to_string());
+            (e.http_status(), Json(reply)).into_response()
+        }
+    }
 }
 
 #[cfg(test)]

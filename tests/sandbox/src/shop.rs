@@ -6,14 +6,17 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{any, post};
 use payhub_core::standard_webhooks::{
     HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, VerifyError, WebhookSecret,
 };
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
+use crate::faults::{self, FaultPlan, ShopFault};
 use crate::model::ReceivedWebhook;
 use crate::state::lock;
 use crate::util::json_error;
@@ -26,6 +29,8 @@ pub(crate) const TOLERANCE_SECS: i64 = 300;
 pub(crate) struct ShopState {
     secrets: Vec<WebhookSecret>,
     received: Vec<ReceivedWebhook>,
+    /// The active fault of `POST /shop/webhooks`.
+    pub fault: FaultPlan<ShopFault>,
 }
 
 impl ShopState {
@@ -66,38 +71,78 @@ impl ShopState {
     }
 }
 
-/// How the shop answers one delivery. Fault injection (5xx, timeouts, slow
-/// answers) will add variants here and a rule in [`choose_reply`].
+/// How the shop answers one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ShopReply {
     /// 200 `{"received": true}`.
     Accept,
+    /// An injected status code.
+    Status(u16),
+    /// Never answer (until the sandbox stops).
+    Hang,
 }
 
-/// Picks the answer for a delivery that was just recorded.
-fn choose_reply(_state: &ShopState, _webhook: &ReceivedWebhook) -> ShopReply {
-    ShopReply::Accept
-}
-
-impl IntoResponse for ShopReply {
-    fn into_response(self) -> Response {
+impl ShopReply {
+    /// What the record says was answered.
+    fn answered(self) -> Option<u16> {
         match self {
-            ShopReply::Accept => (
-                StatusCode::OK,
-                axum::Json(serde_json::json!({ "received": true })),
-            )
-                .into_response(),
+            ShopReply::Accept => Some(200),
+            ShopReply::Status(code) => Some(code),
+            ShopReply::Hang => None,
         }
     }
 }
 
+/// Picks the answer for the delivery that just arrived, using up one
+/// request of the active fault.
+fn choose_reply(state: &mut ShopState) -> ShopReply {
+    match state.fault.take() {
+        None => ShopReply::Accept,
+        Some(ShopFault::Status(code)) => ShopReply::Status(code),
+        Some(ShopFault::Hang) => ShopReply::Hang,
+    }
+}
+
+/// Where 3xx fault answers point.
+const REDIRECT_PATH: &str = "/shop/webhooks/redirected";
+
+fn status_reply(code: u16) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if matches!(code, 204 | 304) {
+        return status.into_response();
+    }
+    let mut response = if status.is_success() {
+        (status, axum::Json(serde_json::json!({ "received": true }))).into_response()
+    } else {
+        json_error(status, format!("sandbox shop fault: answering {code}"))
+    };
+    if status.is_redirection()
+        && let Ok(location) = HeaderValue::from_str(REDIRECT_PATH)
+    {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
+
+/// The shop server's state: the records and the shutdown signal that ends
+/// held requests.
+#[derive(Clone)]
+struct App {
+    shop: Shared,
+    shutdown: CancellationToken,
+}
+
 type Shared = Arc<Mutex<ShopState>>;
 
-pub(crate) fn router(state: Shared) -> Router {
+pub(crate) fn router(state: Shared, shutdown: CancellationToken) -> Router {
     Router::new()
         .route("/shop/webhooks", post(receive).get(list))
+        .route(REDIRECT_PATH, any(redirected))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found") })
-        .with_state(state)
+        .with_state(App {
+            shop: state,
+            shutdown,
+        })
 }
 
 fn header(headers: &HeaderMap, name: &str) -> String {
@@ -108,43 +153,74 @@ fn header(headers: &HeaderMap, name: &str) -> String {
         .to_string()
 }
 
-/// `POST /shop/webhooks`: record, verify, answer.
-async fn receive(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /shop/webhooks`: record, verify, answer (or misbehave).
+async fn receive(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
     let received_at = OffsetDateTime::now_utc();
     let id = header(&headers, HEADER_ID);
     let timestamp = header(&headers, HEADER_TIMESTAMP);
     let signature = header(&headers, HEADER_SIGNATURE);
 
-    let mut shop = lock(&state);
-    let outcome = shop.verify(
-        &id,
-        &timestamp,
-        &signature,
-        &body,
-        received_at.unix_timestamp(),
-    );
-    let webhook = ReceivedWebhook {
-        id,
-        timestamp,
-        signature,
-        body: String::from_utf8_lossy(&body).into_owned(),
-        verified: outcome.is_ok(),
-        verify_error: outcome.err(),
-        received_at,
+    let reply = {
+        // One lock for verifying, choosing the answer and recording, so the
+        // records keep arrival order and match the fault budget.
+        let mut shop = lock(&app.shop);
+        let outcome = shop.verify(
+            &id,
+            &timestamp,
+            &signature,
+            &body,
+            received_at.unix_timestamp(),
+        );
+        let reply = choose_reply(&mut shop);
+        let webhook = ReceivedWebhook {
+            id,
+            timestamp,
+            signature,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            verified: outcome.is_ok(),
+            verify_error: outcome.err(),
+            received_at,
+            answered: reply.answered(),
+        };
+        tracing::info!(
+            webhook_id = %webhook.id,
+            verified = webhook.verified,
+            error = webhook.verify_error.as_deref().unwrap_or(""),
+            answered = ?webhook.answered,
+            "shop received a webhook"
+        );
+        shop.received.push(webhook);
+        reply
     };
-    tracing::info!(
-        webhook_id = %webhook.id,
-        verified = webhook.verified,
-        error = webhook.verify_error.as_deref().unwrap_or(""),
-        "shop received a webhook"
-    );
-    let reply = choose_reply(&shop, &webhook);
-    shop.received.push(webhook);
-    reply.into_response()
+    match reply {
+        ShopReply::Accept => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "received": true })),
+        )
+            .into_response(),
+        ShopReply::Status(code) => status_reply(code),
+        ShopReply::Hang => {
+            faults::hold_until_shutdown(&app.shutdown).await;
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sandbox shop fault: a held request was released",
+            )
+        }
+    }
+}
+
+/// Where 3xx fault answers point: answers 200 without recording anything.
+async fn redirected() -> Response {
+    tracing::warn!("a client followed the sandbox shop's redirect (webhook senders should not)");
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({ "received": true, "redirected": true })),
+    )
+        .into_response()
 }
 
 /// `GET /shop/webhooks`.
-async fn list(State(state): State<Shared>) -> Response {
-    let received = lock(&state).received();
+async fn list(State(app): State<App>) -> Response {
+    let received = lock(&app.shop).received();
     axum::Json(serde_json::json!({ "webhooks": received })).into_response()
 }

@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::charges::{self, ChargeBook, SentWebhook};
+use crate::faults::{FaultPlan, ProviderFault};
 use crate::model::{
     ReceivedEmail, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge, WebhookAttempt,
 };
@@ -42,6 +44,35 @@ pub(crate) struct Inner {
     pub charge_requests: AtomicUsize,
     /// The spawned servers, awaited by [`crate::Sandbox::stopped`].
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Cancelled when the sandbox stops; ends held (faulted) requests.
+    pub shutdown: CancellationToken,
+    /// The active fault of `POST /api/v1/charge`.
+    pub provider_fault: Mutex<FaultPlan<ProviderFault>>,
+    /// Webhooks held back instead of sent.
+    pub held: Mutex<HeldWebhooks>,
+}
+
+/// While `hold` is set, pay/expire/resend queue their webhook here.
+#[derive(Debug, Default)]
+pub(crate) struct HeldWebhooks {
+    pub hold: bool,
+    /// In arrival order.
+    pub queue: Vec<HeldWebhook>,
+}
+
+/// One queued webhook.
+#[derive(Debug, Clone)]
+pub(crate) struct HeldWebhook {
+    pub correlation_id: String,
+    pub sent: SentWebhook,
+}
+
+/// What pay/expire/resend return for a webhook that was queued.
+fn held_attempt() -> WebhookAttempt {
+    WebhookAttempt {
+        status: 0,
+        body: "held".to_string(),
+    }
 }
 
 /// Why a provider-side operation failed. Control routes map it to a status.
@@ -104,16 +135,16 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner) = url;
     }
 
-    /// Changes an `ACTIVE` charge with `mutate`, renders the event with
-    /// `render`, signs it and records it as the charge's last webhook, all
-    /// under one lock so concurrent calls cannot both succeed. The change is
-    /// committed only when rendering and signing worked.
+    /// Changes an `ACTIVE` charge with `mutate`, renders its events with
+    /// `render`, signs them and records them (the last one is what resends
+    /// repeat), all under one lock so concurrent calls cannot both succeed.
+    /// The change is committed only when rendering and signing worked.
     fn transition(
         &self,
         correlation_id: &str,
         mutate: impl FnOnce(&mut SandboxCharge),
-        render: fn(&SandboxCharge) -> Result<Vec<u8>, serde_json::Error>,
-    ) -> Result<SentWebhook, OpError> {
+        render: fn(&SandboxCharge) -> Result<Vec<Vec<u8>>, serde_json::Error>,
+    ) -> Result<Vec<SentWebhook>, OpError> {
         let mut book = lock(&self.charges);
         let current = book.get(correlation_id).ok_or_else(|| {
             OpError::NotFound(format!("no charge with correlationID {correlation_id:?}"))
@@ -126,17 +157,22 @@ impl Inner {
         }
         let mut next = current.clone();
         mutate(&mut next);
-        let body =
+        let bodies =
             render(&next).map_err(|e| OpError::Internal(format!("rendering the webhook: {e}")))?;
-        let signature = self
-            .signer
-            .sign(&body)
-            .map_err(|e| OpError::Internal(format!("signing the webhook: {e}")))?;
-        let sent = SentWebhook { body, signature };
+        let mut sent = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let signature = self
+                .signer
+                .sign(&body)
+                .map_err(|e| OpError::Internal(format!("signing the webhook: {e}")))?;
+            sent.push(SentWebhook { body, signature });
+        }
         if let Some(slot) = book.get_mut(correlation_id) {
             *slot = next;
         }
-        book.record_webhook(correlation_id, sent.clone());
+        for webhook in &sent {
+            book.record_webhook(correlation_id, webhook.clone());
+        }
         Ok(sent)
     }
 
@@ -148,6 +184,20 @@ impl Inner {
         correlation_id: &str,
         paid_value: Option<i64>,
     ) -> Result<WebhookAttempt, OpError> {
+        let mut attempts = self.pay_events(correlation_id, paid_value, false).await?;
+        Ok(attempts.remove(0))
+    }
+
+    /// [`Inner::pay`]; with `transaction_received` the payment is reported
+    /// twice, as `OPENPIX:CHARGE_COMPLETED` and then
+    /// `OPENPIX:TRANSACTION_RECEIVED` (same pix). Both deliveries are tried;
+    /// the first failure is the error.
+    pub(crate) async fn pay_events(
+        &self,
+        correlation_id: &str,
+        paid_value: Option<i64>,
+        transaction_received: bool,
+    ) -> Result<Vec<WebhookAttempt>, OpError> {
         if let Some(v) = paid_value
             && v <= 0
         {
@@ -156,6 +206,12 @@ impl Inner {
             ));
         }
         let now = OffsetDateTime::now_utc();
+        let render: fn(&SandboxCharge) -> Result<Vec<Vec<u8>>, serde_json::Error> =
+            if transaction_received {
+                charges::completed_and_received_events
+            } else {
+                |c| Ok(vec![charges::completed_event(c)?])
+            };
         let sent = self.transition(
             correlation_id,
             |c| {
@@ -166,27 +222,41 @@ impl Inner {
                 c.paid_at = Some(at.clone());
                 c.updated_at = at;
             },
-            charges::completed_event,
+            render,
         )?;
-        tracing::info!(correlation_id, "sandbox charge paid");
-        self.deliver_to_target(&sent.body, Some(&sent.signature))
-            .await
+        tracing::info!(correlation_id, transaction_received, "sandbox charge paid");
+        let mut attempts = Vec::with_capacity(sent.len());
+        let mut first_error = None;
+        for webhook in sent {
+            match self.dispatch(correlation_id, webhook).await {
+                Ok(attempt) => attempts.push(attempt),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(attempts),
+        }
     }
 
     /// `ACTIVE` → `EXPIRED`, then the signed `OPENPIX:CHARGE_EXPIRED` webhook.
     pub(crate) async fn expire(&self, correlation_id: &str) -> Result<WebhookAttempt, OpError> {
         let now = OffsetDateTime::now_utc();
-        let sent = self.transition(
+        let mut sent = self.transition(
             correlation_id,
             |c| {
                 c.status = STATUS_EXPIRED.to_string();
                 c.updated_at = util::iso_millis(now);
             },
-            charges::expired_event,
+            |c| Ok(vec![charges::expired_event(c)?]),
         )?;
         tracing::info!(correlation_id, "sandbox charge expired");
-        self.deliver_to_target(&sent.body, Some(&sent.signature))
-            .await
+        let webhook = sent
+            .pop()
+            .ok_or_else(|| OpError::Internal("no webhook was rendered".into()))?;
+        self.dispatch(correlation_id, webhook).await
     }
 
     /// Sends the last webhook of a charge again, byte for byte.
@@ -209,8 +279,100 @@ impl Inner {
             book.count_resend(correlation_id);
             sent
         };
+        self.dispatch(correlation_id, sent).await
+    }
+
+    /// Sends a charge's webhook now, or queues it while webhooks are held.
+    async fn dispatch(
+        &self,
+        correlation_id: &str,
+        sent: SentWebhook,
+    ) -> Result<WebhookAttempt, OpError> {
+        {
+            let mut held = lock(&self.held);
+            if held.hold {
+                held.queue.push(HeldWebhook {
+                    correlation_id: correlation_id.to_string(),
+                    sent,
+                });
+                tracing::info!(correlation_id, queued = held.queue.len(), "webhook held");
+                return Ok(held_attempt());
+            }
+        }
         self.deliver_to_target(&sent.body, Some(&sent.signature))
             .await
+    }
+
+    /// Holds webhooks back (or sends them directly again; the queue stays).
+    pub(crate) fn set_hold(&self, hold: bool) -> usize {
+        let mut held = lock(&self.held);
+        held.hold = hold;
+        held.queue.len()
+    }
+
+    /// Sends the queued webhooks one after the other, in arrival order or
+    /// reversed, whether or not webhooks are still held. Stops at the first
+    /// one that gets no HTTP answer; it and the unsent ones go back to the
+    /// front of the queue (in arrival order).
+    pub(crate) async fn release_held(
+        &self,
+        reverse: bool,
+    ) -> Result<Vec<WebhookAttempt>, OpError> {
+        let mut batch = std::mem::take(&mut lock(&self.held).queue);
+        if reverse {
+            batch.reverse();
+        }
+        let Some(target) = self.webhook_target() else {
+            self.requeue(batch, reverse);
+            return Err(OpError::NoTarget);
+        };
+        let total = batch.len();
+        let mut attempts = Vec::with_capacity(total);
+        let mut pending = batch.into_iter();
+        while let Some(webhook) = pending.next() {
+            tracing::info!(correlation_id = %webhook.correlation_id, "releasing a held webhook");
+            match self
+                .deliver(&target, &webhook.sent.body, Some(&webhook.sent.signature))
+                .await
+            {
+                Ok(attempt) => attempts.push(attempt),
+                Err(e) => {
+                    let delivered = attempts.len();
+                    let rest = std::iter::once(webhook).chain(pending).collect();
+                    self.requeue(rest, reverse);
+                    return Err(OpError::Delivery(format!(
+                        "{delivered} of {total} held webhooks delivered, the rest stay queued: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(attempts)
+    }
+
+    /// Puts unsent webhooks (in release order) back at the queue's front.
+    fn requeue(&self, mut rest: Vec<HeldWebhook>, reversed: bool) {
+        if reversed {
+            rest.reverse();
+        }
+        let mut held = lock(&self.held);
+        held.queue.splice(0..0, rest);
+    }
+
+    /// The queued webhooks, for the control routes: correlationID and event.
+    pub(crate) fn held_summary(&self) -> (bool, Vec<serde_json::Value>) {
+        let held = lock(&self.held);
+        let queue = held
+            .queue
+            .iter()
+            .map(|w| {
+                let event = serde_json::from_slice::<serde_json::Value>(&w.sent.body)
+                    .ok()
+                    .and_then(|v| v.get("event").cloned())
+                    .unwrap_or(serde_json::Value::Null);
+                serde_json::json!({ "correlationID": w.correlation_id, "event": event })
+            })
+            .collect();
+        (held.hold, queue)
     }
 
     /// POSTs `body` to the configured webhook target.

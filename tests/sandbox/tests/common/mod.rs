@@ -49,6 +49,15 @@ impl TestSandbox {
         }
     }
 
+    /// Cancels the sandbox and waits for its servers to stop; panics when
+    /// that takes longer than `limit`.
+    pub async fn stop_within(&self, limit: std::time::Duration) {
+        self.shutdown.cancel();
+        tokio::time::timeout(limit, self.sandbox.stopped())
+            .await
+            .expect("the sandbox stops promptly");
+    }
+
     pub async fn create_charge(&self, body: Value) -> (u16, Value) {
         let resp = self
             .http
