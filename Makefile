@@ -10,7 +10,7 @@ demo: services build
 	./target/debug/payhub-demo
 
 ## Unit and end-to-end tests over the real RabbitMQ and PostgreSQL.
-test: services
+test: services build
 	./scripts/ensure-services.sh --test
 	PAYHUB_TEST_AMQP_URL=$(TEST_AMQP_URL) $(CARGO) test --workspace --locked
 

@@ -21,13 +21,11 @@ pub const APP_ID: &str = "test-app-id";
 
 /// PostgreSQL server URL without a database (tests make their own).
 pub fn pg_server_url() -> String {
-    std::env::var("PAYHUB_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("PAYHUB_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("PAYHUB_TEST_AMQP_URL")
-        .unwrap_or_else(|_| payhub_service::DEFAULT_AMQP_URL.into())
+    std::env::var("PAYHUB_TEST_AMQP_URL").unwrap_or_else(|_| payhub_service::DEFAULT_AMQP_URL.into())
 }
 
 /// Options a test may change.
@@ -36,6 +34,9 @@ pub struct TestOptions {
     pub retry_delay: Duration,
     pub max_attempts: u32,
     pub prefetch: u16,
+    /// Services the test runs itself as separate processes
+    /// ([`TestApp::spawn_process`]) instead of in-process.
+    pub external: Vec<&'static str>,
 }
 
 impl Default for TestOptions {
@@ -44,6 +45,7 @@ impl Default for TestOptions {
             retry_delay: Duration::from_millis(300),
             max_attempts: 3,
             prefetch: 16,
+            external: Vec::new(),
         }
     }
 }
@@ -64,6 +66,7 @@ pub struct TestApp {
     shutdown: CancellationToken,
     services: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
     sandbox_stop: CancellationToken,
+    opts: TestOptions,
 }
 
 fn common(database_url: &str, topology: &Topology, opts: &TestOptions) -> CommonConfig {
@@ -105,8 +108,7 @@ impl TestApp {
         store.migrate().await?;
 
         let sandbox_stop = CancellationToken::new();
-        let sandbox =
-            Sandbox::start(SandboxConfig::local_ephemeral(APP_ID), sandbox_stop.clone()).await?;
+        let sandbox = Sandbox::start(SandboxConfig::local_ephemeral(APP_ID), sandbox_stop.clone()).await?;
         let shop = payhub_store::shops::create(
             &store,
             "Loja Teste",
@@ -143,8 +145,7 @@ impl TestApp {
         ops_urls.push(("ingress", ingress_url.clone()));
         services.push(("ingress", tokio::spawn(app.run_until_stopped())));
 
-        let keys =
-            payhub_connectors::rsa::TrustedKeys::from_pem(payhub_sandbox::FIXTURE_PUBLIC_KEY_PEM)?;
+        let keys = payhub_connectors::rsa::TrustedKeys::from_pem(payhub_sandbox::FIXTURE_PUBLIC_KEY_PEM)?;
         let app = webhook_verifier::Application::build(
             webhook_verifier::Config {
                 common: c.clone(),
@@ -158,6 +159,10 @@ impl TestApp {
         services.push(("webhook-verifier", tokio::spawn(app.run_until_stopped())));
         sandbox.set_webhook_target(&format!("{verifier_url}/webhooks/openpix"));
 
+        anyhow::ensure!(
+            opts.external.iter().all(|e| *e == "order-updater"),
+            "only order-updater can run as a separate process in tests so far"
+        );
         let app = charge_creator::Application::build(
             charge_creator::Config {
                 common: c.clone(),
@@ -171,13 +176,12 @@ impl TestApp {
         ops_urls.push(("charge-creator", url(app.local_addr())));
         services.push(("charge-creator", tokio::spawn(app.run_until_stopped())));
 
-        let app = order_updater::Application::build(
-            order_updater::Config { common: c.clone() },
-            shutdown.clone(),
-        )
-        .await?;
-        ops_urls.push(("order-updater", url(app.local_addr())));
-        services.push(("order-updater", tokio::spawn(app.run_until_stopped())));
+        if !opts.external.contains(&"order-updater") {
+            let app = order_updater::Application::build(order_updater::Config { common: c.clone() }, shutdown.clone())
+                .await?;
+            ops_urls.push(("order-updater", url(app.local_addr())));
+            services.push(("order-updater", tokio::spawn(app.run_until_stopped())));
+        }
 
         let app = notifier::Application::build(
             notifier::Config {
@@ -192,16 +196,12 @@ impl TestApp {
         ops_urls.push(("notifier", url(app.local_addr())));
         services.push(("notifier", tokio::spawn(app.run_until_stopped())));
 
-        let app =
-            reporter::Application::build(reporter::Config { common: c.clone() }, shutdown.clone())
-                .await?;
+        let app = reporter::Application::build(reporter::Config { common: c.clone() }, shutdown.clone()).await?;
         let reporter_url = url(app.local_addr());
         ops_urls.push(("reporter", reporter_url.clone()));
         services.push(("reporter", tokio::spawn(app.run_until_stopped())));
 
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let app = TestApp {
             id,
             database_url,
@@ -218,9 +218,58 @@ impl TestApp {
             shutdown,
             services,
             sandbox_stop,
+            opts: opts.clone(),
         };
         app.wait_ready().await?;
         Ok(app)
+    }
+
+    /// The environment a service binary needs to join this test's
+    /// installation (same database, vhost, exchange, prefix and retries).
+    pub fn service_env(&self, http_addr: &str) -> Vec<(String, String)> {
+        vec![
+            ("PAYHUB_DATABASE_URL".into(), self.database_url.clone()),
+            ("PAYHUB_AMQP_URL".into(), amqp_url()),
+            ("PAYHUB_HTTP_ADDR".into(), http_addr.into()),
+            ("PAYHUB_EXCHANGE".into(), self.topology.exchange.clone()),
+            ("PAYHUB_QUEUE_PREFIX".into(), self.topology.prefix.clone()),
+            (
+                "PAYHUB_RETRY_DELAY_MS".into(),
+                self.opts.retry_delay.as_millis().to_string(),
+            ),
+            ("PAYHUB_MAX_ATTEMPTS".into(), self.opts.max_attempts.to_string()),
+            ("PAYHUB_PREFETCH".into(), self.opts.prefetch.to_string()),
+            ("PAYHUB_DB_MAX_CONNECTIONS".into(), "3".into()),
+            ("PAYHUB_LOG_FORMAT".into(), "json".into()),
+        ]
+    }
+
+    /// Starts `payhub-<service>` from the build directory as a separate
+    /// process (`make test` builds the binaries first).
+    pub fn spawn_process(&self, service: &str, http_addr: &str) -> std::process::Child {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>/payhub-<service>
+        let bin = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("build directory")
+            .join(format!("payhub-{service}"));
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build --bins` first (make test does)",
+            bin.display()
+        );
+        std::process::Command::new(bin)
+            .envs(self.service_env(http_addr))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(if std::env::var("PAYHUB_TEST_LOG").is_ok() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
+            .spawn()
+            .expect("the service binary starts")
     }
 
     /// Waits until every service answers `/readyz` with 200 (connected to
@@ -235,18 +284,13 @@ impl TestApp {
         }
         // Consumers declare their queues on connect; give them a moment so
         // the first publish is routable.
-        let queues_ok = eventually(Duration::from_secs(10), || async {
-            self.queues_declared().await
-        })
-        .await;
+        let queues_ok = eventually(Duration::from_secs(10), || async { self.queues_declared().await }).await;
         anyhow::ensure!(queues_ok, "the consumer queues were never declared");
         Ok(())
     }
 
     async fn queues_declared(&self) -> bool {
-        let Ok(conn) =
-            lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
-        else {
+        let Ok(conn) = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await else {
             return false;
         };
         let mut ok = true;
@@ -351,9 +395,7 @@ impl TestApp {
         }
         self.sandbox_stop.cancel();
         self.store.pool.close().await;
-        if let Ok(mut admin) =
-            sqlx::PgConnection::connect(&format!("{}/postgres", pg_server_url())).await
-        {
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server_url())).await {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.db_name
@@ -367,9 +409,7 @@ impl TestApp {
 
 /// Removes a test's queues and exchange from the broker.
 pub async fn delete_topology(topology: &Topology) {
-    let Ok(conn) =
-        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
-    else {
+    let Ok(conn) = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await else {
         return;
     };
     if let Ok(ch) = conn.create_channel().await {

@@ -19,12 +19,7 @@ async fn a_pix_order_goes_from_accepted_to_paid_and_everyone_is_told() {
     let order = app.wait_for_status("pedido-1001", "awaiting_payment").await;
     let br_code = order["charge"]["brCode"].as_str().expect("brCode");
     assert!(payhub_core::brcode::is_valid(br_code), "{br_code}");
-    assert!(
-        order["charge"]["paymentLinkUrl"]
-            .as_str()
-            .unwrap()
-            .starts_with("http")
-    );
+    assert!(order["charge"]["paymentLinkUrl"].as_str().unwrap().starts_with("http"));
     let order_id = order["id"].as_str().unwrap().to_string();
     let charge = app
         .sandbox
@@ -67,18 +62,12 @@ async fn a_pix_order_goes_from_accepted_to_paid_and_everyone_is_told() {
         })
         .collect();
     assert!(
-        statuses.contains(&"awaiting_payment".to_string())
-            && statuses.contains(&"paid".to_string()),
+        statuses.contains(&"awaiting_payment".to_string()) && statuses.contains(&"paid".to_string()),
         "{statuses:?}"
     );
 
     // The buyer gets the PIX code, then the confirmation.
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            app.sandbox.emails().len() >= 2
-        })
-        .await
-    );
+    assert!(eventually(Duration::from_secs(10), || async { app.sandbox.emails().len() >= 2 }).await);
     let mails = app.sandbox.emails();
     assert!(
         mails
@@ -92,10 +81,9 @@ async fn a_pix_order_goes_from_accepted_to_paid_and_everyone_is_told() {
         "the PIX e-mail carries the copy-and-paste code: {mails:#?}"
     );
     assert!(
-        mails.iter().any(|m| m
-            .subject
-            .as_deref()
-            .is_some_and(|s| s.contains("Pagamento confirmado"))),
+        mails
+            .iter()
+            .any(|m| m.subject.as_deref().is_some_and(|s| s.contains("Pagamento confirmado"))),
         "{mails:#?}"
     );
 
@@ -116,10 +104,7 @@ async fn a_pix_order_goes_from_accepted_to_paid_and_everyone_is_told() {
         eventually(Duration::from_secs(5), || async {
             let r: Value = app
                 .http
-                .get(format!(
-                    "{}/v1/reports/daily?date={today}",
-                    app.reporter_url
-                ))
+                .get(format!("{}/v1/reports/daily?date={today}", app.reporter_url))
                 .bearer_auth(app.api_key())
                 .send()
                 .await
@@ -128,29 +113,20 @@ async fn a_pix_order_goes_from_accepted_to_paid_and_everyone_is_told() {
                 .await
                 .unwrap();
             r["rows"].as_array().is_some_and(|rows| {
-                rows.iter().any(|row| {
-                    row["status"] == "paid" && row["orders"] == 1 && row["amount"] == "227.79"
-                })
+                rows.iter()
+                    .any(|row| row["status"] == "paid" && row["orders"] == 1 && row["amount"] == "227.79")
             })
         })
         .await
     );
     let csv = app
         .http
-        .get(format!(
-            "{}/v1/reports/daily?date={today}&format=csv",
-            app.reporter_url
-        ))
+        .get(format!("{}/v1/reports/daily?date={today}&format=csv", app.reporter_url))
         .bearer_auth(app.api_key())
         .send()
         .await
         .unwrap();
-    assert!(
-        csv.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/csv")
-    );
+    assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
     let csv = csv.text().await.unwrap();
     assert!(
         csv.starts_with("date,shop_id,provider,status,currency,orders,amount\n"),
@@ -170,14 +146,10 @@ async fn a_pix_order_goes_from_accepted_to_paid_and_everyone_is_told() {
             .await
             .unwrap();
         assert!(
-            text.contains("payhub_messages_published_total")
-                || text.contains("payhub_messages_consumed_total"),
+            text.contains("payhub_messages_published_total") || text.contains("payhub_messages_consumed_total"),
             "{name} metrics"
         );
-        assert!(
-            text.contains("payhub_http_requests_total"),
-            "{name} metrics"
-        );
+        assert!(text.contains("payhub_http_requests_total"), "{name} metrics");
     }
     app.stop().await;
 }
@@ -186,9 +158,7 @@ async fn a_pix_order_goes_from_accepted_to_paid_and_everyone_is_told() {
 async fn a_forged_webhook_changes_nothing() {
     let app = TestApp::spawn().await;
     app.post_order(&sample_order("pedido-forjado")).await;
-    let order = app
-        .wait_for_status("pedido-forjado", "awaiting_payment")
-        .await;
+    let order = app.wait_for_status("pedido-forjado", "awaiting_payment").await;
     let order_id = order["id"].as_str().unwrap();
 
     let body = json!({
@@ -198,11 +168,7 @@ async fn a_forged_webhook_changes_nothing() {
     })
     .to_string();
     // No signature.
-    let r = app
-        .sandbox
-        .send_raw_webhook(body.as_bytes(), None)
-        .await
-        .unwrap();
+    let r = app.sandbox.send_raw_webhook(body.as_bytes(), None).await.unwrap();
     assert_eq!(r.status, 401);
     // A signature made over another body.
     let other_sig = app.sandbox.sign(b"{\"event\":\"something else\"}");
@@ -246,22 +212,8 @@ async fn a_duplicated_webhook_pays_once() {
     let order_id = order["id"].as_str().unwrap().to_string();
     assert_eq!(app.sandbox.pay(&order_id).await.unwrap().status, 200);
     // The provider sends the very same webhook again, twice.
-    assert_eq!(
-        app.sandbox
-            .resend_last_webhook(&order_id)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
-    assert_eq!(
-        app.sandbox
-            .resend_last_webhook(&order_id)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(app.sandbox.resend_last_webhook(&order_id).await.unwrap().status, 200);
+    assert_eq!(app.sandbox.resend_last_webhook(&order_id).await.unwrap().status, 200);
     app.wait_for_status("pedido-dup", "paid").await;
     // Let every duplicate travel through the pipeline.
     assert!(
@@ -295,11 +247,7 @@ async fn a_duplicated_webhook_pays_once() {
         .sandbox
         .emails()
         .iter()
-        .filter(|m| {
-            m.subject
-                .as_deref()
-                .is_some_and(|s| s.contains("Pagamento confirmado"))
-        })
+        .filter(|m| m.subject.as_deref().is_some_and(|s| s.contains("Pagamento confirmado")))
         .count();
     assert_eq!(paid_mails, 1, "the buyer hears about the payment once");
     app.stop().await;
@@ -355,10 +303,8 @@ async fn the_seed_003_item_list_is_rejected_for_its_first_total() {
     let app = TestApp::spawn().await;
     let mut body = sample_order("pedido-seed-003");
     // The item list exactly as seed 003 prints it.
-    body["items"] = serde_json::from_str(include_str!(
-        "../fixtures/pixelpay/order-content-as-documented.json"
-    ))
-    .unwrap();
+    body["items"] =
+        serde_json::from_str(include_str!("../fixtures/pixelpay/order-content-as-documented.json")).unwrap();
     let resp = app.post_order(&body).await;
     assert_eq!(resp.status(), 422);
     let problem: Value = resp.json().await.unwrap();
@@ -369,10 +315,7 @@ async fn the_seed_003_item_list_is_rejected_for_its_first_total() {
         .find(|e| e["field"] == "items[0].total")
         .expect("items[0].total is named");
     assert_eq!(err["code"], "total_mismatch");
-    assert_eq!(
-        err["message"],
-        "is 9.99 but price × qty = 99.99 × 1 = 99.99"
-    );
+    assert_eq!(err["message"], "is 9.99 but price × qty = 99.99 × 1 = 99.99");
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 0);
     app.stop().await;
 }
@@ -396,8 +339,7 @@ async fn one_correlation_id_submitted_twice_is_one_order() {
     other["customer"]["name"] = json!("Outra Pessoa");
     assert_eq!(app.post_order(&other).await.status(), 409);
 
-    app.wait_for_status("pedido-repetido", "awaiting_payment")
-        .await;
+    app.wait_for_status("pedido-repetido", "awaiting_payment").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
     assert_eq!(app.count("SELECT count(*) FROM charges").await, 1);
@@ -411,10 +353,7 @@ async fn shops_authenticate_and_never_see_each_others_orders() {
     let other = payhub_store::shops::create(&app.store, "Outra Loja", None, None)
         .await
         .unwrap();
-    assert_eq!(
-        app.post_order(&sample_order("pedido-a")).await.status(),
-        201
-    );
+    assert_eq!(app.post_order(&sample_order("pedido-a")).await.status(), 201);
 
     let no_key = app
         .http
@@ -424,12 +363,7 @@ async fn shops_authenticate_and_never_see_each_others_orders() {
         .await
         .unwrap();
     assert_eq!(no_key.status(), 401);
-    assert_eq!(
-        app.post_order_as(&sample_order("x"), "phk_wrong")
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(app.post_order_as(&sample_order("x"), "phk_wrong").await.status(), 401);
 
     let peek = app
         .http
@@ -467,24 +401,13 @@ async fn test_calls_expiry_and_wrong_amounts_are_handled() {
 
     // An order whose charge expires unpaid.
     app.post_order(&sample_order("pedido-expira")).await;
-    let o = app
-        .wait_for_status("pedido-expira", "awaiting_payment")
-        .await;
-    assert_eq!(
-        app.sandbox
-            .expire(o["id"].as_str().unwrap())
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    let o = app.wait_for_status("pedido-expira", "awaiting_payment").await;
+    assert_eq!(app.sandbox.expire(o["id"].as_str().unwrap()).await.unwrap().status, 200);
     app.wait_for_status("pedido-expira", "expired").await;
 
     // A payment of the wrong amount is flagged, not paid, and the admin is alerted.
     app.post_order(&sample_order("pedido-valor")).await;
-    let o = app
-        .wait_for_status("pedido-valor", "awaiting_payment")
-        .await;
+    let o = app.wait_for_status("pedido-valor", "awaiting_payment").await;
     assert_eq!(
         app.sandbox
             .pay_with_value(o["id"].as_str().unwrap(), 100)
@@ -494,20 +417,13 @@ async fn test_calls_expiry_and_wrong_amounts_are_handled() {
         200
     );
     let o = app.wait_for_status("pedido-valor", "under_review").await;
-    assert!(
-        o["statusReason"]
-            .as_str()
-            .unwrap()
-            .contains("amount mismatch"),
-        "{o:#}"
-    );
+    assert!(o["statusReason"].as_str().unwrap().contains("amount mismatch"), "{o:#}");
     assert!(
         eventually(Duration::from_secs(10), || async {
-            app.sandbox.emails().iter().any(|m| {
-                m.rcpt_to
-                    .iter()
-                    .any(|r| r.contains("admin@loja.example.com"))
-            })
+            app.sandbox
+                .emails()
+                .iter()
+                .any(|m| m.rcpt_to.iter().any(|r| r.contains("admin@loja.example.com")))
         })
         .await,
         "the shop's admin is alerted"

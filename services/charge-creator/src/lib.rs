@@ -143,10 +143,7 @@ impl<C: ChargeConnector> Handler for ChargeHandler<C> {
             }
             Err(ConnectorError::Transient(e)) => failed_event(
                 accepted.provider,
-                format!(
-                    "the provider stayed unavailable for {} attempts: {e}",
-                    msg.attempt
-                ),
+                format!("the provider stayed unavailable for {} attempts: {e}", msg.attempt),
                 false,
             ),
             Err(ConnectorError::Permanent(e)) => failed_event(accepted.provider, e, true),
@@ -178,15 +175,13 @@ fn failed_event(provider: payhub_core::Provider, reason: String, permanent: bool
     }))
 }
 
-
 async fn already_processed(store: &Store, event_id: uuid::Uuid) -> Result<bool, Failure> {
-    let r: Option<(i32,)> =
-        sqlx::query_as("SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
-            .bind(SERVICE)
-            .bind(event_id)
-            .fetch_optional(&store.pool)
-            .await
-            .map_err(db)?;
+    let r: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
+        .bind(SERVICE)
+        .bind(event_id)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db)?;
     Ok(r.is_some())
 }
 
@@ -220,9 +215,7 @@ impl Application {
             connector,
             max_attempts: config.common.topology.retry.max_attempts,
         });
-        let server = infra
-            .bind_http(config.common.http_addr, axum::Router::new())
-            .await?;
+        let server = infra.bind_http(config.common.http_addr, axum::Router::new()).await?;
         let local_addr = server.local_addr;
         let mut work = JoinSet::new();
         work.spawn(server.serve(shutdown.clone()));

@@ -36,18 +36,11 @@ async fn authenticate(store: &Store, headers: &HeaderMap) -> Result<Shop, ApiErr
     let key = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "send the shop's API key as `Authorization: Bearer <key>`".into(),
-            )
-        })?;
+        .ok_or_else(|| ApiError::Unauthorized("send the shop's API key as `Authorization: Bearer <key>`".into()))?;
     shops::by_api_key(store, key)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))
@@ -61,15 +54,11 @@ fn fingerprint(order: &NewOrder) -> Vec<u8> {
 }
 
 #[tracing::instrument(skip_all, fields(shop_id, correlation_id))]
-async fn create_order(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let shop = authenticate(&st.store, &headers).await?;
     tracing::Span::current().record("shop_id", tracing::field::display(shop.id));
-    let json: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let json: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     let order = NewOrder::from_json(&json).map_err(ApiError::Validation)?;
     tracing::Span::current().record("correlation_id", order.correlation_id.as_str());
     let hash = fingerprint(&order);
@@ -111,13 +100,12 @@ async fn create_order(
     if inserted.is_none() {
         tx.rollback().await?;
         // The same (shop, correlationID) again: the first order stands.
-        let (existing_id, existing_hash): (Uuid, Vec<u8>) = sqlx::query_as(
-            "SELECT id, request_hash FROM orders WHERE shop_id = $1 AND correlation_id = $2",
-        )
-        .bind(shop.id)
-        .bind(order.correlation_id.as_str())
-        .fetch_one(&st.store.pool)
-        .await?;
+        let (existing_id, existing_hash): (Uuid, Vec<u8>) =
+            sqlx::query_as("SELECT id, request_hash FROM orders WHERE shop_id = $1 AND correlation_id = $2")
+                .bind(shop.id)
+                .bind(order.correlation_id.as_str())
+                .fetch_one(&st.store.pool)
+                .await?;
         if existing_hash != hash {
             return Err(ApiError::Conflict(format!(
                 "correlationID {} already names a different order of this shop",
@@ -125,12 +113,7 @@ async fn create_order(
             )));
         }
         let view = order_view(&st.store, existing_id).await?;
-        return Ok((
-            StatusCode::OK,
-            [("idempotent-replayed", "true")],
-            axum::Json(view),
-        )
-            .into_response());
+        return Ok((StatusCode::OK, [("idempotent-replayed", "true")], axum::Json(view)).into_response());
     }
 
     sqlx::query("INSERT INTO order_history (order_id, from_status, to_status, actor) VALUES ($1, NULL, $2, 'ingress')")
@@ -177,17 +160,14 @@ async fn get_order(
     Path(correlation_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let shop = authenticate(&st.store, &headers).await?;
-    let id: Option<(Uuid,)> =
-        sqlx::query_as("SELECT id FROM orders WHERE shop_id = $1 AND correlation_id = $2")
-            .bind(shop.id)
-            .bind(&correlation_id)
-            .fetch_optional(&st.store.pool)
-            .await?;
+    let id: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM orders WHERE shop_id = $1 AND correlation_id = $2")
+        .bind(shop.id)
+        .bind(&correlation_id)
+        .fetch_optional(&st.store.pool)
+        .await?;
     // Another shop's order is indistinguishable from a missing one.
     let Some((id,)) = id else {
-        return Err(ApiError::NotFound(format!(
-            "no order {correlation_id} for this shop"
-        )));
+        return Err(ApiError::NotFound(format!("no order {correlation_id} for this shop")));
     };
     Ok(axum::Json(order_view(&st.store, id).await?).into_response())
 }

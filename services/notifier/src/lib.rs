@@ -53,10 +53,7 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
         let smtp_url = env.string("PAYHUB_SMTP_URL", "smtp://127.0.0.1:2525");
         if !(smtp_url.starts_with("smtp://") || smtp_url.starts_with("smtps://")) {
-            return Err(Env::bad(
-                "PAYHUB_SMTP_URL",
-                "must be an smtp:// or smtps:// URL",
-            ));
+            return Err(Env::bad("PAYHUB_SMTP_URL", "must be an smtp:// or smtps:// URL"));
         }
         let mail_from = env.string("PAYHUB_MAIL_FROM", "payhub <no-reply@payhub.local>");
         if mail_from.parse::<lettre::message::Mailbox>().is_err() {
@@ -107,7 +104,6 @@ pub struct NotifyHandler {
     pub mailer: Mailer,
     pub max_attempts: u32,
 }
-
 
 impl NotifyHandler {
     /// Records the delivery if new; returns its id unless already delivered.
@@ -169,7 +165,9 @@ impl NotifyHandler {
         } else {
             "retry"
         };
-        DELIVERIES.with_label_values(&[&shop.to_string(), kind.as_str(), outcome]).inc();
+        DELIVERIES
+            .with_label_values(&[&shop.to_string(), kind.as_str(), outcome])
+            .inc();
         Ok(())
     }
 }
@@ -180,7 +178,9 @@ impl Handler for NotifyHandler {
         let EventPayload::OrderStatusChanged(change) = &env.payload else {
             return Err(Failure::Permanent(format!("notifier cannot handle {}", env.kind())));
         };
-        let shop_id = env.shop_id.ok_or_else(|| Failure::Permanent("order.status_changed without a shop".into()))?;
+        let shop_id = env
+            .shop_id
+            .ok_or_else(|| Failure::Permanent("order.status_changed without a shop".into()))?;
         let shop = payhub_store::shops::by_id(&self.store, shop_id)
             .await
             .map_err(db)?
@@ -192,7 +192,10 @@ impl Handler for NotifyHandler {
         if let Some(url) = shop.webhook_url.as_deref() {
             let webhook_id = webhook::webhook_id(env.id);
             if let Some(id) = self.open(env, Kind::ShopWebhook, url, Some(&webhook_id)).await? {
-                let attempt = self.webhooks.send(url, &shop.webhook_secret, &webhook_id, &shop_payload(env, change)).await;
+                let attempt = self
+                    .webhooks
+                    .send(url, &shop.webhook_secret, &webhook_id, &shop_payload(env, change))
+                    .await;
                 if !attempt.ok {
                     let error = attempt.error.clone().unwrap_or_default();
                     failures.push(format!("shop webhook: {error}"));
@@ -223,14 +226,21 @@ impl Handler for NotifyHandler {
         }
         if let Some(error) = &webhook_given_up {
             let url = shop.webhook_url.as_deref().unwrap_or_default();
-            alerts.push((Kind::DeliveryFailureAlert, mail::webhook_failure_alert(env, change, &shop.name, url, msg.attempt, error)));
+            alerts.push((
+                Kind::DeliveryFailureAlert,
+                mail::webhook_failure_alert(env, change, &shop.name, url, msg.attempt, error),
+            ));
         }
         if let Some(admin) = shop.admin_email.as_deref() {
             for (kind, mail) in alerts {
                 if let Some(id) = self.open(env, kind, admin, None).await? {
                     let attempt = self.mailer.send(admin, &mail).await;
                     if !attempt.ok {
-                        failures.push(format!("{}: {}", kind.as_str(), attempt.error.clone().unwrap_or_default()));
+                        failures.push(format!(
+                            "{}: {}",
+                            kind.as_str(),
+                            attempt.error.clone().unwrap_or_default()
+                        ));
                     }
                     self.close(id, kind, shop.id, &attempt, last).await?;
                 }
@@ -262,9 +272,7 @@ impl Application {
             mailer: Mailer::new(&config.smtp_url, &config.mail_from)?,
             max_attempts: config.common.topology.retry.max_attempts,
         });
-        let server = infra
-            .bind_http(config.common.http_addr, axum::Router::new())
-            .await?;
+        let server = infra.bind_http(config.common.http_addr, axum::Router::new()).await?;
         let local_addr = server.local_addr;
         let mut work = JoinSet::new();
         work.spawn(server.serve(shutdown.clone()));

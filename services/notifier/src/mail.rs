@@ -136,10 +136,7 @@ pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
 pub fn admin_alert(env: &Envelope, change: &OrderStatusChanged, shop_name: &str) -> Mail {
     let order = env.correlation_id.as_deref().unwrap_or("");
     Mail {
-        subject: format!(
-            "[payhub] Pedido {order} {}: ação necessária",
-            change.to.as_str()
-        ),
+        subject: format!("[payhub] Pedido {order} {}: ação necessária", change.to.as_str()),
         body: format!(
             "Loja: {shop_name}\nPedido: {order} (payhub {})\nNovo estado: {} (antes: {})\nMotivo: {}\nValor: {}\n",
             env.order_id.map(|i| i.to_string()).unwrap_or_default(),
@@ -152,7 +149,14 @@ pub fn admin_alert(env: &Envelope, change: &OrderStatusChanged, shop_name: &str)
 }
 
 /// The alert a shop's admin gets when payhub gave up delivering a webhook.
-pub fn webhook_failure_alert(env: &Envelope, change: &OrderStatusChanged, shop_name: &str, url: &str, attempts: u32, error: &str) -> Mail {
+pub fn webhook_failure_alert(
+    env: &Envelope,
+    change: &OrderStatusChanged,
+    shop_name: &str,
+    url: &str,
+    attempts: u32,
+    error: &str,
+) -> Mail {
     let order = env.correlation_id.as_deref().unwrap_or("");
     Mail {
         subject: format!("[payhub] Webhook não entregue: pedido {order} ({})", change.to.as_str()),

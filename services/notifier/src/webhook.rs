@@ -3,9 +3,7 @@
 use crate::Attempt;
 use payhub_core::Envelope;
 use payhub_core::events::OrderStatusChanged;
-use payhub_core::standard_webhooks::{
-    HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, WebhookSecret,
-};
+use payhub_core::standard_webhooks::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, WebhookSecret};
 use serde_json::{Value, json};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -64,13 +62,7 @@ impl WebhookSender {
     }
 
     /// One attempt. Only a 2xx answer counts as delivered.
-    pub(crate) async fn send(
-        &self,
-        url: &str,
-        secret: &WebhookSecret,
-        webhook_id: &str,
-        payload: &Value,
-    ) -> Attempt {
+    pub(crate) async fn send(&self, url: &str, secret: &WebhookSecret, webhook_id: &str, payload: &Value) -> Attempt {
         let body = serde_json::to_vec(payload).expect("JSON values serialise");
         let ts = OffsetDateTime::now_utc().unix_timestamp();
         let signature = secret.sign(webhook_id, ts, &body);

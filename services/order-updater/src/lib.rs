@@ -63,7 +63,6 @@ pub struct UpdateHandler {
     pub broker: payhub_queue::Broker,
 }
 
-
 #[derive(sqlx::FromRow)]
 struct OrderRow {
     id: Uuid,
@@ -86,12 +85,8 @@ fn target_order(env: &Envelope) -> Result<Uuid, Failure> {
         return Ok(id);
     }
     if let EventPayload::PaymentReported(p) = &env.payload {
-        return Uuid::parse_str(&p.provider_reference).map_err(|_| {
-            Failure::Permanent(format!(
-                "unknown order reference {:?}",
-                p.provider_reference
-            ))
-        });
+        return Uuid::parse_str(&p.provider_reference)
+            .map_err(|_| Failure::Permanent(format!("unknown order reference {:?}", p.provider_reference)));
     }
     Err(Failure::Permanent(format!("{} names no order", env.kind())))
 }
@@ -111,10 +106,7 @@ impl Handler for UpdateHandler {
         .await
         .map_err(db)?;
         let Some(order) = row else {
-            return Err(Failure::Permanent(format!(
-                "no order {order_id} for {}",
-                env.kind()
-            )));
+            return Err(Failure::Permanent(format!("no order {order_id} for {}", env.kind())));
         };
         if !payhub_store::mark_processed(&mut tx, SERVICE, env.id)
             .await
@@ -123,13 +115,8 @@ impl Handler for UpdateHandler {
             tracing::info!("event already applied; acking the duplicate");
             return Ok(());
         }
-        let facts = OrderFacts::from_row(
-            &order.status,
-            &order.currency,
-            order.total_minor,
-            &order.provider,
-        )
-        .map_err(Failure::Permanent)?;
+        let facts = OrderFacts::from_row(&order.status, &order.currency, order.total_minor, &order.provider)
+            .map_err(Failure::Permanent)?;
         let decision = decide(&facts, &env.payload);
         let Decision::Move {
             to,
@@ -154,10 +141,7 @@ impl Handler for UpdateHandler {
         .bind(order.id)
         .bind(to.as_str())
         .bind(reason.as_deref())
-        .bind(
-            paid.as_ref()
-                .map(|p| p.paid_at.unwrap_or_else(OffsetDateTime::now_utc)),
-        )
+        .bind(paid.as_ref().map(|p| p.paid_at.unwrap_or_else(OffsetDateTime::now_utc)))
         .bind(end_to_end.as_deref())
         .execute(&mut *tx)
         .await
@@ -229,9 +213,7 @@ impl Application {
             store: infra.store.clone(),
             broker: infra.broker.clone(),
         });
-        let server = infra
-            .bind_http(config.common.http_addr, axum::Router::new())
-            .await?;
+        let server = infra.bind_http(config.common.http_addr, axum::Router::new()).await?;
         let local_addr = server.local_addr;
         let mut work = JoinSet::new();
         work.spawn(server.serve(shutdown.clone()));

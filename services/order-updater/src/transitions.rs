@@ -14,22 +14,14 @@ pub struct OrderFacts {
 }
 
 impl OrderFacts {
-    pub fn from_row(
-        status: &str,
-        currency: &str,
-        total_minor: i64,
-        provider: &str,
-    ) -> Result<OrderFacts, String> {
+    pub fn from_row(status: &str, currency: &str, total_minor: i64, provider: &str) -> Result<OrderFacts, String> {
         Ok(OrderFacts {
-            status: OrderStatus::parse(status)
-                .ok_or_else(|| format!("unknown order status {status:?}"))?,
+            status: OrderStatus::parse(status).ok_or_else(|| format!("unknown order status {status:?}"))?,
             total: Money::from_minor(
                 total_minor,
-                Currency::parse(currency.trim())
-                    .ok_or_else(|| format!("unknown currency {currency:?}"))?,
+                Currency::parse(currency.trim()).ok_or_else(|| format!("unknown currency {currency:?}"))?,
             ),
-            provider: Provider::parse(provider)
-                .map_err(|e| format!("provider {provider:?} {e}"))?,
+            provider: Provider::parse(provider).map_err(|e| format!("provider {provider:?} {e}"))?,
         })
     }
 }
@@ -65,11 +57,7 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
     use OrderStatus::*;
     match event {
         EventPayload::ChargeCreated(c) => match facts.status {
-            Accepted => move_to(
-                AwaitingPayment,
-                None,
-                json!({"providerChargeId": c.provider_charge_id}),
-            ),
+            Accepted => move_to(AwaitingPayment, None, json!({"providerChargeId": c.provider_charge_id})),
             _ => Decision::Ignore("the charge was already recorded"),
         },
         EventPayload::ChargeFailed(f) => match facts.status {
@@ -96,9 +84,7 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                     "transactionId": transaction_id,
                 });
                 match facts.status {
-                    Paid => {
-                        Decision::Ignore("already paid; a repeated payment notice changes nothing")
-                    }
+                    Paid => Decision::Ignore("already paid; a repeated payment notice changes nothing"),
                     UnderReview => Decision::Ignore("already flagged for review"),
                     Failed => move_to(
                         UnderReview,
@@ -198,16 +184,10 @@ mod tests {
     #[test]
     fn exact_payment_pays_once() {
         assert_eq!(
-            to(&decide(
-                &facts(OrderStatus::AwaitingPayment),
-                &paid(1000, Some(1000))
-            )),
+            to(&decide(&facts(OrderStatus::AwaitingPayment), &paid(1000, Some(1000)))),
             Some(OrderStatus::Paid)
         );
-        assert_eq!(
-            to(&decide(&facts(OrderStatus::Paid), &paid(1000, Some(1000)))),
-            None
-        );
+        assert_eq!(to(&decide(&facts(OrderStatus::Paid), &paid(1000, Some(1000)))), None);
     }
 
     #[test]

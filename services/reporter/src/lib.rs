@@ -45,7 +45,6 @@ pub struct ReportHandler {
     pub store: Store,
 }
 
-
 impl Handler for ReportHandler {
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
         let env = &msg.envelope;
@@ -121,11 +120,7 @@ async fn daily(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "send the shop's API key as `Authorization: Bearer <key>`".into(),
-            )
-        })?;
+        .ok_or_else(|| ApiError::Unauthorized("send the shop's API key as `Authorization: Bearer <key>`".into()))?;
     let shop = payhub_store::shops::by_api_key(&st.store, key.trim())
         .await?
         .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))?;

@@ -51,8 +51,8 @@ pub struct Config {
 impl Config {
     pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
         let pem = env.string("PAYHUB_OPENPIX_PUBLIC_KEYS", OPENPIX_PUBLIC_KEY_PEM);
-        let openpix_keys = TrustedKeys::from_pem(&pem)
-            .map_err(|e| Env::bad("PAYHUB_OPENPIX_PUBLIC_KEYS", e.to_string()))?;
+        let openpix_keys =
+            TrustedKeys::from_pem(&pem).map_err(|e| Env::bad("PAYHUB_OPENPIX_PUBLIC_KEYS", e.to_string()))?;
         Ok(Config {
             common: CommonConfig::from_env(env, "0.0.0.0:8081")?,
             openpix_keys,
@@ -94,11 +94,7 @@ impl<'a> Verdict<'a> {
 }
 
 impl Received<'_> {
-    async fn record<'e, E: sqlx::PgExecutor<'e>>(
-        &self,
-        ex: E,
-        v: Verdict<'_>,
-    ) -> Result<(), ApiError> {
+    async fn record<'e, E: sqlx::PgExecutor<'e>>(&self, ex: E, v: Verdict<'_>) -> Result<(), ApiError> {
         sqlx::query(
             "INSERT INTO webhook_events (id, provider, verdict, reason, event_type, provider_reference, signature, body)
              VALUES ($1, 'openpix', $2, $3, $4, $5, $6, $7)",
@@ -118,11 +114,7 @@ impl Received<'_> {
 }
 
 #[tracing::instrument(skip_all, fields(provider = "openpix", webhook_id))]
-async fn openpix_webhook(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+async fn openpix_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let id = Uuid::now_v7();
     tracing::Span::current().record("webhook_id", tracing::field::display(id));
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
@@ -134,10 +126,7 @@ async fn openpix_webhook(
     if let Err(why) = st.openpix.verify(signature, &body) {
         tracing::warn!(reason = %why, "webhook refused");
         received
-            .record(
-                &st.store.pool,
-                Verdict::plain("rejected", Some(&why.to_string())),
-            )
+            .record(&st.store.pool, Verdict::plain("rejected", Some(&why.to_string())))
             .await?;
         return Err(ApiError::Unauthorized(format!("webhook refused: {why}")));
     }
@@ -195,15 +184,9 @@ async fn openpix_webhook(
             // provider retries (and the relay publishes it meanwhile).
             outbox::publish_now(&st.store, &st.broker, std::slice::from_ref(&env))
                 .await
-                .map_err(|e| {
-                    ApiError::Unavailable(format!("could not hand the event to the broker: {e}"))
-                })?;
+                .map_err(|e| ApiError::Unavailable(format!("could not hand the event to the broker: {e}")))?;
             tracing::info!(reference = %provider_reference, event_type, "payment reported");
-            Ok((
-                StatusCode::OK,
-                axum::Json(json!({"status": "accepted", "id": id})),
-            )
-                .into_response())
+            Ok((StatusCode::OK, axum::Json(json!({"status": "accepted", "id": id}))).into_response())
         }
     }
 }

@@ -48,10 +48,7 @@ impl ConnectorError {
 
 /// Creates charges at one provider.
 pub trait ChargeConnector: Send + Sync + 'static {
-    fn create_charge(
-        &self,
-        req: &ChargeRequest,
-    ) -> impl Future<Output = Result<CreatedCharge, ConnectorError>> + Send;
+    fn create_charge(&self, req: &ChargeRequest) -> impl Future<Output = Result<CreatedCharge, ConnectorError>> + Send;
 }
 
 /// Why a webhook was refused.

@@ -96,10 +96,7 @@ impl TrustedKeys {
             let Some(end) = body_start.find(&end_marker) else {
                 return Err(KeyError::NoKey);
             };
-            let b64: String = body_start[..end]
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect();
+            let b64: String = body_start[..end].chars().filter(|c| !c.is_whitespace()).collect();
             let der_bytes = STANDARD.decode(b64).map_err(|_| KeyError::Base64)?;
             let pkcs1 = match label {
                 "PUBLIC KEY" => spki_to_pkcs1(&der_bytes).ok_or(KeyError::NotRsa)?,
@@ -142,11 +139,7 @@ mod tests {
         let k = TrustedKeys::from_pem(crate::openpix::OPENPIX_PUBLIC_KEY_PEM).unwrap();
         assert_eq!(k.len(), 1);
         // An RSA-1024 modulus: the PKCS#1 structure is about 140 bytes.
-        assert!(
-            (135..=145).contains(&k.keys[0].len()),
-            "{}",
-            k.keys[0].len()
-        );
+        assert!((135..=145).contains(&k.keys[0].len()), "{}", k.keys[0].len());
     }
 
     #[test]
@@ -157,18 +150,13 @@ mod tests {
             include_str!("../../../tests/fixtures/sandbox-openpix-public.pem")
         );
         assert_eq!(TrustedKeys::from_pem(&two).unwrap().len(), 2);
+        assert_eq!(TrustedKeys::from_pem("nothing here").unwrap_err(), KeyError::NoKey);
         assert_eq!(
-            TrustedKeys::from_pem("nothing here").unwrap_err(),
-            KeyError::NoKey
-        );
-        assert_eq!(
-            TrustedKeys::from_pem("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----")
-                .unwrap_err(),
+            TrustedKeys::from_pem("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----").unwrap_err(),
             KeyError::Base64
         );
         assert_eq!(
-            TrustedKeys::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----")
-                .unwrap_err(),
+            TrustedKeys::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----").unwrap_err(),
             KeyError::NotRsa
         );
     }

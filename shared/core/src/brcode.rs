@@ -60,13 +60,7 @@ fn tlv(id: &str, value: &str) -> String {
 
 /// Builds a dynamic BR Code pointing at a `cob` payload URL, as PSPs issue
 /// for one charge. Used by the sandbox to hand out realistic codes.
-pub fn dynamic(
-    location_url: &str,
-    amount_major: &str,
-    merchant: &str,
-    city: &str,
-    txid: &str,
-) -> String {
+pub fn dynamic(location_url: &str, amount_major: &str, merchant: &str, city: &str, txid: &str) -> String {
     let gui = tlv("00", "br.gov.bcb.pix") + &tlv("25", location_url);
     let mut s = String::new();
     s += &tlv("00", "01");

@@ -54,12 +54,7 @@ impl Envelope {
         }
     }
 
-    pub fn for_order(
-        payload: EventPayload,
-        order_id: Uuid,
-        shop_id: Uuid,
-        correlation_id: &str,
-    ) -> Envelope {
+    pub fn for_order(payload: EventPayload, order_id: Uuid, shop_id: Uuid, correlation_id: &str) -> Envelope {
         Envelope {
             order_id: Some(order_id),
             shop_id: Some(shop_id),

@@ -16,11 +16,7 @@ fn digits_of(text: &str, allowed_punct: &[char]) -> Option<Vec<u8>> {
 }
 
 fn check_digit(digits: &[u8], weights: &[u32]) -> u8 {
-    let sum: u32 = digits
-        .iter()
-        .zip(weights)
-        .map(|(d, w)| u32::from(*d) * w)
-        .sum();
+    let sum: u32 = digits.iter().zip(weights).map(|(d, w)| u32::from(*d) * w).sum();
     let r = sum % 11;
     if r < 2 { 0 } else { (11 - r) as u8 }
 }
@@ -59,8 +55,7 @@ pub struct Cnpj(String);
 
 impl Cnpj {
     pub fn parse(text: &str) -> Result<Cnpj, &'static str> {
-        let d = digits_of(text, &['.', '-', '/', ' '])
-            .ok_or("must contain only digits, '.', '/' and '-'")?;
+        let d = digits_of(text, &['.', '-', '/', ' ']).ok_or("must contain only digits, '.', '/' and '-'")?;
         if d.len() != 14 {
             return Err("must have 14 digits");
         }
@@ -206,10 +201,7 @@ impl CorrelationId {
         if text.len() > 100 {
             return Err("is longer than 100 characters");
         }
-        if !text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-        {
+        if !text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
             return Err("may contain only letters, digits, '-', '_', '.' and ':'");
         }
         Ok(CorrelationId(text.to_string()))
@@ -257,8 +249,8 @@ pub fn parse_cep(text: &str) -> Result<String, &'static str> {
 
 /// The 27 federative units of Brazil.
 pub const UF_CODES: [&str; 27] = [
-    "AC", "AL", "AP", "AM", "BA", "CE", "DF", "ES", "GO", "MA", "MT", "MS", "MG", "PA", "PB", "PR",
-    "PE", "PI", "RJ", "RN", "RS", "RO", "RR", "SC", "SP", "SE", "TO",
+    "AC", "AL", "AP", "AM", "BA", "CE", "DF", "ES", "GO", "MA", "MT", "MS", "MG", "PA", "PB", "PR", "PE", "PI", "RJ",
+    "RN", "RS", "RO", "RR", "SC", "SP", "SE", "TO",
 ];
 
 pub fn parse_uf(text: &str) -> Result<String, &'static str> {
@@ -279,10 +271,7 @@ mod tests {
         for ok in ["47043622050", "31324227036", "470.436.220-50"] {
             assert!(Cpf::parse(ok).is_ok(), "{ok}");
         }
-        assert_eq!(
-            Cpf::parse("470.436.220-50").unwrap().as_str(),
-            "47043622050"
-        );
+        assert_eq!(Cpf::parse("470.436.220-50").unwrap().as_str(), "47043622050");
         assert_eq!(Cpf::parse("11111111111"), Err("is not a valid CPF"));
         assert_eq!(Cpf::parse("12345678976"), Err("has invalid check digits"));
         assert_eq!(Cpf::parse("1234567890"), Err("must have 11 digits"));
@@ -292,10 +281,7 @@ mod tests {
     #[test]
     fn cnpj_check_digits() {
         assert!(Cnpj::parse("44.720.743/0001-01").is_ok());
-        assert_eq!(
-            Cnpj::parse("44720743000102"),
-            Err("has invalid check digits")
-        );
+        assert_eq!(Cnpj::parse("44720743000102"), Err("has invalid check digits"));
         assert_eq!(Cnpj::parse("00000000000000"), Err("is not a valid CNPJ"));
     }
 
@@ -322,10 +308,7 @@ mod tests {
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(
-            Email::parse("buyer@example.com").unwrap().masked(),
-            "b***@example.com"
-        );
+        assert_eq!(Email::parse("buyer@example.com").unwrap().masked(), "b***@example.com");
     }
 
     #[test]

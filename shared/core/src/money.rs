@@ -210,15 +210,8 @@ mod tests {
         let a = Money::from_minor(9999, Currency::Brl);
         assert_eq!(a.checked_mul(3).unwrap().minor(), 29997);
         assert_eq!(a.to_major_string(), "99.99");
-        assert_eq!(
-            Money::from_minor(100, Currency::Brl).to_major_string(),
-            "1.00"
-        );
+        assert_eq!(Money::from_minor(100, Currency::Brl).to_major_string(), "1.00");
         assert_eq!(Money::from_minor(5, Currency::Brl).to_string(), "BRL 0.05");
-        assert!(
-            Money::from_minor(i64::MAX, Currency::Brl)
-                .checked_add(a)
-                .is_none()
-        );
+        assert!(Money::from_minor(i64::MAX, Currency::Brl).checked_add(a).is_none());
     }
 }

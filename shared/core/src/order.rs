@@ -79,10 +79,7 @@ impl OrderStatus {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::Paid | OrderStatus::Expired | OrderStatus::Failed
-        )
+        matches!(self, OrderStatus::Paid | OrderStatus::Expired | OrderStatus::Failed)
     }
 }
 
@@ -149,13 +146,7 @@ impl Reader<'_> {
         self.errors.push(field, code, msg);
     }
 
-    fn string(
-        &mut self,
-        obj: &Map<String, Value>,
-        key: &str,
-        path: &str,
-        required: bool,
-    ) -> Option<String> {
+    fn string(&mut self, obj: &Map<String, Value>, key: &str, path: &str, required: bool) -> Option<String> {
         match obj.get(key) {
             None | Some(Value::Null) => {
                 if required {
@@ -237,19 +228,17 @@ impl NewOrder {
             errors.push("", "type", "the order must be a JSON object");
             return Err(errors);
         };
-        let mut r = Reader {
-            errors: &mut errors,
-        };
+        let mut r = Reader { errors: &mut errors };
 
-        let correlation_id = r
-            .string(obj, "correlationID", "correlationID", true)
-            .and_then(|s| match CorrelationId::parse(&s) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    r.err("correlationID", "format", e);
-                    None
-                }
-            });
+        let correlation_id =
+            r.string(obj, "correlationID", "correlationID", true)
+                .and_then(|s| match CorrelationId::parse(&s) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        r.err("correlationID", "format", e);
+                        None
+                    }
+                });
         let provider = r.string(obj, "provider", "provider", true).and_then(|s| {
             Provider::parse(&s)
                 .map_err(|e| r.err("provider", "unsupported", e))
@@ -281,11 +270,7 @@ impl NewOrder {
             Some(v) => match v.as_u64() {
                 Some(s) if (300..=2_592_000).contains(&s) => Some(s as u32),
                 _ => {
-                    r.err(
-                        "expiresIn",
-                        "range",
-                        "must be whole seconds from 300 to 2592000",
-                    );
+                    r.err("expiresIn", "range", "must be whole seconds from 300 to 2592000");
                     None
                 }
             },
@@ -293,15 +278,11 @@ impl NewOrder {
 
         // The sums are checked only when every part parsed.
         let mut tax = None;
-        if let (Some(items), Some(freight), Some(discount), Some(total)) =
-            (&items, freight, discount, total)
-        {
+        if let (Some(items), Some(freight), Some(discount), Some(total)) = (&items, freight, discount, total) {
             let items_total = items
                 .iter()
                 .try_fold(Money::zero(cur), |acc, i| acc.checked_add(i.total));
-            let items_tax = items
-                .iter()
-                .try_fold(Money::zero(cur), |acc, i| acc.checked_add(i.tax));
+            let items_tax = items.iter().try_fold(Money::zero(cur), |acc, i| acc.checked_add(i.tax));
             match (items_total, items_tax) {
                 (Some(items_total), Some(items_tax)) => {
                     tax = Some(items_tax);
@@ -333,11 +314,7 @@ impl NewOrder {
                 r.err("total", "positive", "must be greater than zero");
             }
             if discount.minor() > items_total.map(Money::minor).unwrap_or(0) + freight.minor() {
-                r.err(
-                    "discount",
-                    "range",
-                    "must not exceed the items plus freight",
-                );
+                r.err("discount", "range", "must not exceed the items plus freight");
             }
         }
 
@@ -418,11 +395,7 @@ fn parse_items(r: &mut Reader<'_>, value: Option<&Value>, cur: Currency) -> Opti
         return None;
     }
     if list.len() > MAX_ITEMS {
-        r.err(
-            "items",
-            "length",
-            format!("must hold at most {MAX_ITEMS} items"),
-        );
+        r.err("items", "length", format!("must hold at most {MAX_ITEMS} items"));
         return None;
     }
     let mut out = Vec::with_capacity(list.len());
@@ -440,11 +413,7 @@ fn parse_items(r: &mut Reader<'_>, value: Option<&Value>, cur: Currency) -> Opti
         let code = r.string(obj, "code", &p("code"), false).filter(|c| {
             let ok = c.len() <= 64 && c.chars().all(|ch| ch.is_ascii_alphanumeric());
             if !ok {
-                r.err(
-                    p("code"),
-                    "format",
-                    "may contain only letters and digits (at most 64)",
-                );
+                r.err(p("code"), "format", "may contain only letters and digits (at most 64)");
             }
             ok
         });
@@ -460,11 +429,7 @@ fn parse_items(r: &mut Reader<'_>, value: Option<&Value>, cur: Currency) -> Opti
             Some(v) => match v.as_i64() {
                 Some(q) if (1..=1_000_000).contains(&q) => Some(q),
                 _ => {
-                    r.err(
-                        p("qty"),
-                        "range",
-                        "must be a whole number from 1 to 1000000",
-                    );
+                    r.err(p("qty"), "range", "must be a whole number from 1 to 1000000");
                     None
                 }
             },
@@ -526,18 +491,10 @@ fn parse_customer(r: &mut Reader<'_>, value: Option<&Value>) -> Option<Customer>
         .filter(|n| text_len_ok(r, "customer.name", n, 3, 120));
     let email = r
         .string(obj, "email", "customer.email", true)
-        .and_then(|e| {
-            Email::parse(&e)
-                .map_err(|m| r.err("customer.email", "format", m))
-                .ok()
-        });
+        .and_then(|e| Email::parse(&e).map_err(|m| r.err("customer.email", "format", m)).ok());
     let tax_id = r
         .string(obj, "taxID", "customer.taxID", true)
-        .and_then(|t| {
-            TaxId::parse(&t)
-                .map_err(|m| r.err("customer.taxID", "invalid", m))
-                .ok()
-        });
+        .and_then(|t| TaxId::parse(&t).map_err(|m| r.err("customer.taxID", "invalid", m)).ok());
     let phone = match r.string(obj, "phone", "customer.phone", false) {
         None => Some(None),
         Some(p) => parse_phone(&p)
@@ -550,25 +507,13 @@ fn parse_customer(r: &mut Reader<'_>, value: Option<&Value>) -> Option<Customer>
         Some(d) => {
             let fmt = time::macros::format_description!("[year]-[month]-[day]");
             match time::Date::parse(&d, fmt) {
-                Ok(date)
-                    if date < time::OffsetDateTime::now_utc().date() && date.year() >= 1900 =>
-                {
-                    Some(Some(date))
-                }
+                Ok(date) if date < time::OffsetDateTime::now_utc().date() && date.year() >= 1900 => Some(Some(date)),
                 Ok(_) => {
-                    r.err(
-                        "customer.birthDate",
-                        "range",
-                        "must be a past date after 1900",
-                    );
+                    r.err("customer.birthDate", "range", "must be a past date after 1900");
                     None
                 }
                 Err(_) => {
-                    r.err(
-                        "customer.birthDate",
-                        "format",
-                        "must be a date as YYYY-MM-DD",
-                    );
+                    r.err("customer.birthDate", "format", "must be a date as YYYY-MM-DD");
                     None
                 }
             }
@@ -603,16 +548,12 @@ fn parse_address(r: &mut Reader<'_>, value: &Value, prefix: &str) -> Option<Addr
     let city = r
         .string(obj, "city", &p("city"), true)
         .filter(|s| text_len_ok(r, &p("city"), s, 2, 100));
-    let state = r.string(obj, "state", &p("state"), true).and_then(|s| {
-        parse_uf(&s)
-            .map_err(|m| r.err(p("state"), "format", m))
-            .ok()
-    });
-    let zipcode = r.string(obj, "zipcode", &p("zipcode"), true).and_then(|s| {
-        parse_cep(&s)
-            .map_err(|m| r.err(p("zipcode"), "format", m))
-            .ok()
-    });
+    let state = r
+        .string(obj, "state", &p("state"), true)
+        .and_then(|s| parse_uf(&s).map_err(|m| r.err(p("state"), "format", m)).ok());
+    let zipcode = r
+        .string(obj, "zipcode", &p("zipcode"), true)
+        .and_then(|s| parse_cep(&s).map_err(|m| r.err(p("zipcode"), "format", m)).ok());
     match (street, number, city, state, zipcode) {
         (Some(street), Some(number), Some(city), Some(state), Some(zipcode)) => Some(Address {
             street,
@@ -669,12 +610,7 @@ mod tests {
         ]);
         let errs = NewOrder::from_json(&body).unwrap_err();
         assert!(errs.has("items[0].total", "total_mismatch"), "{errs}");
-        let msg = &errs
-            .0
-            .iter()
-            .find(|e| e.field == "items[0].total")
-            .unwrap()
-            .message;
+        let msg = &errs.0.iter().find(|e| e.field == "items[0].total").unwrap().message;
         assert_eq!(msg, "is 9.99 but price × qty = 99.99 × 1 = 99.99");
     }
 

@@ -37,9 +37,7 @@ pub enum VerifyError {
 impl WebhookSecret {
     pub fn parse(text: &str) -> Result<WebhookSecret, &'static str> {
         let b64 = text.strip_prefix("whsec_").unwrap_or(text);
-        let key = STANDARD
-            .decode(b64)
-            .map_err(|_| "is not whsec_ followed by base64")?;
+        let key = STANDARD.decode(b64).map_err(|_| "is not whsec_ followed by base64")?;
         if key.len() < 16 {
             return Err("is shorter than 16 bytes");
         }
@@ -82,10 +80,7 @@ impl WebhookSecret {
         now: i64,
         tolerance_secs: i64,
     ) -> Result<(), VerifyError> {
-        let ts: i64 = timestamp
-            .trim()
-            .parse()
-            .map_err(|_| VerifyError::BadTimestamp)?;
+        let ts: i64 = timestamp.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
         if (now - ts).abs() > tolerance_secs {
             return Err(VerifyError::TimestampOutOfTolerance);
         }
@@ -121,11 +116,7 @@ mod tests {
     fn signs_reference_vector() {
         let s = WebhookSecret::parse(SECRET).unwrap();
         assert_eq!(
-            s.sign(
-                "msg_p5jXN8AQM9LWM0D4loKWxJek",
-                1614265330,
-                br#"{"test": 2432232314}"#
-            ),
+            s.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
     }

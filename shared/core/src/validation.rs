@@ -16,12 +16,7 @@ pub struct FieldError {
 pub struct ValidationErrors(pub Vec<FieldError>);
 
 impl ValidationErrors {
-    pub fn push(
-        &mut self,
-        field: impl Into<String>,
-        code: &'static str,
-        message: impl Into<String>,
-    ) {
+    pub fn push(&mut self, field: impl Into<String>, code: &'static str, message: impl Into<String>) {
         self.0.push(FieldError {
             field: field.into(),
             code,
@@ -39,11 +34,7 @@ impl ValidationErrors {
 
     /// `Ok(value)` when nothing was recorded, the collected errors otherwise.
     pub fn into_result<T>(self, value: T) -> Result<T, ValidationErrors> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(self)
-        }
+        if self.0.is_empty() { Ok(value) } else { Err(self) }
     }
 }
 

@@ -1,8 +1,8 @@
 //! One supervised broker connection and the confirmed publisher.
 
 use crate::metrics;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use crate::topology::{Topology, headers};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -49,12 +49,7 @@ pub struct Broker {
 impl Broker {
     /// Starts the connection supervisor and returns at once; see
     /// [`Broker::is_connected`] and [`Broker::connection`].
-    pub fn start(
-        url: &str,
-        client_name: &str,
-        topology: Topology,
-        shutdown: CancellationToken,
-    ) -> Broker {
+    pub fn start(url: &str, client_name: &str, topology: Topology, shutdown: CancellationToken) -> Broker {
         let (tx, _rx) = watch::channel(None);
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -120,8 +115,7 @@ impl Broker {
         };
         let mut backoff = delays();
         while !inner.shutdown.is_cancelled() {
-            let props =
-                ConnectionProperties::default().with_connection_name(inner.name.as_str().into());
+            let props = ConnectionProperties::default().with_connection_name(inner.name.as_str().into());
             match Connection::connect(&inner.url, props).await {
                 Ok(conn) => match self.declare_exchange(&conn).await {
                     Ok(()) => {
@@ -211,10 +205,7 @@ impl Broker {
     pub async fn publish(&self, env: &Envelope) -> Result<(), QueueError> {
         let mut h = FieldTable::default();
         if let Some(tp) = &env.trace.traceparent {
-            h.insert(
-                headers::TRACEPARENT.into(),
-                AMQPValue::LongString(tp.as_str().into()),
-            );
+            h.insert(headers::TRACEPARENT.into(), AMQPValue::LongString(tp.as_str().into()));
         }
         let props = BasicProperties::default()
             .with_message_id(env.id.to_string().into())
@@ -222,8 +213,7 @@ impl Broker {
             .with_timestamp(env.occurred_at.unix_timestamp().max(0) as u64)
             .with_headers(h);
         let exchange = self.inner.topology.exchange.clone();
-        self.publish_raw(&exchange, env.kind(), &env.to_json(), props)
-            .await
+        self.publish_raw(&exchange, env.kind(), &env.to_json(), props).await
     }
 
     /// Publishes bytes persistently with `mandatory` set and waits for the
@@ -242,9 +232,7 @@ impl Broker {
             Err(QueueError::Nacked) => "nacked",
             Err(_) => "error",
         };
-        metrics::PUBLISHED
-            .with_label_values(&[routing_key, label])
-            .inc();
+        metrics::PUBLISHED.with_label_values(&[routing_key, label]).inc();
         result
     }
 
@@ -256,9 +244,7 @@ impl Broker {
         props: BasicProperties,
     ) -> Result<(), QueueError> {
         let ch = self.publisher_channel().await?;
-        let props = props
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into());
+        let props = props.with_delivery_mode(2).with_content_type("application/json".into());
         let confirm = ch
             .basic_publish(
                 exchange.into(),
@@ -274,13 +260,9 @@ impl Broker {
             .await?;
         match confirm {
             Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_returned)) => {
-                Err(QueueError::Unroutable(routing_key.to_string()))
-            }
+            Confirmation::Ack(Some(_returned)) => Err(QueueError::Unroutable(routing_key.to_string())),
             Confirmation::Nack(_) => Err(QueueError::Nacked),
-            Confirmation::NotRequested => {
-                Err(QueueError::Unavailable("confirms are not enabled".into()))
-            }
+            Confirmation::NotRequested => Err(QueueError::Unavailable("confirms are not enabled".into())),
         }
     }
 }

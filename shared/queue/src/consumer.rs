@@ -6,8 +6,8 @@ use crate::topology::{QueueSpec, headers};
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use lapin::{BasicProperties, Channel};
@@ -107,9 +107,7 @@ fn header_list(h: &FieldTable, k: &str) -> Vec<String> {
             .as_slice()
             .iter()
             .filter_map(|v| match v {
-                AMQPValue::LongString(s) => {
-                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
-                }
+                AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
                 _ => None,
             })
             .collect(),
@@ -144,18 +142,10 @@ pub async fn declare(ch: &Channel, broker: &Broker, spec: &QueueSpec) -> Result<
         topo.dead_letter_args(),
     )
     .await?;
-    ch.queue_declare(
-        topo.retry_queue(spec).as_str().into(),
-        durable,
-        topo.retry_args(spec),
-    )
-    .await?;
-    ch.queue_declare(
-        topo.work_queue(spec).as_str().into(),
-        durable,
-        topo.work_args(spec),
-    )
-    .await?;
+    ch.queue_declare(topo.retry_queue(spec).as_str().into(), durable, topo.retry_args(spec))
+        .await?;
+    ch.queue_declare(topo.work_queue(spec).as_str().into(), durable, topo.work_args(spec))
+        .await?;
     for key in spec.bindings {
         ch.queue_bind(
             topo.work_queue(spec).as_str().into(),
@@ -171,12 +161,7 @@ pub async fn declare(ch: &Channel, broker: &Broker, spec: &QueueSpec) -> Result<
 
 /// Runs the worker loop until `shutdown`, reconnecting as needed. On
 /// shutdown it stops taking deliveries and lets in-flight ones finish.
-pub async fn consume<H: Handler>(
-    broker: Broker,
-    opts: ConsumerOptions,
-    handler: Arc<H>,
-    shutdown: CancellationToken,
-) {
+pub async fn consume<H: Handler>(broker: Broker, opts: ConsumerOptions, handler: Arc<H>, shutdown: CancellationToken) {
     let monitor = tokio::spawn(monitor_depths(broker.clone(), opts.spec, shutdown.clone()));
     while !shutdown.is_cancelled() {
         let conn = match broker.connection().await {
@@ -211,9 +196,17 @@ async fn monitor_depths(broker: Broker, spec: QueueSpec, shutdown: CancellationT
             && let Ok(ch) = conn.create_channel().await
         {
             for (q, kind) in &queues {
-                let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-                match ch.queue_declare(q.as_str().into(), passive, FieldTable::default()).await {
-                    Ok(info) => metrics::QUEUE_DEPTH.with_label_values(&[spec.base, kind]).set(i64::from(info.message_count())),
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                match ch
+                    .queue_declare(q.as_str().into(), passive, FieldTable::default())
+                    .await
+                {
+                    Ok(info) => metrics::QUEUE_DEPTH
+                        .with_label_values(&[spec.base, kind])
+                        .set(i64::from(info.message_count())),
                     // A failed passive declare closes the channel; try again next round.
                     Err(_) => break,
                 }
@@ -235,8 +228,7 @@ async fn session<H: Handler>(
     shutdown: &CancellationToken,
 ) -> Result<(), QueueError> {
     let ch = conn.create_channel().await?;
-    ch.basic_qos(opts.prefetch, BasicQosOptions::default())
-        .await?;
+    ch.basic_qos(opts.prefetch, BasicQosOptions::default()).await?;
     declare(&ch, broker, &opts.spec).await?;
     let queue = broker.topology().work_queue(&opts.spec);
     let tag = format!("{}-{}", opts.service, uuid::Uuid::new_v4().simple());
@@ -263,13 +255,14 @@ async fn session<H: Handler>(
             Some(Err(e)) => break Err(QueueError::Amqp(e)),
             None => break Err(QueueError::Unavailable("the consumer was cancelled".into())),
         };
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closes");
-        let (broker, opts, handler, queue, stop) =
-            (broker.clone(), opts.clone(), handler.clone(), queue.clone(), shutdown.clone());
+        let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
+        let (broker, opts, handler, queue, stop) = (
+            broker.clone(),
+            opts.clone(),
+            handler.clone(),
+            queue.clone(),
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
             process(&broker, &opts, &queue, handler.as_ref(), delivery, &stop).await;
             drop(permit);
@@ -296,12 +289,7 @@ async fn process<H: Handler>(
 ) {
     let started = Instant::now();
     let empty = FieldTable::default();
-    let hdrs = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .unwrap_or(&empty)
-        .clone();
+    let hdrs = delivery.properties.headers().as_ref().unwrap_or(&empty).clone();
     let attempt = header_u32(&hdrs, headers::ATTEMPT).unwrap_or(1).max(1);
     let envelope = match Envelope::from_json(&delivery.data) {
         Ok(e) => e,
@@ -346,7 +334,13 @@ async fn process<H: Handler>(
             Err(Failure::Unavailable(e)) => {
                 if shutdown.is_cancelled() {
                     // Hand it back; another consumer (or we, restarted) takes it.
-                    let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                    let _ = delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
                     metrics::CONSUMED.with_label_values(&[queue, kind, "requeue"]).inc();
                     return;
                 }
@@ -370,18 +364,13 @@ async fn process<H: Handler>(
             if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                 tracing::warn!(error = %e, "ack failed; the broker will redeliver and the handler's idempotency absorbs it");
             }
-            metrics::CONSUMED
-                .with_label_values(&[queue, kind, "ack"])
-                .inc();
+            metrics::CONSUMED.with_label_values(&[queue, kind, "ack"]).inc();
         }
         Err(Failure::Transient(e)) if attempt < broker.topology().retry.max_attempts => {
             tracing::warn!(error = %e, "transient failure; will retry");
             let h = failure_headers(&hdrs, &delivery, attempt, &e, opts.service, None);
             let mut h = h;
-            h.insert(
-                headers::ATTEMPT.into(),
-                AMQPValue::LongLongInt(i64::from(attempt + 1)),
-            );
+            h.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(attempt + 1)));
             let target = broker.topology().retry_queue(&opts.spec);
             if settle(broker, &delivery, &target, h, queue, kind, "retry").await {
                 metrics::RETRIED.with_label_values(&[queue, &attempt.to_string()]).inc();
@@ -404,18 +393,7 @@ async fn process<H: Handler>(
         }
         Err(Failure::Permanent(e)) | Err(Failure::Unavailable(e)) => {
             tracing::error!(error = %e, "permanent failure; dead-lettering");
-            finish_failed(
-                broker,
-                opts,
-                queue,
-                &delivery,
-                &hdrs,
-                attempt,
-                &e,
-                "permanent",
-                kind,
-            )
-            .await;
+            finish_failed(broker, opts, queue, &delivery, &hdrs, attempt, &e, "permanent", kind).await;
         }
     }
 }
@@ -435,9 +413,7 @@ async fn finish_failed(
     let h = failure_headers(hdrs, delivery, attempt, error, opts.service, Some(reason));
     let target = broker.topology().dead_letter_queue(&opts.spec);
     if settle(broker, delivery, &target, h, queue, kind, "dead_letter").await {
-        metrics::DEAD_LETTERED
-            .with_label_values(&[queue, reason])
-            .inc();
+        metrics::DEAD_LETTERED.with_label_values(&[queue, reason]).inc();
     }
 }
 
@@ -449,9 +425,7 @@ fn failure_headers(
     service: &str,
     dead_letter_reason: Option<&str>,
 ) -> FieldTable {
-    let now = OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default();
+    let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
     let mut h = hdrs.clone();
     // x-death is the broker's own record; it is rebuilt on each dead-letter.
     let mut inner = h.inner().clone();
@@ -469,10 +443,7 @@ fn failure_headers(
             AMQPValue::LongString(now.as_str().into()),
         );
     }
-    h2.insert(
-        headers::LAST_FAILURE.into(),
-        AMQPValue::LongString(now.as_str().into()),
-    );
+    h2.insert(headers::LAST_FAILURE.into(), AMQPValue::LongString(now.as_str().into()));
     let mut errors: Vec<AMQPValue> = header_list(&h, headers::ERRORS)
         .into_iter()
         .map(|s| AMQPValue::LongString(s.as_str().into()))
@@ -480,23 +451,11 @@ fn failure_headers(
     let mut line = format!("{now} attempt {attempt}: {error}");
     line.truncate(2000);
     errors.push(AMQPValue::LongString(line.as_str().into()));
-    h2.insert(
-        headers::ERRORS.into(),
-        AMQPValue::FieldArray(FieldArray::from(errors)),
-    );
-    h2.insert(
-        headers::ATTEMPT.into(),
-        AMQPValue::LongLongInt(i64::from(attempt)),
-    );
-    h2.insert(
-        headers::FAILED_BY.into(),
-        AMQPValue::LongString(service.into()),
-    );
+    h2.insert(headers::ERRORS.into(), AMQPValue::FieldArray(FieldArray::from(errors)));
+    h2.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(attempt)));
+    h2.insert(headers::FAILED_BY.into(), AMQPValue::LongString(service.into()));
     if let Some(r) = dead_letter_reason {
-        h2.insert(
-            headers::DEAD_LETTER_REASON.into(),
-            AMQPValue::LongString(r.into()),
-        );
+        h2.insert(headers::DEAD_LETTER_REASON.into(), AMQPValue::LongString(r.into()));
     }
     h = h2;
     h
@@ -526,9 +485,7 @@ async fn settle(
             if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                 tracing::warn!(error = %e, "ack after moving the message failed");
             }
-            metrics::CONSUMED
-                .with_label_values(&[queue, kind, outcome])
-                .inc();
+            metrics::CONSUMED.with_label_values(&[queue, kind, outcome]).inc();
             true
         }
         Err(e) => {
@@ -540,9 +497,7 @@ async fn settle(
                     ..Default::default()
                 })
                 .await;
-            metrics::CONSUMED
-                .with_label_values(&[queue, kind, "requeue"])
-                .inc();
+            metrics::CONSUMED.with_label_values(&[queue, kind, "requeue"]).inc();
             false
         }
     }

@@ -10,7 +10,9 @@
 
 use crate::consumer::DeadLetterStory;
 use crate::topology::{QueueSpec, Topology, headers};
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use serde::Serialize;
@@ -55,10 +57,21 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, d: &DeadLetter) -> bool {
-        self.message_id.as_ref().is_none_or(|m| d.message_id.as_deref() == Some(m.as_str()))
-            && self.reason.as_ref().is_none_or(|r| d.story.reason.as_deref() == Some(r.as_str()))
-            && self.event_type.as_ref().is_none_or(|t| d.event_type.as_deref() == Some(t.as_str()))
-            && self.error_contains.as_ref().is_none_or(|e| d.story.errors.iter().any(|x| x.contains(e.as_str())))
+        self.message_id
+            .as_ref()
+            .is_none_or(|m| d.message_id.as_deref() == Some(m.as_str()))
+            && self
+                .reason
+                .as_ref()
+                .is_none_or(|r| d.story.reason.as_deref() == Some(r.as_str()))
+            && self
+                .event_type
+                .as_ref()
+                .is_none_or(|t| d.event_type.as_deref() == Some(t.as_str()))
+            && self
+                .error_contains
+                .as_ref()
+                .is_none_or(|e| d.story.errors.iter().any(|x| x.contains(e.as_str())))
     }
 }
 
@@ -90,7 +103,11 @@ fn read(props: &BasicProperties, data: &[u8]) -> DeadLetter {
 
 impl DeadLetterAdmin {
     pub async fn connect(url: &str, topology: Topology) -> Result<DeadLetterAdmin, DeadLetterError> {
-        let conn = Connection::connect(url, ConnectionProperties::default().with_connection_name("payhubctl".into())).await?;
+        let conn = Connection::connect(
+            url,
+            ConnectionProperties::default().with_connection_name("payhubctl".into()),
+        )
+        .await?;
         Ok(DeadLetterAdmin { conn, topology })
     }
 
@@ -101,7 +118,14 @@ impl DeadLetterAdmin {
     async fn depth(&self, queue: &str) -> Result<u32, DeadLetterError> {
         let ch = self.conn.create_channel().await?;
         let q = ch
-            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await;
         let n = match q {
             Ok(q) => q.message_count(),
@@ -130,7 +154,10 @@ impl DeadLetterAdmin {
         let dlq = self.topology.dead_letter_queue(spec);
         let mut out = Vec::new();
         while out.len() < limit {
-            match ch.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false }).await? {
+            match ch
+                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
+                .await?
+            {
                 Some(m) => out.push(read(&m.delivery.properties, &m.delivery.data)),
                 None => break,
             }
@@ -149,7 +176,10 @@ impl DeadLetterAdmin {
         let dlq = self.topology.dead_letter_queue(spec);
         let work = self.topology.work_queue(spec);
         let mut replayed = 0;
-        while let Some(m) = get.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false }).await? {
+        while let Some(m) = get
+            .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
+            .await?
+        {
             let d = read(&m.delivery.properties, &m.delivery.data);
             if !filter.matches(&d) {
                 continue; // stays unacked; returned when the channel closes
@@ -158,14 +188,22 @@ impl DeadLetterAdmin {
             if let Some(old) = m.delivery.properties.headers() {
                 for (k, v) in old.inner() {
                     let k = k.as_str();
-                    let keep = k == headers::ORIGINAL_ROUTING_KEY || k == headers::TRACEPARENT || !(k.starts_with("x-payhub-") || k == "x-death" || k.starts_with("x-first-death") || k.starts_with("x-last-death"));
+                    let keep = k == headers::ORIGINAL_ROUTING_KEY
+                        || k == headers::TRACEPARENT
+                        || !(k.starts_with("x-payhub-")
+                            || k == "x-death"
+                            || k.starts_with("x-first-death")
+                            || k.starts_with("x-last-death"));
                     if keep {
                         h.insert(k.into(), v.clone());
                     }
                 }
             }
             h.insert(REPLAYED.into(), AMQPValue::LongLongInt(i64::from(d.replayed + 1)));
-            let mut props = BasicProperties::default().with_headers(h).with_delivery_mode(2).with_content_type("application/json".into());
+            let mut props = BasicProperties::default()
+                .with_headers(h)
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into());
             if let Some(id) = m.delivery.properties.message_id() {
                 props = props.with_message_id(id.clone());
             }
@@ -173,7 +211,16 @@ impl DeadLetterAdmin {
                 props = props.with_type(t.clone());
             }
             let confirm = publish
-                .basic_publish("".into(), work.as_str().into(), BasicPublishOptions { mandatory: true, ..Default::default() }, &m.delivery.data, props)
+                .basic_publish(
+                    "".into(),
+                    work.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &m.delivery.data,
+                    props,
+                )
                 .await?
                 .await?;
             if !matches!(confirm, Confirmation::Ack(None)) {
@@ -190,7 +237,12 @@ impl DeadLetterAdmin {
     /// Deletes every dead letter of `spec`. Returns how many.
     pub async fn purge(&self, spec: &QueueSpec) -> Result<u32, DeadLetterError> {
         let ch = self.conn.create_channel().await?;
-        let n = ch.queue_purge(self.topology.dead_letter_queue(spec).as_str().into(), QueuePurgeOptions::default()).await?;
+        let n = ch
+            .queue_purge(
+                self.topology.dead_letter_queue(spec).as_str().into(),
+                QueuePurgeOptions::default(),
+            )
+            .await?;
         let _ = ch.close(200, "purged".into()).await;
         Ok(n)
     }

@@ -1,6 +1,8 @@
 //! Queue metrics, registered once in the process's default registry.
 
-use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec};
+use prometheus::{
+    HistogramVec, IntCounterVec, IntGaugeVec, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
+};
 use std::sync::LazyLock;
 
 pub static PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {

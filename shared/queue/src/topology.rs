@@ -138,10 +138,7 @@ impl Topology {
             long_string(&self.dead_letter_queue(spec)),
         );
         // Dead-lettering waits for the target's confirm: never lost on the way.
-        t.insert(
-            "x-dead-letter-strategy".into(),
-            long_string("at-least-once"),
-        );
+        t.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
         // at-least-once dead-lettering requires reject-publish overflow.
         t.insert("x-overflow".into(), long_string("reject-publish"));
         // A message redelivered this many times (its consumer keeps dying
@@ -164,14 +161,8 @@ impl Topology {
             AMQPValue::LongLongInt(self.retry.delay.as_millis() as i64),
         );
         t.insert("x-dead-letter-exchange".into(), long_string(""));
-        t.insert(
-            "x-dead-letter-routing-key".into(),
-            long_string(&self.work_queue(spec)),
-        );
-        t.insert(
-            "x-dead-letter-strategy".into(),
-            long_string("at-least-once"),
-        );
+        t.insert("x-dead-letter-routing-key".into(), long_string(&self.work_queue(spec)));
+        t.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
         t.insert("x-overflow".into(), long_string("reject-publish"));
         t
     }
@@ -203,20 +194,14 @@ mod tests {
         assert_eq!(topo.retry.max_attempts, 3);
         let spec = QueueSpec::NOTIFIER;
         let retry = topo.retry_args(&spec);
-        assert_eq!(
-            get(&retry, "x-message-ttl"),
-            &AMQPValue::LongLongInt(300_000)
-        );
+        assert_eq!(get(&retry, "x-message-ttl"), &AMQPValue::LongLongInt(300_000));
         assert_eq!(
             get(&retry, "x-dead-letter-routing-key"),
             &long_string("notifier.status")
         );
         let work = topo.work_args(&spec);
         assert_eq!(get(&work, "x-queue-type"), &long_string("quorum"));
-        assert_eq!(
-            get(&work, "x-dead-letter-strategy"),
-            &long_string("at-least-once")
-        );
+        assert_eq!(get(&work, "x-dead-letter-strategy"), &long_string("at-least-once"));
         assert_eq!(get(&work, "x-overflow"), &long_string("reject-publish"));
         assert_eq!(
             get(&work, "x-dead-letter-routing-key"),
@@ -232,9 +217,6 @@ mod tests {
             ..Topology::default()
         };
         assert_eq!(topo.work_queue(&QueueSpec::REPORTER), "t1.reporter.events");
-        assert_eq!(
-            topo.retry_queue(&QueueSpec::REPORTER),
-            "t1.reporter.events.retry"
-        );
+        assert_eq!(topo.retry_queue(&QueueSpec::REPORTER), "t1.reporter.events.retry");
     }
 }

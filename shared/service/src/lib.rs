@@ -54,10 +54,7 @@ impl CommonConfig {
         }
         let amqp_url = env.string("PAYHUB_AMQP_URL", DEFAULT_AMQP_URL);
         if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
-            return Err(Env::bad(
-                "PAYHUB_AMQP_URL",
-                "must be an amqp:// or amqps:// URL",
-            ));
+            return Err(Env::bad("PAYHUB_AMQP_URL", "must be an amqp:// or amqps:// URL"));
         }
         let defaults = RetryPolicy::default();
         let retry = RetryPolicy {
@@ -108,13 +105,8 @@ pub struct Infra {
 }
 
 impl Infra {
-    pub fn start(
-        service: &'static str,
-        cfg: &CommonConfig,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Infra> {
-        let store = Store::connect_lazy(&cfg.database_url, cfg.db_max_connections)
-            .context("PAYHUB_DATABASE_URL")?;
+    pub fn start(service: &'static str, cfg: &CommonConfig, shutdown: CancellationToken) -> anyhow::Result<Infra> {
+        let store = Store::connect_lazy(&cfg.database_url, cfg.db_max_connections).context("PAYHUB_DATABASE_URL")?;
         let infra_shutdown = CancellationToken::new();
         let broker = Broker::start(
             &cfg.amqp_url,
@@ -164,18 +156,13 @@ impl Infra {
 
     /// Binds the HTTP listener: service routes plus `/metrics`, `/healthz`,
     /// `/readyz`, with request metrics.
-    pub async fn bind_http(
-        &self,
-        addr: SocketAddr,
-        routes: axum::Router,
-    ) -> anyhow::Result<HttpServer> {
+    pub async fn bind_http(&self, addr: SocketAddr, routes: axum::Router) -> anyhow::Result<HttpServer> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (PAYHUB_HTTP_ADDR)"))?;
         let local_addr = listener.local_addr()?;
-        let router = payhub_telemetry::http::instrument(
-            routes.merge(payhub_telemetry::ops_router(self.readiness.clone())),
-        );
+        let router =
+            payhub_telemetry::http::instrument(routes.merge(payhub_telemetry::ops_router(self.readiness.clone())));
         Ok(HttpServer {
             listener,
             router,
@@ -185,10 +172,7 @@ impl Infra {
 
     /// Waits for `work` (consumers, HTTP) to end after shutdown, then closes
     /// the broker connection and background tasks.
-    pub async fn run_until_stopped(
-        mut self,
-        mut work: JoinSet<anyhow::Result<()>>,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(mut self, mut work: JoinSet<anyhow::Result<()>>) -> anyhow::Result<()> {
         let readiness = self.readiness.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
@@ -200,10 +184,7 @@ impl Infra {
             match r {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::error!(
-                        error = format!("{e:#}"),
-                        "a task of the service failed; stopping"
-                    );
+                    tracing::error!(error = format!("{e:#}"), "a task of the service failed; stopping");
                     self.shutdown.cancel();
                     result = Err(e);
                 }

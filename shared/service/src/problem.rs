@@ -105,16 +105,8 @@ impl IntoResponse for ApiError {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 r
             }
-            ApiError::NotFound(d) => problem(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "Not found",
-                Some(&d),
-                None,
-            ),
-            ApiError::Conflict(d) => {
-                problem(StatusCode::CONFLICT, "conflict", "Conflict", Some(&d), None)
-            }
+            ApiError::NotFound(d) => problem(StatusCode::NOT_FOUND, "not-found", "Not found", Some(&d), None),
+            ApiError::Conflict(d) => problem(StatusCode::CONFLICT, "conflict", "Conflict", Some(&d), None),
             ApiError::Unavailable(d) => problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -33,17 +33,7 @@ impl StoreError {
             StoreError::Db(sqlx::Error::Database(e)) => {
                 matches!(
                     e.code().as_deref(),
-                    Some(
-                        "40001"
-                            | "40P01"
-                            | "57P01"
-                            | "57P02"
-                            | "57P03"
-                            | "53300"
-                            | "08006"
-                            | "08003"
-                            | "08000"
-                    )
+                    Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" | "08000")
                 )
             }
             StoreError::Db(
@@ -83,13 +73,10 @@ impl Store {
 
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> bool {
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(&self.pool),
-        )
-        .await
-        .map(|r| r.is_ok())
-        .unwrap_or(false)
+        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false)
     }
 
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
@@ -105,12 +92,10 @@ pub async fn mark_processed(
     consumer: &str,
     event_id: Uuid,
 ) -> Result<bool, StoreError> {
-    let r = sqlx::query(
-        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(event_id)
-    .execute(&mut **tx)
-    .await?;
+    let r = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(consumer)
+        .bind(event_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(r.rows_affected() == 1)
 }

@@ -26,11 +26,7 @@ pub async fn add(tx: &mut Transaction<'_, Postgres>, env: &Envelope) -> Result<(
 /// Publishes committed events now. Failures are left for the relay, so the
 /// caller may ignore the error; it is returned for callers that must know
 /// (webhook-verifier answers 200 only after the confirm).
-pub async fn publish_now(
-    store: &Store,
-    broker: &Broker,
-    events: &[Envelope],
-) -> Result<(), payhub_queue::QueueError> {
+pub async fn publish_now(store: &Store, broker: &Broker, events: &[Envelope]) -> Result<(), payhub_queue::QueueError> {
     for env in events {
         broker.publish(env).await?;
         if let Err(e) = mark_published(store, &[env.id]).await {

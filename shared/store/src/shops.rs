@@ -42,11 +42,8 @@ pub fn generate_api_key() -> String {
 type Row = (Uuid, String, Option<String>, String, Option<String>, bool);
 
 fn from_row(r: Row) -> Result<Shop, StoreError> {
-    let secret = WebhookSecret::parse(&r.3).map_err(|e| {
-        StoreError::Db(sqlx::Error::Decode(
-            format!("shop {} webhook secret {e}", r.0).into(),
-        ))
-    })?;
+    let secret = WebhookSecret::parse(&r.3)
+        .map_err(|e| StoreError::Db(sqlx::Error::Decode(format!("shop {} webhook secret {e}", r.0).into())))?;
     Ok(Shop {
         id: r.0,
         name: r.1,

@@ -24,16 +24,9 @@ impl Env {
         Env { overrides: None }
     }
 
-    pub fn from_pairs<I: IntoIterator<Item = (K, V)>, K: Into<String>, V: Into<String>>(
-        pairs: I,
-    ) -> Env {
+    pub fn from_pairs<I: IntoIterator<Item = (K, V)>, K: Into<String>, V: Into<String>>(pairs: I) -> Env {
         Env {
-            overrides: Some(
-                pairs
-                    .into_iter()
-                    .map(|(k, v)| (k.into(), v.into()))
-                    .collect(),
-            ),
+            overrides: Some(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect()),
         }
     }
 
@@ -91,11 +84,7 @@ impl Env {
         Ok(v.trim_end_matches('/').to_string())
     }
 
-    pub fn socket_addr(
-        &self,
-        name: &str,
-        default: &str,
-    ) -> Result<std::net::SocketAddr, ConfigError> {
+    pub fn socket_addr(&self, name: &str, default: &str) -> Result<std::net::SocketAddr, ConfigError> {
         let v = self.string(name, default);
         v.parse().map_err(|e| ConfigError {
             name: name.into(),
@@ -130,11 +119,6 @@ mod tests {
             env.millis("UNSET", Duration::from_secs(300)).unwrap(),
             Duration::from_secs(300)
         );
-        assert!(
-            env.required("UNSET")
-                .unwrap_err()
-                .to_string()
-                .contains("UNSET")
-        );
+        assert!(env.required("UNSET").unwrap_err().to_string().contains("UNSET"));
     }
 }

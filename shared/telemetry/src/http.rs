@@ -55,11 +55,7 @@ pub fn instrument(router: Router) -> Router {
 }
 
 /// Serves until `shutdown`, then stops accepting and lets open requests end.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

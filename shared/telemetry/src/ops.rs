@@ -22,10 +22,7 @@ pub struct Readiness {
 impl Readiness {
     pub fn check(&self, name: &'static str) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(false));
-        self.checks
-            .lock()
-            .expect("not poisoned")
-            .push((name, flag.clone()));
+        self.checks.lock().expect("not poisoned").push((name, flag.clone()));
         flag
     }
 
@@ -47,10 +44,7 @@ impl Readiness {
         let checks = self.checks.lock().expect("not poisoned");
         let mut m = serde_json::Map::new();
         for (n, f) in checks.iter() {
-            m.insert(
-                (*n).to_string(),
-                serde_json::Value::Bool(f.load(Ordering::Relaxed)),
-            );
+            m.insert((*n).to_string(), serde_json::Value::Bool(f.load(Ordering::Relaxed)));
         }
         serde_json::json!({
             "ready": !self.draining.load(Ordering::Relaxed) && checks.iter().all(|(_, f)| f.load(Ordering::Relaxed)),
@@ -70,12 +64,7 @@ pub fn ops_router(readiness: Readiness) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    metrics_text(),
-                )
-            }),
+            get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_text()) }),
         )
         .route(
             "/healthz",

@@ -26,30 +26,24 @@ impl Drop for TraceGuard {
 
 /// Sets up the global subscriber. Safe to call more than once (tests).
 pub fn init(service: &'static str, format: LogFormat) -> TraceGuard {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn"));
     let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Ok(endpoint) if !endpoint.is_empty() => {
-            match opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .build()
-            {
-                Ok(exporter) => Some(
-                    SdkTracerProvider::builder()
-                        .with_batch_exporter(exporter)
-                        .with_resource(
-                            opentelemetry_sdk::Resource::builder()
-                                .with_service_name(format!("payhub-{service}"))
-                                .build(),
-                        )
-                        .build(),
-                ),
-                Err(e) => {
-                    eprintln!("payhub-{service}: OTLP exporter disabled: {e}");
-                    None
-                }
+        Ok(endpoint) if !endpoint.is_empty() => match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+            Ok(exporter) => Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name(format!("payhub-{service}"))
+                            .build(),
+                    )
+                    .build(),
+            ),
+            Err(e) => {
+                eprintln!("payhub-{service}: OTLP exporter disabled: {e}");
+                None
             }
-        }
+        },
         _ => None,
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -66,9 +60,7 @@ pub fn init(service: &'static str, format: LogFormat) -> TraceGuard {
                     .with_span_list(false),
             )
             .try_init(),
-        LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().compact())
-            .try_init(),
+        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact()).try_init(),
     };
     TraceGuard(provider)
 }

@@ -51,8 +51,7 @@ pub(crate) struct NewCharge {
 /// Validates a create-charge body the way OpenPix does (approximately); the
 /// `Err` text goes into the 400 `{"error": ...}` reply.
 pub(crate) fn parse_new_charge(body: &[u8]) -> Result<NewCharge, String> {
-    let json: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    let json: Value = serde_json::from_slice(body).map_err(|e| format!("the request body is not valid JSON: {e}"))?;
     let Value::Object(obj) = json else {
         return Err("the request body must be a JSON object".into());
     };
@@ -101,9 +100,7 @@ pub(crate) fn parse_new_charge(body: &[u8]) -> Result<NewCharge, String> {
         Some(_) => return Err("expiresIn must be an integer number of seconds".into()),
     };
     if expires_in < MIN_EXPIRES_IN {
-        return Err(format!(
-            "expiresIn must be at least {MIN_EXPIRES_IN} seconds"
-        ));
+        return Err(format!("expiresIn must be at least {MIN_EXPIRES_IN} seconds"));
     }
     // Keep the expiry date representable.
     if expires_in > 10 * 365 * 86_400 {
@@ -120,12 +117,10 @@ pub(crate) fn parse_new_charge(body: &[u8]) -> Result<NewCharge, String> {
         None | Some(Value::Null) => Value::Array(Vec::new()),
         Some(Value::Array(items)) => {
             for item in items {
-                let ok = item.get("key").is_some_and(Value::is_string)
-                    && item.get("value").is_some_and(Value::is_string);
+                let ok =
+                    item.get("key").is_some_and(Value::is_string) && item.get("value").is_some_and(Value::is_string);
                 if !ok {
-                    return Err(
-                        "additionalInfo items must be {\"key\": string, \"value\": string}".into(),
-                    );
+                    return Err("additionalInfo items must be {\"key\": string, \"value\": string}".into());
                 }
             }
             Value::Array(items.clone())
@@ -164,9 +159,7 @@ fn parse_customer(c: &Map<String, Value>) -> Result<Value, String> {
         return Err("customer needs a taxID, an email or a phone besides the name".into());
     }
     if let Some(e) = &email {
-        let valid = e
-            .split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'));
+        let valid = e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.'));
         if !valid {
             return Err("customer.email is not a valid e-mail address".into());
         }
@@ -181,8 +174,7 @@ fn parse_customer(c: &Map<String, Value>) -> Result<Value, String> {
         out.insert("phone".into(), Value::String(p));
     }
     if let Some(t) = tax_id {
-        let parsed =
-            payhub_core::identity::TaxId::parse(&t).map_err(|e| format!("customer.taxID {e}"))?;
+        let parsed = payhub_core::identity::TaxId::parse(&t).map_err(|e| format!("customer.taxID {e}"))?;
         let kind = match parsed {
             payhub_core::identity::TaxId::Cpf(_) => "BR:CPF",
             payhub_core::identity::TaxId::Cnpj(_) => "BR:CNPJ",
@@ -284,12 +276,8 @@ impl ChargeBook {
 
     /// By correlationID or transactionID, as `GET /api/v1/charge/{id}` allows.
     pub(crate) fn find(&self, id: &str) -> Option<&SandboxCharge> {
-        self.get(id).or_else(|| {
-            self.entries
-                .iter()
-                .map(|e| &e.charge)
-                .find(|c| c.transaction_id == id)
-        })
+        self.get(id)
+            .or_else(|| self.entries.iter().map(|e| &e.charge).find(|c| c.transaction_id == id))
     }
 
     pub(crate) fn find_by_payment_link(&self, payment_link_id: &str) -> Option<&SandboxCharge> {
@@ -498,11 +486,7 @@ fn company() -> CompanyView {
 
 /// A fresh PIX endToEndId: `E` + ISPB (8) + `yyyyMMddHHmm` + 11 alphanumerics = 32 chars.
 pub(crate) fn new_end_to_end_id(now: OffsetDateTime) -> String {
-    format!(
-        "E{PAYER_ISPB}{}{}",
-        util::compact_minutes(now),
-        util::hex_n(11)
-    )
+    format!("E{PAYER_ISPB}{}{}", util::compact_minutes(now), util::hex_n(11))
 }
 
 /// Event names of a payment.
@@ -530,11 +514,7 @@ impl PixIdentity {
 
 /// An event with `charge` and `pix` for a charge already marked paid
 /// (`paid_at`, `paid_value`, `end_to_end_id` set).
-fn paid_event(
-    c: &SandboxCharge,
-    event: &'static str,
-    pix: &PixIdentity,
-) -> Result<Vec<u8>, serde_json::Error> {
+fn paid_event(c: &SandboxCharge, event: &'static str, pix: &PixIdentity) -> Result<Vec<u8>, serde_json::Error> {
     let paid_at = c.paid_at.as_deref().unwrap_or(&c.updated_at);
     let info = if c.comment.is_empty() {
         "payhub sandbox"
@@ -559,9 +539,7 @@ fn paid_event(
             global_id: pix.global_id.clone(),
         }),
         company: company(),
-        account: AccountView {
-            environment: "TESTING",
-        },
+        account: AccountView { environment: "TESTING" },
     };
     serde_json::to_vec(&event)
 }
@@ -575,9 +553,7 @@ pub(crate) fn completed_event(c: &SandboxCharge) -> Result<Vec<u8>, serde_json::
 /// The two bodies OpenPix sends for one paid charge: `OPENPIX:CHARGE_COMPLETED`
 /// and `OPENPIX:TRANSACTION_RECEIVED`, with the same charge and the same pix
 /// (endToEndId, payer, globalID).
-pub(crate) fn completed_and_received_events(
-    c: &SandboxCharge,
-) -> Result<Vec<Vec<u8>>, serde_json::Error> {
+pub(crate) fn completed_and_received_events(c: &SandboxCharge) -> Result<Vec<Vec<u8>>, serde_json::Error> {
     let pix = PixIdentity::new();
     Ok(vec![
         paid_event(c, EVENT_CHARGE_COMPLETED, &pix)?,
@@ -592,9 +568,7 @@ pub(crate) fn expired_event(c: &SandboxCharge) -> Result<Vec<u8>, serde_json::Er
         charge: charge_view(c, true),
         pix: None,
         company: company(),
-        account: AccountView {
-            environment: "TESTING",
-        },
+        account: AccountView { environment: "TESTING" },
     };
     serde_json::to_vec(&event)
 }
@@ -618,10 +592,7 @@ mod tests {
         .expect("valid");
         assert_eq!(c.value, 100);
         assert_eq!(c.expires_in, DEFAULT_EXPIRES_IN);
-        assert_eq!(
-            c.customer["taxID"],
-            json!({"taxID": "31324227036", "type": "BR:CPF"})
-        );
+        assert_eq!(c.customer["taxID"], json!({"taxID": "31324227036", "type": "BR:CPF"}));
         assert_eq!(c.customer["name"], "Dan");
         assert!(c.customer["correlationID"].is_string());
     }
@@ -637,10 +608,7 @@ mod tests {
             (json!({"correlationID": "a", "value": -1}), "value"),
             (json!({"correlationID": "a", "value": 1.5}), "value"),
             (json!({"correlationID": "a", "value": "100"}), "value"),
-            (
-                json!({"correlationID": "a", "value": 1, "expiresIn": 299}),
-                "expiresIn",
-            ),
+            (json!({"correlationID": "a", "value": 1, "expiresIn": 299}), "expiresIn"),
             (
                 json!({"correlationID": "a", "value": 1, "customer": {"name": "x"}}),
                 "customer",
@@ -704,8 +672,7 @@ mod tests {
         c.paid_at = Some(util::iso_millis(now));
         c.paid_value = Some(400);
         c.end_to_end_id = Some(new_end_to_end_id(now));
-        let v: Value =
-            serde_json::from_slice(&completed_event(&c).expect("serializes")).expect("json");
+        let v: Value = serde_json::from_slice(&completed_event(&c).expect("serializes")).expect("json");
         assert_eq!(v["event"], "OPENPIX:CHARGE_COMPLETED");
         assert_eq!(v["charge"]["status"], "COMPLETED");
         assert_eq!(v["charge"]["value"], 500);
@@ -720,17 +687,14 @@ mod tests {
         assert_eq!(v["account"]["environment"], "TESTING");
 
         let both = completed_and_received_events(&c).expect("serializes");
-        let [completed, received] = [&both[0], &both[1]].map(|b| {
-            serde_json::from_slice::<Value>(b).expect("json")
-        });
+        let [completed, received] = [&both[0], &both[1]].map(|b| serde_json::from_slice::<Value>(b).expect("json"));
         assert_eq!(completed["event"], EVENT_CHARGE_COMPLETED);
         assert_eq!(received["event"], EVENT_TRANSACTION_RECEIVED);
         assert_eq!(received["charge"], completed["charge"]);
         assert_eq!(received["pix"], completed["pix"]);
 
         c.status = crate::model::STATUS_EXPIRED.into();
-        let v: Value =
-            serde_json::from_slice(&expired_event(&c).expect("serializes")).expect("json");
+        let v: Value = serde_json::from_slice(&expired_event(&c).expect("serializes")).expect("json");
         assert_eq!(v["event"], "OPENPIX:CHARGE_EXPIRED");
         assert_eq!(v["charge"]["status"], "EXPIRED");
         assert!(v.get("pix").is_none());

@@ -206,8 +206,7 @@ pub(crate) fn parse_command<F: Fault>(
         "expected {{\"mode\": \"status\" | \"{hold_mode}\" | \"recover\", \
          \"status\": 200..=599 (mode status), \"count\": n >= 1 | \"always\": true}}"
     );
-    let request: FaultRequest =
-        serde_json::from_slice(body).map_err(|e| format!("{expected}: {e}"))?;
+    let request: FaultRequest = serde_json::from_slice(body).map_err(|e| format!("{expected}: {e}"))?;
     let Some(mode) = request.mode else {
         return Err(format!("{expected}: mode is missing"));
     };
@@ -257,12 +256,7 @@ mod tests {
     use super::*;
 
     fn shop(body: Value) -> Result<FaultCommand<ShopFault>, String> {
-        parse_command(
-            body.to_string().as_bytes(),
-            "hang",
-            ShopFault::Hang,
-            ShopFault::Status,
-        )
+        parse_command(body.to_string().as_bytes(), "hang", ShopFault::Hang, ShopFault::Status)
     }
 
     #[test]

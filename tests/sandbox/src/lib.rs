@@ -36,8 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::{ProviderFault, ShopFault};
 pub use model::{
-    ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge,
-    WebhookAttempt,
+    ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge, WebhookAttempt,
 };
 
 use crate::state::{Inner, lock};
@@ -47,8 +46,7 @@ use crate::state::{Inner, lock};
 pub const FIXTURE_PUBLIC_KEY_PEM: &str = include_str!("../../fixtures/sandbox-openpix-public.pem");
 
 /// The fixture RSA private key, PKCS#8 DER.
-pub const FIXTURE_PRIVATE_KEY_PKCS8: &[u8] =
-    include_bytes!("../../fixtures/sandbox-openpix-private.pk8.der");
+pub const FIXTURE_PRIVATE_KEY_PKCS8: &[u8] = include_bytes!("../../fixtures/sandbox-openpix-private.pk8.der");
 
 /// Timeout of every outgoing webhook POST.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,12 +153,8 @@ impl Sandbox {
         // error when one is already installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
 
-        let signer = signing::Signer::from_key_bytes(&cfg.signing_key_pkcs8)
-            .context("loading the signing key")?;
-        anyhow::ensure!(
-            !cfg.app_id.trim().is_empty(),
-            "the OpenPix AppID must not be empty"
-        );
+        let signer = signing::Signer::from_key_bytes(&cfg.signing_key_pkcs8).context("loading the signing key")?;
+        anyhow::ensure!(!cfg.app_id.trim().is_empty(), "the OpenPix AppID must not be empty");
         if let Some(target) = &cfg.webhook_target {
             check_url(target).context("the webhook target")?;
         }
@@ -278,9 +272,7 @@ impl Sandbox {
 
     /// [`Sandbox::add_shop_secret`], reporting an invalid secret.
     pub fn try_add_shop_secret(&self, whsec: &str) -> anyhow::Result<()> {
-        lock(&self.inner.shop)
-            .add_secret(whsec)
-            .map_err(anyhow::Error::msg)
+        lock(&self.inner.shop).add_secret(whsec).map_err(anyhow::Error::msg)
     }
 
     /// The payer pays the full amount: the charge becomes `COMPLETED` and a
@@ -294,11 +286,7 @@ impl Sandbox {
 
     /// As [`Sandbox::pay`], but the payer sends `paid_value` centavos
     /// (`pix.value` differs from `charge.value`).
-    pub async fn pay_with_value(
-        &self,
-        correlation_id: &str,
-        paid_value: i64,
-    ) -> anyhow::Result<WebhookAttempt> {
+    pub async fn pay_with_value(&self, correlation_id: &str, paid_value: i64) -> anyhow::Result<WebhookAttempt> {
         Ok(self.inner.pay(correlation_id, Some(paid_value)).await?)
     }
 
@@ -310,21 +298,14 @@ impl Sandbox {
 
     /// Sends the charge's last webhook again, byte-identical (same body and
     /// signature), as providers do on retries.
-    pub async fn resend_last_webhook(
-        &self,
-        correlation_id: &str,
-    ) -> anyhow::Result<WebhookAttempt> {
+    pub async fn resend_last_webhook(&self, correlation_id: &str) -> anyhow::Result<WebhookAttempt> {
         Ok(self.inner.resend_last(correlation_id).await?)
     }
 
     /// POSTs `body` to the webhook target with the given
     /// `x-webhook-signature` (none when `None`), for forged or tampered
     /// webhook tests.
-    pub async fn send_raw_webhook(
-        &self,
-        body: &[u8],
-        signature: Option<&str>,
-    ) -> anyhow::Result<WebhookAttempt> {
+    pub async fn send_raw_webhook(&self, body: &[u8], signature: Option<&str>) -> anyhow::Result<WebhookAttempt> {
         Ok(self.inner.deliver_to_target(body, signature).await?)
     }
 
@@ -438,10 +419,7 @@ impl Sandbox {
     /// or reversed, and returns what the target answered to each. The hold
     /// setting does not change. `Err` when no target is configured or a
     /// POST gets no answer; the webhooks not delivered stay queued.
-    pub async fn release_held_webhooks(
-        &self,
-        reverse: bool,
-    ) -> anyhow::Result<Vec<WebhookAttempt>> {
+    pub async fn release_held_webhooks(&self, reverse: bool) -> anyhow::Result<Vec<WebhookAttempt>> {
         Ok(self.inner.release_held(reverse).await?)
     }
 
@@ -452,10 +430,7 @@ impl Sandbox {
     /// answers in that order. Both deliveries are tried; the first failure
     /// is the error (the payment stands). [`Sandbox::resend_last_webhook`]
     /// then repeats the `TRANSACTION_RECEIVED` one.
-    pub async fn pay_with_transaction_received(
-        &self,
-        correlation_id: &str,
-    ) -> anyhow::Result<Vec<WebhookAttempt>> {
+    pub async fn pay_with_transaction_received(&self, correlation_id: &str) -> anyhow::Result<Vec<WebhookAttempt>> {
         Ok(self.inner.pay_events(correlation_id, None, true).await?)
     }
 }

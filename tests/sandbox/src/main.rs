@@ -89,8 +89,9 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let signing_key = match &args.private_key {
-        Some(path) => std::fs::read(path)
-            .with_context(|| format!("reading the private key file {}", path.display()))?,
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("reading the private key file {}", path.display()))?
+        }
         None => FIXTURE_PRIVATE_KEY_PKCS8.to_vec(),
     };
     let config = SandboxConfig {
@@ -115,10 +116,7 @@ async fn main() -> anyhow::Result<()> {
         "provider (OpenPix API, /sandbox control) listening on {}",
         sandbox.provider_url()
     );
-    println!(
-        "shop webhook receiver listening on {}",
-        sandbox.shop_webhook_url()
-    );
+    println!("shop webhook receiver listening on {}", sandbox.shop_webhook_url());
     println!("SMTP sink listening on {}", sandbox.smtp_addr());
 
     wait_for_signal().await?;

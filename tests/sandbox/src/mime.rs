@@ -111,11 +111,7 @@ fn parse_word(s: &str) -> Option<Word> {
     if text.contains(char::is_whitespace) || charset.is_empty() {
         return None;
     }
-    let charset = charset
-        .split('*')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let charset = charset.split('*').next().unwrap_or_default().to_ascii_lowercase();
     if !matches!(
         charset.as_str(),
         "utf-8" | "utf8" | "us-ascii" | "iso-8859-1" | "latin1" | "latin-1"
@@ -128,11 +124,7 @@ fn parse_word(s: &str) -> Option<Word> {
         _ => return None,
     };
     let len = 2 + charset_len(body) + 1 + encoding.len() + 1 + end + 2;
-    Some(Word {
-        charset,
-        bytes,
-        len,
-    })
+    Some(Word { charset, bytes, len })
 }
 
 /// Length of the raw charset part (before the first `?`) of a word body.
@@ -166,8 +158,7 @@ mod tests {
 
     #[test]
     fn plain_and_folded_subjects() {
-        let msg =
-            b"From: a@b.c\r\nSubject: Hello\r\n world\r\nTo: x@y.z\r\n\r\nSubject: not me\r\n";
+        let msg = b"From: a@b.c\r\nSubject: Hello\r\n world\r\nTo: x@y.z\r\n\r\nSubject: not me\r\n";
         assert_eq!(subject(msg).as_deref(), Some("Hello world"));
         assert_eq!(subject(b"From: a@b.c\r\n\r\nSubject: body\r\n"), None);
         assert_eq!(subject(b"SUBJECT:  caps\n\nbody").as_deref(), Some("caps"));
@@ -175,26 +166,14 @@ mod tests {
 
     #[test]
     fn encoded_words() {
-        assert_eq!(
-            decode_words("=?utf-8?B?UGVkaWRvIHBhZ28g4pyU?="),
-            "Pedido pago ✔"
-        );
-        assert_eq!(
-            decode_words("=?UTF-8?Q?Pedido_n=C2=BA_42_pago?="),
-            "Pedido nº 42 pago"
-        );
+        assert_eq!(decode_words("=?utf-8?B?UGVkaWRvIHBhZ28g4pyU?="), "Pedido pago ✔");
+        assert_eq!(decode_words("=?UTF-8?Q?Pedido_n=C2=BA_42_pago?="), "Pedido nº 42 pago");
         assert_eq!(decode_words("=?iso-8859-1?q?caf=E9?= ok"), "café ok");
         // Whitespace between adjacent words disappears; a split character survives.
-        assert_eq!(
-            decode_words("=?utf-8?B?Y2Fm?=\r\n =?utf-8?B?w6k=?="),
-            "café"
-        );
+        assert_eq!(decode_words("=?utf-8?B?Y2Fm?=\r\n =?utf-8?B?w6k=?="), "café");
         assert_eq!(decode_words("=?utf-8?Q?a?= b =?utf-8?Q?c?="), "a b c");
         // Not encoded-words: left alone.
-        assert_eq!(
-            decode_words("=?koi8-r?B?8NLJ18XU?="),
-            "=?koi8-r?B?8NLJ18XU?="
-        );
+        assert_eq!(decode_words("=?koi8-r?B?8NLJ18XU?="), "=?koi8-r?B?8NLJ18XU?=");
         assert_eq!(decode_words("1 =? 2 ?= 3"), "1 =? 2 ?= 3");
         assert_eq!(decode_words("=?utf-8?X?abc?="), "=?utf-8?X?abc?=");
         assert_eq!(decode_words("=?utf-8?Q?bad=Z?="), "=?utf-8?Q?bad=Z?=");

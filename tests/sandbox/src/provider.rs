@@ -27,11 +27,10 @@ type Shared = Arc<Inner>;
 /// A 1×1 transparent PNG, served for `qrCodeImage` URLs so they do not 404.
 /// (The sandbox has no QR encoder; the BR Code text is on the payment page.)
 const PLACEHOLDER_PNG: [u8; 70] = [
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
-    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
-    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0xf8, 0x5f,
-    0x0f, 0x00, 0x02, 0x87, 0x01, 0x80, 0xeb, 0x47, 0xba, 0x92, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
-    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49,
+    0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0xf8, 0x5f, 0x0f, 0x00, 0x02, 0x87, 0x01, 0x80, 0xeb, 0x47, 0xba,
+    0x92, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];
 
 pub(crate) fn router(state: Shared) -> Router {
@@ -47,14 +46,8 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/sandbox/charges", get(list_charges))
         .route("/sandbox/charges/{correlation_id}", get(show_charge))
         .route("/sandbox/charges/{correlation_id}/pay", post(control_pay))
-        .route(
-            "/sandbox/charges/{correlation_id}/expire",
-            post(control_expire),
-        )
-        .route(
-            "/sandbox/charges/{correlation_id}/resend",
-            post(control_resend),
-        )
+        .route("/sandbox/charges/{correlation_id}/expire", post(control_expire))
+        .route("/sandbox/charges/{correlation_id}/resend", post(control_resend))
         .route("/sandbox/emails", get(list_emails))
         .route("/sandbox/shop/webhooks", get(list_shop_webhooks))
         .route("/sandbox/shop/secrets", post(add_shop_secret))
@@ -164,11 +157,7 @@ async fn create_charge(
 }
 
 /// `GET /api/v1/charge/{id}`: by correlationID or transactionID.
-async fn get_charge(
-    State(state): State<Shared>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn get_charge(State(state): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if let Some(denied) = refuse_unauthorized(&state, &headers) {
         return denied;
     }
@@ -178,10 +167,7 @@ async fn get_charge(
     };
     match serde_json::to_value(charge_view(c, true)) {
         Ok(charge) => Json(json!({ "charge": charge })).into_response(),
-        Err(e) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("rendering the charge: {e}"),
-        ),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("rendering the charge: {e}")),
     }
 }
 
@@ -225,15 +211,9 @@ fn encode_segment(s: &str) -> String {
 /// `GET /pay/{paymentLinkID}`: a minimal checkout page with "pay" and
 /// "expire" buttons that call the control routes, for demos by hand.
 async fn pay_page(State(state): State<Shared>, Path(payment_link_id): Path<String>) -> Response {
-    let charge = lock(&state.charges)
-        .find_by_payment_link(&payment_link_id)
-        .cloned();
+    let charge = lock(&state.charges).find_by_payment_link(&payment_link_id).cloned();
     let Some(c) = charge else {
-        return (
-            StatusCode::NOT_FOUND,
-            Html("<h1>Charge not found</h1>".to_string()),
-        )
-            .into_response();
+        return (StatusCode::NOT_FOUND, Html("<h1>Charge not found</h1>".to_string())).into_response();
     };
     let base = format!("/sandbox/charges/{}", encode_segment(&c.correlation_id));
     let actions = if c.status == STATUS_ACTIVE {
@@ -304,11 +284,7 @@ struct ControlReply {
     webhooks: Option<Vec<WebhookAttempt>>,
 }
 
-fn control_reply(
-    state: &Inner,
-    correlation_id: &str,
-    result: Result<WebhookAttempt, OpError>,
-) -> Response {
+fn control_reply(state: &Inner, correlation_id: &str, result: Result<WebhookAttempt, OpError>) -> Response {
     control_reply_many(state, correlation_id, result.map(|a| vec![a]), false)
 }
 
@@ -339,11 +315,7 @@ fn control_reply_many(
 /// `POST /sandbox/charges/{correlationID}/pay`, optional body
 /// `{"value": centavos, "transactionReceived": true}` (the latter also sends
 /// `OPENPIX:TRANSACTION_RECEIVED`; the reply then lists both in `webhooks`).
-async fn control_pay(
-    State(state): State<Shared>,
-    Path(correlation_id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn control_pay(State(state): State<Shared>, Path(correlation_id): Path<String>, body: Bytes) -> Response {
     let (paid_value, transaction_received) = if body.iter().all(u8::is_ascii_whitespace) {
         (None, false)
     } else {
@@ -365,19 +337,13 @@ async fn control_pay(
                     None | Some(Value::Null) => false,
                     Some(Value::Bool(b)) => *b,
                     Some(_) => {
-                        return json_error(
-                            StatusCode::BAD_REQUEST,
-                            "transactionReceived must be a boolean",
-                        );
+                        return json_error(StatusCode::BAD_REQUEST, "transactionReceived must be a boolean");
                     }
                 };
                 (paid_value, transaction_received)
             }
             _ => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "the body must be empty or a JSON object",
-                );
+                return json_error(StatusCode::BAD_REQUEST, "the body must be empty or a JSON object");
             }
         }
     };
@@ -388,19 +354,13 @@ async fn control_pay(
 }
 
 /// `POST /sandbox/charges/{correlationID}/expire`.
-async fn control_expire(
-    State(state): State<Shared>,
-    Path(correlation_id): Path<String>,
-) -> Response {
+async fn control_expire(State(state): State<Shared>, Path(correlation_id): Path<String>) -> Response {
     let result = state.expire(&correlation_id).await;
     control_reply(&state, &correlation_id, result)
 }
 
 /// `POST /sandbox/charges/{correlationID}/resend`: the last webhook again, byte for byte.
-async fn control_resend(
-    State(state): State<Shared>,
-    Path(correlation_id): Path<String>,
-) -> Response {
+async fn control_resend(State(state): State<Shared>, Path(correlation_id): Path<String>) -> Response {
     let result = state.resend_last(&correlation_id).await;
     control_reply(&state, &correlation_id, result)
 }
@@ -423,10 +383,7 @@ async fn add_shop_secret(State(state): State<Shared>, body: Bytes) -> Response {
         .ok()
         .and_then(|v| v.get("secret").and_then(Value::as_str).map(str::to_string));
     let Some(secret) = secret else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "expected {\"secret\": \"whsec_...\"}",
-        );
+        return json_error(StatusCode::BAD_REQUEST, "expected {\"secret\": \"whsec_...\"}");
     };
     match lock(&state.shop).add_secret(&secret) {
         Ok(()) => {
@@ -449,17 +406,11 @@ async fn put_webhook_target(State(state): State<Shared>, body: Bytes) -> Respons
             Some(Value::String(u)) => Some(u.clone()),
             Some(Value::Null) => None,
             _ => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "expected {\"url\": \"http://...\"}",
-                );
+                return json_error(StatusCode::BAD_REQUEST, "expected {\"url\": \"http://...\"}");
             }
         },
         Err(_) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "expected {\"url\": \"http://...\"}",
-            );
+            return json_error(StatusCode::BAD_REQUEST, "expected {\"url\": \"http://...\"}");
         }
     };
     if let Some(u) = &url
@@ -494,12 +445,7 @@ async fn set_shop_fault(State(state): State<Shared>, body: Bytes) -> Response {
 
 /// `POST /sandbox/faults/provider` `{"mode": "status"|"timeout"|"recover", "status", "count"|"always"}`.
 async fn set_provider_fault(State(state): State<Shared>, body: Bytes) -> Response {
-    match faults::parse_command(
-        &body,
-        "timeout",
-        ProviderFault::Timeout,
-        ProviderFault::Status,
-    ) {
+    match faults::parse_command(&body, "timeout", ProviderFault::Timeout, ProviderFault::Status) {
         Ok(command) => {
             let mut plan = lock(&state.provider_fault);
             plan.apply(command);

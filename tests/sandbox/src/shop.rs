@@ -10,9 +10,7 @@ use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
-use payhub_core::standard_webhooks::{
-    HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, VerifyError, WebhookSecret,
-};
+use payhub_core::standard_webhooks::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, VerifyError, WebhookSecret};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -46,14 +44,7 @@ impl ShopState {
     }
 
     /// `Ok` when any secret verifies; otherwise the most telling failure.
-    fn verify(
-        &self,
-        id: &str,
-        timestamp: &str,
-        signature: &str,
-        body: &[u8],
-        now: i64,
-    ) -> Result<(), String> {
+    fn verify(&self, id: &str, timestamp: &str, signature: &str, body: &[u8], now: i64) -> Result<(), String> {
         if id.is_empty() || timestamp.is_empty() || signature.is_empty() {
             return Err(VerifyError::MissingHeader.to_string());
         }
@@ -139,10 +130,7 @@ pub(crate) fn router(state: Shared, shutdown: CancellationToken) -> Router {
         .route("/shop/webhooks", post(receive).get(list))
         .route(REDIRECT_PATH, any(redirected))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found") })
-        .with_state(App {
-            shop: state,
-            shutdown,
-        })
+        .with_state(App { shop: state, shutdown })
 }
 
 fn header(headers: &HeaderMap, name: &str) -> String {
@@ -164,13 +152,7 @@ async fn receive(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
         // One lock for verifying, choosing the answer and recording, so the
         // records keep arrival order and match the fault budget.
         let mut shop = lock(&app.shop);
-        let outcome = shop.verify(
-            &id,
-            &timestamp,
-            &signature,
-            &body,
-            received_at.unix_timestamp(),
-        );
+        let outcome = shop.verify(&id, &timestamp, &signature, &body, received_at.unix_timestamp());
         let reply = choose_reply(&mut shop);
         let webhook = ReceivedWebhook {
             id,
@@ -193,11 +175,7 @@ async fn receive(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
         reply
     };
     match reply {
-        ShopReply::Accept => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({ "received": true })),
-        )
-            .into_response(),
+        ShopReply::Accept => (StatusCode::OK, axum::Json(serde_json::json!({ "received": true }))).into_response(),
         ShopReply::Status(code) => status_reply(code),
         ShopReply::Hang => {
             faults::hold_until_shutdown(&app.shutdown).await;

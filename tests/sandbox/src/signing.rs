@@ -123,14 +123,8 @@ fn pem_to_der(pem: &[u8], label: &str) -> anyhow::Result<Vec<u8>> {
         .find(&begin)
         .with_context(|| format!("no `{begin}` line (PKCS#8 is required)"))?
         + begin.len();
-    let stop = text[start..]
-        .find(&end)
-        .with_context(|| format!("no `{end}` line"))?
-        + start;
-    let b64: String = text[start..stop]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let stop = text[start..].find(&end).with_context(|| format!("no `{end}` line"))? + start;
+    let b64: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
     STANDARD.decode(b64).context("the PEM body is not base64")
 }
 
@@ -144,10 +138,7 @@ mod tests {
     #[test]
     fn derived_public_key_matches_the_fixture_pem() {
         let signer = Signer::from_key_bytes(FIXTURE_KEY).expect("fixture key loads");
-        assert_eq!(
-            signer.public_pem().trim(),
-            crate::FIXTURE_PUBLIC_KEY_PEM.trim()
-        );
+        assert_eq!(signer.public_pem().trim(), crate::FIXTURE_PUBLIC_KEY_PEM.trim());
         assert_eq!(signer.key_identifier().len(), 64);
     }
 
@@ -155,9 +146,7 @@ mod tests {
     fn signatures_verify_with_the_public_key() {
         let signer = Signer::from_key_bytes(FIXTURE_KEY).expect("fixture key loads");
         let body = br#"{"event":"OPENPIX:CHARGE_COMPLETED"}"#;
-        let sig = STANDARD
-            .decode(signer.sign(body).expect("signs"))
-            .expect("base64");
+        let sig = STANDARD.decode(signer.sign(body).expect("signs")).expect("base64");
         let key = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, signer.public_key_pkcs1());
         assert!(key.verify(body, &sig).is_ok());
         assert!(key.verify(b"tampered", &sig).is_err());

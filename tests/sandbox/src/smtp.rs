@@ -7,9 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
-};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -119,9 +117,7 @@ impl Session {
             "NOOP" => reply("250 2.0.0 Ok"),
             "QUIT" => Action::Quit,
             "VRFY" => reply("252 2.0.0 Cannot VRFY user, but will accept message"),
-            "HELP" => {
-                reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP")
-            }
+            "HELP" => reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"),
             "STARTTLS" | "AUTH" | "EXPN" | "BDAT" | "ETRN" | "TURN" => {
                 reply("502 5.5.1 Error: command not implemented")
             }
@@ -144,9 +140,7 @@ impl Session {
         for param in params.split_whitespace() {
             let (key, value) = param.split_once('=').unwrap_or((param, ""));
             match key.to_ascii_uppercase().as_str() {
-                "BODY"
-                    if value.eq_ignore_ascii_case("7BIT")
-                        || value.eq_ignore_ascii_case("8BITMIME") => {}
+                "BODY" if value.eq_ignore_ascii_case("7BIT") || value.eq_ignore_ascii_case("8BITMIME") => {}
                 "SMTPUTF8" if value.is_empty() => {}
                 "SIZE" => match value.parse::<usize>() {
                     Ok(n) if n > MAX_MESSAGE => {
@@ -261,10 +255,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(
     // Too long: drop the rest of the line.
     loop {
         buf.clear();
-        let n = (&mut *reader)
-            .take(64 * 1024)
-            .read_until(b'\n', buf)
-            .await?;
+        let n = (&mut *reader).take(64 * 1024).read_until(b'\n', buf).await?;
         if buf.ends_with(b"\n") {
             buf.clear();
             return Ok(LineRead::TooLong);
@@ -297,11 +288,10 @@ async fn read_data<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<D
     loop {
         // The `.` line itself needs 3 bytes beyond the message limit.
         let room = MAX_MESSAGE.saturating_sub(data.len()) + 3;
-        let read =
-            match tokio::time::timeout(IDLE_TIMEOUT, read_line(reader, room, &mut line)).await {
-                Ok(read) => read?,
-                Err(_) => return Ok(DataRead::Eof),
-            };
+        let read = match tokio::time::timeout(IDLE_TIMEOUT, read_line(reader, room, &mut line)).await {
+            Ok(read) => read?,
+            Err(_) => return Ok(DataRead::Eof),
+        };
         match read {
             LineRead::Eof => return Ok(DataRead::Eof),
             LineRead::TooLong => too_large = true,
@@ -335,11 +325,7 @@ async fn connection(
     let (read, write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut writer = BufWriter::new(write);
-    send(
-        &mut writer,
-        &format!("220 {HOSTNAME} ESMTP payhub sandbox SMTP sink"),
-    )
-    .await?;
+    send(&mut writer, &format!("220 {HOSTNAME} ESMTP payhub sandbox SMTP sink")).await?;
 
     let mut session = Session::default();
     let mut line = Vec::new();
@@ -382,11 +368,7 @@ async fn connection(
                     DataRead::Eof => return Ok(()),
                     DataRead::TooLarge => {
                         session.reset();
-                        send(
-                            &mut writer,
-                            "552 5.3.4 Message size exceeds fixed maximum message size",
-                        )
-                        .await?;
+                        send(&mut writer, "552 5.3.4 Message size exceeds fixed maximum message size").await?;
                     }
                     DataRead::Message(data) => {
                         let email = session.finish(&data);
@@ -431,10 +413,7 @@ mod tests {
         assert!(ehlo.ends_with("250 PIPELINING"));
         assert!(reply(s.command("DATA")).starts_with("503"));
         assert!(reply(s.command("RCPT TO:<x@y.z>")).starts_with("503"));
-        assert!(
-            reply(s.command("MAIL FROM:<a@b.c> BODY=8BITMIME SMTPUTF8 SIZE=100"))
-                .starts_with("250")
-        );
+        assert!(reply(s.command("MAIL FROM:<a@b.c> BODY=8BITMIME SMTPUTF8 SIZE=100")).starts_with("250"));
         assert!(reply(s.command("MAIL FROM:<a@b.c>")).starts_with("503"));
         assert!(reply(s.command("DATA")).starts_with("554"));
         assert!(reply(s.command("RCPT TO:<>")).starts_with("501"));

@@ -11,9 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::charges::{self, ChargeBook, SentWebhook};
 use crate::faults::{FaultPlan, ProviderFault};
-use crate::model::{
-    ReceivedEmail, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge, WebhookAttempt,
-};
+use crate::model::{ReceivedEmail, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge, WebhookAttempt};
 use crate::shop::ShopState;
 use crate::signing::Signer;
 use crate::util;
@@ -129,10 +127,7 @@ impl Inner {
     }
 
     pub(crate) fn set_webhook_target(&self, url: Option<String>) {
-        *self
-            .webhook_target
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = url;
+        *self.webhook_target.write().unwrap_or_else(PoisonError::into_inner) = url;
     }
 
     /// Changes an `ACTIVE` charge with `mutate`, renders its events with
@@ -146,9 +141,9 @@ impl Inner {
         render: fn(&SandboxCharge) -> Result<Vec<Vec<u8>>, serde_json::Error>,
     ) -> Result<Vec<SentWebhook>, OpError> {
         let mut book = lock(&self.charges);
-        let current = book.get(correlation_id).ok_or_else(|| {
-            OpError::NotFound(format!("no charge with correlationID {correlation_id:?}"))
-        })?;
+        let current = book
+            .get(correlation_id)
+            .ok_or_else(|| OpError::NotFound(format!("no charge with correlationID {correlation_id:?}")))?;
         if current.status != STATUS_ACTIVE {
             return Err(OpError::Conflict(format!(
                 "charge {correlation_id:?} is {}, not {STATUS_ACTIVE}",
@@ -157,8 +152,7 @@ impl Inner {
         }
         let mut next = current.clone();
         mutate(&mut next);
-        let bodies =
-            render(&next).map_err(|e| OpError::Internal(format!("rendering the webhook: {e}")))?;
+        let bodies = render(&next).map_err(|e| OpError::Internal(format!("rendering the webhook: {e}")))?;
         let mut sent = Vec::with_capacity(bodies.len());
         for body in bodies {
             let signature = self
@@ -179,11 +173,7 @@ impl Inner {
     /// The payer pays: `ACTIVE` → `COMPLETED`, then the signed
     /// `OPENPIX:CHARGE_COMPLETED` webhook goes to the target. The payment
     /// stands even when the delivery fails (resend it later).
-    pub(crate) async fn pay(
-        &self,
-        correlation_id: &str,
-        paid_value: Option<i64>,
-    ) -> Result<WebhookAttempt, OpError> {
+    pub(crate) async fn pay(&self, correlation_id: &str, paid_value: Option<i64>) -> Result<WebhookAttempt, OpError> {
         let mut attempts = self.pay_events(correlation_id, paid_value, false).await?;
         Ok(attempts.remove(0))
     }
@@ -206,12 +196,11 @@ impl Inner {
             ));
         }
         let now = OffsetDateTime::now_utc();
-        let render: fn(&SandboxCharge) -> Result<Vec<Vec<u8>>, serde_json::Error> =
-            if transaction_received {
-                charges::completed_and_received_events
-            } else {
-                |c| Ok(vec![charges::completed_event(c)?])
-            };
+        let render: fn(&SandboxCharge) -> Result<Vec<Vec<u8>>, serde_json::Error> = if transaction_received {
+            charges::completed_and_received_events
+        } else {
+            |c| Ok(vec![charges::completed_event(c)?])
+        };
         let sent = self.transition(
             correlation_id,
             |c| {
@@ -260,10 +249,7 @@ impl Inner {
     }
 
     /// Sends the last webhook of a charge again, byte for byte.
-    pub(crate) async fn resend_last(
-        &self,
-        correlation_id: &str,
-    ) -> Result<WebhookAttempt, OpError> {
+    pub(crate) async fn resend_last(&self, correlation_id: &str) -> Result<WebhookAttempt, OpError> {
         let sent = {
             let mut book = lock(&self.charges);
             if book.get(correlation_id).is_none() {
@@ -271,11 +257,10 @@ impl Inner {
                     "no charge with correlationID {correlation_id:?}"
                 )));
             }
-            let sent = book.last_webhook(correlation_id).cloned().ok_or_else(|| {
-                OpError::Conflict(format!(
-                    "no webhook was sent yet for charge {correlation_id:?}"
-                ))
-            })?;
+            let sent = book
+                .last_webhook(correlation_id)
+                .cloned()
+                .ok_or_else(|| OpError::Conflict(format!("no webhook was sent yet for charge {correlation_id:?}")))?;
             book.count_resend(correlation_id);
             sent
         };
@@ -283,11 +268,7 @@ impl Inner {
     }
 
     /// Sends a charge's webhook now, or queues it while webhooks are held.
-    async fn dispatch(
-        &self,
-        correlation_id: &str,
-        sent: SentWebhook,
-    ) -> Result<WebhookAttempt, OpError> {
+    async fn dispatch(&self, correlation_id: &str, sent: SentWebhook) -> Result<WebhookAttempt, OpError> {
         {
             let mut held = lock(&self.held);
             if held.hold {
@@ -299,8 +280,7 @@ impl Inner {
                 return Ok(held_attempt());
             }
         }
-        self.deliver_to_target(&sent.body, Some(&sent.signature))
-            .await
+        self.deliver_to_target(&sent.body, Some(&sent.signature)).await
     }
 
     /// Holds webhooks back (or sends them directly again; the queue stays).
@@ -314,10 +294,7 @@ impl Inner {
     /// reversed, whether or not webhooks are still held. Stops at the first
     /// one that gets no HTTP answer; it and the unsent ones go back to the
     /// front of the queue (in arrival order).
-    pub(crate) async fn release_held(
-        &self,
-        reverse: bool,
-    ) -> Result<Vec<WebhookAttempt>, OpError> {
+    pub(crate) async fn release_held(&self, reverse: bool) -> Result<Vec<WebhookAttempt>, OpError> {
         let mut batch = std::mem::take(&mut lock(&self.held).queue);
         if reverse {
             batch.reverse();
@@ -387,12 +364,7 @@ impl Inner {
 
     /// One webhook POST as OpenPix makes it. Any HTTP answer is an `Ok`
     /// (the caller looks at the status); no answer at all is an `Err`.
-    async fn deliver(
-        &self,
-        target: &str,
-        body: &[u8],
-        signature: Option<&str>,
-    ) -> Result<WebhookAttempt, OpError> {
+    async fn deliver(&self, target: &str, body: &[u8], signature: Option<&str>) -> Result<WebhookAttempt, OpError> {
         let mut request = self
             .http
             .post(target)

@@ -134,10 +134,7 @@ mod tests {
     fn ids_have_the_documented_shape() {
         let id = hex32();
         assert_eq!(id.len(), 32);
-        assert!(
-            id.chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_eq!(hex_n(11).len(), 11);
         assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
     }

@@ -44,11 +44,7 @@ async fn creating_a_charge_returns_a_valid_br_code() {
             .as_str()
             .is_some_and(|u| u.starts_with(&t.sandbox.provider_url()))
     );
-    assert!(
-        charge["expiresDate"]
-            .as_str()
-            .is_some_and(|d| d.ends_with('Z'))
-    );
+    assert!(charge["expiresDate"].as_str().is_some_and(|d| d.ends_with('Z')));
 
     // The sandbox's own record matches.
     let stored = t.sandbox.charge("order-1").expect("stored");
@@ -159,10 +155,7 @@ async fn repeated_correlation_ids() {
         .expect("reply");
     assert_eq!(resp.status(), 200);
     let existing: Value = resp.json().await.expect("json");
-    assert_eq!(
-        existing["charge"]["transactionID"],
-        first["charge"]["transactionID"]
-    );
+    assert_eq!(existing["charge"]["transactionID"], first["charge"]["transactionID"]);
     assert_eq!(existing["charge"]["value"], 500);
 
     assert_eq!(t.sandbox.charges().len(), 1);
@@ -188,11 +181,7 @@ async fn paying_sends_a_signed_webhook() {
     assert_eq!(hook.header("content-type"), "application/json");
     assert_eq!(hook.header("user-agent"), "node-fetch");
     let signature = hook.header("x-webhook-signature");
-    assert!(verify_openpix_signature(
-        FIXTURE_PUBLIC_KEY_PEM,
-        &hook.body,
-        &signature
-    ));
+    assert!(verify_openpix_signature(FIXTURE_PUBLIC_KEY_PEM, &hook.body, &signature));
     assert_eq!(t.sandbox.sign(&hook.body), signature);
 
     let event: Value = serde_json::from_slice(&hook.body).expect("json");
@@ -205,10 +194,7 @@ async fn paying_sends_a_signed_webhook() {
     assert_eq!(event["pix"]["value"], 2500);
     assert_eq!(event["pix"]["status"], "CONFIRMED");
     assert_eq!(event["pix"]["type"], "PAYMENT");
-    assert_eq!(
-        event["pix"]["transactionID"],
-        event["charge"]["transactionID"]
-    );
+    assert_eq!(event["pix"]["transactionID"], event["charge"]["transactionID"]);
     let e2e = event["pix"]["endToEndId"].as_str().expect("endToEndId");
     assert_eq!(e2e.len(), 32);
     assert!(
@@ -226,20 +212,13 @@ async fn paying_sends_a_signed_webhook() {
 
     // Paying twice is refused; the duplicate is resent byte for byte.
     assert!(t.sandbox.pay("order-9").await.is_err());
-    let again = t
-        .sandbox
-        .resend_last_webhook("order-9")
-        .await
-        .expect("resent");
+    let again = t.sandbox.resend_last_webhook("order-9").await.expect("resent");
     assert_eq!(again.status, 200);
     let got = receiver.received();
     assert_eq!(got.len(), 2);
     assert_eq!(got[1].body, got[0].body);
     assert_eq!(got[1].header("x-webhook-signature"), signature);
-    assert_eq!(
-        t.sandbox.charge("order-9").expect("stored").webhooks_sent,
-        2
-    );
+    assert_eq!(t.sandbox.charge("order-9").expect("stored").webhooks_sent, 2);
 
     // A tampered body with the old signature does not verify.
     let tampered = String::from_utf8(hook.body.clone())
@@ -258,12 +237,7 @@ async fn paying_sends_a_signed_webhook() {
     ));
     // ... and an unsigned one has no header at all.
     t.sandbox.send_raw_webhook(b"{}", None).await.expect("sent");
-    assert!(
-        receiver.received()[3]
-            .headers
-            .get("x-webhook-signature")
-            .is_none()
-    );
+    assert!(receiver.received()[3].headers.get("x-webhook-signature").is_none());
 }
 
 #[tokio::test]
@@ -271,25 +245,16 @@ async fn paying_a_different_amount_and_expiring() {
     let t = TestSandbox::start().await;
     let receiver = Receiver::start(500).await;
     t.sandbox.set_webhook_target(&receiver.url);
-    t.create_charge(json!({"correlationID": "under", "value": 1000}))
-        .await;
-    t.create_charge(json!({"correlationID": "late", "value": 1000}))
-        .await;
+    t.create_charge(json!({"correlationID": "under", "value": 1000})).await;
+    t.create_charge(json!({"correlationID": "late", "value": 1000})).await;
 
     // The target's status comes back as is, even an error.
-    let attempt = t
-        .sandbox
-        .pay_with_value("under", 900)
-        .await
-        .expect("delivered");
+    let attempt = t.sandbox.pay_with_value("under", 900).await.expect("delivered");
     assert_eq!(attempt.status, 500);
     let event: Value = serde_json::from_slice(&receiver.received()[0].body).expect("json");
     assert_eq!(event["charge"]["value"], 1000);
     assert_eq!(event["pix"]["value"], 900);
-    assert_eq!(
-        t.sandbox.charge("under").expect("stored").paid_value,
-        Some(900)
-    );
+    assert_eq!(t.sandbox.charge("under").expect("stored").paid_value, Some(900));
     assert!(t.sandbox.pay_with_value("late", 0).await.is_err());
 
     t.sandbox.expire("late").await.expect("delivered");
@@ -313,10 +278,8 @@ async fn paying_a_different_amount_and_expiring() {
 #[tokio::test]
 async fn delivery_failures_are_errors_but_the_payment_stands() {
     let t = TestSandbox::start().await;
-    t.create_charge(json!({"correlationID": "a", "value": 100}))
-        .await;
-    t.create_charge(json!({"correlationID": "b", "value": 100}))
-        .await;
+    t.create_charge(json!({"correlationID": "a", "value": 100})).await;
+    t.create_charge(json!({"correlationID": "b", "value": 100})).await;
 
     // No target configured.
     assert!(t.sandbox.pay("a").await.is_err());
@@ -335,14 +298,7 @@ async fn delivery_failures_are_errors_but_the_payment_stands() {
     // Once the target is back, the stored webhook can be resent.
     let receiver = Receiver::start(200).await;
     t.sandbox.set_webhook_target(&receiver.url);
-    assert_eq!(
-        t.sandbox
-            .resend_last_webhook("b")
-            .await
-            .expect("resent")
-            .status,
-        200
-    );
+    assert_eq!(t.sandbox.resend_last_webhook("b").await.expect("resent").status, 200);
     assert_eq!(receiver.received().len(), 1);
 }
 
@@ -351,8 +307,7 @@ async fn control_routes() {
     let t = TestSandbox::start().await;
     let receiver = Receiver::start(200).await;
     t.sandbox.set_webhook_target(&receiver.url);
-    t.create_charge(json!({"correlationID": "c/1 x", "value": 700}))
-        .await;
+    t.create_charge(json!({"correlationID": "c/1 x", "value": 700})).await;
     let base = t.sandbox.provider_url();
 
     let resp = t
@@ -422,12 +377,7 @@ async fn control_routes() {
         .expect("reply");
     assert_eq!(resp.status(), 400);
 
-    let resp = t
-        .http
-        .get(format!("{base}/no/such/route"))
-        .send()
-        .await
-        .expect("reply");
+    let resp = t.http.get(format!("{base}/no/such/route")).send().await.expect("reply");
     assert_eq!(resp.status(), 404);
 }
 
@@ -436,10 +386,7 @@ async fn public_keys_are_published() {
     let t = TestSandbox::start().await;
     let resp = t
         .http
-        .get(format!(
-            "{}/api/v1/webhook/public-keys",
-            t.sandbox.provider_url()
-        ))
+        .get(format!("{}/api/v1/webhook/public-keys", t.sandbox.provider_url()))
         .send()
         .await
         .expect("reply");
@@ -448,18 +395,12 @@ async fn public_keys_are_published() {
     let body: Value = resp.json().await.expect("json");
     let key = &body["public_keys"][0];
     assert_eq!(key["is_current"], true);
-    assert_eq!(
-        key["key"].as_str().map(str::trim),
-        Some(FIXTURE_PUBLIC_KEY_PEM.trim())
-    );
+    assert_eq!(key["key"].as_str().map(str::trim), Some(FIXTURE_PUBLIC_KEY_PEM.trim()));
     let der = common::pem_body(FIXTURE_PUBLIC_KEY_PEM);
     let digest = ring::digest::digest(&ring::digest::SHA256, &der);
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(key["key_identifier"], hex);
-    assert_eq!(
-        t.sandbox.public_key_pem().trim(),
-        FIXTURE_PUBLIC_KEY_PEM.trim()
-    );
+    assert_eq!(t.sandbox.public_key_pem().trim(), FIXTURE_PUBLIC_KEY_PEM.trim());
 
     // The signature also verifies with the key pair's own public key bytes.
     let body = br#"{"event":"x"}"#;

@@ -8,13 +8,7 @@ use payhub_core::standard_webhooks::WebhookSecret;
 use serde_json::{Value, json};
 
 /// POSTs `body` to the shop endpoint with Standard Webhooks headers.
-async fn deliver(
-    t: &TestSandbox,
-    id: &str,
-    timestamp: i64,
-    signature: &str,
-    body: &str,
-) -> (u16, Value) {
+async fn deliver(t: &TestSandbox, id: &str, timestamp: i64, signature: &str, body: &str) -> (u16, Value) {
     let resp = t
         .http
         .post(t.sandbox.shop_webhook_url())
@@ -85,12 +79,7 @@ async fn correctly_signed_webhooks_are_verified_and_others_not() {
     assert_eq!(got[0].body, body);
     assert_eq!(got[0].timestamp, ts.to_string());
     assert_eq!(got[0].signature, sig);
-    assert!(
-        got[2]
-            .verify_error
-            .as_deref()
-            .is_some_and(|e| e.contains("tolerance"))
-    );
+    assert!(got[2].verify_error.as_deref().is_some_and(|e| e.contains("tolerance")));
 
     // Missing headers: recorded, not verified, still acknowledged.
     let resp = t
@@ -109,15 +98,7 @@ async fn correctly_signed_webhooks_are_verified_and_others_not() {
         t.sandbox.shop_webhook_url(),
         format!("{}/sandbox/shop/webhooks", t.sandbox.provider_url()),
     ] {
-        let list: Value = t
-            .http
-            .get(url)
-            .send()
-            .await
-            .expect("reply")
-            .json()
-            .await
-            .expect("json");
+        let list: Value = t.http.get(url).send().await.expect("reply").json().await.expect("json");
         assert_eq!(list["webhooks"].as_array().map(Vec::len), Some(6));
         assert_eq!(list["webhooks"][0]["verified"], true);
     }
@@ -137,13 +118,7 @@ async fn secrets_can_be_registered_over_http() {
         .await
         .expect("reply");
     assert_eq!(resp.status(), 400);
-    let resp = t
-        .http
-        .post(&url)
-        .json(&json!({"nope": 1}))
-        .send()
-        .await
-        .expect("reply");
+    let resp = t.http.post(&url).json(&json!({"nope": 1})).send().await.expect("reply");
     assert_eq!(resp.status(), 400);
 
     // Without any secret nothing verifies.

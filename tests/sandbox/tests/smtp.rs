@@ -36,30 +36,18 @@ async fn code(reader: &mut BufReader<OwnedReadHalf>) -> String {
 #[tokio::test]
 async fn pipelined_conversation_records_the_messages() {
     let t = TestSandbox::start().await;
-    let stream = TcpStream::connect(t.sandbox.smtp_addr())
-        .await
-        .expect("connect");
+    let stream = TcpStream::connect(t.sandbox.smtp_addr()).await.expect("connect");
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
 
     assert_eq!(code(&mut reader).await, "220");
-    write
-        .write_all(b"EHLO client.test\r\n")
-        .await
-        .expect("write");
+    write.write_all(b"EHLO client.test\r\n").await.expect("write");
     let ehlo = reply(&mut reader).await;
     assert!(ehlo.iter().all(|l| l.starts_with("250")), "{ehlo:?}");
     for ext in ["8BITMIME", "SMTPUTF8", "PIPELINING"] {
-        assert!(
-            ehlo.iter().any(|l| l[4..].starts_with(ext)),
-            "{ext} in {ehlo:?}"
-        );
+        assert!(ehlo.iter().any(|l| l[4..].starts_with(ext)), "{ext} in {ehlo:?}");
     }
-    assert!(
-        !ehlo
-            .iter()
-            .any(|l| l.contains("STARTTLS") || l.contains("AUTH"))
-    );
+    assert!(!ehlo.iter().any(|l| l.contains("STARTTLS") || l.contains("AUTH")));
 
     // MAIL, RCPT, RCPT, DATA in one write, as a pipelining client does.
     write
@@ -155,28 +143,17 @@ async fn concurrent_connections_and_protocol_errors() {
         s.await.expect("session");
     }
 
-    let mut subjects: Vec<String> = t
-        .sandbox
-        .emails()
-        .into_iter()
-        .filter_map(|e| e.subject)
-        .collect();
+    let mut subjects: Vec<String> = t.sandbox.emails().into_iter().filter_map(|e| e.subject).collect();
     subjects.sort();
-    assert_eq!(
-        subjects,
-        (0..8).map(|i| format!("mail {i}")).collect::<Vec<_>>()
-    );
+    assert_eq!(subjects, (0..8).map(|i| format!("mail {i}")).collect::<Vec<_>>());
 }
 
 #[tokio::test]
 async fn shutdown_stops_the_listeners() {
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let sandbox = payhub_sandbox::Sandbox::start(
-        payhub_sandbox::SandboxConfig::local_ephemeral("x"),
-        shutdown.clone(),
-    )
-    .await
-    .expect("starts");
+    let sandbox = payhub_sandbox::Sandbox::start(payhub_sandbox::SandboxConfig::local_ephemeral("x"), shutdown.clone())
+        .await
+        .expect("starts");
     let addr = sandbox.smtp_addr();
     // An open session is told the service is going away.
     let stream = TcpStream::connect(addr).await.expect("connect");

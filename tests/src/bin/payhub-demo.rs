@@ -58,10 +58,7 @@ fn step(start: Instant, what: &str) {
 
 fn bin_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    Ok(exe
-        .parent()
-        .context("the demo binary has a directory")?
-        .to_path_buf())
+    Ok(exe.parent().context("the demo binary has a directory")?.to_path_buf())
 }
 
 fn spawn(dir: &Path, bin: &str, envs: &[(&str, String)], log_dir: &Path) -> anyhow::Result<Child> {
@@ -122,10 +119,9 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
     let dir = bin_dir()?;
     let log_dir = PathBuf::from(".demo/logs");
     std::fs::create_dir_all(&log_dir)?;
-    let database_url = std::env::var("PAYHUB_DATABASE_URL")
-        .unwrap_or_else(|_| payhub_service::DEFAULT_DATABASE_URL.into());
-    let amqp_url = std::env::var("PAYHUB_AMQP_URL")
-        .unwrap_or_else(|_| payhub_service::DEFAULT_AMQP_URL.into());
+    let database_url =
+        std::env::var("PAYHUB_DATABASE_URL").unwrap_or_else(|_| payhub_service::DEFAULT_DATABASE_URL.into());
+    let amqp_url = std::env::var("PAYHUB_AMQP_URL").unwrap_or_else(|_| payhub_service::DEFAULT_AMQP_URL.into());
 
     // Migrations, exactly as an operator applies them.
     let status = std::process::Command::new(dir.join("payhubctl"))
@@ -145,10 +141,7 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
     .await?;
     step(
         start,
-        &format!(
-            "shop onboarded: {} (API key and webhook secret issued)",
-            shop.shop.id
-        ),
+        &format!("shop onboarded: {} (API key and webhook secret issued)", shop.shop.id),
     );
 
     let sandbox_env = vec![
@@ -162,10 +155,9 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         ),
         ("SANDBOX_SHOP_SECRETS", shop.shop.webhook_secret.expose()),
     ];
-    procs.0.push((
-        "sandbox".into(),
-        spawn(&dir, "payhub-sandbox", &sandbox_env, &log_dir)?,
-    ));
+    procs
+        .0
+        .push(("sandbox".into(), spawn(&dir, "payhub-sandbox", &sandbox_env, &log_dir)?));
     for (name, addr) in SERVICES {
         let envs = vec![
             ("PAYHUB_DATABASE_URL", database_url.clone()),
@@ -186,28 +178,19 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
             spawn(&dir, &format!("payhub-{name}"), &envs, &log_dir)?,
         ));
     }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     for (name, addr) in SERVICES {
-        poll(
-            &format!("{name} to be ready"),
-            Duration::from_secs(30),
-            || async {
-                http.get(format!("http://{addr}/readyz"))
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-            },
-        )
+        poll(&format!("{name} to be ready"), Duration::from_secs(30), || async {
+            http.get(format!("http://{addr}/readyz"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
         .await?;
     }
     poll("the sandbox", Duration::from_secs(10), || async {
-        http.get(format!("http://{SANDBOX}/sandbox/charges"))
-            .send()
-            .await
-            .ok()
+        http.get(format!("http://{SANDBOX}/sandbox/charges")).send().await.ok()
     })
     .await?;
     step(
@@ -249,15 +232,10 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         r.json::<Value>().await.ok()
     };
     let order = poll("the charge", Duration::from_secs(20), || async {
-        get_order()
-            .await
-            .filter(|o| o["status"] == "awaiting_payment")
+        get_order().await.filter(|o| o["status"] == "awaiting_payment")
     })
     .await?;
-    let br_code = order["charge"]["brCode"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let br_code = order["charge"]["brCode"].as_str().unwrap_or_default().to_string();
     anyhow::ensure!(
         payhub_core::brcode::is_valid(&br_code),
         "the brCode's CRC does not check out"
@@ -318,9 +296,9 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
             .as_array()?
             .iter()
             .find(|h| {
-                h["body"].as_str().is_some_and(|b| {
-                    b.contains(&correlation_id) && b.contains("\"status\":\"paid\"")
-                })
+                h["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(&correlation_id) && b.contains("\"status\":\"paid\""))
             })
             .cloned()
     })
@@ -349,11 +327,7 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         let mine: Vec<Value> = mails["emails"]
             .as_array()?
             .iter()
-            .filter(|m| {
-                m["subject"]
-                    .as_str()
-                    .is_some_and(|s| s.contains(&correlation_id))
-            })
+            .filter(|m| m["subject"].as_str().is_some_and(|s| s.contains(&correlation_id)))
             .cloned()
             .collect();
         (mine.len() >= 2).then_some(mine)
@@ -372,12 +346,7 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
 
     println!("\nservice counters (/metrics):");
     for (name, addr) in SERVICES {
-        let text = http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = http.get(format!("http://{addr}/metrics")).send().await?.text().await?;
         let sum = |prefix: &str| -> u64 {
             text.lines()
                 .filter(|l| l.starts_with(prefix))

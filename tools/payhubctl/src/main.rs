@@ -105,10 +105,7 @@ enum ShopCommand {
 fn main() -> ExitCode {
     payhub_telemetry::install_crypto();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("payhubctl: {e}");
@@ -154,17 +151,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("--webhook-url must be an http(s) URL");
             }
             if let Some(a) = &admin_email {
-                payhub_core::identity::Email::parse(a)
-                    .map_err(|e| anyhow::anyhow!("--admin-email {e}"))?;
+                payhub_core::identity::Email::parse(a).map_err(|e| anyhow::anyhow!("--admin-email {e}"))?;
             }
             let store = Store::connect_lazy(&cli.database_url, 2)?;
-            let created = payhub_store::shops::create(
-                &store,
-                &name,
-                webhook_url.as_deref(),
-                admin_email.as_deref(),
-            )
-            .await?;
+            let created =
+                payhub_store::shops::create(&store, &name, webhook_url.as_deref(), admin_email.as_deref()).await?;
             if json {
                 println!(
                     "{}",
@@ -178,10 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 println!("shop created: {}", created.shop.id);
                 println!("API key (shown once):        {}", created.api_key);
-                println!(
-                    "webhook secret (shown once): {}",
-                    created.shop.webhook_secret.expose()
-                );
+                println!("webhook secret (shown once): {}", created.shop.webhook_secret.expose());
             }
             Ok(())
         }
@@ -203,13 +191,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = Store::connect_lazy(&cli.database_url, 2)?;
             let order_id: Option<(uuid::Uuid,)> = match (uuid::Uuid::parse_str(&id), shop) {
                 (_, Some(shop)) => {
-                    sqlx::query_as(
-                        "SELECT id FROM orders WHERE shop_id = $1 AND correlation_id = $2",
-                    )
-                    .bind(shop)
-                    .bind(&id)
-                    .fetch_optional(&store.pool)
-                    .await?
+                    sqlx::query_as("SELECT id FROM orders WHERE shop_id = $1 AND correlation_id = $2")
+                        .bind(shop)
+                        .bind(&id)
+                        .fetch_optional(&store.pool)
+                        .await?
                 }
                 (Ok(uuid), None) => {
                     sqlx::query_as("SELECT id FROM orders WHERE id = $1")
@@ -249,7 +235,9 @@ fn spec_named(name: &str) -> anyhow::Result<QueueSpec> {
 
 async fn dlq(cmd: DlqCommand) -> anyhow::Result<()> {
     let common = payhub_service::CommonConfig::from_env(&payhub_telemetry::Env::process(), "127.0.0.1:0")?;
-    let admin = DeadLetterAdmin::connect(&common.amqp_url, common.topology.clone()).await.context("cannot reach RabbitMQ (PAYHUB_AMQP_URL)")?;
+    let admin = DeadLetterAdmin::connect(&common.amqp_url, common.topology.clone())
+        .await
+        .context("cannot reach RabbitMQ (PAYHUB_AMQP_URL)")?;
     let result = dlq_with(&admin, cmd).await;
     admin.close().await;
     result
@@ -279,10 +267,15 @@ async fn dlq_with(admin: &DeadLetterAdmin, cmd: DlqCommand) -> anyhow::Result<()
             }
             for (spec, depth, letters) in out {
                 let (ready, retrying, dead) = depth.map(|d| (d.ready, d.retrying, d.dead_letters)).unwrap_or_default();
-                println!("{:<24} ready={ready:<6} retrying={retrying:<6} dead_letters={dead}", spec.base);
+                println!(
+                    "{:<24} ready={ready:<6} retrying={retrying:<6} dead_letters={dead}",
+                    spec.base
+                );
                 let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
                 for l in &letters {
-                    *reasons.entry(l.story.reason.clone().unwrap_or_else(|| "unknown".into())).or_default() += 1;
+                    *reasons
+                        .entry(l.story.reason.clone().unwrap_or_else(|| "unknown".into()))
+                        .or_default() += 1;
                 }
                 for (reason, n) in reasons {
                     println!("    {n} x {reason}");
@@ -303,15 +296,41 @@ async fn dlq_with(admin: &DeadLetterAdmin, cmd: DlqCommand) -> anyhow::Result<()
         DlqCommand::Show { queue, message_id } => {
             let spec = spec_named(&queue)?;
             let letters = admin.list(&spec, usize::MAX).await?;
-            let l = letters.into_iter().find(|l| l.message_id.as_deref() == Some(message_id.as_str())).context("no such dead letter")?;
-            let body: serde_json::Value = serde_json::from_str(&l.body).unwrap_or(serde_json::Value::String(l.body.clone()));
-            println!("{}", serde_json::to_string_pretty(&json!({"messageId": l.message_id, "type": l.event_type, "story": l.story, "replayed": l.replayed, "body": body}))?);
+            let l = letters
+                .into_iter()
+                .find(|l| l.message_id.as_deref() == Some(message_id.as_str()))
+                .context("no such dead letter")?;
+            let body: serde_json::Value =
+                serde_json::from_str(&l.body).unwrap_or(serde_json::Value::String(l.body.clone()));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &json!({"messageId": l.message_id, "type": l.event_type, "story": l.story, "replayed": l.replayed, "body": body})
+                )?
+            );
             Ok(())
         }
-        DlqCommand::Replay { queue, id, reason, event_type, error_contains, all } => {
+        DlqCommand::Replay {
+            queue,
+            id,
+            reason,
+            event_type,
+            error_contains,
+            all,
+        } => {
             let spec = spec_named(&queue)?;
-            let filter = Filter { message_id: id, reason, event_type, error_contains };
-            if !all && filter.message_id.is_none() && filter.reason.is_none() && filter.event_type.is_none() && filter.error_contains.is_none() {
+            let filter = Filter {
+                message_id: id,
+                reason,
+                event_type,
+                error_contains,
+            };
+            if !all
+                && filter.message_id.is_none()
+                && filter.reason.is_none()
+                && filter.event_type.is_none()
+                && filter.error_contains.is_none()
+            {
                 anyhow::bail!("say what to replay: --id, --reason, --type, --error-contains, or --all");
             }
             let n = admin.replay(&spec, &filter).await?;
@@ -322,7 +341,10 @@ async fn dlq_with(admin: &DeadLetterAdmin, cmd: DlqCommand) -> anyhow::Result<()
             let spec = spec_named(&queue)?;
             if !yes {
                 use std::io::{BufRead, Write};
-                print!("This deletes every dead letter of {0}. Type {0} to confirm: ", spec.base);
+                print!(
+                    "This deletes every dead letter of {0}. Type {0} to confirm: ",
+                    spec.base
+                );
                 std::io::stdout().flush()?;
                 let mut line = String::new();
                 std::io::stdin().lock().read_line(&mut line)?;

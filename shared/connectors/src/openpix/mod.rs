@@ -4,8 +4,7 @@ mod transformers;
 
 use crate::rsa::TrustedKeys;
 use crate::{
-    ChargeConnector, ChargeRequest, ConnectorError, CreatedCharge, WebhookEvent, WebhookRejection,
-    WebhookVerifier,
+    ChargeConnector, ChargeRequest, ConnectorError, CreatedCharge, WebhookEvent, WebhookRejection, WebhookVerifier,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -41,11 +40,7 @@ impl std::fmt::Debug for OpenPixClient {
 }
 
 impl OpenPixClient {
-    pub fn new(
-        base_url: &str,
-        app_id: SecretString,
-        timeout: Duration,
-    ) -> Result<OpenPixClient, reqwest::Error> {
+    pub fn new(base_url: &str, app_id: SecretString, timeout: Duration) -> Result<OpenPixClient, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -75,16 +70,12 @@ impl ChargeConnector for OpenPixClient {
             .json(&body)
             .send()
             .await
-            .map_err(|e| {
-                ConnectorError::Transient(format!("calling OpenPix failed: {}", without_url(&e)))
-            })?;
+            .map_err(|e| ConnectorError::Transient(format!("calling OpenPix failed: {}", without_url(&e))))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| {
-            ConnectorError::Transient(format!(
-                "reading OpenPix's answer failed: {}",
-                without_url(&e)
-            ))
-        })?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ConnectorError::Transient(format!("reading OpenPix's answer failed: {}", without_url(&e))))?;
         if status.is_success() {
             return transformers::parse_created(&text, req.amount.currency());
         }
@@ -130,8 +121,7 @@ impl OpenPixWebhooks {
     /// Trusting OpenPix's published key only.
     pub fn published() -> OpenPixWebhooks {
         OpenPixWebhooks {
-            keys: TrustedKeys::from_pem(OPENPIX_PUBLIC_KEY_PEM)
-                .expect("the compiled-in key parses"),
+            keys: TrustedKeys::from_pem(OPENPIX_PUBLIC_KEY_PEM).expect("the compiled-in key parses"),
         }
     }
 }
@@ -142,9 +132,7 @@ impl WebhookVerifier for OpenPixWebhooks {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or(WebhookRejection::MissingSignature)?;
-        let raw = STANDARD
-            .decode(sig)
-            .map_err(|_| WebhookRejection::MalformedSignature)?;
+        let raw = STANDARD.decode(sig).map_err(|_| WebhookRejection::MalformedSignature)?;
         if raw.len() < 64 {
             return Err(WebhookRejection::MalformedSignature);
         }
@@ -166,8 +154,7 @@ mod tests {
     use payhub_core::events::PaymentReport;
 
     const BODY: &[u8] = include_bytes!("../../../../tests/fixtures/openpix/charge-completed.json");
-    const SIG: &str =
-        include_str!("../../../../tests/fixtures/openpix/charge-completed.json.sandbox-sig");
+    const SIG: &str = include_str!("../../../../tests/fixtures/openpix/charge-completed.json.sandbox-sig");
     const SANDBOX_KEY: &str = include_str!("../../../../tests/fixtures/sandbox-openpix-public.pem");
 
     fn sandbox() -> OpenPixWebhooks {
@@ -184,10 +171,7 @@ mod tests {
         let mut body = BODY.to_vec();
         let pos = body.windows(7).position(|w| w == b"\"value\"").unwrap();
         body[pos + 9] = b'9';
-        assert_eq!(
-            sandbox().verify(Some(SIG), &body),
-            Err(WebhookRejection::BadSignature)
-        );
+        assert_eq!(sandbox().verify(Some(SIG), &body), Err(WebhookRejection::BadSignature));
     }
 
     #[test]
@@ -200,10 +184,7 @@ mod tests {
 
     #[test]
     fn malformed_and_missing_headers_fail() {
-        assert_eq!(
-            sandbox().verify(None, BODY),
-            Err(WebhookRejection::MissingSignature)
-        );
+        assert_eq!(sandbox().verify(None, BODY), Err(WebhookRejection::MissingSignature));
         assert_eq!(
             sandbox().verify(Some("  "), BODY),
             Err(WebhookRejection::MissingSignature)
@@ -220,9 +201,8 @@ mod tests {
 
     #[test]
     fn either_of_two_trusted_keys_verifies() {
-        let both = OpenPixWebhooks::new(
-            TrustedKeys::from_pem(&format!("{OPENPIX_PUBLIC_KEY_PEM}{SANDBOX_KEY}")).unwrap(),
-        );
+        let both =
+            OpenPixWebhooks::new(TrustedKeys::from_pem(&format!("{OPENPIX_PUBLIC_KEY_PEM}{SANDBOX_KEY}")).unwrap());
         assert_eq!(both.verify(Some(SIG), BODY), Ok(()));
     }
 
@@ -244,10 +224,7 @@ mod tests {
                 assert_eq!(provider_reference, "3f2a2690-8224-4aae-a1ba-ed26d4d61f81");
                 assert_eq!(charge_value.minor(), 1);
                 assert_eq!(paid_value.map(|m| m.minor()), Some(1));
-                assert_eq!(
-                    end_to_end_id.as_deref(),
-                    Some("E18236120202509241507s0123456789")
-                );
+                assert_eq!(end_to_end_id.as_deref(), Some("E18236120202509241507s0123456789"));
             }
             other => panic!("{other:?}"),
         }
@@ -267,8 +244,7 @@ mod tests {
             WebhookEvent::TestCall
         );
         assert!(matches!(
-            w.parse(br#"{"event":"OPENPIX:MOVEMENT_CONFIRMED"}"#)
-                .unwrap(),
+            w.parse(br#"{"event":"OPENPIX:MOVEMENT_CONFIRMED"}"#).unwrap(),
             WebhookEvent::Ignored { .. }
         ));
         assert!(w.parse(b"not json").is_err());

@@ -79,10 +79,7 @@ struct ChargeWire {
     expires_date: Option<String>,
 }
 
-pub(super) fn parse_created(
-    text: &str,
-    currency: Currency,
-) -> Result<CreatedCharge, ConnectorError> {
+pub(super) fn parse_created(text: &str, currency: Currency) -> Result<CreatedCharge, ConnectorError> {
     let r: CreatedResponse = serde_json::from_str(text)
         .map_err(|e| ConnectorError::Transient(format!("OpenPix's answer is not a charge: {e}")))?;
     let c = r.charge;
@@ -98,9 +95,7 @@ pub(super) fn parse_created(
             br_code: c.br_code,
             qr_code_image_url: c.qr_code_image,
             payment_link_url: c.payment_link_url,
-            expires_at: c
-                .expires_date
-                .and_then(|d| OffsetDateTime::parse(&d, &Rfc3339).ok()),
+            expires_at: c.expires_date.and_then(|d| OffsetDateTime::parse(&d, &Rfc3339).ok()),
         },
     })
 }
@@ -113,13 +108,11 @@ pub(super) fn error_message(text: &str) -> String {
 }
 
 fn money(v: Option<&Value>) -> Option<Money> {
-    v.and_then(Value::as_i64)
-        .map(|c| Money::from_minor(c, Currency::Brl))
+    v.and_then(Value::as_i64).map(|c| Money::from_minor(c, Currency::Brl))
 }
 
 pub(super) fn parse_webhook(body: &[u8]) -> Result<WebhookEvent, String> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
     // Older payloads say `evento`, newer `event`.
     let event = v
         .get("event")
@@ -150,8 +143,7 @@ pub(super) fn parse_webhook(body: &[u8]) -> Result<WebhookEvent, String> {
     match (event.as_str(), status) {
         ("OPENPIX:CHARGE_COMPLETED" | "OPENPIX:TRANSACTION_RECEIVED", "COMPLETED") => {
             let pix = v.get("pix").filter(|p| p.is_object());
-            let charge_value =
-                money(charge.get("value")).ok_or("the charge has no integer value")?;
+            let charge_value = money(charge.get("value")).ok_or("the charge has no integer value")?;
             let report = PaymentReport::Completed {
                 charge_value,
                 paid_value: money(pix.and_then(|p| p.get("value"))),
@@ -159,10 +151,7 @@ pub(super) fn parse_webhook(body: &[u8]) -> Result<WebhookEvent, String> {
                     .and_then(|p| p.get("endToEndId"))
                     .and_then(Value::as_str)
                     .map(str::to_string),
-                transaction_id: charge
-                    .get("transactionID")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
+                transaction_id: charge.get("transactionID").and_then(Value::as_str).map(str::to_string),
                 paid_at: charge
                     .get("paidAt")
                     .and_then(Value::as_str)

@@ -38,10 +38,7 @@ impl TestSandbox {
             .await
             .expect("the sandbox starts");
         // `start` installed the rustls crypto provider reqwest needs.
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
+        let http = reqwest::Client::builder().no_proxy().build().expect("client");
         TestSandbox {
             sandbox,
             http,
@@ -72,10 +69,9 @@ impl TestSandbox {
     }
 
     pub async fn get_charge(&self, id: &str, auth: Option<&str>) -> (u16, Value) {
-        let mut req = self.http.get(format!(
-            "{}/api/v1/charge/{id}",
-            self.sandbox.provider_url()
-        ));
+        let mut req = self
+            .http
+            .get(format!("{}/api/v1/charge/{id}", self.sandbox.provider_url()));
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
@@ -122,11 +118,7 @@ struct ReceiverState {
     status: StatusCode,
 }
 
-async fn record(
-    State(state): State<ReceiverState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, &'static str) {
+async fn record(State(state): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
     state.hooks.lock().expect("lock").push(Hook {
         headers,
         body: body.to_vec(),
@@ -141,12 +133,8 @@ impl Receiver {
             hooks: hooks.clone(),
             status: StatusCode::from_u16(status).expect("status"),
         };
-        let app = Router::new()
-            .route("/webhooks/openpix", post(record))
-            .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let app = Router::new().route("/webhooks/openpix", post(record)).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
