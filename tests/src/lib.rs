@@ -220,7 +220,10 @@ impl TestApp {
             sandbox_stop,
             opts: opts.clone(),
         };
-        app.wait_ready().await?;
+        // With external services, the test starts them and then waits.
+        if opts.external.is_empty() {
+            app.wait_ready().await?;
+        }
         Ok(app)
     }
 
@@ -357,7 +360,12 @@ impl TestApp {
 
     /// Waits for the order to reach `status`; panics with the last seen one.
     pub async fn wait_for_status(&self, correlation_id: &str, status: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        self.wait_for_status_within(correlation_id, status, Duration::from_secs(20))
+            .await
+    }
+
+    pub async fn wait_for_status_within(&self, correlation_id: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut last = Value::Null;
         while tokio::time::Instant::now() < deadline {
             let r = self.get_order(correlation_id).await;
@@ -541,5 +549,58 @@ mod tests {
         let b64 = "Content-Transfer-Encoding: base64\r\n\r\nT2zDoQ==\r\n";
         assert_eq!(email_text(b64), "Olá");
         assert_eq!(email_text("A: b\r\n\r\nplain"), "plain");
+    }
+}
+
+/// A free loopback address for a service started as a process.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("bound").to_string()
+}
+
+impl TestApp {
+    /// Submits an order the way a careful shop does: retrying on 5xx or a
+    /// refused connection (the same correlationID makes that safe).
+    pub async fn submit_until_accepted(&self, body: &Value) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self
+                .http
+                .post(format!("{}/v1/orders", self.ingress_url))
+                .bearer_auth(self.api_key())
+                .json(body)
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status().is_success() => return r.json().await.expect("order JSON"),
+                Ok(r) if r.status().is_client_error() => {
+                    panic!("order refused: {} {}", r.status(), r.text().await.unwrap_or_default())
+                }
+                _ => {}
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ingress never accepted the order"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Pays a charge and makes sure the provider's webhook got a 2xx, sending
+    /// it again as the provider would until it does.
+    pub async fn pay_until_acknowledged(&self, order_id: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut attempt = self.sandbox.pay(order_id).await;
+        loop {
+            if matches!(&attempt, Ok(a) if (200..300).contains(&a.status)) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the payment webhook was never acknowledged: {attempt:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            attempt = self.sandbox.resend_last_webhook(order_id).await;
+        }
     }
 }

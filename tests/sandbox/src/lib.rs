@@ -8,6 +8,12 @@
 //!   checks their signatures;
 //! * an **SMTP sink** that records e-mails.
 //!
+//! Faults can be injected to exercise payhub's retries: the shop answers
+//! errors or hangs ([`Sandbox::shop_fail_next`]), the charge API fails or
+//! times out ([`Sandbox::provider_fail_next`]), webhooks are held and
+//! released out of order ([`Sandbox::hold_webhooks`]) or one payment is
+//! reported twice ([`Sandbox::pay_with_transaction_received`]).
+//!
 //! Start it in-process with [`Sandbox::start`] (port 0 everywhere with
 //! [`SandboxConfig::local_ephemeral`]) or run the `payhub-sandbox` binary.
 //! Everything runs until the [`CancellationToken`] given to `start` is

@@ -174,8 +174,11 @@ impl Inner {
     /// `OPENPIX:CHARGE_COMPLETED` webhook goes to the target. The payment
     /// stands even when the delivery fails (resend it later).
     pub(crate) async fn pay(&self, correlation_id: &str, paid_value: Option<i64>) -> Result<WebhookAttempt, OpError> {
-        let mut attempts = self.pay_events(correlation_id, paid_value, false).await?;
-        Ok(attempts.remove(0))
+        self.pay_events(correlation_id, paid_value, false)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| OpError::Internal("no webhook was rendered".into()))
     }
 
     /// [`Inner::pay`]; with `transaction_received` the payment is reported
