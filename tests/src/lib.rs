@@ -538,20 +538,6 @@ fn decode_quoted_printable(body: &str) -> Vec<u8> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_transfer_encodings() {
-        let qp = "Subject: x\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nOl=C3=A1, abc=\r\ndef\r\n";
-        assert_eq!(email_text(qp), "Olá, abcdef\n");
-        let b64 = "Content-Transfer-Encoding: base64\r\n\r\nT2zDoQ==\r\n";
-        assert_eq!(email_text(b64), "Olá");
-        assert_eq!(email_text("A: b\r\n\r\nplain"), "plain");
-    }
-}
-
 /// A free loopback address for a service started as a process.
 pub fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -602,5 +588,53 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(300)).await;
             attempt = self.sandbox.resend_last_webhook(order_id).await;
         }
+    }
+}
+
+impl TestApp {
+    /// Runs `payhubctl` against this test's installation.
+    pub fn payhubctl(&self, args: &[&str]) -> std::process::Output {
+        let exe = std::env::current_exe().expect("test executable path");
+        let bin = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("build directory")
+            .join("payhubctl");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build --bins` first (make test does)",
+            bin.display()
+        );
+        std::process::Command::new(bin)
+            .args(args)
+            .envs(self.service_env("127.0.0.1:0"))
+            .output()
+            .expect("payhubctl runs")
+    }
+
+    /// The shop webhooks received for one status of one order, in order.
+    pub fn shop_hooks_for(&self, correlation_id: &str, status: &str) -> Vec<payhub_sandbox::ReceivedWebhook> {
+        self.sandbox
+            .shop_webhooks()
+            .into_iter()
+            .filter(|h| {
+                serde_json::from_str::<Value>(&h.body)
+                    .is_ok_and(|b| b["data"]["correlationID"] == correlation_id && b["data"]["status"] == status)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_transfer_encodings() {
+        let qp = "Subject: x\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nOl=C3=A1, abc=\r\ndef\r\n";
+        assert_eq!(email_text(qp), "Olá, abcdef\n");
+        let b64 = "Content-Transfer-Encoding: base64\r\n\r\nT2zDoQ==\r\n";
+        assert_eq!(email_text(b64), "Olá");
+        assert_eq!(email_text("A: b\r\n\r\nplain"), "plain");
     }
 }
