@@ -120,6 +120,7 @@ impl TestApp {
 
         let topology = Topology {
             exchange: format!("payhub.test.{id}"),
+            orders_exchange: format!("payhub.test-orders.{id}"),
             prefix: format!("t{id}."),
             retry: RetryPolicy {
                 delay: opts.retry_delay,
@@ -189,6 +190,9 @@ impl TestApp {
                 smtp_url: format!("smtp://{}", sandbox.smtp_addr()),
                 mail_from: "payhub <no-reply@payhub.local>".into(),
                 webhook_timeout: Duration::from_secs(3),
+                wake_postback_url: sandbox.wake_postback_base_url(),
+                // The sandbox shop listens on loopback: development rules.
+                webhook_urls: Default::default(),
             },
             shutdown.clone(),
         )
@@ -235,6 +239,7 @@ impl TestApp {
             ("PAYHUB_AMQP_URL".into(), amqp_url()),
             ("PAYHUB_HTTP_ADDR".into(), http_addr.into()),
             ("PAYHUB_EXCHANGE".into(), self.topology.exchange.clone()),
+            ("PAYHUB_ORDERS_EXCHANGE".into(), self.topology.orders_exchange.clone()),
             ("PAYHUB_QUEUE_PREFIX".into(), self.topology.prefix.clone()),
             (
                 "PAYHUB_RETRY_DELAY_MS".into(),
@@ -430,9 +435,9 @@ pub async fn delete_topology(topology: &Topology) {
                 let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
             }
         }
-        let _ = ch
-            .exchange_delete(topology.exchange.as_str().into(), Default::default())
-            .await;
+        for exchange in [&topology.exchange, &topology.orders_exchange] {
+            let _ = ch.exchange_delete(exchange.as_str().into(), Default::default()).await;
+        }
     }
     let _ = conn.close(200, "cleanup".into()).await;
 }
@@ -622,6 +627,99 @@ impl TestApp {
                     .is_ok_and(|b| b["data"]["correlationID"] == correlation_id && b["data"]["status"] == status)
             })
             .collect()
+    }
+}
+
+/// A RabbitMQ user made for one test shop (deleted when dropped).
+pub struct AmqpShopUser {
+    pub user: String,
+    pub url: String,
+}
+
+impl Drop for AmqpShopUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "delete_user", &self.user])
+            .output();
+    }
+}
+
+impl TestApp {
+    /// The vhost the tests use, as rabbitmqctl names it.
+    pub fn vhost() -> String {
+        let url = amqp_url();
+        let raw = url.rsplit('/').next().unwrap_or("%2f");
+        if raw.is_empty() || raw.eq_ignore_ascii_case("%2f") {
+            "/".into()
+        } else {
+            raw.to_string()
+        }
+    }
+
+    /// Makes a RabbitMQ user that may only publish to the shop-orders
+    /// exchange, and registers it as `shop_id`'s publisher. Needs rabbitmqctl.
+    pub async fn amqp_user_for(&self, shop_id: Uuid) -> AmqpShopUser {
+        let user = format!("shop-{}-{}", self.id, &Uuid::new_v4().simple().to_string()[..6]);
+        let password = Uuid::new_v4().simple().to_string();
+        let ok = |args: &[&str]| {
+            let out = std::process::Command::new("rabbitmqctl")
+                .args(args)
+                .output()
+                .expect("rabbitmqctl runs");
+            assert!(
+                out.status.success(),
+                "rabbitmqctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ok(&["-q", "add_user", &user, &password]);
+        let write = format!("^{}$", self.topology.orders_exchange.replace('.', "\\."));
+        ok(&["-q", "set_permissions", "-p", &Self::vhost(), &user, "^$", &write, "^$"]);
+        sqlx::query("UPDATE shops SET amqp_user = $2 WHERE id = $1")
+            .bind(shop_id)
+            .bind(&user)
+            .execute(&self.store.pool)
+            .await
+            .unwrap();
+        let vhost = if Self::vhost() == "/" {
+            "%2f".to_string()
+        } else {
+            Self::vhost()
+        };
+        AmqpShopUser {
+            url: format!("amqp://{user}:{password}@127.0.0.1:5672/{vhost}"),
+            user,
+        }
+    }
+
+    /// Runs the pika publisher (tests/python/publish_order.py) as a shop would.
+    pub fn publish_with_pika(&self, shop: &AmqpShopUser, order: &Value) -> std::process::Output {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/publish_order.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .args([
+                "--url",
+                &shop.url,
+                "--exchange",
+                &self.topology.orders_exchange,
+                "--routing-key",
+                "orders.test",
+                "--file",
+                "-",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(order.to_string().as_bytes())
+            .expect("write the order");
+        child.wait_with_output().expect("pika publisher finishes")
     }
 }
 

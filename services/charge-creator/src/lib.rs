@@ -52,6 +52,8 @@ pub struct ChargeHandler<C> {
 }
 
 impl<C: ChargeConnector> Handler for ChargeHandler<C> {
+    type Message = payhub_core::Envelope;
+
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
         let env = &msg.envelope;
         let EventPayload::OrderAccepted(accepted) = &env.payload else {

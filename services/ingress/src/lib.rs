@@ -3,7 +3,10 @@
 //! `order.accepted` event in one transaction, and publishes the event;
 //! `GET /v1/orders/{correlationID}` shows the order, its charge and history.
 
+mod accept;
+mod amqp;
 mod orders;
+mod wake;
 
 use payhub_service::{CommonConfig, Infra};
 use payhub_telemetry::{ConfigError, Env};
@@ -43,11 +46,25 @@ impl Application {
             store: infra.store.clone(),
             broker: infra.broker.clone(),
         };
-        let routes = orders::router(state, config.max_body_bytes);
+        let routes = orders::router(state.clone(), config.max_body_bytes).merge(wake::router(state));
         let server = infra.bind_http(config.common.http_addr, routes).await?;
         let local_addr = server.local_addr;
         let mut work = JoinSet::new();
-        work.spawn(server.serve(shutdown));
+        work.spawn(server.serve(shutdown.clone()));
+        let handler = std::sync::Arc::new(amqp::ShopOrderHandler {
+            store: infra.store.clone(),
+            broker: infra.broker.clone(),
+        });
+        let opts = payhub_queue::ConsumerOptions {
+            spec: payhub_queue::QueueSpec::INGRESS_ORDERS,
+            service: SERVICE,
+            prefetch: config.common.prefetch,
+        };
+        let broker = infra.broker.clone();
+        work.spawn(async move {
+            payhub_queue::consume(broker, opts, handler, shutdown).await;
+            Ok(())
+        });
         tracing::info!(%local_addr, "ingress listening");
         Ok(Application {
             infra,

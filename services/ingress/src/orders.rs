@@ -1,17 +1,18 @@
 //! The order API.
 
+use crate::accept::{self, AcceptError, Accepted};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use payhub_core::events::{ChargeCustomer, EventPayload, OrderAccepted};
-use payhub_core::{Envelope, Money, NewOrder, OrderStatus};
+use payhub_core::events::OrderChannel;
+use payhub_core::{Money, NewOrder};
 use payhub_queue::Broker;
 use payhub_service::problem::ApiError;
+use payhub_store::Store;
 use payhub_store::shops::{self, Shop};
-use payhub_store::{Store, outbox};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -32,7 +33,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
 }
 
 /// The shop behind `Authorization: Bearer <key>` (or `X-Api-Key`).
-async fn authenticate(store: &Store, headers: &HeaderMap) -> Result<Shop, ApiError> {
+pub async fn authenticate(store: &Store, headers: &HeaderMap) -> Result<Shop, ApiError> {
     let key = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -46,13 +47,6 @@ async fn authenticate(store: &Store, headers: &HeaderMap) -> Result<Shop, ApiErr
         .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))
 }
 
-fn fingerprint(order: &NewOrder) -> Vec<u8> {
-    let canonical = serde_json::to_vec(order).expect("a validated order serialises");
-    ring::digest::digest(&ring::digest::SHA256, &canonical)
-        .as_ref()
-        .to_vec()
-}
-
 #[tracing::instrument(skip_all, fields(shop_id, correlation_id))]
 async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let shop = authenticate(&st.store, &headers).await?;
@@ -61,97 +55,31 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     let order = NewOrder::from_json(&json).map_err(ApiError::Validation)?;
     tracing::Span::current().record("correlation_id", order.correlation_id.as_str());
-    let hash = fingerprint(&order);
-    let order_id = Uuid::now_v7();
-
-    let mut tx = st.store.begin().await?;
-    let inserted: Option<(Uuid,)> = sqlx::query_as(
-        "INSERT INTO orders (id, shop_id, correlation_id, provider, channel, currency, items_minor, tax_minor, freight_minor,
-             discount_minor, total_minor, status, customer_name, customer_email, customer_tax_id, customer_phone,
-             customer_birth_date, shipping_address, items, summary, expires_in_secs, request_hash)
-         VALUES ($1, $2, $3, $4, 'api', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
-         ON CONFLICT (shop_id, correlation_id) DO NOTHING
-         RETURNING id",
-    )
-    .bind(order_id)
-    .bind(shop.id)
-    .bind(order.correlation_id.as_str())
-    .bind(order.provider.as_str())
-    .bind(order.currency.code())
-    .bind(order.items.iter().map(|i| i.total.minor()).sum::<i64>())
-    .bind(order.tax.minor())
-    .bind(order.freight.minor())
-    .bind(order.discount.minor())
-    .bind(order.total.minor())
-    .bind(OrderStatus::Accepted.as_str())
-    .bind(&order.customer.name)
-    .bind(order.customer.email.as_str())
-    .bind(order.customer.tax_id.digits())
-    .bind(order.customer.phone.as_deref())
-    .bind(order.customer.birth_date)
-    .bind(order.shipping_address.as_ref().map(|a| serde_json::to_value(a).expect("serialises")))
-    .bind(serde_json::to_value(&order.items).expect("serialises"))
-    .bind(order.summary())
-    .bind(order.expires_in_secs as i32)
-    .bind(&hash)
-    .fetch_optional(&mut *tx)
-    .await?;
-
-    if inserted.is_none() {
-        tx.rollback().await?;
-        // The same (shop, correlationID) again: the first order stands.
-        let (existing_id, existing_hash): (Uuid, Vec<u8>) =
-            sqlx::query_as("SELECT id, request_hash FROM orders WHERE shop_id = $1 AND correlation_id = $2")
-                .bind(shop.id)
-                .bind(order.correlation_id.as_str())
-                .fetch_one(&st.store.pool)
-                .await?;
-        if existing_hash != hash {
-            return Err(ApiError::Conflict(format!(
-                "correlationID {} already names a different order of this shop",
-                order.correlation_id
-            )));
+    match accept::accept(&st.store, &shop, &order, OrderChannel::Api).await {
+        Ok(accepted @ Accepted::Created(..)) => {
+            // The answer shows the order as created, before the pipeline moves it.
+            let view = order_view(&st.store, accepted.id()).await?;
+            accept::publish(&st.store, &st.broker, &accepted).await;
+            Ok((StatusCode::CREATED, axum::Json(view)).into_response())
         }
-        let view = order_view(&st.store, existing_id).await?;
-        return Ok((StatusCode::OK, [("idempotent-replayed", "true")], axum::Json(view)).into_response());
+        Ok(Accepted::Replayed(id)) => {
+            let view = order_view(&st.store, id).await?;
+            Ok((StatusCode::OK, [("idempotent-replayed", "true")], axum::Json(view)).into_response())
+        }
+        Err(e) => Err(accept_error(e)),
     }
+}
 
-    sqlx::query("INSERT INTO order_history (order_id, from_status, to_status, actor) VALUES ($1, NULL, $2, 'ingress')")
-        .bind(order_id)
-        .bind(OrderStatus::Accepted.as_str())
-        .execute(&mut *tx)
-        .await?;
-    let mut event = Envelope::for_order(
-        EventPayload::OrderAccepted(OrderAccepted {
-            provider: order.provider,
-            provider_reference: order_id.to_string(),
-            amount: order.total,
-            customer: ChargeCustomer {
-                name: order.customer.name.clone(),
-                email: order.customer.email.as_str().to_string(),
-                tax_id: order.customer.tax_id.digits().to_string(),
-                phone: order.customer.phone.clone(),
-            },
-            expires_in_secs: order.expires_in_secs,
-            description: order.summary(),
-        }),
-        order_id,
-        shop.id,
-        order.correlation_id.as_str(),
-    );
-    event.trace = payhub_telemetry::trace::current_context();
-    outbox::add(&mut tx, &event).await?;
-    tx.commit().await?;
-    tracing::info!(order_id = %order_id, total = %order.total, customer = %order.customer.email.masked(), "order accepted");
-
-    // The answer shows the order as created, before the pipeline moves it.
-    let view = order_view(&st.store, order_id).await?;
-    // Committed: the order exists and its event will be published, now or
-    // by the relay if the broker is away.
-    if let Err(e) = outbox::publish_now(&st.store, &st.broker, std::slice::from_ref(&event)).await {
-        tracing::warn!(error = %e, "publish after commit failed; the outbox relay will publish it");
+pub fn accept_error(e: AcceptError) -> ApiError {
+    match e {
+        AcceptError::Conflict(_) => ApiError::Conflict(e.to_string()),
+        AcceptError::ProviderNotAllowed(p) => {
+            let mut errs = payhub_core::ValidationErrors::default();
+            errs.push("provider", "not_allowed", format!("{p} is not enabled for this shop"));
+            ApiError::Validation(errs)
+        }
+        AcceptError::Store(e) => e.into(),
     }
-    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
 async fn get_order(

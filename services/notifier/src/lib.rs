@@ -11,9 +11,12 @@
 //! SMTP acceptance, never merely because it was recorded.
 
 mod mail;
+mod url_safety;
+mod wake;
 mod webhook;
 
 use payhub_core::events::EventPayload;
+use payhub_core::url_safety::WebhookUrlPolicy;
 use payhub_core::{Envelope, OrderStatus};
 use payhub_queue::{ConsumerOptions, Failure, Handler, Incoming, QueueSpec};
 use payhub_service::{CommonConfig, Infra, store_failure as db};
@@ -47,6 +50,10 @@ pub struct Config {
     pub smtp_url: String,
     pub mail_from: String,
     pub webhook_timeout: Duration,
+    /// Where Wake Commerce postbacks go (`{base}/api/Custom/{chave}`).
+    pub wake_postback_url: String,
+    /// Which shop webhook URLs may be called (`PAYHUB_ENV`, `PAYHUB_ALLOW_PRIVATE_WEBHOOKS`).
+    pub webhook_urls: WebhookUrlPolicy,
 }
 
 impl Config {
@@ -62,11 +69,23 @@ impl Config {
                 format!("{mail_from:?} is not a mailbox such as `payhub <no-reply@example.com>`"),
             ));
         }
+        // The store reads the key itself; checking it here stops a bad or
+        // missing PAYHUB_SECRETS_KEY at start as a configuration error.
+        payhub_store::Secrets::from_settings(|name| env.optional(name)).map_err(|e| match e {
+            payhub_store::secrets::SecretsError::Setting { name, reason } => Env::bad(name, reason),
+            other => Env::bad(payhub_store::secrets::KEY_VAR, other.to_string()),
+        })?;
         Ok(Config {
             common: CommonConfig::from_env(env, "0.0.0.0:9103")?,
             smtp_url,
             mail_from,
             webhook_timeout: env.millis("PAYHUB_WEBHOOK_TIMEOUT_MS", Duration::from_secs(10))?,
+            wake_postback_url: env.url("PAYHUB_WAKE_POSTBACK_URL", "https://gateway-postback.fbits.net")?,
+            webhook_urls: WebhookUrlPolicy::from_settings(
+                env.optional(payhub_core::url_safety::ENV_VAR).as_deref(),
+                env.optional(payhub_core::url_safety::ALLOW_PRIVATE_VAR).as_deref(),
+            )
+            .map_err(|(name, reason)| Env::bad(name, reason))?,
         })
     }
 }
@@ -78,6 +97,8 @@ enum Kind {
     AdminAlert,
     /// Tells the shop's admin that a webhook could not be delivered.
     DeliveryFailureAlert,
+    /// Wake Commerce's postback for a Wake order.
+    WakePostback,
 }
 
 impl Kind {
@@ -87,6 +108,7 @@ impl Kind {
             Kind::BuyerEmail => "buyer_email",
             Kind::AdminAlert => "admin_alert",
             Kind::DeliveryFailureAlert => "delivery_failure_alert",
+            Kind::WakePostback => "wake_postback",
         }
     }
 }
@@ -103,6 +125,7 @@ pub struct NotifyHandler {
     pub webhooks: WebhookSender,
     pub mailer: Mailer,
     pub max_attempts: u32,
+    pub wake_postback_url: String,
 }
 
 impl NotifyHandler {
@@ -172,11 +195,58 @@ impl NotifyHandler {
     }
 }
 
+impl NotifyHandler {
+    /// An order message was refused: the shop hears why, signed like every
+    /// webhook, with the same retry rules.
+    async fn notify_rejected(
+        &self,
+        msg: &Incoming,
+        rejected: &payhub_core::events::OrderRejected,
+    ) -> Result<(), Failure> {
+        let env = &msg.envelope;
+        let shop_id = env
+            .shop_id
+            .ok_or_else(|| Failure::Permanent("order.rejected without a shop".into()))?;
+        let shop = payhub_store::shops::by_id(&self.store, shop_id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Failure::Permanent(format!("unknown shop {shop_id}")))?;
+        let Some(url) = shop.webhook_url.as_deref() else {
+            tracing::warn!(shop_id = %shop.id, "an order message was refused and the shop has no webhook URL to tell");
+            return Ok(());
+        };
+        let last = msg.attempt >= self.max_attempts;
+        let webhook_id = webhook::webhook_id(env.id);
+        if let Some(id) = self.open(env, Kind::ShopWebhook, url, Some(&webhook_id)).await? {
+            let attempt = self
+                .webhooks
+                .send(
+                    url,
+                    &shop.signing_secrets(),
+                    &webhook_id,
+                    &webhook::rejected_payload(env, rejected),
+                )
+                .await;
+            let ok = attempt.ok;
+            let error = attempt.error.clone().unwrap_or_default();
+            self.close(id, Kind::ShopWebhook, shop.id, &attempt, last).await?;
+            if !ok {
+                return Err(Failure::Transient(format!("shop webhook: {error}")));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Handler for NotifyHandler {
+    type Message = payhub_core::Envelope;
+
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
         let env = &msg.envelope;
-        let EventPayload::OrderStatusChanged(change) = &env.payload else {
-            return Err(Failure::Permanent(format!("notifier cannot handle {}", env.kind())));
+        let change = match &env.payload {
+            EventPayload::OrderStatusChanged(change) => change,
+            EventPayload::OrderRejected(rejected) => return self.notify_rejected(msg, rejected).await,
+            _ => return Err(Failure::Permanent(format!("notifier cannot handle {}", env.kind()))),
         };
         let shop_id = env
             .shop_id
@@ -188,22 +258,30 @@ impl Handler for NotifyHandler {
         let last = msg.attempt >= self.max_attempts;
         let mut failures = Vec::new();
         let mut webhook_given_up = None;
+        let mut webhook_refused = None;
 
         if let Some(url) = shop.webhook_url.as_deref() {
             let webhook_id = webhook::webhook_id(env.id);
             if let Some(id) = self.open(env, Kind::ShopWebhook, url, Some(&webhook_id)).await? {
                 let attempt = self
                     .webhooks
-                    .send(url, &shop.webhook_secret, &webhook_id, &shop_payload(env, change))
+                    .send(url, &shop.signing_secrets(), &webhook_id, &shop_payload(env, change))
                     .await;
+                // An unsafe URL does not become safe by retrying: failed now.
+                let refused = webhook::refused(&attempt);
                 if !attempt.ok {
                     let error = attempt.error.clone().unwrap_or_default();
-                    failures.push(format!("shop webhook: {error}"));
-                    if last {
+                    if refused {
+                        webhook_refused = Some(format!("shop webhook: {error}"));
+                    } else {
+                        failures.push(format!("shop webhook: {error}"));
+                    }
+                    if last || refused {
                         webhook_given_up = Some(error);
                     }
                 }
-                self.close(id, Kind::ShopWebhook, shop.id, &attempt, last).await?;
+                self.close(id, Kind::ShopWebhook, shop.id, &attempt, last || refused)
+                    .await?;
             }
         }
 
@@ -247,8 +325,27 @@ impl Handler for NotifyHandler {
             }
         }
 
+        // Wake Commerce stores learn the outcome through their postback.
+        if change.channel == payhub_core::events::OrderChannel::Wake
+            && let Some((status, body)) = wake::postback(change)
+            && let Some(chave) = env.correlation_id.as_deref()
+        {
+            let url = format!("{}/api/Custom/{}", self.wake_postback_url, wake::path_segment(chave));
+            if let Some(id) = self.open(env, Kind::WakePostback, &url, None).await? {
+                let attempt = self.webhooks.post_json(&url, &body).await;
+                if !attempt.ok {
+                    failures.push(format!(
+                        "wake postback (status {status}): {}",
+                        attempt.error.clone().unwrap_or_default()
+                    ));
+                }
+                self.close(id, Kind::WakePostback, shop.id, &attempt, last).await?;
+            }
+        }
+
         if failures.is_empty() {
-            return Ok(());
+            // Parked with its reason; replay it once the URL is fixed.
+            return webhook_refused.map_or(Ok(()), |reason| Err(Failure::Permanent(reason)));
         }
         if last {
             tracing::error!(failures = ?failures, "deliveries failed on the last attempt; marked failed and dead-lettered");
@@ -268,9 +365,10 @@ impl Application {
         let infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
         let handler = Arc::new(NotifyHandler {
             store: infra.store.clone(),
-            webhooks: WebhookSender::new(config.webhook_timeout)?,
+            webhooks: WebhookSender::new(config.webhook_timeout, config.webhook_urls)?,
             mailer: Mailer::new(&config.smtp_url, &config.mail_from)?,
             max_attempts: config.common.topology.retry.max_attempts,
+            wake_postback_url: config.wake_postback_url.trim_end_matches('/').to_string(),
         });
         let server = infra.bind_http(config.common.http_addr, axum::Router::new()).await?;
         let local_addr = server.local_addr;

@@ -1,9 +1,11 @@
 //! Signed webhooks to shops (Standard Webhooks v1).
 
 use crate::Attempt;
+use crate::url_safety::{self, PublicOnlyResolver};
 use payhub_core::Envelope;
 use payhub_core::events::OrderStatusChanged;
 use payhub_core::standard_webhooks::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, WebhookSecret};
+use payhub_core::url_safety::WebhookUrlPolicy;
 use serde_json::{Value, json};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -44,28 +46,74 @@ pub fn shop_payload(env: &Envelope, change: &OrderStatusChanged) -> Value {
     })
 }
 
+/// The JSON a shop receives when one of its order messages was refused.
+pub fn rejected_payload(env: &Envelope, rejected: &payhub_core::events::OrderRejected) -> Value {
+    json!({
+        "type": "order.rejected",
+        "timestamp": env.occurred_at.format(&Rfc3339).unwrap_or_default(),
+        "data": {
+            "correlationID": rejected.correlation_id,
+            "channel": rejected.channel.as_str(),
+            "reason": rejected.reason,
+            "errors": rejected.errors,
+        }
+    })
+}
+
+/// Sends shop webhooks. Only URLs the [`WebhookUrlPolicy`] allows are
+/// called (see [`crate::url_safety`]); a refusal is recorded as an error
+/// starting with `unsafe webhook URL:` and is permanent ([`refused`]).
 #[derive(Clone)]
 pub struct WebhookSender {
+    /// For shop-given URLs: the policy's address filter is in its resolver.
     http: reqwest::Client,
+    /// For URLs the operator configured (Wake's postback gateway).
+    trusted: reqwest::Client,
+    policy: WebhookUrlPolicy,
+}
+
+fn client(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        // A redirect could point anywhere; shops must give the final URL.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("payhub-webhooks/", env!("CARGO_PKG_VERSION")))
 }
 
 impl WebhookSender {
-    pub fn new(timeout: Duration) -> Result<WebhookSender, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            // A redirect could point anywhere; shops must give the final URL.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("payhub-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(WebhookSender { http })
+    pub fn new(timeout: Duration, policy: WebhookUrlPolicy) -> Result<WebhookSender, reqwest::Error> {
+        let mut shops = client(timeout);
+        if !policy.allow_private {
+            // Resolved addresses are filtered where the connection is made.
+            // A proxy would resolve the shop's host itself, out of reach of
+            // that filter, so none is used.
+            shops = shops.dns_resolver(PublicOnlyResolver { policy }).no_proxy();
+        }
+        Ok(WebhookSender {
+            http: shops.build()?,
+            trusted: client(timeout).build()?,
+            policy,
+        })
     }
 
-    /// One attempt. Only a 2xx answer counts as delivered.
-    pub(crate) async fn send(&self, url: &str, secret: &WebhookSecret, webhook_id: &str, payload: &Value) -> Attempt {
+    /// One attempt, signed with each of `secrets` (the current one first; the
+    /// previous one too during a rotation's overlap, see
+    /// `Shop::signing_secrets`), all in one `webhook-signature` header. Only
+    /// a 2xx answer counts as delivered.
+    pub(crate) async fn send(
+        &self,
+        url: &str,
+        secrets: &[&WebhookSecret],
+        webhook_id: &str,
+        payload: &Value,
+    ) -> Attempt {
+        if let Err(reason) = url_safety::check_url(&self.policy, url) {
+            return refusal(reason);
+        }
         let body = serde_json::to_vec(payload).expect("JSON values serialise");
         let ts = OffsetDateTime::now_utc().unix_timestamp();
-        let signature = secret.sign(webhook_id, ts, &body);
+        let signature = signature_header(secrets, webhook_id, ts, &body);
         let result = self
             .http
             .post(url)
@@ -76,26 +124,124 @@ impl WebhookSender {
             .body(body)
             .send()
             .await;
-        match result {
-            Ok(resp) if resp.status().is_success() => Attempt {
-                ok: true,
-                status_code: Some(i32::from(resp.status().as_u16())),
-                error: None,
-            },
-            Ok(resp) => Attempt {
-                ok: false,
-                status_code: Some(i32::from(resp.status().as_u16())),
-                error: Some(format!("the shop answered {}", resp.status().as_u16())),
-            },
-            Err(e) => Attempt {
-                ok: false,
-                status_code: None,
-                error: Some(if e.is_timeout() {
-                    "no answer within the timeout".into()
-                } else {
-                    format!("cannot reach the shop: {}", e.without_url())
-                }),
-            },
+        if let Err(e) = &result
+            && let Some(unsafe_url) = url_safety::refusal(e)
+        {
+            return refusal(format!("{}: {unsafe_url}", url_safety::REFUSED));
         }
+        outcome(result)
+    }
+
+    /// An unsigned JSON POST to a URL the operator configured (not a shop's),
+    /// e.g. Wake Commerce's postback gateway. Only a 2xx answer counts.
+    pub(crate) async fn post_json(&self, url: &str, body: &Value) -> Attempt {
+        outcome(self.trusted.post(url).json(body).send().await)
+    }
+}
+
+/// True when the attempt was refused because the URL is unsafe to call:
+/// retrying cannot help, the delivery has failed.
+pub(crate) fn refused(attempt: &Attempt) -> bool {
+    !attempt.ok
+        && attempt
+            .error
+            .as_deref()
+            .and_then(|e| e.strip_prefix(url_safety::REFUSED))
+            .is_some_and(|rest| rest.starts_with(": "))
+}
+
+fn refusal(reason: String) -> Attempt {
+    tracing::warn!(reason = %reason, "shop webhook refused: the URL is not safe to call");
+    Attempt {
+        ok: false,
+        status_code: None,
+        error: Some(reason),
+    }
+}
+
+fn outcome(result: Result<reqwest::Response, reqwest::Error>) -> Attempt {
+    match result {
+        Ok(resp) if resp.status().is_success() => Attempt {
+            ok: true,
+            status_code: Some(i32::from(resp.status().as_u16())),
+            error: None,
+        },
+        Ok(resp) => Attempt {
+            ok: false,
+            status_code: Some(i32::from(resp.status().as_u16())),
+            error: Some(format!("the shop answered {}", resp.status().as_u16())),
+        },
+        Err(e) => Attempt {
+            ok: false,
+            status_code: None,
+            error: Some(if e.is_timeout() {
+                "no answer within the timeout".into()
+            } else {
+                format!("cannot reach the shop: {}", e.without_url())
+            }),
+        },
+    }
+}
+
+/// `v1,<sig>` for each secret, space-separated (Standard Webhooks).
+pub(crate) fn signature_header(secrets: &[&WebhookSecret], webhook_id: &str, ts: i64, body: &[u8]) -> String {
+    secrets
+        .iter()
+        .map(|s| s.sign(webhook_id, ts, body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_secret_signs_and_each_alone_verifies() {
+        let (current, previous) = (WebhookSecret::generate(), WebhookSecret::generate());
+        let header = signature_header(&[&current, &previous], "msg_1", 1_700_000_000, b"{}");
+        let parts: Vec<&str> = header.split(' ').collect();
+        assert_eq!(parts.len(), 2);
+        assert!(parts.iter().all(|p| p.starts_with("v1,")));
+        for secret in [&current, &previous] {
+            assert_eq!(
+                secret.verify("msg_1", "1700000000", &header, b"{}", 1_700_000_000, 300),
+                Ok(())
+            );
+        }
+        let single = signature_header(&[&current], "msg_1", 1_700_000_000, b"{}");
+        assert!(!single.contains(' '));
+        assert!(
+            previous
+                .verify("msg_1", "1700000000", &single, b"{}", 1_700_000_000, 300)
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn unsafe_urls_are_refused_permanently_without_a_request() {
+        payhub_telemetry::install_crypto();
+        let strict = WebhookUrlPolicy {
+            require_https: false,
+            allow_private: false,
+        };
+        let sender = WebhookSender::new(Duration::from_secs(2), strict).unwrap();
+        let secret = WebhookSecret::generate();
+        for url in [
+            "http://127.0.0.1:9/hooks",
+            "http://localhost:9/hooks",
+            "http://[::1]:9/",
+        ] {
+            let attempt = sender.send(url, &[&secret], "msg_1", &json!({})).await;
+            assert!(refused(&attempt), "{url}");
+            let error = attempt.error.unwrap();
+            assert!(error.starts_with("unsafe webhook URL: "), "{url}: {error}");
+        }
+        // Allowed, the same URL is an ordinary (retryable) connection failure.
+        let lenient = WebhookSender::new(Duration::from_secs(2), WebhookUrlPolicy::default()).unwrap();
+        let attempt = lenient
+            .send("http://127.0.0.1:9/hooks", &[&secret], "msg_1", &json!({}))
+            .await;
+        assert!(!attempt.ok && !refused(&attempt), "{:?}", attempt.error);
     }
 }

@@ -75,6 +75,7 @@ struct OrderRow {
     customer_name: String,
     customer_email: String,
     summary: String,
+    channel: String,
     created_at: OffsetDateTime,
 }
 
@@ -92,13 +93,15 @@ fn target_order(env: &Envelope) -> Result<Uuid, Failure> {
 }
 
 impl Handler for UpdateHandler {
+    type Message = payhub_core::Envelope;
+
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
         let env = &msg.envelope;
         let order_id = target_order(env)?;
         let mut tx = self.store.begin().await.map_err(db)?;
         let row: Option<OrderRow> = sqlx::query_as(
             "SELECT id, shop_id, correlation_id, provider, status, currency::text AS currency, total_minor, customer_name,
-                    customer_email, summary, created_at
+                    customer_email, summary, channel, created_at
              FROM orders WHERE id = $1 FOR UPDATE",
         )
         .bind(order_id)
@@ -166,6 +169,7 @@ impl Handler for UpdateHandler {
         };
         let mut out = Envelope::for_order(
             EventPayload::OrderStatusChanged(OrderStatusChanged {
+                channel: payhub_core::events::OrderChannel::parse(&order.channel),
                 provider: facts.provider,
                 from: facts.status,
                 to,

@@ -130,7 +130,7 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                 _ => Decision::Ignore("an expiry notice for an order that is no longer waiting"),
             },
         },
-        EventPayload::OrderAccepted(_) | EventPayload::OrderStatusChanged(_) => {
+        EventPayload::OrderAccepted(_) | EventPayload::OrderStatusChanged(_) | EventPayload::OrderRejected(_) => {
             Decision::Ignore("not an order-updater event")
         }
     }

@@ -46,6 +46,8 @@ pub struct ReportHandler {
 }
 
 impl Handler for ReportHandler {
+    type Message = payhub_core::Envelope;
+
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
         let env = &msg.envelope;
         let (status, amount, provider) = match &env.payload {

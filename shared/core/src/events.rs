@@ -90,15 +90,18 @@ pub enum EventPayload {
     PaymentReported(PaymentReported),
     #[serde(rename = "order.status_changed")]
     OrderStatusChanged(OrderStatusChanged),
+    #[serde(rename = "order.rejected")]
+    OrderRejected(OrderRejected),
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 5] = [
+    pub const KINDS: [&'static str; 6] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
         "payment.reported",
         "order.status_changed",
+        "order.rejected",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -108,6 +111,7 @@ impl EventPayload {
             EventPayload::ChargeFailed(_) => "charge.failed",
             EventPayload::PaymentReported(_) => "payment.reported",
             EventPayload::OrderStatusChanged(_) => "order.status_changed",
+            EventPayload::OrderRejected(_) => "order.rejected",
         }
     }
 }
@@ -193,9 +197,61 @@ pub enum PaymentReport {
     Expired,
 }
 
+/// Which door an order came in through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderChannel {
+    /// `POST /v1/orders`.
+    #[default]
+    Api,
+    /// An order message on the shop-orders exchange.
+    Amqp,
+    /// Wake Commerce's "pagamento customizado" connector.
+    Wake,
+}
+
+impl OrderChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderChannel::Api => "api",
+            OrderChannel::Amqp => "amqp",
+            OrderChannel::Wake => "wake",
+        }
+    }
+
+    pub fn parse(s: &str) -> OrderChannel {
+        match s {
+            "amqp" => OrderChannel::Amqp,
+            "wake" => OrderChannel::Wake,
+            _ => OrderChannel::Api,
+        }
+    }
+}
+
+/// One field-level reason an order was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedField {
+    pub field: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// An order message was refused; the shop is told why (nothing was stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRejected {
+    pub channel: OrderChannel,
+    /// The message's correlationID, when it had a readable one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    pub reason: String,
+    pub errors: Vec<RejectedField>,
+}
+
 /// order-updater moved an order; everything notifier and reporter need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderStatusChanged {
+    #[serde(default)]
+    pub channel: OrderChannel,
     pub provider: Provider,
     pub from: OrderStatus,
     pub to: OrderStatus,

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod money;
 pub mod order;
 pub mod standard_webhooks;
+pub mod url_safety;
 pub mod validation;
 
 pub use events::{Envelope, EventPayload};

@@ -38,6 +38,20 @@ impl ValidationErrors {
     }
 }
 
+impl ValidationErrors {
+    /// The errors as they travel in an `order.rejected` event.
+    pub fn to_rejected(&self) -> Vec<crate::events::RejectedField> {
+        self.0
+            .iter()
+            .map(|e| crate::events::RejectedField {
+                field: e.field.clone(),
+                code: e.code.to_string(),
+                message: e.message.clone(),
+            })
+            .collect()
+    }
+}
+
 impl std::fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (i, e) in self.0.iter().enumerate() {

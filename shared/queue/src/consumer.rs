@@ -22,10 +22,69 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// One delivery, parsed.
+/// How a consumer reads its deliveries.
+pub trait Decode: Sized + Send + Sync + 'static {
+    fn decode(delivery: &Delivery) -> Result<Self, String>;
+    /// Bounded label for metrics and logs (the event type).
+    fn kind(&self) -> &'static str;
+    /// An id for logs (the event id, or the message id).
+    fn id(&self) -> String;
+    fn order_id(&self) -> Option<uuid::Uuid> {
+        None
+    }
+}
+
+impl Decode for Envelope {
+    fn decode(delivery: &Delivery) -> Result<Self, String> {
+        Envelope::from_json(&delivery.data).map_err(|e| e.to_string())
+    }
+    fn kind(&self) -> &'static str {
+        Envelope::kind(self)
+    }
+    fn id(&self) -> String {
+        self.id.to_string()
+    }
+    fn order_id(&self) -> Option<uuid::Uuid> {
+        self.order_id
+    }
+}
+
+/// A message a shop published, as the broker delivered it.
 #[derive(Debug, Clone)]
-pub struct Incoming {
-    pub envelope: Envelope,
+pub struct ShopMessage {
+    pub body: Vec<u8>,
+    /// The AMQP `user-id` property. RabbitMQ refuses a publish whose
+    /// user-id is not the connection's user, so this names the publisher.
+    pub user_id: Option<String>,
+    pub message_id: Option<String>,
+    pub routing_key: String,
+}
+
+impl Decode for ShopMessage {
+    fn decode(delivery: &Delivery) -> Result<Self, String> {
+        Ok(ShopMessage {
+            body: delivery.data.clone(),
+            user_id: delivery.properties.user_id().as_ref().map(|u| u.as_str().to_string()),
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.as_str().to_string()),
+            routing_key: delivery.routing_key.as_str().to_string(),
+        })
+    }
+    fn kind(&self) -> &'static str {
+        "shop.order"
+    }
+    fn id(&self) -> String {
+        self.message_id.clone().unwrap_or_default()
+    }
+}
+
+/// One delivery, decoded.
+#[derive(Debug, Clone)]
+pub struct Incoming<M = Envelope> {
+    pub envelope: M,
     /// 1 for the first attempt; raised each time the message comes back
     /// from the retry queue.
     pub attempt: u32,
@@ -59,7 +118,8 @@ impl std::fmt::Display for Failure {
 /// What a consuming service implements. The effect and the record that the
 /// event was processed must be committed together before returning `Ok`.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, msg: &Incoming) -> impl Future<Output = Result<(), Failure>> + Send;
+    type Message: Decode;
+    fn handle(&self, msg: &Incoming<Self::Message>) -> impl Future<Output = Result<(), Failure>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +196,17 @@ pub async fn declare(ch: &Channel, broker: &Broker, spec: &QueueSpec) -> Result<
         durable: true,
         ..Default::default()
     };
+    let exchange = topo.source_exchange(spec);
+    ch.exchange_declare(
+        exchange.into(),
+        lapin::ExchangeKind::Topic,
+        lapin::options::ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
     ch.queue_declare(
         topo.dead_letter_queue(spec).as_str().into(),
         durable,
@@ -149,7 +220,7 @@ pub async fn declare(ch: &Channel, broker: &Broker, spec: &QueueSpec) -> Result<
     for key in spec.bindings {
         ch.queue_bind(
             topo.work_queue(spec).as_str().into(),
-            topo.exchange_name(),
+            exchange.into(),
             (*key).into(),
             QueueBindOptions::default(),
             FieldTable::default(),
@@ -291,7 +362,7 @@ async fn process<H: Handler>(
     let empty = FieldTable::default();
     let hdrs = delivery.properties.headers().as_ref().unwrap_or(&empty).clone();
     let attempt = header_u32(&hdrs, headers::ATTEMPT).unwrap_or(1).max(1);
-    let envelope = match Envelope::from_json(&delivery.data) {
+    let envelope = match H::Message::decode(&delivery) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(queue, error = %e, "unparseable message; dead-lettering it");
@@ -315,9 +386,9 @@ async fn process<H: Handler>(
     let span = tracing::info_span!(
         "handle",
         queue,
-        event_id = %envelope.id,
+        event_id = %envelope.id(),
         event_type = kind,
-        order_id = ?envelope.order_id,
+        order_id = ?envelope.order_id(),
         attempt
     );
     if attempt == 1 && hdrs.inner().contains_key(crate::dead_letters::REPLAYED) {

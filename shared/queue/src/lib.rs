@@ -15,5 +15,5 @@ pub mod metrics;
 mod topology;
 
 pub use broker::{Broker, QueueError};
-pub use consumer::{ConsumerOptions, DeadLetterStory, Failure, Handler, Incoming, consume};
-pub use topology::{QueueSpec, RetryPolicy, Topology, headers};
+pub use consumer::{ConsumerOptions, DeadLetterStory, Decode, Failure, Handler, Incoming, ShopMessage, consume};
+pub use topology::{QueueSpec, RetryPolicy, Source, Topology, headers};

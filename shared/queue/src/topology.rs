@@ -49,25 +49,38 @@ impl Default for RetryPolicy {
     }
 }
 
-/// One consumer queue and the event types bound to it.
+/// Which exchange a queue is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// payhub's own events.
+    Events,
+    /// Order messages that shops publish (see docs/contracts/).
+    ShopOrders,
+}
+
+/// One consumer queue and the routing keys bound to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSpec {
     pub base: &'static str,
     pub bindings: &'static [&'static str],
+    pub source: Source,
 }
 
 impl QueueSpec {
     pub const CHARGE_CREATOR: QueueSpec = QueueSpec {
         base: "charge-creator.orders",
         bindings: &["order.accepted"],
+        source: Source::Events,
     };
     pub const ORDER_UPDATER: QueueSpec = QueueSpec {
         base: "order-updater.events",
         bindings: &["charge.created", "charge.failed", "payment.reported"],
+        source: Source::Events,
     };
     pub const NOTIFIER: QueueSpec = QueueSpec {
         base: "notifier.status",
-        bindings: &["order.status_changed"],
+        bindings: &["order.status_changed", "order.rejected"],
+        source: Source::Events,
     };
     pub const REPORTER: QueueSpec = QueueSpec {
         base: "reporter.events",
@@ -78,8 +91,16 @@ impl QueueSpec {
             "payment.reported",
             "order.status_changed",
         ],
+        source: Source::Events,
     };
-    pub const ALL: [QueueSpec; 4] = [
+    /// Orders shops publish; every routing key (shops may use their own).
+    pub const INGRESS_ORDERS: QueueSpec = QueueSpec {
+        base: "ingress.shop-orders",
+        bindings: &["#"],
+        source: Source::ShopOrders,
+    };
+    pub const ALL: [QueueSpec; 5] = [
+        QueueSpec::INGRESS_ORDERS,
         QueueSpec::CHARGE_CREATOR,
         QueueSpec::ORDER_UPDATER,
         QueueSpec::NOTIFIER,
@@ -92,6 +113,8 @@ impl QueueSpec {
 pub struct Topology {
     /// The durable topic exchange every event is published to.
     pub exchange: String,
+    /// The durable topic exchange shops publish their order messages to.
+    pub orders_exchange: String,
     /// Prepended to every queue name; lets tests (and several payhub
     /// installations on one vhost) keep their queues apart.
     pub prefix: String,
@@ -102,6 +125,7 @@ impl Default for Topology {
     fn default() -> Self {
         Topology {
             exchange: "payhub.events".into(),
+            orders_exchange: "payhub.orders".into(),
             prefix: String::new(),
             retry: RetryPolicy::default(),
         }
@@ -176,6 +200,14 @@ impl Topology {
 
     pub fn exchange_name(&self) -> ShortString {
         self.exchange.as_str().into()
+    }
+
+    /// The exchange a queue's bindings refer to.
+    pub fn source_exchange(&self, spec: &QueueSpec) -> &str {
+        match spec.source {
+            Source::Events => &self.exchange,
+            Source::ShopOrders => &self.orders_exchange,
+        }
     }
 }
 

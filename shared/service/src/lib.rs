@@ -82,6 +82,7 @@ impl CommonConfig {
             http_addr: env.socket_addr("PAYHUB_HTTP_ADDR", default_http_addr)?,
             topology: Topology {
                 exchange: env.string("PAYHUB_EXCHANGE", "payhub.events"),
+                orders_exchange: env.string("PAYHUB_ORDERS_EXCHANGE", "payhub.orders"),
                 prefix: env.string("PAYHUB_QUEUE_PREFIX", ""),
                 retry,
             },

@@ -1,9 +1,13 @@
 //! PostgreSQL access shared by the services: the pool, the migrations, the
-//! transactional outbox, processed-event records and shop credentials.
+//! transactional outbox, processed-event records, shop credentials and the
+//! master key that seals secrets at rest ([`secrets`]).
 //! Each service keeps the SQL for the tables it owns in its own crate.
 
 pub mod outbox;
+pub mod secrets;
 pub mod shops;
+
+pub use secrets::Secrets;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -23,6 +27,14 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("invalid database URL: {0}")]
     Url(String),
+    /// The secrets key is missing or bad, or a stored secret does not open.
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
+    #[error("no shop {0}")]
+    ShopNotFound(Uuid),
+    /// A uniqueness rule refused the change (the message says which).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl StoreError {
@@ -48,22 +60,48 @@ impl StoreError {
     }
 }
 
-/// The connection pool.
+/// The connection pool, and the master key that seals secrets at rest.
 #[derive(Clone, Debug)]
 pub struct Store {
     pub pool: PgPool,
+    secrets: Secrets,
 }
 
 impl Store {
     /// A lazy pool: services start (and report not-ready) while the
     /// database is down, and connect as soon as it is up.
+    ///
+    /// The secrets key comes from `PAYHUB_SECRETS_KEY` (see [`secrets`]):
+    /// unset, the development key is used with a warning, or, with
+    /// `PAYHUB_ENV=production`, this fails naming the variable.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let secrets = Secrets::from_env()?;
+        if secrets.is_development() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "PAYHUB_SECRETS_KEY is not set: shop webhook secrets are sealed with the PUBLIC development key. \
+                     Set PAYHUB_SECRETS_KEY (base64 of 32 random bytes) everywhere but on a developer machine; \
+                     PAYHUB_ENV=production refuses to start without it"
+                );
+            });
+        }
         let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(opts);
-        Ok(Store { pool })
+        Ok(Store { pool, secrets })
+    }
+
+    /// The same pool with another secrets key (tests, tools).
+    pub fn with_secrets(self, secrets: Secrets) -> Store {
+        Store { secrets, ..self }
+    }
+
+    /// The key that seals and opens secrets at rest.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {

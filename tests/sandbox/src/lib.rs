@@ -42,7 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::{ProviderFault, ShopFault};
 pub use model::{
-    ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge, WebhookAttempt,
+    ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge, WakePostback,
+    WebhookAttempt,
 };
 
 use crate::state::{Inner, lock};
@@ -351,6 +352,16 @@ impl Sandbox {
     /// Every request the shop endpoint received, in order.
     pub fn shop_webhooks(&self) -> Vec<ReceivedWebhook> {
         lock(&self.inner.shop).received()
+    }
+
+    /// Every Wake Commerce postback received, in order.
+    pub fn wake_postbacks(&self) -> Vec<WakePostback> {
+        lock(&self.inner.shop).wake_postbacks.clone()
+    }
+
+    /// The base URL to configure as payhub's Wake postback target.
+    pub fn wake_postback_base_url(&self) -> String {
+        self.shop_webhook_url().trim_end_matches("/shop/webhooks").to_string()
     }
 
     /// Every message the SMTP sink accepted, in order.

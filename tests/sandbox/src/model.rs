@@ -92,3 +92,14 @@ pub struct ReceivedEmail {
     /// the charset is UTF-8, US-ASCII or ISO-8859-1.
     pub subject: Option<String>,
 }
+
+/// A Wake Commerce postback the shop side received.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WakePostback {
+    /// The `chave` in the path: Wake's key for the order's payment.
+    pub chave: String,
+    /// The JSON body (`status`, `informacoesAdicionais`).
+    pub body: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+}

@@ -27,6 +27,8 @@ pub(crate) const TOLERANCE_SECS: i64 = 300;
 pub(crate) struct ShopState {
     secrets: Vec<WebhookSecret>,
     received: Vec<ReceivedWebhook>,
+    /// Wake Commerce postbacks (`POST /api/Custom/{chave}`), in order.
+    pub(crate) wake_postbacks: Vec<crate::model::WakePostback>,
     /// The active fault of `POST /shop/webhooks`.
     pub fault: FaultPlan<ShopFault>,
 }
@@ -129,6 +131,8 @@ pub(crate) fn router(state: Shared, shutdown: CancellationToken) -> Router {
     Router::new()
         .route("/shop/webhooks", post(receive).get(list))
         .route(REDIRECT_PATH, any(redirected))
+        // Wake Commerce's postback endpoint (gateway-postback.fbits.net).
+        .route("/api/Custom/{chave}", post(wake_postback))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found") })
         .with_state(App { shop: state, shutdown })
 }
@@ -185,6 +189,23 @@ async fn receive(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
             )
         }
     }
+}
+
+/// `POST /api/Custom/{chave}`: what a Wake store receives when a payment
+/// changes; recorded and answered 200.
+async fn wake_postback(
+    State(app): State<App>,
+    axum::extract::Path(chave): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    tracing::info!(chave = %chave, "wake postback received");
+    lock(&app.shop).wake_postbacks.push(crate::model::WakePostback {
+        chave,
+        body,
+        received_at: OffsetDateTime::now_utc(),
+    });
+    (StatusCode::OK, axum::Json(serde_json::json!({ "sucesso": true }))).into_response()
 }
 
 /// Where 3xx fault answers point: answers 200 without recording anything.

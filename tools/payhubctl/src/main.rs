@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use payhub_core::url_safety::{self, UrlHost, WebhookUrlPolicy};
 use payhub_queue::QueueSpec;
 use payhub_queue::dead_letters::{DeadLetterAdmin, Filter};
 use payhub_store::Store;
@@ -82,24 +83,93 @@ enum DlqCommand {
     },
 }
 
+/// Shop onboarding. Every secret is printed once, by the command that issues
+/// it, and stored only hashed (API key, Wake secret) or sealed under
+/// PAYHUB_SECRETS_KEY (webhook signing secret).
 #[derive(Subcommand)]
 enum ShopCommand {
-    /// Create a shop; prints its API key and webhook secret once.
+    /// Create a shop; prints its API key and webhook secret (and Wake secret) once.
     Create {
         #[arg(long)]
         name: String,
-        /// Where order status webhooks are POSTed.
+        /// Where order status webhooks are POSTed (https outside development;
+        /// never a private address unless PAYHUB_ALLOW_PRIVATE_WEBHOOKS=true).
         #[arg(long)]
         webhook_url: Option<String>,
         /// Who receives alerts about blocked orders.
         #[arg(long)]
         admin_email: Option<String>,
+        /// A provider the shop may use; repeat for several (default: openpix).
+        #[arg(long = "allowed-provider", value_name = "PROVIDER")]
+        allowed_providers: Vec<String>,
+        /// Connect the shop to this Wake Commerce store and issue its secret.
+        #[arg(long, value_name = "LOJA")]
+        wake_store: Option<String>,
         /// Print the result as JSON (for scripts).
         #[arg(long)]
         json: bool,
     },
     /// List shops (never their secrets).
-    List,
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a new API key, shown once; the old key stops working at once.
+    RotateApiKey {
+        shop_id: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a new webhook signing secret, shown once. The previous secret
+    /// still signs (a second signature in webhook-signature) for the overlap.
+    RotateWebhookSecret {
+        shop_id: uuid::Uuid,
+        /// How long the previous secret keeps signing, in hours (0..=720; fractions allowed).
+        #[arg(long, default_value_t = 24.0)]
+        overlap_hours: f64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue the secret the Wake Commerce connector sends, shown once; only
+    /// its SHA-256 is kept and the previous one stops working at once.
+    SetWakeSecret {
+        shop_id: uuid::Uuid,
+        /// The Wake store (loja); default: the one the shop already has.
+        #[arg(long, value_name = "LOJA")]
+        wake_store: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change where the shop's webhooks go (checked like at creation).
+    SetWebhookUrl {
+        shop_id: uuid::Uuid,
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Link the RabbitMQ user that publishes the shop's order messages (the
+    /// AMQP user-id payhub trusts, since the broker validates it).
+    SetAmqpUser {
+        shop_id: uuid::Uuid,
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse the shop's API key and Wake secret from now on.
+    Disable {
+        shop_id: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept the shop's credentials again.
+    Enable {
+        shop_id: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Seal webhook secrets still stored in plaintext (shops created before
+    /// encryption at rest). Idempotent.
+    EncryptSecrets,
 }
 
 fn main() -> ExitCode {
@@ -139,53 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({applied} known)");
             Ok(())
         }
-        Command::Shop(ShopCommand::Create {
-            name,
-            webhook_url,
-            admin_email,
-            json,
-        }) => {
-            if let Some(url) = &webhook_url
-                && !(url.starts_with("https://") || url.starts_with("http://"))
-            {
-                anyhow::bail!("--webhook-url must be an http(s) URL");
-            }
-            if let Some(a) = &admin_email {
-                payhub_core::identity::Email::parse(a).map_err(|e| anyhow::anyhow!("--admin-email {e}"))?;
-            }
-            let store = Store::connect_lazy(&cli.database_url, 2)?;
-            let created =
-                payhub_store::shops::create(&store, &name, webhook_url.as_deref(), admin_email.as_deref()).await?;
-            if json {
-                println!(
-                    "{}",
-                    json!({
-                        "id": created.shop.id,
-                        "name": created.shop.name,
-                        "apiKey": created.api_key,
-                        "webhookSecret": created.shop.webhook_secret.expose(),
-                    })
-                );
-            } else {
-                println!("shop created: {}", created.shop.id);
-                println!("API key (shown once):        {}", created.api_key);
-                println!("webhook secret (shown once): {}", created.shop.webhook_secret.expose());
-            }
-            Ok(())
-        }
-        Command::Shop(ShopCommand::List) => {
-            let store = Store::connect_lazy(&cli.database_url, 2)?;
-            for s in payhub_store::shops::list(&store).await? {
-                println!(
-                    "{}\t{}\t{}\t{}",
-                    s.id,
-                    if s.active { "active" } else { "disabled" },
-                    s.name,
-                    s.webhook_url.as_deref().unwrap_or("-")
-                );
-            }
-            Ok(())
-        }
+        Command::Shop(cmd) => shop(&cli.database_url, cmd).await,
         Command::Dlq(cmd) => dlq(cmd).await,
         Command::Order { id, shop } => {
             let store = Store::connect_lazy(&cli.database_url, 2)?;
@@ -224,6 +248,278 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Which webhook URLs are acceptable here: the notifier's rules, from the same
+/// variables (`PAYHUB_ENV`, `PAYHUB_ALLOW_PRIVATE_WEBHOOKS`).
+fn webhook_url_policy() -> anyhow::Result<WebhookUrlPolicy> {
+    let env = payhub_telemetry::Env::process();
+    WebhookUrlPolicy::from_settings(
+        env.optional(url_safety::ENV_VAR).as_deref(),
+        env.optional(url_safety::ALLOW_PRIVATE_VAR).as_deref(),
+    )
+    .map_err(|(name, reason)| anyhow::anyhow!("bad setting {name}: {reason}"))
+}
+
+/// Refuses a webhook URL the notifier would refuse: not http(s), plain http
+/// outside development, or a host that is (or resolves to) a non-public
+/// address. A host that does not resolve yet is accepted with a warning; the
+/// notifier checks every address again when it delivers.
+async fn check_webhook_url(policy: &WebhookUrlPolicy, url: &str) -> anyhow::Result<()> {
+    let unsafe_url = |reason: &dyn std::fmt::Display| anyhow::anyhow!("--webhook-url is unsafe: {reason}");
+    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("--webhook-url is not a URL: {e}"))?;
+    let host = parsed.host_str().map(UrlHost::from_host_str);
+    policy.check_url(parsed.scheme(), host).map_err(|e| unsafe_url(&e))?;
+    if let Some(UrlHost::Domain(name)) = host
+        && !policy.allow_private
+    {
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        match tokio::net::lookup_host((name, port)).await {
+            Ok(addrs) => {
+                for addr in addrs {
+                    policy.check_address(name, addr.ip()).map_err(|e| unsafe_url(&e))?;
+                }
+            }
+            Err(e) => {
+                eprintln!("payhubctl: warning: {name} does not resolve yet ({e}); it is checked again at delivery")
+            }
+        }
+    }
+    Ok(())
+}
+
+fn warn_if_development_key(store: &Store) {
+    if store.secrets().is_development() {
+        eprintln!(
+            "payhubctl: warning: {} is not set; webhook secrets are sealed with the public development key. \
+             Set it (base64 of 32 random bytes, the same as the services') anywhere but a developer machine.",
+            payhub_store::secrets::KEY_VAR
+        );
+    }
+}
+
+/// Prints `value` as JSON, or `text` for people.
+fn emit(json_out: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
+    if json_out {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}
+
+async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
+    use payhub_store::shops;
+    let store = Store::connect_lazy(database_url, 2)?;
+    match cmd {
+        ShopCommand::Create {
+            name,
+            webhook_url,
+            admin_email,
+            allowed_providers,
+            wake_store,
+            json,
+        } => {
+            if name.trim().is_empty() || name.chars().count() > 200 {
+                anyhow::bail!("--name must be 1 to 200 characters");
+            }
+            if let Some(url) = &webhook_url {
+                check_webhook_url(&webhook_url_policy()?, url).await?;
+            }
+            if let Some(a) = &admin_email {
+                payhub_core::identity::Email::parse(a).map_err(|e| anyhow::anyhow!("--admin-email {e}"))?;
+            }
+            for p in &allowed_providers {
+                payhub_core::Provider::parse(p).map_err(|e| anyhow::anyhow!("--allowed-provider {p:?} {e}"))?;
+            }
+            if let Some(w) = &wake_store {
+                check_wake_store(w)?;
+            }
+            warn_if_development_key(&store);
+            let created = shops::create_with(
+                &store,
+                &shops::CreateShop {
+                    name,
+                    webhook_url,
+                    admin_email,
+                    allowed_providers,
+                    wake_store,
+                },
+            )
+            .await?;
+            let s = &created.shop;
+            emit(
+                json,
+                json!({
+                    "id": s.id,
+                    "name": s.name,
+                    "webhookUrl": s.webhook_url,
+                    "adminEmail": s.admin_email,
+                    "allowedProviders": s.allowed_providers,
+                    "wakeStore": s.wake_store,
+                    "apiKey": created.api_key,
+                    "webhookSecret": s.webhook_secret.expose(),
+                    "wakeSecret": created.wake_secret,
+                }),
+                || {
+                    let mut out = format!(
+                        "shop created: {}\nAPI key (shown once):        {}\nwebhook secret (shown once): {}",
+                        s.id,
+                        created.api_key,
+                        s.webhook_secret.expose()
+                    );
+                    if let Some(w) = &created.wake_secret {
+                        out.push_str(&format!("\nWake secret (shown once):    {w}"));
+                    }
+                    out
+                },
+            );
+            Ok(())
+        }
+        ShopCommand::List { json } => {
+            let list = shops::list(&store).await?;
+            if json {
+                let v: Vec<_> = list
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "id": s.id,
+                            "name": s.name,
+                            "active": s.active,
+                            "webhookUrl": s.webhook_url,
+                            "adminEmail": s.admin_email,
+                            "allowedProviders": s.allowed_providers,
+                            "wakeStore": s.wake_store,
+                            "webhookSecretOverlap": s.previous_webhook_secret.is_some(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            for s in list {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    s.id,
+                    if s.active { "active" } else { "disabled" },
+                    s.name,
+                    s.webhook_url.as_deref().unwrap_or("-"),
+                    s.allowed_providers.join(","),
+                    s.wake_store.as_deref().map_or("-".to_string(), |w| format!("wake:{w}")),
+                );
+            }
+            Ok(())
+        }
+        ShopCommand::RotateApiKey { shop_id, json } => {
+            let key = shops::rotate_api_key(&store, shop_id).await?;
+            emit(json, json!({"id": shop_id, "apiKey": key}), || {
+                format!("new API key for {shop_id} (shown once; the old key no longer works): {key}")
+            });
+            Ok(())
+        }
+        ShopCommand::RotateWebhookSecret {
+            shop_id,
+            overlap_hours,
+            json,
+        } => {
+            if !(0.0..=720.0).contains(&overlap_hours) {
+                anyhow::bail!("--overlap-hours must be between 0 and 720");
+            }
+            let overlap = std::time::Duration::from_secs_f64(overlap_hours * 3600.0);
+            warn_if_development_key(&store);
+            let secret = shops::rotate_webhook_secret(&store, shop_id, overlap).await?;
+            let until = (!overlap.is_zero())
+                .then(|| time::OffsetDateTime::now_utc() + overlap)
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+            emit(
+                json,
+                json!({"id": shop_id, "webhookSecret": secret.expose(), "previousValidUntil": until}),
+                || {
+                    let overlap_note = match &until {
+                        Some(t) => format!("the previous secret also signs until about {t}"),
+                        None => "the previous secret no longer signs".into(),
+                    };
+                    format!(
+                        "new webhook secret for {shop_id} (shown once): {}\n{overlap_note}",
+                        secret.expose()
+                    )
+                },
+            );
+            Ok(())
+        }
+        ShopCommand::SetWakeSecret {
+            shop_id,
+            wake_store,
+            json,
+        } => {
+            let wake_store = match wake_store {
+                Some(w) => w,
+                None => shops::by_id(&store, shop_id)
+                    .await?
+                    .with_context(|| format!("no shop {shop_id}"))?
+                    .wake_store
+                    .context("the shop has no Wake store yet: give --wake-store")?,
+            };
+            check_wake_store(&wake_store)?;
+            let secret = shops::set_wake_secret(&store, shop_id, &wake_store).await?;
+            emit(
+                json,
+                json!({"id": shop_id, "wakeStore": wake_store, "wakeSecret": secret}),
+                || format!("Wake secret for {shop_id} (store {wake_store:?}; shown once): {secret}"),
+            );
+            Ok(())
+        }
+        ShopCommand::SetWebhookUrl { shop_id, url, json } => {
+            check_webhook_url(&webhook_url_policy()?, &url).await?;
+            shops::set_webhook_url(&store, shop_id, Some(&url)).await?;
+            emit(json, json!({"id": shop_id, "webhookUrl": url}), || {
+                format!("webhooks of {shop_id} now go to {url}")
+            });
+            Ok(())
+        }
+        ShopCommand::SetAmqpUser { shop_id, user, json } => {
+            if user.is_empty() || user.len() > 200 || user.chars().any(char::is_control) {
+                anyhow::bail!("the RabbitMQ user name must be 1 to 200 printable characters");
+            }
+            let r = sqlx::query("UPDATE shops SET amqp_user = $2 WHERE id = $1")
+                .bind(shop_id)
+                .bind(&user)
+                .execute(&store.pool)
+                .await;
+            match r {
+                Ok(done) if done.rows_affected() == 0 => anyhow::bail!("no shop {shop_id}"),
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    anyhow::bail!("RabbitMQ user {user:?} already publishes for another shop")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            emit(json, json!({"id": shop_id, "amqpUser": user}), || {
+                format!("order messages published by RabbitMQ user {user} now belong to {shop_id}")
+            });
+            Ok(())
+        }
+        ShopCommand::Disable { shop_id, json } | ShopCommand::Enable { shop_id, json } => {
+            let active = matches!(cmd, ShopCommand::Enable { .. });
+            shops::set_active(&store, shop_id, active).await?;
+            emit(json, json!({"id": shop_id, "active": active}), || {
+                format!("shop {shop_id} {}", if active { "enabled" } else { "disabled" })
+            });
+            Ok(())
+        }
+        ShopCommand::EncryptSecrets => {
+            warn_if_development_key(&store);
+            let n = shops::encrypt_plaintext_secrets(&store).await?;
+            println!("sealed {n} plaintext webhook secret(s)");
+            Ok(())
+        }
+    }
+}
+
+fn check_wake_store(name: &str) -> anyhow::Result<()> {
+    if name.trim().is_empty() || name.chars().count() > 200 {
+        anyhow::bail!("--wake-store must be 1 to 200 characters");
+    }
+    Ok(())
 }
 
 fn spec_named(name: &str) -> anyhow::Result<QueueSpec> {

@@ -1,0 +1,193 @@
+//! Accepting a validated order, whichever door it came through: the order,
+//! its first history entry and `order.accepted` commit together; the same
+//! (shop, correlationID) again returns the first order, never a second.
+
+use payhub_core::events::{ChargeCustomer, EventPayload, OrderAccepted, OrderChannel, OrderRejected};
+use payhub_core::{Envelope, NewOrder, OrderStatus, ValidationErrors};
+use payhub_queue::Broker;
+use payhub_store::shops::Shop;
+use payhub_store::{Store, StoreError, outbox};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Accepted {
+    /// A new order, just stored; its `order.accepted` is committed to the
+    /// outbox and must be handed to [`publish`] once the caller's answer is
+    /// ready (the relay publishes it anyway if the caller dies first).
+    Created(Uuid, Box<Envelope>),
+    /// The same order again: the first one stands.
+    Replayed(Uuid),
+}
+
+impl Accepted {
+    pub fn id(&self) -> Uuid {
+        match self {
+            Accepted::Created(id, _) | Accepted::Replayed(id) => *id,
+        }
+    }
+}
+
+/// Publishes a just-accepted order's event now (best effort: the outbox
+/// relay publishes it if the broker is away).
+pub async fn publish(store: &Store, broker: &Broker, accepted: &Accepted) {
+    if let Accepted::Created(_, event) = accepted
+        && let Err(e) = outbox::publish_now(store, broker, std::slice::from_ref(event.as_ref())).await
+    {
+        tracing::warn!(error = %e, "publish after commit failed; the outbox relay will publish it");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("correlationID {0} already names a different order of this shop")]
+    Conflict(String),
+    #[error("provider {0} is not enabled for this shop")]
+    ProviderNotAllowed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for AcceptError {
+    fn from(e: sqlx::Error) -> Self {
+        AcceptError::Store(e.into())
+    }
+}
+
+fn fingerprint(order: &NewOrder) -> Vec<u8> {
+    let canonical = serde_json::to_vec(order).expect("a validated order serialises");
+    ring::digest::digest(&ring::digest::SHA256, &canonical)
+        .as_ref()
+        .to_vec()
+}
+
+/// Stores `order` for `shop` with its `order.accepted` in the outbox.
+/// Returns once the order is durable.
+pub async fn accept(
+    store: &Store,
+    shop: &Shop,
+    order: &NewOrder,
+    channel: OrderChannel,
+) -> Result<Accepted, AcceptError> {
+    accept_with(store, shop, order, channel, None).await
+}
+
+/// [`accept`], recording the order number the shop's platform gave it
+/// (Wake's `pedido`).
+pub async fn accept_with(
+    store: &Store,
+    shop: &Shop,
+    order: &NewOrder,
+    channel: OrderChannel,
+    external_order_number: Option<&str>,
+) -> Result<Accepted, AcceptError> {
+    if !shop.allows_provider(order.provider.as_str()) {
+        return Err(AcceptError::ProviderNotAllowed(order.provider.as_str().to_string()));
+    }
+    let hash = fingerprint(order);
+    let order_id = Uuid::now_v7();
+    let mut tx = store.begin().await?;
+    let inserted: Option<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO orders (id, shop_id, correlation_id, provider, channel, currency, items_minor, tax_minor, freight_minor,
+             discount_minor, total_minor, status, customer_name, customer_email, customer_tax_id, customer_phone,
+             customer_birth_date, shipping_address, items, summary, expires_in_secs, request_hash, external_order_number)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+         ON CONFLICT (shop_id, correlation_id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(order_id)
+    .bind(shop.id)
+    .bind(order.correlation_id.as_str())
+    .bind(order.provider.as_str())
+    .bind(channel.as_str())
+    .bind(order.currency.code())
+    .bind(order.items.iter().map(|i| i.total.minor()).sum::<i64>())
+    .bind(order.tax.minor())
+    .bind(order.freight.minor())
+    .bind(order.discount.minor())
+    .bind(order.total.minor())
+    .bind(OrderStatus::Accepted.as_str())
+    .bind(&order.customer.name)
+    .bind(order.customer.email.as_str())
+    .bind(order.customer.tax_id.digits())
+    .bind(order.customer.phone.as_deref())
+    .bind(order.customer.birth_date)
+    .bind(order.shipping_address.as_ref().map(|a| serde_json::to_value(a).expect("serialises")))
+    .bind(serde_json::to_value(&order.items).expect("serialises"))
+    .bind(order.summary())
+    .bind(order.expires_in_secs as i32)
+    .bind(&hash)
+    .bind(external_order_number)
+    .fetch_optional(&mut *tx)
+    .await?;
+
+    if inserted.is_none() {
+        tx.rollback().await?;
+        let (existing_id, existing_hash): (Uuid, Vec<u8>) =
+            sqlx::query_as("SELECT id, request_hash FROM orders WHERE shop_id = $1 AND correlation_id = $2")
+                .bind(shop.id)
+                .bind(order.correlation_id.as_str())
+                .fetch_one(&store.pool)
+                .await?;
+        if existing_hash != hash {
+            return Err(AcceptError::Conflict(order.correlation_id.to_string()));
+        }
+        return Ok(Accepted::Replayed(existing_id));
+    }
+
+    sqlx::query("INSERT INTO order_history (order_id, from_status, to_status, actor, details) VALUES ($1, NULL, $2, 'ingress', $3)")
+        .bind(order_id)
+        .bind(OrderStatus::Accepted.as_str())
+        .bind(serde_json::json!({"channel": channel.as_str()}))
+        .execute(&mut *tx)
+        .await?;
+    let mut event = Envelope::for_order(
+        EventPayload::OrderAccepted(OrderAccepted {
+            provider: order.provider,
+            provider_reference: order_id.to_string(),
+            amount: order.total,
+            customer: ChargeCustomer {
+                name: order.customer.name.clone(),
+                email: order.customer.email.as_str().to_string(),
+                tax_id: order.customer.tax_id.digits().to_string(),
+                phone: order.customer.phone.clone(),
+            },
+            expires_in_secs: order.expires_in_secs,
+            description: order.summary(),
+        }),
+        order_id,
+        shop.id,
+        order.correlation_id.as_str(),
+    );
+    event.trace = payhub_telemetry::trace::current_context();
+    outbox::add(&mut tx, &event).await?;
+    tx.commit().await?;
+    tracing::info!(order_id = %order_id, channel = channel.as_str(), total = %order.total, customer = %order.customer.email.masked(), "order accepted");
+    Ok(Accepted::Created(order_id, Box::new(event)))
+}
+
+/// Tells the shop (through notifier) that an order message was refused.
+/// Nothing else is stored: the event lives in the outbox until published.
+pub async fn reject(
+    store: &Store,
+    broker: &Broker,
+    shop_id: Uuid,
+    channel: OrderChannel,
+    correlation_id: Option<String>,
+    reason: &str,
+    errors: &ValidationErrors,
+) -> Result<(), StoreError> {
+    let mut event = Envelope::new(EventPayload::OrderRejected(OrderRejected {
+        channel,
+        correlation_id: correlation_id.clone(),
+        reason: reason.to_string(),
+        errors: errors.to_rejected(),
+    }));
+    event.shop_id = Some(shop_id);
+    event.correlation_id = correlation_id;
+    event.trace = payhub_telemetry::trace::current_context();
+    let mut tx = store.begin().await?;
+    outbox::add(&mut tx, &event).await?;
+    tx.commit().await?;
+    let _ = outbox::publish_now(store, broker, std::slice::from_ref(&event)).await;
+    Ok(())
+}

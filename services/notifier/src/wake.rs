@@ -1,0 +1,54 @@
+//! Wake Commerce postbacks: `POST {base}/api/Custom/{chave}` with the
+//! payment's status (3 paid, 2 not authorised) and, for reconciliation, the
+//! PIX end-to-end id as TID (providers.md §2.4).
+
+use payhub_core::OrderStatus;
+use payhub_core::events::OrderStatusChanged;
+use serde_json::{Value, json};
+
+/// The postback for this change, if Wake must hear of it: (status, body).
+pub fn postback(change: &OrderStatusChanged) -> Option<(u8, Value)> {
+    let status = match change.to {
+        OrderStatus::Paid => 3,
+        OrderStatus::Failed | OrderStatus::Expired => 2,
+        OrderStatus::Accepted | OrderStatus::AwaitingPayment | OrderStatus::UnderReview => return None,
+    };
+    let mut info = Vec::new();
+    if let Some(e2e) = &change.end_to_end_id {
+        info.push(json!({"Nome": "TID", "Valor": e2e}));
+        info.push(json!({"Nome": "NSU", "Valor": e2e}));
+    }
+    if let Some(reason) = &change.reason {
+        info.push(json!({"Nome": "Motivo", "Valor": reason}));
+    }
+    Some((status, json!({"status": status, "informacoesAdicionais": info})))
+}
+
+/// The chave is a GUID; anything else is percent-encoded so it stays one
+/// path segment.
+pub fn path_segment(chave: &str) -> String {
+    chave
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chave_stays_one_segment() {
+        assert_eq!(
+            path_segment("fe31c0e6-b625-4772-8890-dd7a89053d05"),
+            "fe31c0e6-b625-4772-8890-dd7a89053d05"
+        );
+        assert_eq!(path_segment("a/b?c"), "a%2Fb%3Fc");
+    }
+}
