@@ -43,6 +43,12 @@ pub enum AcceptError {
     Conflict(String),
     #[error("provider {0} is not enabled for this shop")]
     ProviderNotAllowed(String),
+    /// The order breaks one of the shop's own rules (coverage, stock).
+    #[error("the order breaks the shop's rules: {0}")]
+    Rules(ValidationErrors),
+    /// The shop's stock service could not say; worth trying again.
+    #[error("the shop's stock service did not answer: {0}")]
+    StockUnavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -83,14 +89,26 @@ pub async fn accept_with(
     if !shop.allows_provider(order.provider.as_str()) {
         return Err(AcceptError::ProviderNotAllowed(order.provider.as_str().to_string()));
     }
+    let rules = &shop.order_rules;
+    let mut broken = rules.check(order);
+    if broken.is_empty()
+        && let Some((url, timeout_ms)) = rules.stock_callback()
+    {
+        broken = ask_stock(url, timeout_ms, order).await?;
+    }
+    if !broken.is_empty() {
+        return Err(AcceptError::Rules(broken));
+    }
+    let fee = rules.fee_for(order.provider.as_str(), order.total);
     let hash = fingerprint(order);
     let order_id = Uuid::now_v7();
     let mut tx = store.begin().await?;
     let inserted: Option<(Uuid,)> = sqlx::query_as(
         "INSERT INTO orders (id, shop_id, correlation_id, provider, channel, currency, items_minor, tax_minor, freight_minor,
              discount_minor, total_minor, status, customer_name, customer_email, customer_tax_id, customer_phone,
-             customer_birth_date, shipping_address, items, summary, expires_in_secs, request_hash, external_order_number)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+             customer_birth_date, shipping_address, items, summary, expires_in_secs, request_hash, external_order_number,
+             provider_fee_minor)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
          ON CONFLICT (shop_id, correlation_id) DO NOTHING
          RETURNING id",
     )
@@ -117,6 +135,7 @@ pub async fn accept_with(
     .bind(order.expires_in_secs as i32)
     .bind(&hash)
     .bind(external_order_number)
+    .bind(fee.minor())
     .fetch_optional(&mut *tx)
     .await?;
 
@@ -190,4 +209,60 @@ pub async fn reject(
     tx.commit().await?;
     let _ = outbox::publish_now(store, broker, std::slice::from_ref(&event)).await;
     Ok(())
+}
+
+/// Asks the shop's stock service whether the items are available:
+/// `POST {url}` `{"items":[{"code","qty"}]}` answered by
+/// `{"unavailable":["<code>", ...]}` (an empty list or no field: all there).
+async fn ask_stock(url: &str, timeout_ms: u64, order: &NewOrder) -> Result<ValidationErrors, AcceptError> {
+    static HTTP: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("payhub-stock/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("an HTTP client builds")
+    });
+    let items: Vec<serde_json::Value> = order
+        .items
+        .iter()
+        .map(|i| serde_json::json!({"code": i.code, "qty": i.qty}))
+        .collect();
+    let resp = HTTP
+        .post(url)
+        .timeout(std::time::Duration::from_millis(timeout_ms))
+        .json(&serde_json::json!({"correlationID": order.correlation_id.as_str(), "items": items}))
+        .send()
+        .await
+        .map_err(|e| {
+            AcceptError::StockUnavailable(if e.is_timeout() {
+                "timeout".into()
+            } else {
+                "unreachable".into()
+            })
+        })?;
+    if !resp.status().is_success() {
+        return Err(AcceptError::StockUnavailable(format!(
+            "answered {}",
+            resp.status().as_u16()
+        )));
+    }
+    let answer: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|_| AcceptError::StockUnavailable("the answer is not JSON".into()))?;
+    let unavailable: Vec<&str> = answer["unavailable"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let mut errs = ValidationErrors::default();
+    for (i, item) in order.items.iter().enumerate() {
+        if item.code.as_deref().is_some_and(|c| unavailable.contains(&c)) {
+            errs.push(
+                format!("items[{i}].qty"),
+                "unavailable",
+                format!("item {} is not available", item.code.as_deref().unwrap_or("")),
+            );
+        }
+    }
+    Ok(errs)
 }

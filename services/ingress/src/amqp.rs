@@ -111,6 +111,10 @@ impl Handler for ShopOrderHandler {
                 Ok(())
             }
             Err(AcceptError::Store(e)) => Err(store_failure(e)),
+            Err(AcceptError::StockUnavailable(why)) => Err(Failure::Transient(format!("stock service: {why}"))),
+            Err(AcceptError::Rules(errs)) => Err(self
+                .refuse(&shop, correlation_id, "the order breaks the shop's rules", &errs)
+                .await),
             Err(e) => {
                 let mut errs = ValidationErrors::default();
                 errs.push("correlationID", "conflict", e.to_string());

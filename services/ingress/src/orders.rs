@@ -78,6 +78,10 @@ pub fn accept_error(e: AcceptError) -> ApiError {
             errs.push("provider", "not_allowed", format!("{p} is not enabled for this shop"));
             ApiError::Validation(errs)
         }
+        AcceptError::Rules(errs) => ApiError::Validation(errs),
+        AcceptError::StockUnavailable(why) => ApiError::Unavailable(format!(
+            "the shop's stock service could not confirm the items ({why}); try again"
+        )),
         AcceptError::Store(e) => e.into(),
     }
 }
@@ -132,13 +136,14 @@ struct OrderRow {
     updated_at: OffsetDateTime,
     paid_at: Option<OffsetDateTime>,
     end_to_end_id: Option<String>,
+    provider_fee_minor: i64,
 }
 
 /// The order as the shop's back office and the buyer's "my orders" see it.
 pub async fn order_view(store: &Store, id: Uuid) -> Result<Value, ApiError> {
     let o: OrderRow = sqlx::query_as(
         "SELECT id, correlation_id, provider, status, currency::text AS currency, items_minor, tax_minor, freight_minor, discount_minor,
-                total_minor, status_reason, summary, items, created_at, updated_at, paid_at, end_to_end_id
+                total_minor, status_reason, summary, items, created_at, updated_at, paid_at, end_to_end_id, provider_fee_minor
          FROM orders WHERE id = $1",
     )
     .bind(id)
@@ -157,6 +162,8 @@ pub async fn order_view(store: &Store, id: Uuid) -> Result<Value, ApiError> {
             .await?;
     Ok(json!({
         "id": o.id,
+        // The unique payment code of the order: what the provider knows it by.
+        "paymentCode": o.id,
         "correlationID": o.correlation_id,
         "provider": o.provider,
         "status": o.status,
@@ -171,6 +178,8 @@ pub async fn order_view(store: &Store, id: Uuid) -> Result<Value, ApiError> {
             "discount": amount(o.discount_minor, &cur),
             "total": amount(o.total_minor, &cur),
             "totalMinor": o.total_minor,
+            "providerFee": amount(o.provider_fee_minor, &cur),
+            "net": amount(o.total_minor - o.provider_fee_minor, &cur),
         },
         "charge": charge.map(|c| json!({
             "brCode": c.0,

@@ -8,6 +8,7 @@ pub mod events;
 pub mod identity;
 pub mod money;
 pub mod order;
+pub mod rules;
 pub mod standard_webhooks;
 pub mod url_safety;
 pub mod validation;

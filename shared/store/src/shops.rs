@@ -35,6 +35,8 @@ pub struct Shop {
     pub allowed_providers: Vec<String>,
     /// The Wake Commerce store this shop is, when connected to Wake.
     pub wake_store: Option<String>,
+    /// Delivery coverage, stock and provider fees (seed 004).
+    pub order_rules: payhub_core::rules::OrderRules,
 }
 
 impl Shop {
@@ -166,6 +168,7 @@ struct Row {
     allowed_providers: Vec<String>,
     wake_store: Option<String>,
     wake_secret_hash: Option<Vec<u8>>,
+    order_rules: serde_json::Value,
 }
 
 fn from_row(store: &Store, r: Row) -> Result<Shop, StoreError> {
@@ -190,6 +193,8 @@ fn from_row(store: &Store, r: Row) -> Result<Shop, StoreError> {
         previous_webhook_secret,
         allowed_providers: r.allowed_providers,
         wake_store: r.wake_store,
+        order_rules: serde_json::from_value(r.order_rules)
+            .map_err(|e| StoreError::Db(sqlx::Error::Decode(format!("shop {} order rules: {e}", r.id).into())))?,
     })
 }
 
@@ -198,7 +203,7 @@ macro_rules! select_shops {
         concat!(
             "SELECT id, name, webhook_url, webhook_secret, webhook_secret_enc,
                     CASE WHEN webhook_secret_prev_valid_until > now() THEN webhook_secret_prev_enc END AS previous_enc,
-                    admin_email, active, allowed_providers, wake_store, wake_secret_hash
+                    admin_email, active, allowed_providers, wake_store, wake_secret_hash, order_rules
              FROM shops ",
             $rest
         )
@@ -286,6 +291,7 @@ pub async fn create_with(store: &Store, new: &CreateShop) -> Result<NewShopCrede
             previous_webhook_secret: None,
             allowed_providers,
             wake_store: new.wake_store.clone(),
+            order_rules: Default::default(),
         },
         api_key,
         wake_secret,
@@ -458,6 +464,25 @@ pub async fn encrypt_plaintext_secrets(store: &Store) -> Result<u64, StoreError>
     Ok(sealed)
 }
 
+/// Replaces the shop's order rules (validated first).
+pub async fn set_order_rules(
+    store: &Store,
+    id: Uuid,
+    rules: &payhub_core::rules::OrderRules,
+) -> Result<(), StoreError> {
+    rules.validate().map_err(StoreError::Conflict)?;
+    let r = sqlx::query("UPDATE shops SET order_rules = $2 WHERE id = $1")
+        .bind(id)
+        .bind(serde_json::to_value(rules).expect("rules serialise"))
+        .execute(&store.pool)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::ShopNotFound(id));
+    }
+    Ok(())
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +520,7 @@ mod tests {
             previous_webhook_secret: previous,
             allowed_providers: vec!["openpix".into()],
             wake_store: None,
+            order_rules: Default::default(),
         }
     }
 

@@ -155,6 +155,16 @@ enum ShopCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set the shop's order rules (delivery coverage, stock, provider fees)
+    /// from a JSON file; see the README's "Shop rules".
+    SetRules {
+        shop_id: uuid::Uuid,
+        /// The rules document, or - for standard input.
+        #[arg(long)]
+        file: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Refuse the shop's API key and Wake secret from now on.
     Disable {
         shop_id: uuid::Uuid,
@@ -473,6 +483,30 @@ async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
             shops::set_webhook_url(&store, shop_id, Some(&url)).await?;
             emit(json, json!({"id": shop_id, "webhookUrl": url}), || {
                 format!("webhooks of {shop_id} now go to {url}")
+            });
+            Ok(())
+        }
+        ShopCommand::SetRules { shop_id, file, json } => {
+            let text = if file == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+                t
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?
+            };
+            let rules: payhub_core::rules::OrderRules =
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("the rules are not valid: {e}"))?;
+            rules
+                .validate()
+                .map_err(|e| anyhow::anyhow!("the rules are not valid: {e}"))?;
+            if let Some((url, _)) = rules.stock_callback() {
+                check_webhook_url(&webhook_url_policy()?, url)
+                    .await
+                    .context("stock.url")?;
+            }
+            shops::set_order_rules(&store, shop_id, &rules).await?;
+            emit(json, json!({"id": shop_id, "orderRules": rules}), || {
+                format!("order rules of {shop_id} updated")
             });
             Ok(())
         }
