@@ -482,7 +482,6 @@ pub async fn set_order_rules(
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
