@@ -599,6 +599,12 @@ impl TestApp {
 impl TestApp {
     /// Runs `payhubctl` against this test's installation.
     pub fn payhubctl(&self, args: &[&str]) -> std::process::Output {
+        self.payhubctl_with_env(args, &[])
+    }
+
+    /// [`TestApp::payhubctl`] with extra environment variables (e.g.
+    /// `PAYHUB_ALLOW_PRIVATE_WEBHOOKS=false`).
+    pub fn payhubctl_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         let exe = std::env::current_exe().expect("test executable path");
         let bin = exe
             .parent()
@@ -613,6 +619,7 @@ impl TestApp {
         std::process::Command::new(bin)
             .args(args)
             .envs(self.service_env("127.0.0.1:0"))
+            .envs(env.iter().copied())
             .output()
             .expect("payhubctl runs")
     }

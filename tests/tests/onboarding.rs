@@ -16,26 +16,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// [`TestApp::payhubctl`] with extra environment variables (e.g.
-/// `PAYHUB_ALLOW_PRIVATE_WEBHOOKS=false`).
 fn payhubctl_with_env(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("build directory")
-        .join("payhubctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --bins` first (make test does)",
-        bin.display()
-    );
-    std::process::Command::new(bin)
-        .args(args)
-        .envs(app.service_env("127.0.0.1:0"))
-        .envs(env.iter().copied())
-        .output()
-        .expect("payhubctl runs")
+    app.payhubctl_with_env(args, env)
 }
 
 fn ok_json(what: &str, out: Output) -> Value {

@@ -11,7 +11,6 @@ mod wake;
 use payhub_service::{CommonConfig, Infra};
 use payhub_telemetry::{ConfigError, Env};
 use std::net::SocketAddr;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "ingress";
@@ -32,52 +31,32 @@ impl Config {
     }
 }
 
-pub struct Application {
-    infra: Infra,
-    work: JoinSet<anyhow::Result<()>>,
-    local_addr: SocketAddr,
-}
+/// The running service; see [`payhub_service::App`].
+pub struct Application(payhub_service::App);
 
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
-        let mut infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
+        let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
         infra.spawn_outbox_relay();
         let state = orders::AppState {
             store: infra.store.clone(),
             broker: infra.broker.clone(),
         };
-        let routes = orders::router(state.clone(), config.max_body_bytes).merge(wake::router(state));
-        let server = infra.bind_http(config.common.http_addr, routes).await?;
-        let local_addr = server.local_addr;
-        let mut work = JoinSet::new();
-        work.spawn(server.serve(shutdown.clone()));
-        let handler = std::sync::Arc::new(amqp::ShopOrderHandler {
+        let handler = amqp::ShopOrderHandler {
             store: infra.store.clone(),
             broker: infra.broker.clone(),
-        });
-        let opts = payhub_queue::ConsumerOptions {
-            spec: payhub_queue::QueueSpec::INGRESS_ORDERS,
-            service: SERVICE,
-            prefetch: config.common.prefetch,
         };
-        let broker = infra.broker.clone();
-        work.spawn(async move {
-            payhub_queue::consume(broker, opts, handler, shutdown).await;
-            Ok(())
-        });
-        tracing::info!(%local_addr, "ingress listening");
-        Ok(Application {
-            infra,
-            work,
-            local_addr,
-        })
+        let routes = orders::router(state.clone(), config.max_body_bytes).merge(wake::router(state));
+        let mut app = payhub_service::App::start(infra, config.common.http_addr, routes).await?;
+        app.consume(payhub_queue::QueueSpec::INGRESS_ORDERS, config.common.prefetch, handler);
+        Ok(Application(app))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.infra.run_until_stopped(self.work).await
+        self.0.run_until_stopped().await
     }
 }

@@ -18,15 +18,14 @@ mod webhook;
 use payhub_core::events::EventPayload;
 use payhub_core::url_safety::WebhookUrlPolicy;
 use payhub_core::{Envelope, OrderStatus};
-use payhub_queue::{ConsumerOptions, Failure, Handler, Incoming, QueueSpec};
+use payhub_queue::{Failure, Handler, Incoming, QueueSpec};
 use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::Store;
 use payhub_telemetry::{ConfigError, Env};
 use prometheus::{IntCounterVec, register_int_counter_vec};
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -354,48 +353,29 @@ impl Handler for NotifyHandler {
     }
 }
 
-pub struct Application {
-    infra: Infra,
-    work: JoinSet<anyhow::Result<()>>,
-    local_addr: SocketAddr,
-}
+/// The running service; see [`payhub_service::App`].
+pub struct Application(payhub_service::App);
 
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
-        let infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
-        let handler = Arc::new(NotifyHandler {
+        let infra = Infra::start(SERVICE, &config.common, shutdown)?;
+        let handler = NotifyHandler {
             store: infra.store.clone(),
             webhooks: WebhookSender::new(config.webhook_timeout, config.webhook_urls)?,
             mailer: Mailer::new(&config.smtp_url, &config.mail_from)?,
             max_attempts: config.common.topology.retry.max_attempts,
             wake_postback_url: config.wake_postback_url.trim_end_matches('/').to_string(),
-        });
-        let server = infra.bind_http(config.common.http_addr, axum::Router::new()).await?;
-        let local_addr = server.local_addr;
-        let mut work = JoinSet::new();
-        work.spawn(server.serve(shutdown.clone()));
-        let opts = ConsumerOptions {
-            spec: QueueSpec::NOTIFIER,
-            service: SERVICE,
-            prefetch: config.common.prefetch,
         };
-        let broker = infra.broker.clone();
-        work.spawn(async move {
-            payhub_queue::consume(broker, opts, handler, shutdown).await;
-            Ok(())
-        });
-        Ok(Application {
-            infra,
-            work,
-            local_addr,
-        })
+        let mut app = payhub_service::App::start(infra, config.common.http_addr, axum::Router::new()).await?;
+        app.consume(QueueSpec::NOTIFIER, config.common.prefetch, handler);
+        Ok(Application(app))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.infra.run_until_stopped(self.work).await
+        self.0.run_until_stopped().await
     }
 }

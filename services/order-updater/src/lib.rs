@@ -10,15 +10,14 @@ mod transitions;
 
 use payhub_core::Envelope;
 use payhub_core::events::{EventPayload, OrderStatusChanged};
-use payhub_queue::{ConsumerOptions, Failure, Handler, Incoming, QueueSpec};
+use payhub_queue::{Failure, Handler, Incoming, QueueSpec};
 use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::{Store, outbox};
 use payhub_telemetry::{ConfigError, Env};
 use prometheus::{IntCounterVec, register_int_counter_vec};
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use time::OffsetDateTime;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use transitions::{Decision, OrderFacts};
 use uuid::Uuid;
@@ -203,46 +202,27 @@ impl Handler for UpdateHandler {
     }
 }
 
-pub struct Application {
-    infra: Infra,
-    work: JoinSet<anyhow::Result<()>>,
-    local_addr: SocketAddr,
-}
+/// The running service; see [`payhub_service::App`].
+pub struct Application(payhub_service::App);
 
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
-        let mut infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
+        let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
         infra.spawn_outbox_relay();
-        let handler = Arc::new(UpdateHandler {
+        let handler = UpdateHandler {
             store: infra.store.clone(),
             broker: infra.broker.clone(),
-        });
-        let server = infra.bind_http(config.common.http_addr, axum::Router::new()).await?;
-        let local_addr = server.local_addr;
-        let mut work = JoinSet::new();
-        work.spawn(server.serve(shutdown.clone()));
-        let opts = ConsumerOptions {
-            spec: QueueSpec::ORDER_UPDATER,
-            service: SERVICE,
-            prefetch: config.common.prefetch,
         };
-        let broker = infra.broker.clone();
-        work.spawn(async move {
-            payhub_queue::consume(broker, opts, handler, shutdown).await;
-            Ok(())
-        });
-        Ok(Application {
-            infra,
-            work,
-            local_addr,
-        })
+        let mut app = payhub_service::App::start(infra, config.common.http_addr, axum::Router::new()).await?;
+        app.consume(QueueSpec::ORDER_UPDATER, config.common.prefetch, handler);
+        Ok(Application(app))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.infra.run_until_stopped(self.work).await
+        self.0.run_until_stopped().await
     }
 }

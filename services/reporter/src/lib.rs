@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use payhub_core::events::EventPayload;
 use payhub_core::{Currency, Money, OrderStatus, ValidationErrors};
-use payhub_queue::{ConsumerOptions, Failure, Handler, Incoming, QueueSpec};
+use payhub_queue::{Failure, Handler, Incoming, QueueSpec};
 use payhub_service::problem::ApiError;
 use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::Store;
@@ -20,9 +20,7 @@ use payhub_telemetry::{ConfigError, Env};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use time::Date;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -194,49 +192,30 @@ async fn report_rows(store: &Store, date: Date, shop_id: Uuid) -> Result<Vec<Row
     .await?)
 }
 
-pub struct Application {
-    infra: Infra,
-    work: JoinSet<anyhow::Result<()>>,
-    local_addr: SocketAddr,
-}
+/// The running service; see [`payhub_service::App`].
+pub struct Application(payhub_service::App);
 
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
-        let infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
+        let infra = Infra::start(SERVICE, &config.common, shutdown)?;
+        let handler = ReportHandler {
+            store: infra.store.clone(),
+        };
         let routes = Router::new()
             .route("/v1/reports/daily", get(daily))
             .with_state(AppState {
                 store: infra.store.clone(),
             });
-        let server = infra.bind_http(config.common.http_addr, routes).await?;
-        let local_addr = server.local_addr;
-        let mut work = JoinSet::new();
-        work.spawn(server.serve(shutdown.clone()));
-        let handler = Arc::new(ReportHandler {
-            store: infra.store.clone(),
-        });
-        let opts = ConsumerOptions {
-            spec: QueueSpec::REPORTER,
-            service: SERVICE,
-            prefetch: config.common.prefetch,
-        };
-        let broker = infra.broker.clone();
-        work.spawn(async move {
-            payhub_queue::consume(broker, opts, handler, shutdown).await;
-            Ok(())
-        });
-        Ok(Application {
-            infra,
-            work,
-            local_addr,
-        })
+        let mut app = payhub_service::App::start(infra, config.common.http_addr, routes).await?;
+        app.consume(QueueSpec::REPORTER, config.common.prefetch, handler);
+        Ok(Application(app))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.infra.run_until_stopped(self.work).await
+        self.0.run_until_stopped().await
     }
 }

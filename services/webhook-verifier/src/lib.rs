@@ -26,7 +26,6 @@ use prometheus::{IntCounterVec, register_int_counter_vec};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -191,15 +190,12 @@ async fn openpix_webhook(State(st): State<AppState>, headers: HeaderMap, body: B
     }
 }
 
-pub struct Application {
-    infra: Infra,
-    work: JoinSet<anyhow::Result<()>>,
-    local_addr: SocketAddr,
-}
+/// The running service; see [`payhub_service::App`].
+pub struct Application(payhub_service::App);
 
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
-        let mut infra = Infra::start(SERVICE, &config.common, shutdown.clone())?;
+        let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
         infra.spawn_outbox_relay();
         let state = AppState {
             store: infra.store.clone(),
@@ -210,23 +206,16 @@ impl Application {
             .route("/webhooks/openpix", post(openpix_webhook))
             .layer(DefaultBodyLimit::max(1024 * 1024))
             .with_state(state);
-        let server = infra.bind_http(config.common.http_addr, routes).await?;
-        let local_addr = server.local_addr;
-        let mut work = JoinSet::new();
-        work.spawn(server.serve(shutdown));
-        tracing::info!(%local_addr, "webhook-verifier listening");
-        Ok(Application {
-            infra,
-            work,
-            local_addr,
-        })
+        Ok(Application(
+            payhub_service::App::start(infra, config.common.http_addr, routes).await?,
+        ))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.infra.run_until_stopped(self.work).await
+        self.0.run_until_stopped().await
     }
 }

@@ -218,3 +218,56 @@ impl HttpServer {
             .context("the HTTP server failed")
     }
 }
+
+/// A running service: its connections, its HTTP server and its consumers.
+/// Every service's `Application` wraps one.
+pub struct App {
+    infra: Infra,
+    work: JoinSet<anyhow::Result<()>>,
+    local_addr: SocketAddr,
+}
+
+impl App {
+    /// Binds the HTTP listener (service routes plus the ops routes) and
+    /// starts serving until shutdown.
+    pub async fn start(infra: Infra, http_addr: SocketAddr, routes: axum::Router) -> anyhow::Result<App> {
+        let server = infra.bind_http(http_addr, routes).await?;
+        let local_addr = server.local_addr;
+        let mut work = JoinSet::new();
+        work.spawn(server.serve(infra.shutdown.clone()));
+        tracing::info!(service = infra.service, %local_addr, "listening");
+        Ok(App {
+            infra,
+            work,
+            local_addr,
+        })
+    }
+
+    /// Runs the worker loop for `spec` with `handler` until shutdown.
+    pub fn consume<H: payhub_queue::Handler>(&mut self, spec: payhub_queue::QueueSpec, prefetch: u16, handler: H) {
+        let opts = payhub_queue::ConsumerOptions {
+            spec,
+            service: self.infra.service,
+            prefetch,
+        };
+        let (broker, shutdown) = (self.infra.broker.clone(), self.infra.shutdown.clone());
+        self.work.spawn(async move {
+            payhub_queue::consume(broker, opts, std::sync::Arc::new(handler), shutdown).await;
+            Ok(())
+        });
+    }
+
+    pub fn infra(&self) -> &Infra {
+        &self.infra
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits until shutdown has drained every consumer and request, then
+    /// closes the connections.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.infra.run_until_stopped(self.work).await
+    }
+}
