@@ -39,14 +39,19 @@ WORKER_QUEUES = {
     "order-updater": "order-updater.events",
     "notifier": "notifier.status",
 }
-SECRET_KEYS = {"database-url", "amqp-url", "openpix-app-id", "smtp-url"}
+SECRET_KEYS = {"database-url", "amqp-url", "openpix-app-id", "smtp-url", "secrets-key"}
 SECRET_ENV = {
     "PAYHUB_DATABASE_URL": "database-url",
     "PAYHUB_AMQP_URL": "amqp-url",
     "PAYHUB_OPENPIX_APP_ID": "openpix-app-id",
     "PAYHUB_SMTP_URL": "smtp-url",
+    "PAYHUB_SECRETS_KEY": "secrets-key",
 }
-METRICS = {
+# Secret keys every pod that opens the database needs (the master key of the
+# webhook secrets is read with the database URL, and required in production).
+DB_SECRET_KEYS = {"database-url", "secrets-key"}
+# The metrics the dashboard must show (each must also be exported by the code).
+DASHBOARD_METRICS = {
     "payhub_http_requests_total",
     "payhub_http_request_duration_seconds_bucket",
     "payhub_messages_published_total",
@@ -54,10 +59,61 @@ METRICS = {
     "payhub_message_handle_seconds_bucket",
     "payhub_messages_dead_lettered_total",
     "payhub_broker_connections_total",
+    "payhub_queue_messages",
+    "payhub_messages_retried_total",
+    "payhub_messages_replayed_total",
+    "payhub_deliveries_total",
+    "payhub_dependency_unavailable_total",
 }
+# Labels Prometheus attaches to every scraped series (prometheus.yml).
+TARGET_LABELS = {"job", "instance", "service", "namespace", "pod"}
+# Settings as the Kubernetes base and the compose stack must have them.
+K8S_CONFIG = {"PAYHUB_ENV": "production", "PAYHUB_ALLOW_PRIVATE_WEBHOOKS": "false"}
+COMPOSE_ENV = {"PAYHUB_ENV": "development"}
 PROBE_ROUTES = ("/metrics", "/healthz", "/readyz")
 
 errors: list[str] = []
+
+CODE_DIRS = ("services", "shared", "tools")
+
+
+def code_texts():
+    """Every Rust source of the services, shared crates and tools, without its
+    trailing `#[cfg(test)] mod tests` (test-only settings and metrics)."""
+    for d in CODE_DIRS:
+        for f in sorted((ROOT / d).rglob("*.rs")):
+            text = f.read_text()
+            cut = re.search(r"^#\[cfg\(test\)\]\s*\nmod tests", text, re.M)
+            yield f, text[: cut.start()] if cut else text
+
+
+def exported_metrics() -> dict[str, set[str]]:
+    """Metric name -> label names, from the `register_*!` calls in the code
+    (histograms export _bucket with `le`, _sum and _count)."""
+    out = {}
+    pattern = re.compile(
+        r'register_(\w+?)!\(\s*"(payhub_[a-z0-9_]+)",\s*"(?:[^"\\]|\\.)*",\s*&\[([^\]]*)\]', re.S)
+    for _, text in code_texts():
+        for kind, name, labels in pattern.findall(text):
+            names = set(re.findall(r'"([a-z_]+)"', labels))
+            if kind.startswith("histogram"):
+                out[f"{name}_bucket"] = names | {"le"}
+                out[f"{name}_sum"] = names
+                out[f"{name}_count"] = names
+            else:
+                out[name] = names
+    return out
+
+
+def settings_read_by_code() -> set[str]:
+    """The PAYHUB_* variables the code names (env reads, clap `env =`, consts)."""
+    found = set()
+    for _, text in code_texts():
+        found |= set(re.findall(r'"(PAYHUB_[A-Z0-9_]+)"', text))
+    return found
+
+
+METRICS = exported_metrics()
 
 
 def err(msg: str) -> None:
@@ -254,7 +310,7 @@ def check_k8s(base_path: str, keda_path: str, image_bins: set[str]) -> None:
                             ("readinessProbe", "/readyz")):
             if c.get(probe, {}).get("httpGet", {}).get("path") != path:
                 err(f"{where}: {probe} should GET {path}")
-        needed = {"database-url", "amqp-url"} | (
+        needed = DB_SECRET_KEYS | {"amqp-url"} | (
             {"openpix-app-id"} if name == "charge-creator" else set()) | (
             {"smtp-url"} if name == "notifier" else set())
         got = {e["valueFrom"]["secretKeyRef"]["key"] for e in c.get("env", []) if "valueFrom" in e}
@@ -293,6 +349,10 @@ def check_k8s(base_path: str, keda_path: str, image_bins: set[str]) -> None:
         check_pod_spec("Job/payhub-migrate", spec, image_bins)
         if spec["containers"][0]["command"] != ["/usr/local/bin/payhubctl", "migrate"]:
             err("Job/payhub-migrate: should run payhubctl migrate")
+        got = {e["valueFrom"]["secretKeyRef"]["key"] for c in spec["containers"]
+               for e in c.get("env", []) if "valueFrom" in e}
+        if got != DB_SECRET_KEYS:
+            err(f"Job/payhub-migrate: secret keys {sorted(got)} != {sorted(DB_SECRET_KEYS)}")
         # `kubectl apply -k base -l payhub/bootstrap=true` must bring up the Job
         # with everything it references (the Secret is created by hand).
         boot = {(d["kind"], d["metadata"]["name"]) for d in base
@@ -378,9 +438,24 @@ def dash_exprs(d) -> list[tuple[str, str]]:
 
 
 def check_metric_names(where: str, expr: str) -> None:
-    for name in re.findall(r"\bpayhub_[a-z_]+\b", expr):
+    used = set(re.findall(r"\bpayhub_[a-z_]+\b", expr))
+    for name in sorted(used):
         if name not in METRICS:
-            err(f"{where}: unknown metric {name}")
+            err(f"{where}: unknown metric {name} (not registered by the code)")
+    # Label names: in a metric's selector, its own labels or the target's; in
+    # by/without/on/ignoring clauses, those of any metric of the expression.
+    known = TARGET_LABELS | {"le", "pod_ready"}
+    for name in used & set(METRICS):
+        known |= METRICS[name]
+    for name, matchers in re.findall(r"\b(payhub_[a-z_]+|up)\s*\{([^}]*)\}", expr):
+        allowed = TARGET_LABELS | METRICS.get(name, set()) | ({"pod_ready"} if name == "up" else set())
+        for label in re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", matchers):
+            if label not in allowed:
+                err(f"{where}: {name} has no label {label!r}")
+    for clause in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", expr):
+        for label in re.findall(r"[a-zA-Z_][a-zA-Z0-9_]*", clause):
+            if label not in known:
+                err(f"{where}: label {label!r} in a grouping clause belongs to none of the expression's metrics")
     # Any other bare metric selector than `up` would be a typo or a new metric.
     stripped = re.sub(r'"[^"]*"', '""', expr)
     stripped = re.sub(r"\{[^}]*\}", "{}", stripped)
@@ -388,7 +463,7 @@ def check_metric_names(where: str, expr: str) -> None:
     stripped = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", stripped)
     words = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b(?!\s*\()", stripped))
     keywords = {"and", "or", "unless", "offset", "bool", "le", "by"}
-    for w in words - METRICS - keywords - {"up"}:
+    for w in words - set(METRICS) - keywords - {"up"}:
         if not re.fullmatch(r"\d.*|[a-z]", w):
             err(f"{where}: unexpected identifier {w!r} (only the payhub metrics and up are exported)")
 
@@ -401,7 +476,8 @@ def check_prometheus() -> None:
     names = {a for a, _ in exprs_of_rules()}
     for a in ("PayhubServiceDown", "PayhubNotReady", "PayhubDeadLetters", "PayhubHighRetryRate",
               "PayhubPublishFailures", "PayhubHttp5xxRatio", "PayhubIngressLatencyHigh",
-              "PayhubBrokerReconnectFlapping"):
+              "PayhubBrokerReconnectFlapping", "PayhubDeadLetterQueueNotEmpty", "PayhubQueueBacklog",
+              "PayhubDependencyUnavailable", "PayhubDeliveriesFailing"):
         if a not in names:
             err(f"alerts.yml: alert {a} missing")
     prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
@@ -447,12 +523,87 @@ def check_dashboard() -> None:
                 err(f"dashboard panel {p['title']!r}: target datasource should be ${{DS_PROMETHEUS}}")
     for where, expr in dash_exprs(d):
         check_metric_names(f"dashboard {where}", expr)
+    for name, v in vars_.items():
+        if v.get("type") != "query":
+            continue
+        q = v.get("definition", "")
+        m = re.fullmatch(r"label_values\((.*),\s*([a-z_]+)\)", q)
+        if not m:
+            err(f"dashboard variable {name}: unexpected query {q!r}")
+            continue
+        check_metric_names(f"dashboard variable {name}", m.group(1))
+        metric = re.match(r"\s*([a-z_]+)", m.group(1)).group(1)
+        if m.group(2) not in TARGET_LABELS | METRICS.get(metric, set()):
+            err(f"dashboard variable {name}: {metric} has no label {m.group(2)!r}")
+        used = any(f"${name}" in e for _, e in dash_exprs(d)) or any(
+            f"${name}" in w.get("definition", "") for w in vars_.values())
+        if not used:
+            err(f"dashboard variable {name}: no panel or variable uses ${name}")
     all_exprs = " ".join(e for _, e in dash_exprs(d))
-    for m in METRICS:
+    for m in sorted(DASHBOARD_METRICS):
+        if m not in METRICS:
+            err(f"dashboard: {m} is required on the dashboard but not registered by the code")
         if m not in all_exprs:
             err(f"dashboard: no panel uses {m}")
     if 'route="/v1/orders", method="POST", status=~"2.."' not in all_exprs:
         err("dashboard: orders-accepted panel query missing")
+
+
+# ------------------------------------------------------------ settings ----
+def config_table(path: pathlib.Path) -> set[str]:
+    """The variables in the first column of a Markdown file's `## Configuration` table."""
+    text = path.read_text()
+    m = re.search(r"^## Configuration\s*$(.*?)(?=^## )", text, re.M | re.S)
+    if not m:
+        err(f"{path.relative_to(ROOT)}: no ## Configuration section")
+        return set()
+    return set(re.findall(r"^\|\s*`([A-Z][A-Z0-9_]+)`", m.group(1), re.M))
+
+
+def check_settings(base_path: str) -> None:
+    """The new and old settings agree across code, Kubernetes, compose and docs."""
+    code = settings_read_by_code()
+    # Kubernetes: the rendered ConfigMap and the Secret-backed env.
+    cms = [d for d in load_all(base_path) if d["kind"] == "ConfigMap"
+           and d["metadata"]["name"].startswith("payhub-config")]
+    if len(cms) != 1:
+        err(f"k8s: expected one payhub-config ConfigMap, found {len(cms)}")
+    data = cms[0].get("data", {}) if cms else {}
+    for k, v in K8S_CONFIG.items():
+        if data.get(k) != v:
+            err(f"k8s config.env: {k} should be {v!r}, is {data.get(k)!r}")
+    for k in sorted(set(data) - {"RUST_LOG"}):
+        if k.startswith("PAYHUB_") and k not in code:
+            err(f"k8s config.env: {k} is read by no service")
+        if k in SECRET_ENV:
+            err(f"k8s config.env: {k} is a secret; it belongs in payhub-secrets")
+    for k in SECRET_ENV:
+        if k not in code:
+            err(f"check_consistency.py: secret {k} is read by no service")
+    # Compose: development rules for every payhub process, the key passed through.
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, s in compose["services"].items():
+        cmd = (s.get("command") or [""])[0]
+        if not s.get("image", "").startswith("payhub") or not (cmd.startswith("payhub-") or cmd == "payhubctl") \
+                or cmd == "payhub-sandbox":
+            continue
+        env = s.get("environment") or {}
+        for k, v in COMPOSE_ENV.items():
+            if env.get(k) != v:
+                err(f"compose: {name} should set {k}={v} (the sandbox is on private addresses)")
+        if "PAYHUB_SECRETS_KEY" not in env:
+            err(f"compose: {name} should pass PAYHUB_SECRETS_KEY through (empty = development key)")
+        for k in env:
+            if k.startswith("PAYHUB_") and k not in code:
+                err(f"compose: {name} sets {k}, which no service reads")
+    # The documentation tables name every setting the code reads, and no other.
+    for doc in (ROOT / "README.md", DEPLOY / "README.md"):
+        listed = config_table(doc)
+        where = doc.relative_to(ROOT)
+        for k in sorted(code - listed):
+            err(f"{where}: Configuration table misses {k}")
+        for k in sorted(k for k in listed - code if k.startswith("PAYHUB_")):
+            err(f"{where}: Configuration table lists {k}, which no service reads")
 
 
 # ---------------------------------------------------------------- main ----
@@ -462,6 +613,7 @@ def main(argv: list[str]) -> int:
         image_bins = check_dockerfile()
         check_compose(image_bins)
         check_k8s(argv[2], argv[3], image_bins)
+        check_settings(argv[2])
         check_prometheus()
         check_dashboard()
         for e in errors:
@@ -482,7 +634,8 @@ def main(argv: list[str]) -> int:
         rules = []
         for i, (where, expr) in enumerate(dash_exprs(dashboard())):
             e = (expr.replace("$__rate_interval", "5m").replace("$__interval", "1m")
-                 .replace("$__range", "1h").replace("$job", "payhub.*").replace("$service", ".*"))
+                 .replace("$__range", "1h").replace("$job", "payhub.*").replace("$service", ".*")
+                 .replace("$shop", ".*"))
             rules.append({"record": f"dashboard:panel_{i}", "expr": e})
         pathlib.Path(argv[2]).write_text(
             yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, sort_keys=False))

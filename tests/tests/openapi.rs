@@ -1,0 +1,659 @@
+//! docs/openapi.yaml against the running services: every documented
+//! operation is called, every status the test can provoke is provoked, each
+//! answer is recorded, and tests/python/check_openapi.py validates the
+//! recordings against the document (and fails on an operation or a shop
+//! webhook no recording covered).
+
+use payhub_tests::{TestApp, eventually, sample_order};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const INGRESS: &str = "ingress";
+const VERIFIER: &str = "webhook-verifier";
+const REPORTER: &str = "reporter";
+
+/// The recorded answers, in check_openapi.py's sample format.
+#[derive(Default)]
+struct Samples(Vec<Value>);
+
+impl Samples {
+    /// Records one answer; panics unless it has the status the step meant
+    /// to provoke. Returns the body (JSON when the content type says so).
+    async fn record(
+        &mut self,
+        name: &str,
+        service: &str,
+        method: &str,
+        path_template: &str,
+        expected: u16,
+        resp: reqwest::Response,
+    ) -> Value {
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let text = resp.text().await.expect("the body is readable");
+        assert_eq!(
+            status, expected,
+            "{name}: {method} {path_template} on {service} answered {status} ({content_type}): {text}"
+        );
+        let body = if content_type.contains("json") {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        } else {
+            Value::String(text)
+        };
+        self.0.push(json!({
+            "name": name,
+            "service": service,
+            "method": method,
+            "path_template": path_template,
+            "status": status,
+            "content_type": content_type,
+            "body": body,
+        }));
+        body
+    }
+
+    /// Attaches the request body of the last recording (validated against
+    /// the operation's request schema).
+    fn with_request(&mut self, request: &Value) {
+        self.0.last_mut().expect("a recording")["request"] = request.clone();
+    }
+}
+
+fn fixture(path: &str) -> Value {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path);
+    serde_json::from_str(&std::fs::read_to_string(&file).expect("fixture readable")).expect("fixture JSON")
+}
+
+async fn post_webhook(app: &TestApp, body: &[u8], signature: Option<&str>) -> reqwest::Response {
+    let mut req = app
+        .http
+        .post(format!("{}/webhooks/openpix", app.verifier_url))
+        .header(CONTENT_TYPE, "application/json")
+        .body(body.to_vec());
+    if let Some(sig) = signature {
+        req = req.header("x-webhook-signature", sig);
+    }
+    req.send().await.expect("webhook-verifier answers")
+}
+
+async fn wake(app: &TestApp, path: &str, secret: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}/wake/{path}", app.ingress_url))
+        .bearer_auth(secret)
+        .json(body)
+        .send()
+        .await
+        .expect("ingress answers")
+}
+
+/// OpenPix's CHARGE_COMPLETED for an order, signed by the sandbox's key.
+fn payment_webhook(app: &TestApp, order: &Value) -> (Vec<u8>, String) {
+    let mut hook = fixture("openpix/charge-completed.json");
+    let total = order["amounts"]["totalMinor"].clone();
+    hook["charge"]["correlationID"] = order["id"].clone();
+    hook["charge"]["value"] = total.clone();
+    hook["pix"]["value"] = total;
+    let body = serde_json::to_vec(&hook).unwrap();
+    let signature = app.sandbox.sign(&body);
+    (body, signature)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
+    let app = TestApp::spawn().await;
+    let mut s = Samples::default();
+    let orders_url = format!("{}/v1/orders", app.ingress_url);
+    let key = app.api_key().to_string();
+
+    // --- POST /v1/orders -------------------------------------------------
+    let order = sample_order("oa-1");
+    s.record(
+        "created",
+        INGRESS,
+        "POST",
+        "/v1/orders",
+        201,
+        app.post_order(&order).await,
+    )
+    .await;
+    s.with_request(&order);
+    let replay = app.post_order(&order).await;
+    assert_eq!(replay.headers().get("idempotent-replayed").unwrap(), "true");
+    s.record("idempotent replay", INGRESS, "POST", "/v1/orders", 200, replay)
+        .await;
+    let mut changed = order.clone();
+    changed["freight"] = json!(16.00);
+    changed["total"] = json!(228.79);
+    s.record(
+        "conflicting replay",
+        INGRESS,
+        "POST",
+        "/v1/orders",
+        409,
+        app.post_order(&changed).await,
+    )
+    .await;
+    s.with_request(&changed);
+    let mut invalid = sample_order("oa-invalid");
+    invalid["items"][0]["total"] = json!(9.99);
+    invalid["customer"]["taxID"] = json!("111.111.111-12");
+    let problem = s
+        .record(
+            "invalid",
+            INGRESS,
+            "POST",
+            "/v1/orders",
+            422,
+            app.post_order(&invalid).await,
+        )
+        .await;
+    assert!(problem["errors"].as_array().is_some_and(|e| e.len() >= 2), "{problem}");
+    let not_json = app
+        .http
+        .post(&orders_url)
+        .bearer_auth(&key)
+        .header(CONTENT_TYPE, "application/json")
+        .body("{\"correlationID\": ")
+        .send()
+        .await
+        .unwrap();
+    s.record("not JSON", INGRESS, "POST", "/v1/orders", 400, not_json).await;
+    let no_key = app.http.post(&orders_url).json(&order).send().await.unwrap();
+    s.record("no API key", INGRESS, "POST", "/v1/orders", 401, no_key).await;
+    let bad_key = app.post_order_as(&order, "not-a-key").await;
+    s.record("wrong API key", INGRESS, "POST", "/v1/orders", 401, bad_key)
+        .await;
+    let by_header = app
+        .http
+        .post(&orders_url)
+        .header("x-api-key", &key)
+        .json(&sample_order("oa-2"))
+        .send()
+        .await
+        .unwrap();
+    s.record("X-Api-Key", INGRESS, "POST", "/v1/orders", 201, by_header)
+        .await;
+    let too_large = app
+        .http
+        .post(&orders_url)
+        .bearer_auth(&key)
+        .header(CONTENT_TYPE, "application/json")
+        .body(vec![b' '; 300 * 1024])
+        .send()
+        .await
+        .unwrap();
+    s.record("too large", INGRESS, "POST", "/v1/orders", 413, too_large)
+        .await;
+
+    // --- GET /v1/orders/{correlationID} ------------------------------------
+    let other = payhub_store::shops::create(&app.store, "Outra Loja", None, None)
+        .await
+        .unwrap();
+    let theirs = app.post_order_as(&sample_order("oa-other"), &other.api_key).await;
+    s.record("another shop's order", INGRESS, "POST", "/v1/orders", 201, theirs)
+        .await;
+    let path = "/v1/orders/{correlationID}";
+    s.record(
+        "another shop's order",
+        INGRESS,
+        "GET",
+        path,
+        404,
+        app.get_order("oa-other").await,
+    )
+    .await;
+    s.record(
+        "missing order",
+        INGRESS,
+        "GET",
+        path,
+        404,
+        app.get_order("oa-none").await,
+    )
+    .await;
+    let no_key = app.http.get(format!("{orders_url}/oa-1")).send().await.unwrap();
+    s.record("no API key", INGRESS, "GET", path, 401, no_key).await;
+    s.record("as accepted", INGRESS, "GET", path, 200, app.get_order("oa-2").await)
+        .await;
+    let awaiting = app.wait_for_status("oa-1", "awaiting_payment").await;
+    let view = s
+        .record(
+            "with its charge",
+            INGRESS,
+            "GET",
+            path,
+            200,
+            app.get_order("oa-1").await,
+        )
+        .await;
+    assert!(view["charge"]["brCode"].is_string(), "{view}");
+
+    // --- POST /webhooks/openpix --------------------------------------------
+    let hooks = "/webhooks/openpix";
+    let test_call = serde_json::to_vec(&fixture("openpix/webhook-test-call.json")).unwrap();
+    let ack = s
+        .record(
+            "test call",
+            VERIFIER,
+            "POST",
+            hooks,
+            200,
+            post_webhook(&app, &test_call, Some(&app.sandbox.sign(&test_call))).await,
+        )
+        .await;
+    assert_eq!(ack["status"], "ok");
+    let other_event = br#"{"event":"OPENPIX:MOVEMENT_CONFIRMED"}"#;
+    let ack = s
+        .record(
+            "no action needed",
+            VERIFIER,
+            "POST",
+            hooks,
+            200,
+            post_webhook(&app, other_event, Some(&app.sandbox.sign(other_event))).await,
+        )
+        .await;
+    assert_eq!(ack["status"], "ignored");
+    let (payment, signature) = payment_webhook(&app, &awaiting);
+    let forged = app.sandbox.sign(b"another body");
+    s.record(
+        "forged signature",
+        VERIFIER,
+        "POST",
+        hooks,
+        401,
+        post_webhook(&app, &payment, Some(&forged)).await,
+    )
+    .await;
+    s.record(
+        "no signature",
+        VERIFIER,
+        "POST",
+        hooks,
+        401,
+        post_webhook(&app, &payment, None).await,
+    )
+    .await;
+    let garbage = b"not json at all";
+    s.record(
+        "signed but unreadable",
+        VERIFIER,
+        "POST",
+        hooks,
+        400,
+        post_webhook(&app, garbage, Some(&app.sandbox.sign(garbage))).await,
+    )
+    .await;
+    let big = vec![b' '; 1024 * 1024 + 1];
+    s.record(
+        "too large",
+        VERIFIER,
+        "POST",
+        hooks,
+        413,
+        post_webhook(&app, &big, Some("x")).await,
+    )
+    .await;
+    let ack = s
+        .record(
+            "payment",
+            VERIFIER,
+            "POST",
+            hooks,
+            200,
+            post_webhook(&app, &payment, Some(&signature)).await,
+        )
+        .await;
+    assert_eq!(ack["status"], "accepted");
+    app.wait_for_status("oa-1", "paid").await;
+    let view = s
+        .record("paid", INGRESS, "GET", path, 200, app.get_order("oa-1").await)
+        .await;
+    assert!(view["endToEndId"].is_string() && view["paidAt"].is_string(), "{view}");
+
+    // --- POST /wake/payment, /wake/authorize, /wake/capture ------------------
+    let secret = payhub_store::shops::set_wake_secret(&app.store, app.shop.shop.id, "pagamentos")
+        .await
+        .unwrap();
+    let cart = fixture("wake/payment.json");
+    let chave = cart["chave"].as_str().unwrap().to_string();
+    let reply = s
+        .record(
+            "awaiting payment",
+            INGRESS,
+            "POST",
+            "/wake/payment",
+            200,
+            wake(&app, "payment", &secret, &cart).await,
+        )
+        .await;
+    s.with_request(&cart);
+    assert_eq!(reply["statusId"], 1, "{reply}");
+    let mut bad_cart = cart.clone();
+    bad_cart["chave"] = json!("1c1c1c1c-0000-4000-8000-000000000001");
+    bad_cart["total"] = json!(299.99);
+    let reply = s
+        .record(
+            "invalid cart",
+            INGRESS,
+            "POST",
+            "/wake/payment",
+            200,
+            wake(&app, "payment", &secret, &bad_cart).await,
+        )
+        .await;
+    assert_eq!(reply["statusId"], 2, "{reply}");
+    s.record(
+        "wrong secret",
+        INGRESS,
+        "POST",
+        "/wake/payment",
+        401,
+        wake(&app, "payment", "not-the-secret", &cart).await,
+    )
+    .await;
+    let not_json = app
+        .http
+        .post(format!("{}/wake/payment", app.ingress_url))
+        .bearer_auth(&secret)
+        .header(CONTENT_TYPE, "application/json")
+        .body("[{")
+        .send()
+        .await
+        .unwrap();
+    s.record("not JSON", INGRESS, "POST", "/wake/payment", 400, not_json)
+        .await;
+
+    let mut authorize = fixture("wake/authorize.json");
+    authorize[0]["chave"] = json!("0b7c2f1e-6a8d-4c55-9e21-3d4f5a6b7c8d");
+    let reply = s
+        .record(
+            "authorised",
+            INGRESS,
+            "POST",
+            "/wake/authorize",
+            200,
+            wake(&app, "authorize", &secret, &authorize).await,
+        )
+        .await;
+    s.with_request(&authorize);
+    assert_eq!(reply["statusId"], 4, "{reply}");
+    let no_secret = app
+        .http
+        .post(format!("{}/wake/authorize", app.ingress_url))
+        .json(&authorize)
+        .send()
+        .await
+        .unwrap();
+    s.record("no secret", INGRESS, "POST", "/wake/authorize", 401, no_secret)
+        .await;
+    for (route, template) in [("authorize", "/wake/authorize"), ("capture", "/wake/capture")] {
+        let not_json = app
+            .http
+            .post(format!("{}/wake/{route}", app.ingress_url))
+            .bearer_auth(&secret)
+            .header(CONTENT_TYPE, "application/json")
+            .body("not json")
+            .send()
+            .await
+            .unwrap();
+        s.record("not JSON", INGRESS, "POST", template, 400, not_json).await;
+    }
+
+    let wake_order = app.wait_for_status(&chave, "awaiting_payment").await;
+    let capture = json!({"Id": 1356051, "Loja": "pagamentos", "Chave": chave, "Pedido": 108648,
+                         "CarrinhoId": "d1e3bf62-795b-4b77-82ac-c81867ad9c1a"});
+    let pending = app
+        .http
+        .post(format!("{}/wake/capture", app.ingress_url))
+        .header("x-payhub-wake-secret", &secret)
+        .json(&capture)
+        .send()
+        .await
+        .unwrap();
+    let reply = s
+        .record("pending", INGRESS, "POST", "/wake/capture", 200, pending)
+        .await;
+    s.with_request(&capture);
+    assert_eq!(reply["statusId"], 1, "{reply}");
+    let unknown = fixture("wake/capture.json");
+    let reply = s
+        .record(
+            "unknown order",
+            INGRESS,
+            "POST",
+            "/wake/capture",
+            200,
+            wake(&app, "capture", &secret, &unknown).await,
+        )
+        .await;
+    s.with_request(&unknown);
+    assert_eq!(reply["statusId"], 2, "{reply}");
+    s.record(
+        "wrong secret",
+        INGRESS,
+        "POST",
+        "/wake/capture",
+        401,
+        wake(&app, "capture", "not-the-secret", &capture).await,
+    )
+    .await;
+    app.sandbox.pay(wake_order["id"].as_str().unwrap()).await.unwrap();
+    app.wait_for_status(&chave, "paid").await;
+    let reply = s
+        .record(
+            "paid",
+            INGRESS,
+            "POST",
+            "/wake/capture",
+            200,
+            wake(&app, "capture", &secret, &capture).await,
+        )
+        .await;
+    assert_eq!(reply["statusId"], 3, "{reply}");
+
+    // --- GET /v1/reports/daily ----------------------------------------------
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let report_url = format!("{}/v1/reports/daily", app.reporter_url);
+    let report = "/v1/reports/daily";
+    let has_rows = eventually(Duration::from_secs(20), || async {
+        let r = app
+            .http
+            .get(format!("{report_url}?date={today}"))
+            .bearer_auth(&key)
+            .send()
+            .await;
+        match r {
+            Ok(r) => r.json::<Value>().await.is_ok_and(|v| {
+                v["rows"]
+                    .as_array()
+                    .is_some_and(|rows| rows.iter().any(|r| r["status"] == "paid"))
+            }),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(has_rows, "the reporter counted the day's orders");
+    let get_report = |query: &str| app.http.get(format!("{report_url}?{query}")).bearer_auth(&key).send();
+    let day = s
+        .record(
+            "JSON",
+            REPORTER,
+            "GET",
+            report,
+            200,
+            get_report(&format!("date={today}")).await.unwrap(),
+        )
+        .await;
+    assert!(!day["rows"].as_array().unwrap().is_empty(), "{day}");
+    let csv = s
+        .record(
+            "format=csv",
+            REPORTER,
+            "GET",
+            report,
+            200,
+            get_report(&format!("date={today}&format=csv")).await.unwrap(),
+        )
+        .await;
+    assert!(
+        csv.as_str()
+            .unwrap()
+            .starts_with("date,shop_id,provider,status,currency,orders,amount\n")
+    );
+    let by_accept = app
+        .http
+        .get(format!("{report_url}?date={today}"))
+        .bearer_auth(&key)
+        .header(ACCEPT, "text/csv")
+        .send()
+        .await
+        .unwrap();
+    s.record("Accept: text/csv", REPORTER, "GET", report, 200, by_accept)
+        .await;
+    s.record(
+        "bad date",
+        REPORTER,
+        "GET",
+        report,
+        422,
+        get_report("date=2026-13-45").await.unwrap(),
+    )
+    .await;
+    s.record(
+        "no date, unknown format",
+        REPORTER,
+        "GET",
+        report,
+        422,
+        get_report("format=xml").await.unwrap(),
+    )
+    .await;
+    let no_key = app.http.get(format!("{report_url}?date={today}")).send().await.unwrap();
+    s.record("no API key", REPORTER, "GET", report, 401, no_key).await;
+
+    // --- /metrics, /healthz, /readyz on every service ------------------------
+    for (service, base) in &app.ops_urls {
+        for route in ["/metrics", "/healthz", "/readyz"] {
+            let r = app.http.get(format!("{base}{route}")).send().await.unwrap();
+            s.record("operations", service, "GET", route, 200, r).await;
+        }
+    }
+
+    // --- Shop webhooks: order.status_changed, and order.rejected for an
+    // invalid order message published over AMQP as the shop's RabbitMQ user.
+    let amqp_url = payhub_tests::amqp_url();
+    let amqp_user = amqp_url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('@').next())
+        .and_then(|credentials| credentials.split(':').next())
+        .unwrap_or("guest")
+        .to_string();
+    sqlx::query("UPDATE shops SET amqp_user = $2 WHERE id = $1")
+        .bind(app.shop.shop.id)
+        .bind(&amqp_user)
+        .execute(&app.store.pool)
+        .await
+        .unwrap();
+    let conn = lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let mut message = sample_order("oa-amqp-invalid");
+    message["total"] = json!(1.00);
+    let props = lapin::BasicProperties::default()
+        .with_user_id(amqp_user.as_str().into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
+    ch.basic_publish(
+        app.topology.orders_exchange.as_str().into(),
+        "orders.openapi".into(),
+        Default::default(),
+        message.to_string().as_bytes(),
+        props,
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            app.sandbox
+                .shop_webhooks()
+                .iter()
+                .any(|h| serde_json::from_str::<Value>(&h.body).is_ok_and(|b| b["type"] == "order.rejected"))
+        })
+        .await,
+        "the shop hears of the refused message"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            !app.shop_hooks_for("oa-1", "paid").is_empty()
+        })
+        .await,
+        "the shop hears of the payment"
+    );
+    for hook in app.sandbox.shop_webhooks() {
+        assert!(
+            hook.verified,
+            "a shop webhook failed its signature check: {:?}",
+            hook.verify_error
+        );
+        let body: Value = serde_json::from_str(&hook.body).expect("shop webhooks are JSON");
+        s.0.push(json!({
+            "webhook": body["type"],
+            "name": format!("{} {}", body["data"]["correlationID"], body["data"]["status"]),
+            "headers": {
+                "webhook-id": hook.id,
+                "webhook-timestamp": hook.timestamp,
+                "webhook-signature": hook.signature,
+            },
+            "body": body,
+        }));
+    }
+
+    app.stop().await;
+
+    // --- The recordings against the document ---------------------------------
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    // PAYHUB_OPENAPI_SAMPLES=<file> keeps the recordings there (to run the
+    // checker by hand); otherwise they go to a temporary file, removed on success.
+    let keep = std::env::var_os("PAYHUB_OPENAPI_SAMPLES").map(PathBuf::from);
+    let samples = keep
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("payhub-openapi-samples-{}.json", std::process::id())));
+    std::fs::write(&samples, serde_json::to_vec_pretty(&s.0).unwrap()).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(root.join("tests/python/check_openapi.py"))
+        .arg(root.join("docs/openapi.yaml"))
+        .arg(&samples)
+        .output()
+        .expect("python3 runs (pip install openapi-spec-validator pyyaml jsonschema)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the services' answers do not match docs/openapi.yaml (samples kept in {}):\n{report}",
+        samples.display()
+    );
+    println!("{report}");
+    if keep.is_none() {
+        let _ = std::fs::remove_file(&samples);
+    }
+}
