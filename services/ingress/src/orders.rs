@@ -12,7 +12,6 @@ use payhub_core::{Money, NewOrder};
 use payhub_queue::Broker;
 use payhub_service::problem::ApiError;
 use payhub_store::Store;
-use payhub_store::shops::{self, Shop};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -32,20 +31,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .with_state(state)
 }
 
-/// The shop behind `Authorization: Bearer <key>` (or `X-Api-Key`).
-pub async fn authenticate(store: &Store, headers: &HeaderMap) -> Result<Shop, ApiError> {
-    let key = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| ApiError::Unauthorized("send the shop's API key as `Authorization: Bearer <key>`".into()))?;
-    shops::by_api_key(store, key)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))
-}
+use payhub_service::problem::authenticate;
 
 #[tracing::instrument(skip_all, fields(shop_id, correlation_id))]
 async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
@@ -102,6 +88,33 @@ async fn get_order(
         return Err(ApiError::NotFound(format!("no order {correlation_id} for this shop")));
     };
     Ok(axum::Json(order_view(&st.store, id).await?).into_response())
+}
+
+/// The stored items as the API shows them: like the request, amounts as
+/// decimals in the order's currency.
+fn items_view(stored: &Value, currency: &str) -> Value {
+    let money = |v: &Value| v["minor"].as_i64().map(|m| amount(m, currency)).unwrap_or(Value::Null);
+    Value::Array(
+        stored
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| {
+                        json!({
+                            "code": i["code"],
+                            "title": i["title"],
+                            "description": i["description"],
+                            "price": money(&i["unit_price"]),
+                            "qty": i["qty"],
+                            "tax": money(&i["tax"]),
+                            "total": money(&i["total"]),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
 }
 
 fn ts(t: Option<OffsetDateTime>) -> Value {
@@ -169,7 +182,7 @@ pub async fn order_view(store: &Store, id: Uuid) -> Result<Value, ApiError> {
         "status": o.status,
         "statusReason": o.status_reason,
         "currency": cur,
-        "items": o.items,
+        "items": items_view(&o.items, &cur),
         "summary": o.summary,
         "amounts": {
             "items": amount(o.items_minor, &cur),

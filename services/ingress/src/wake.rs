@@ -27,6 +27,8 @@ pub fn router(state: AppState) -> Router {
         .route("/wake/payment", post(payment))
         .route("/wake/authorize", post(authorize))
         .route("/wake/capture", post(capture))
+        // Wake's carts are small; refuse anything absurd before reading it.
+        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }
 

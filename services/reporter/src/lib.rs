@@ -116,14 +116,7 @@ async fn daily(
     headers: HeaderMap,
     Query(q): Query<DailyQuery>,
 ) -> Result<Response, ApiError> {
-    let key = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::Unauthorized("send the shop's API key as `Authorization: Bearer <key>`".into()))?;
-    let shop = payhub_store::shops::by_api_key(&st.store, key.trim())
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))?;
+    let shop = payhub_service::problem::authenticate(&st.store, &headers).await?;
     let mut errs = ValidationErrors::default();
     let date = match q.date.as_deref() {
         None => {

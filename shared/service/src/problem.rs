@@ -127,3 +127,22 @@ impl IntoResponse for ApiError {
         }
     }
 }
+
+/// The shop behind `Authorization: Bearer <API key>` (or `X-Api-Key`), for
+/// every shop-facing HTTP API.
+pub async fn authenticate(
+    store: &payhub_store::Store,
+    headers: &axum::http::HeaderMap,
+) -> Result<payhub_store::shops::Shop, ApiError> {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::Unauthorized("send the shop's API key as `Authorization: Bearer <key>`".into()))?;
+    payhub_store::shops::by_api_key(store, key)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))
+}
