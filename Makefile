@@ -44,3 +44,12 @@ validate-deploy:
 clean:
 	$(CARGO) clean
 	rm -rf .demo
+
+## Throughput and latency under open-model load through the whole pipeline
+## (six services + sandbox as processes), every order verified, with the
+## machine's RabbitMQ and PostgreSQL ceilings; results in bench-results/<timestamp>/.
+## Parameters: make bench BENCH_ARGS="--rate 60 --duration 30 --steps 50,100,200".
+.PHONY: bench
+bench: services
+	$(CARGO) build --release --locked -p payhub-bench -p ingress -p charge-creator -p webhook-verifier -p order-updater -p notifier -p reporter -p payhub-sandbox -p payhubctl
+	./target/release/payhub-bench $(BENCH_ARGS)
