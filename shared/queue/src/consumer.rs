@@ -3,7 +3,7 @@
 use crate::broker::{Broker, QueueError};
 use crate::metrics;
 use crate::topology::{QueueSpec, headers};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
@@ -401,7 +401,21 @@ async fn process<H: Handler>(
     };
     let mut pause = Duration::from_millis(100);
     let outcome = loop {
-        match handler.handle(&incoming).instrument(span.clone()).await {
+        // A handler that panics must not strand the delivery unacked: its
+        // panic becomes a transient failure, retried like any other.
+        let attempt_result = std::panic::AssertUnwindSafe(handler.handle(&incoming).instrument(span.clone()))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(parent: &span, panic = %why, "the handler panicked");
+                Err(Failure::Transient(format!("the handler panicked: {why}")))
+            });
+        match attempt_result {
             Err(Failure::Unavailable(e)) => {
                 if shutdown.is_cancelled() {
                     // Hand it back; another consumer (or we, restarted) takes it.
@@ -426,47 +440,50 @@ async fn process<H: Handler>(
             other => break other,
         }
     };
-    let _enter = span.enter();
-    metrics::HANDLE_SECONDS
-        .with_label_values(&[queue, kind])
-        .observe(started.elapsed().as_secs_f64());
-    match outcome {
-        Ok(()) => {
-            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                tracing::warn!(error = %e, "ack failed; the broker will redeliver and the handler's idempotency absorbs it");
+    async {
+        metrics::HANDLE_SECONDS
+            .with_label_values(&[queue, kind])
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(()) => {
+                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    tracing::warn!(error = %e, "ack failed; the broker will redeliver and the handler's idempotency absorbs it");
+                }
+                metrics::CONSUMED.with_label_values(&[queue, kind, "ack"]).inc();
             }
-            metrics::CONSUMED.with_label_values(&[queue, kind, "ack"]).inc();
-        }
-        Err(Failure::Transient(e)) if attempt < broker.topology().retry.max_attempts => {
-            tracing::warn!(error = %e, "transient failure; will retry");
-            let h = failure_headers(&hdrs, &delivery, attempt, &e, opts.service, None);
-            let mut h = h;
-            h.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(attempt + 1)));
-            let target = broker.topology().retry_queue(&opts.spec);
-            if settle(broker, &delivery, &target, h, queue, kind, "retry").await {
-                metrics::RETRIED.with_label_values(&[queue, &attempt.to_string()]).inc();
+            Err(Failure::Transient(e)) if attempt < broker.topology().retry.max_attempts => {
+                tracing::warn!(error = %e, "transient failure; will retry");
+                let h = failure_headers(&hdrs, &delivery, attempt, &e, opts.service, None);
+                let mut h = h;
+                h.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(attempt + 1)));
+                let target = broker.topology().retry_queue(&opts.spec);
+                if settle(broker, &delivery, &target, h, queue, kind, "retry").await {
+                    metrics::RETRIED.with_label_values(&[queue, &attempt.to_string()]).inc();
+                }
             }
-        }
-        Err(Failure::Transient(e)) => {
-            tracing::error!(error = %e, "transient failure on the last attempt; dead-lettering");
-            finish_failed(
-                broker,
-                opts,
-                queue,
-                &delivery,
-                &hdrs,
-                attempt,
-                &e,
-                "attempts_exhausted",
-                kind,
-            )
-            .await;
-        }
-        Err(Failure::Permanent(e)) | Err(Failure::Unavailable(e)) => {
-            tracing::error!(error = %e, "permanent failure; dead-lettering");
-            finish_failed(broker, opts, queue, &delivery, &hdrs, attempt, &e, "permanent", kind).await;
+            Err(Failure::Transient(e)) => {
+                tracing::error!(error = %e, "transient failure on the last attempt; dead-lettering");
+                finish_failed(
+                    broker,
+                    opts,
+                    queue,
+                    &delivery,
+                    &hdrs,
+                    attempt,
+                    &e,
+                    "attempts_exhausted",
+                    kind,
+                )
+                .await;
+            }
+            Err(Failure::Permanent(e)) | Err(Failure::Unavailable(e)) => {
+                tracing::error!(error = %e, "permanent failure; dead-lettering");
+                finish_failed(broker, opts, queue, &delivery, &hdrs, attempt, &e, "permanent", kind).await;
+            }
         }
     }
+    .instrument(span)
+    .await;
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,94 @@
+//! A handler that panics must not strand its delivery: the panic is a
+//! transient failure and the message comes back through the retry queue.
+
+use payhub_core::events::{ChargeFailed, EventPayload};
+use payhub_core::{Envelope, Provider};
+use payhub_queue::{Broker, ConsumerOptions, Failure, Handler, Incoming, QueueSpec, RetryPolicy, Topology};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+struct PanicsOnce {
+    calls: Arc<AtomicU32>,
+}
+
+impl Handler for PanicsOnce {
+    type Message = Envelope;
+    async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            panic!("boom on attempt {}", msg.attempt);
+        }
+        assert_eq!(msg.attempt, 2, "the second call is the retry");
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_gets_the_message_again() {
+    let url = std::env::var("PAYHUB_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let topology = Topology {
+        exchange: format!("payhub.test.{id}"),
+        orders_exchange: format!("payhub.test-orders.{id}"),
+        prefix: format!("t{id}."),
+        retry: RetryPolicy {
+            delay: Duration::from_millis(200),
+            max_attempts: 3,
+            delivery_limit: 5,
+        },
+    };
+    let stop = CancellationToken::new();
+    let broker = Broker::start(&url, "panic-test", topology.clone(), stop.clone());
+    broker.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let consumer_stop = CancellationToken::new();
+    let opts = ConsumerOptions {
+        spec: QueueSpec::ORDER_UPDATER,
+        service: "panic-test",
+        prefetch: 4,
+    };
+    let consumer = tokio::spawn(payhub_queue::consume(
+        broker.clone(),
+        opts,
+        Arc::new(PanicsOnce { calls: calls.clone() }),
+        consumer_stop.clone(),
+    ));
+    // Publish once the queue is declared (the consumer declares it).
+    let event = Envelope::new(EventPayload::ChargeFailed(ChargeFailed {
+        provider: Provider::Openpix,
+        reason: "test".into(),
+        permanent: false,
+    }));
+    let mut published = false;
+    for _ in 0..50 {
+        if broker.publish(&event).await.is_ok() {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(published, "the event was routed");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while calls.load(Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "handled again after the panic");
+    consumer_stop.cancel();
+    consumer.await.unwrap();
+    // Clean up the test's queues and exchange.
+    let conn = broker.connection().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for q in [
+        topology.work_queue(&QueueSpec::ORDER_UPDATER),
+        topology.retry_queue(&QueueSpec::ORDER_UPDATER),
+        topology.dead_letter_queue(&QueueSpec::ORDER_UPDATER),
+    ] {
+        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+    }
+    let _ = ch
+        .exchange_delete(topology.exchange.as_str().into(), Default::default())
+        .await;
+    stop.cancel();
+}
