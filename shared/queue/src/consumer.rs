@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// How a consumer reads its deliveries.
-pub trait Decode: Sized + Send + Sync + 'static {
+pub trait Decode: Sized + Send + Sync + Clone + 'static {
     fn decode(delivery: &Delivery) -> Result<Self, String>;
     /// Bounded label for metrics and logs (the event type).
     fn kind(&self) -> &'static str;
@@ -117,9 +117,40 @@ impl std::fmt::Display for Failure {
 
 /// What a consuming service implements. The effect and the record that the
 /// event was processed must be committed together before returning `Ok`.
+///
+/// A handler may also take several deliveries at once ([`Handler::max_batch`]
+/// above 1): the worker then hands it whatever deliveries are waiting, up to
+/// that many, so that one transaction and one commit serve them all. Each
+/// message still gets its own outcome (ack, retry, dead letter).
 pub trait Handler: Send + Sync + 'static {
     type Message: Decode;
     fn handle(&self, msg: &Incoming<Self::Message>) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// Most deliveries handed to [`Handler::handle_batch`] at once. 1, the
+    /// default, hands each delivery to [`Handler::handle`] on its own.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// How long a batch may wait for more deliveries after its first one
+    /// arrived. Zero, the default, takes only what is already waiting, so a
+    /// quiet queue adds no latency; a handler off the order's critical path
+    /// (the reporter) trades a little delay for far fewer commits.
+    fn batch_linger(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// Handles several deliveries together, returning one result per
+    /// message, in order. A single waiting delivery goes to [`Handler::handle`].
+    fn handle_batch(&self, msgs: &[Incoming<Self::Message>]) -> impl Future<Output = Vec<Result<(), Failure>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(msgs.len());
+            for m in msgs {
+                out.push(self.handle(m).await);
+            }
+            out
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +258,16 @@ pub async fn declare(ch: &Channel, broker: &Broker, spec: &QueueSpec) -> Result<
         )
         .await?;
     }
+    for key in spec.retired_bindings {
+        // Unbinding what is not bound is not an error.
+        ch.queue_unbind(
+            topo.work_queue(spec).as_str().into(),
+            exchange.into(),
+            (*key).into(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -312,6 +353,12 @@ async fn session<H: Handler>(
         )
         .await?;
     tracing::info!(queue = %queue, "consuming");
+    let max_batch = handler.max_batch().max(1);
+    let linger = if max_batch > 1 {
+        handler.batch_linger()
+    } else {
+        Duration::ZERO
+    };
     let permits = Arc::new(Semaphore::new(usize::from(opts.prefetch.max(1))));
     let mut tasks = JoinSet::new();
     let result = loop {
@@ -326,7 +373,38 @@ async fn session<H: Handler>(
             Some(Err(e)) => break Err(QueueError::Amqp(e)),
             None => break Err(QueueError::Unavailable("the consumer was cancelled".into())),
         };
-        let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
+        let mut held = vec![permits.clone().acquire_owned().await.expect("semaphore never closes")];
+        let mut batch = vec![delivery];
+        // Whatever else has already arrived joins the batch; nothing waits
+        // for more, so a quiet queue keeps its latency.
+        let mut ended = None;
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < max_batch {
+            let next = if linger.is_zero() {
+                consumer.next().now_or_never()
+            } else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => None,
+                    _ = tokio::time::sleep_until(deadline) => None,
+                    d = consumer.next() => Some(d),
+                }
+            };
+            match next {
+                Some(Some(Ok(d))) => {
+                    held.push(permits.clone().acquire_owned().await.expect("semaphore never closes"));
+                    batch.push(d);
+                }
+                Some(Some(Err(e))) => {
+                    ended = Some(Err(QueueError::Amqp(e)));
+                    break;
+                }
+                Some(None) => {
+                    ended = Some(Err(QueueError::Unavailable("the consumer was cancelled".into())));
+                    break;
+                }
+                None => break,
+            }
+        }
         let (broker, opts, handler, queue, stop) = (
             broker.clone(),
             opts.clone(),
@@ -335,9 +413,12 @@ async fn session<H: Handler>(
             shutdown.clone(),
         );
         tasks.spawn(async move {
-            process(&broker, &opts, &queue, handler.as_ref(), delivery, &stop).await;
-            drop(permit);
+            process(&broker, &opts, &queue, handler.as_ref(), batch, &stop).await;
+            drop(held);
         });
+        if let Some(end) = ended {
+            break end;
+        }
     };
     if result.is_ok() {
         let _ = ch
@@ -350,96 +431,181 @@ async fn session<H: Handler>(
     result
 }
 
+/// One decoded delivery on its way through a batch.
+struct Item<M> {
+    delivery: Delivery,
+    hdrs: FieldTable,
+    incoming: Incoming<M>,
+    kind: &'static str,
+    span: tracing::Span,
+}
+
+fn panic_failure(panic: Box<dyn std::any::Any + Send>, span: &tracing::Span) -> Failure {
+    let why = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    tracing::error!(parent: span, panic = %why, "the handler panicked");
+    Failure::Transient(format!("the handler panicked: {why}"))
+}
+
+/// Handles deliveries that arrived together: decodes them, hands them to
+/// the handler (one alone to `handle`, several to `handle_batch`), holds
+/// the ones whose dependency is unavailable and tries them again in place,
+/// then settles each one by its own outcome.
 async fn process<H: Handler>(
     broker: &Broker,
     opts: &ConsumerOptions,
     queue: &str,
     handler: &H,
-    delivery: Delivery,
+    deliveries: Vec<Delivery>,
     shutdown: &CancellationToken,
 ) {
     let started = Instant::now();
-    let empty = FieldTable::default();
-    let hdrs = delivery.properties.headers().as_ref().unwrap_or(&empty).clone();
-    let attempt = header_u32(&hdrs, headers::ATTEMPT).unwrap_or(1).max(1);
-    let envelope = match H::Message::decode(&delivery) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(queue, error = %e, "unparseable message; dead-lettering it");
-            let reason = format!("unparseable message: {e}");
-            finish_failed(
-                broker,
-                opts,
-                queue,
-                &delivery,
-                &hdrs,
-                attempt,
-                &reason,
-                "unparseable",
-                "unknown",
-            )
-            .await;
-            return;
-        }
-    };
-    let kind = envelope.kind();
-    let span = tracing::info_span!(
-        "handle",
-        queue,
-        event_id = %envelope.id(),
-        event_type = kind,
-        order_id = ?envelope.order_id(),
-        attempt
-    );
-    if attempt == 1 && hdrs.inner().contains_key(crate::dead_letters::REPLAYED) {
-        metrics::REPLAYED.with_label_values(&[queue]).inc();
-    }
-    let incoming = Incoming {
-        envelope,
-        attempt,
-        redelivered: delivery.redelivered,
-    };
-    let mut pause = Duration::from_millis(100);
-    let outcome = loop {
-        // A handler that panics must not strand the delivery unacked: its
-        // panic becomes a transient failure, retried like any other.
-        let attempt_result = std::panic::AssertUnwindSafe(handler.handle(&incoming).instrument(span.clone()))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                tracing::error!(parent: &span, panic = %why, "the handler panicked");
-                Err(Failure::Transient(format!("the handler panicked: {why}")))
-            });
-        match attempt_result {
-            Err(Failure::Unavailable(e)) => {
-                if shutdown.is_cancelled() {
-                    // Hand it back; another consumer (or we, restarted) takes it.
-                    let _ = delivery
-                        .acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await;
-                    metrics::CONSUMED.with_label_values(&[queue, kind, "requeue"]).inc();
-                    return;
-                }
-                tracing::warn!(parent: &span, error = %e, pause = ?pause, "a dependency is unavailable; holding the message and trying again");
-                metrics::UNAVAILABLE.with_label_values(&[queue]).inc();
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(Duration::from_secs(5));
+    let mut items = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let hdrs = delivery.properties.headers().clone().unwrap_or_default();
+        let attempt = header_u32(&hdrs, headers::ATTEMPT).unwrap_or(1).max(1);
+        let envelope = match H::Message::decode(&delivery) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(queue, error = %e, "unparseable message; dead-lettering it");
+                let reason = format!("unparseable message: {e}");
+                finish_failed(
+                    broker,
+                    opts,
+                    queue,
+                    &delivery,
+                    &hdrs,
+                    attempt,
+                    &reason,
+                    "unparseable",
+                    "unknown",
+                )
+                .await;
+                continue;
             }
-            other => break other,
+        };
+        let kind = envelope.kind();
+        let span = tracing::info_span!(
+            "handle",
+            queue,
+            event_id = %envelope.id(),
+            event_type = kind,
+            order_id = ?envelope.order_id(),
+            attempt
+        );
+        if attempt == 1 && hdrs.inner().contains_key(crate::dead_letters::REPLAYED) {
+            metrics::REPLAYED.with_label_values(&[queue]).inc();
         }
-    };
+        let redelivered = delivery.redelivered;
+        items.push(Item {
+            delivery,
+            hdrs,
+            incoming: Incoming {
+                envelope,
+                attempt,
+                redelivered,
+            },
+            kind,
+            span,
+        });
+    }
+    if items.is_empty() {
+        return;
+    }
+    metrics::BATCH_SIZE
+        .with_label_values(&[queue])
+        .observe(items.len() as f64);
+    let mut outcomes: Vec<Option<Result<(), Failure>>> = vec![None; items.len()];
+    let mut pending: Vec<usize> = (0..items.len()).collect();
+    let mut pause = Duration::from_millis(100);
+    while !pending.is_empty() {
+        let results = if let [only] = pending[..] {
+            // A handler that panics must not strand the delivery unacked:
+            // its panic becomes a transient failure, retried like any other.
+            let item = &items[only];
+            let r = std::panic::AssertUnwindSafe(handler.handle(&item.incoming).instrument(item.span.clone()))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(panic_failure(panic, &item.span)));
+            vec![r]
+        } else {
+            let msgs: Vec<Incoming<H::Message>> = pending.iter().map(|&i| items[i].incoming.clone()).collect();
+            let span = tracing::info_span!("handle_batch", queue, messages = msgs.len());
+            let mut rs = std::panic::AssertUnwindSafe(handler.handle_batch(&msgs).instrument(span.clone()))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let f = panic_failure(panic, &span);
+                    vec![Err(f); msgs.len()]
+                });
+            if rs.len() != msgs.len() {
+                tracing::error!(parent: &span, results = rs.len(), "the handler answered for a different number of messages");
+                rs = vec![Err(Failure::Transient("the batch handler lost count".into())); msgs.len()];
+            }
+            rs
+        };
+        let mut unavailable = Vec::new();
+        for (&i, r) in pending.iter().zip(results) {
+            match r {
+                Err(Failure::Unavailable(e)) => {
+                    let item = &items[i];
+                    if shutdown.is_cancelled() {
+                        // Hand it back; another consumer (or we, restarted) takes it.
+                        let _ = item
+                            .delivery
+                            .acker
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await;
+                        metrics::CONSUMED
+                            .with_label_values(&[queue, item.kind, "requeue"])
+                            .inc();
+                    } else {
+                        tracing::warn!(parent: &item.span, error = %e, pause = ?pause, "a dependency is unavailable; holding the message and trying again");
+                        metrics::UNAVAILABLE.with_label_values(&[queue]).inc();
+                        unavailable.push(i);
+                    }
+                }
+                other => outcomes[i] = Some(other),
+            }
+        }
+        pending = unavailable;
+        if !pending.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+    for (item, outcome) in items.into_iter().zip(outcomes) {
+        let Some(outcome) = outcome else { continue };
+        conclude(broker, opts, queue, item, outcome, started).await;
+    }
+}
+
+/// Settles one delivery by its outcome: ack, retry queue, or dead letters.
+async fn conclude<M>(
+    broker: &Broker,
+    opts: &ConsumerOptions,
+    queue: &str,
+    item: Item<M>,
+    outcome: Result<(), Failure>,
+    started: Instant,
+) {
+    let Item {
+        delivery,
+        hdrs,
+        incoming,
+        kind,
+        span,
+    } = item;
+    let attempt = incoming.attempt;
     async {
         metrics::HANDLE_SECONDS
             .with_label_values(&[queue, kind])
@@ -453,8 +619,7 @@ async fn process<H: Handler>(
             }
             Err(Failure::Transient(e)) if attempt < broker.topology().retry.max_attempts => {
                 tracing::warn!(error = %e, "transient failure; will retry");
-                let h = failure_headers(&hdrs, &delivery, attempt, &e, opts.service, None);
-                let mut h = h;
+                let mut h = failure_headers(&hdrs, &delivery, attempt, &e, opts.service, None);
                 h.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(attempt + 1)));
                 let target = broker.topology().retry_queue(&opts.spec);
                 if settle(broker, &delivery, &target, h, queue, kind, "retry").await {

@@ -88,3 +88,13 @@ pub static UNAVAILABLE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static BATCH_SIZE: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "payhub_message_batch_size",
+        "Deliveries handled together (one transaction for handlers that batch).",
+        &["queue"],
+        vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]
+    )
+    .expect("metric registers once")
+});

@@ -1,0 +1,308 @@
+//! Batching handlers: deliveries that wait together are handed over
+//! together, yet each one is settled by its own outcome (ack, dead letter,
+//! held in place while a dependency is away).
+
+use payhub_core::events::{ChargeFailed, EventPayload};
+use payhub_core::{Envelope, Provider};
+use payhub_queue::{Broker, ConsumerOptions, Failure, Handler, Incoming, QueueSpec, RetryPolicy, Topology};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct Seen {
+    batches: Vec<usize>,
+    /// Calls per event reason.
+    calls: HashMap<String, u32>,
+}
+
+struct Batching {
+    seen: Arc<Mutex<Seen>>,
+    max: usize,
+    linger: Duration,
+}
+
+fn reason(msg: &Incoming) -> String {
+    match &msg.envelope.payload {
+        EventPayload::ChargeFailed(c) => c.reason.clone(),
+        _ => String::new(),
+    }
+}
+
+impl Handler for Batching {
+    type Message = Envelope;
+
+    async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
+        self.handle_batch(std::slice::from_ref(msg)).await.remove(0)
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max
+    }
+
+    fn batch_linger(&self) -> Duration {
+        self.linger
+    }
+
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), Failure>> {
+        let mut seen = self.seen.lock().unwrap();
+        seen.batches.push(msgs.len());
+        msgs.iter()
+            .map(|m| {
+                let r = reason(m);
+                let n = {
+                    let c = seen.calls.entry(r.clone()).or_default();
+                    *c += 1;
+                    *c
+                };
+                match r.as_str() {
+                    "poison" => Err(Failure::Permanent("cannot be handled".into())),
+                    // The database is away on the first try only.
+                    "flaky" if n == 1 => Err(Failure::Unavailable("database away".into())),
+                    _ => Ok(()),
+                }
+            })
+            .collect()
+    }
+}
+
+struct Fixture {
+    broker: Broker,
+    topology: Topology,
+    stop: CancellationToken,
+}
+
+const SPEC: QueueSpec = QueueSpec::REPORTER;
+
+impl Fixture {
+    async fn new(name: &str) -> Fixture {
+        let url =
+            std::env::var("PAYHUB_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let topology = Topology {
+            exchange: format!("payhub.test.{id}"),
+            orders_exchange: format!("payhub.test-orders.{id}"),
+            prefix: format!("t{id}."),
+            retry: RetryPolicy {
+                delay: Duration::from_millis(200),
+                max_attempts: 3,
+                delivery_limit: 5,
+            },
+        };
+        let stop = CancellationToken::new();
+        let broker = Broker::start(&url, name, topology.clone(), stop.clone());
+        broker.wait_connected(Duration::from_secs(10)).await.unwrap();
+        Fixture { broker, topology, stop }
+    }
+
+    fn event(reason: &str) -> Envelope {
+        Envelope::new(EventPayload::ChargeFailed(ChargeFailed {
+            provider: Provider::Openpix,
+            reason: reason.into(),
+            permanent: false,
+        }))
+    }
+
+    /// Straight into the work queue (the default exchange routes by queue
+    /// name): routing by event type is not what is tested here.
+    async fn publish(&self, reason: &str) {
+        let body = Self::event(reason).to_json();
+        self.broker
+            .publish_raw(
+                "",
+                &self.topology.work_queue(&SPEC),
+                &body,
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .expect("published to the work queue");
+    }
+
+    async fn depth(&self, queue: &str) -> u32 {
+        let conn = self.broker.connection().await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let info = ch
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        info.message_count()
+    }
+
+    async fn declare(&self) {
+        // A consumer declares its queues; start one briefly with nothing to do.
+        let stop = CancellationToken::new();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let task = tokio::spawn(payhub_queue::consume(
+            self.broker.clone(),
+            self.options(1),
+            Arc::new(Batching {
+                seen,
+                max: 1,
+                linger: Duration::ZERO,
+            }),
+            stop.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let conn = self.broker.connection().await.unwrap();
+            let ch = conn.create_channel().await.unwrap();
+            let declared = ch
+                .queue_declare(
+                    self.topology.work_queue(&SPEC).as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await;
+            if declared.is_ok() || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    fn options(&self, prefetch: u16) -> ConsumerOptions {
+        ConsumerOptions {
+            spec: SPEC,
+            service: "batch-test",
+            prefetch,
+        }
+    }
+
+    async fn cleanup(self) {
+        let conn = self.broker.connection().await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        for q in [
+            self.topology.work_queue(&SPEC),
+            self.topology.retry_queue(&SPEC),
+            self.topology.dead_letter_queue(&SPEC),
+        ] {
+            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+        }
+        let _ = ch
+            .exchange_delete(self.topology.exchange.as_str().into(), Default::default())
+            .await;
+        self.stop.cancel();
+    }
+}
+
+async fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_deliveries_are_handled_together_and_settled_one_by_one() {
+    let fx = Fixture::new("batch-test").await;
+    fx.declare().await;
+    for i in 0..18 {
+        fx.publish(&format!("ok-{i}")).await;
+    }
+    fx.publish("poison").await;
+    fx.publish("flaky").await;
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = CancellationToken::new();
+    let consumer = tokio::spawn(payhub_queue::consume(
+        fx.broker.clone(),
+        fx.options(32),
+        Arc::new(Batching {
+            seen: seen.clone(),
+            max: 8,
+            linger: Duration::ZERO,
+        }),
+        stop.clone(),
+    ));
+    let all_settled = wait_until(|| {
+        let s = seen.lock().unwrap();
+        s.calls.len() == 20 && s.calls.get("flaky") == Some(&2)
+    })
+    .await;
+    assert!(all_settled, "every message was handled, the flaky one twice");
+    // Settled: the work queue empties, the poison waits in the dead letters.
+    let work = fx.topology.work_queue(&SPEC);
+    let dlq = fx.topology.dead_letter_queue(&SPEC);
+    let mut drained = false;
+    for _ in 0..100 {
+        if fx.depth(&work).await == 0 && fx.depth(&dlq).await == 1 {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    consumer.await.unwrap();
+    assert!(drained, "acked all but the poison, which was dead-lettered");
+    let s = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(
+        s.batches.iter().all(|&n| (1..=8).contains(&n)),
+        "no batch over the handler's maximum: {:?}",
+        s.batches
+    );
+    assert!(
+        s.batches.iter().any(|&n| n > 1),
+        "messages already waiting went together: {:?}",
+        s.batches
+    );
+    for i in 0..18 {
+        assert_eq!(
+            s.calls.get(&format!("ok-{i}")),
+            Some(&1),
+            "a batch-mate of the held message is not handled again"
+        );
+    }
+    assert_eq!(s.calls.get("poison"), Some(&1), "a permanent failure is not retried");
+    fx.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_batch_waits_for_deliveries_that_arrive_soon_after() {
+    let fx = Fixture::new("linger-test").await;
+    fx.declare().await;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = CancellationToken::new();
+    let consumer = tokio::spawn(payhub_queue::consume(
+        fx.broker.clone(),
+        fx.options(32),
+        Arc::new(Batching {
+            seen: seen.clone(),
+            max: 16,
+            linger: Duration::from_millis(1500),
+        }),
+        stop.clone(),
+    ));
+    // Give the consumer time to subscribe, then trickle three messages in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        fx.publish(&format!("late-{i}")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let handled = wait_until(|| seen.lock().unwrap().calls.len() == 3).await;
+    stop.cancel();
+    consumer.await.unwrap();
+    assert!(handled, "all three handled");
+    assert_eq!(
+        seen.lock().unwrap().batches,
+        vec![3],
+        "three messages 100 ms apart make one batch under a 1.5 s linger"
+    );
+    fx.cleanup().await;
+}
