@@ -188,6 +188,7 @@ impl TestApp {
             notifier::Config {
                 common: c.clone(),
                 smtp_url: format!("smtp://{}", sandbox.smtp_addr()),
+                smtp_pool_size: 8,
                 mail_from: "payhub <no-reply@payhub.local>".into(),
                 webhook_timeout: Duration::from_secs(3),
                 wake_postback_url: sandbox.wake_postback_base_url(),
@@ -420,8 +421,13 @@ impl TestApp {
     }
 }
 
-/// Removes a test's queues and exchange from the broker.
+/// Removes a test's queues and exchange from the broker (best effort, and
+/// never for longer than 20 s: a cleanup must not hang a test run).
 pub async fn delete_topology(topology: &Topology) {
+    let _ = tokio::time::timeout(Duration::from_secs(20), delete_topology_now(topology)).await;
+}
+
+async fn delete_topology_now(topology: &Topology) {
     let Ok(conn) = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await else {
         return;
     };
@@ -442,7 +448,8 @@ pub async fn delete_topology(topology: &Topology) {
     let _ = conn.close(200, "cleanup".into()).await;
 }
 
-/// Polls `cond` until true or `timeout`.
+/// Polls `cond` until true or `timeout` (a check still running at the
+/// deadline counts as false).
 pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
 where
     F: FnMut() -> Fut,
@@ -450,7 +457,12 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if cond().await {
+        // A check that never answers counts as a no, not as a hang.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(left.max(Duration::from_millis(500)), cond())
+            .await
+            .unwrap_or(false)
+        {
             return true;
         }
         if tokio::time::Instant::now() >= deadline {

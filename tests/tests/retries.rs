@@ -361,3 +361,95 @@ async fn queues_are_declared_with_the_retry_topology() {
     let _ = conn.close(200, "done".into()).await;
     app.stop().await;
 }
+
+/// Payment notices that reach order-updater together are applied in one
+/// transaction, each under its own savepoint: every order moves once, a
+/// duplicate changes nothing, and a notice for an unknown order is parked
+/// without taking its batch-mates down with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_arriving_together_are_each_applied_once_and_a_bad_one_alone_is_parked() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let cid = format!("together-{i}");
+        assert_eq!(app.post_order(&sample_order(&cid)).await.status(), 201);
+        ids.push(cid);
+    }
+    let mut orders = Vec::new();
+    for cid in &ids {
+        let view = app.wait_for_status(cid, "awaiting_payment").await;
+        orders.push(view["id"].as_str().unwrap().to_string());
+    }
+    let notice = |reference: String| {
+        payhub_core::Envelope::new(payhub_core::EventPayload::PaymentReported(
+            payhub_core::events::PaymentReported {
+                provider: payhub_core::Provider::Openpix,
+                webhook_event_id: uuid::Uuid::now_v7(),
+                provider_reference: reference,
+                report: payhub_core::events::PaymentReport::Expired,
+            },
+        ))
+    };
+    let mut events: Vec<payhub_core::Envelope> = orders.iter().map(|id| notice(id.clone())).collect();
+    events.push(events[0].clone());
+    events.push(notice(uuid::Uuid::now_v7().to_string()));
+
+    let conn = lapin::Connection::connect(&payhub_tests::amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    // All published back to back, confirms awaited after: they wait in the
+    // queue together.
+    let mut confirms = Vec::new();
+    for e in &events {
+        let body = e.to_json();
+        confirms.push(
+            ch.basic_publish(
+                app.topology.exchange.as_str().into(),
+                "payment.reported".into(),
+                Default::default(),
+                &body,
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for c in confirms {
+        c.await.unwrap();
+    }
+    for cid in &ids {
+        app.wait_for_status(cid, "expired").await;
+    }
+    let admin = payhub_queue::dead_letters::DeadLetterAdmin::connect(&payhub_tests::amqp_url(), app.topology.clone())
+        .await
+        .unwrap();
+    let parked = eventually(Duration::from_secs(10), || async {
+        admin
+            .list(&payhub_queue::QueueSpec::ORDER_UPDATER, 10)
+            .await
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    assert!(parked, "the notice for an unknown order is parked");
+    let parked = &admin.list(&payhub_queue::QueueSpec::ORDER_UPDATER, 10).await.unwrap()[0];
+    assert!(parked.story.errors[0].contains("no order"), "{:?}", parked.story);
+    // Give a late duplicate time to do harm, then count.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM order_history WHERE to_status = 'expired'")
+            .await,
+        8,
+        "each order expired exactly once"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE routing_key = 'order.status_changed'")
+            .await,
+        16,
+        "two status changes stored per order: awaiting payment, then expired"
+    );
+    app.stop().await;
+}

@@ -16,6 +16,7 @@ use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::{Store, outbox};
 use payhub_telemetry::{ConfigError, Env};
 use secrecy::SecretString;
+use sqlx::Connection;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -41,148 +42,256 @@ impl Config {
     }
 }
 
-/// Handles one `order.accepted`.
+/// Handles `order.accepted`: creates the charge at the provider, then
+/// stores it with `charge.created` (or `charge.failed`) in one transaction.
 pub struct ChargeHandler<C> {
     pub store: Store,
-    pub broker: payhub_queue::Broker,
+    pub outbox: outbox::Outbox,
     pub connector: C,
     pub max_attempts: u32,
+}
+
+/// Most orders whose charges are created together (provider calls at once,
+/// one transaction for their records).
+pub const MAX_BATCH: usize = 64;
+
+/// An `order.accepted` read for the provider call.
+struct Order<'a> {
+    env: &'a Envelope,
+    accepted: &'a payhub_core::events::OrderAccepted,
+    order_id: uuid::Uuid,
+    shop_id: uuid::Uuid,
+    correlation_id: &'a str,
+    attempt: u32,
+}
+
+fn read(msg: &Incoming) -> Result<Order<'_>, Failure> {
+    let env = &msg.envelope;
+    let EventPayload::OrderAccepted(accepted) = &env.payload else {
+        return Err(Failure::Permanent(format!(
+            "charge-creator cannot handle {}",
+            env.kind()
+        )));
+    };
+    let (Some(order_id), Some(shop_id), Some(correlation_id)) =
+        (env.order_id, env.shop_id, env.correlation_id.as_deref())
+    else {
+        return Err(Failure::Permanent(
+            "order.accepted without order, shop or correlation id".into(),
+        ));
+    };
+    Ok(Order {
+        env,
+        accepted,
+        order_id,
+        shop_id,
+        correlation_id,
+        attempt: msg.attempt,
+    })
+}
+
+/// What the provider's answer makes of an order.
+enum Outcome {
+    /// The charge exists: store it and tell the pipeline.
+    Created(Box<payhub_connectors::CreatedCharge>),
+    /// The charge cannot be created: the order will be blocked.
+    Failed(Box<Envelope>),
+    /// Worth another attempt later.
+    Retry(String),
+}
+
+impl<C: ChargeConnector> ChargeHandler<C> {
+    async fn call_provider(&self, o: &Order<'_>) -> Outcome {
+        let req = ChargeRequest {
+            provider_reference: o.accepted.provider_reference.clone(),
+            amount: o.accepted.amount,
+            description: o.accepted.description.clone(),
+            expires_in_secs: o.accepted.expires_in_secs,
+            customer: o.accepted.customer.clone(),
+        };
+        let provider = o.accepted.provider;
+        match self.connector.create_charge(&req).await {
+            // The provider changed the amount: never let the buyer pay a different sum.
+            Ok(created) if created.amount != o.accepted.amount => Outcome::Failed(failed_event(
+                provider,
+                format!(
+                    "the provider created the charge for {} instead of {}",
+                    created.amount, o.accepted.amount
+                ),
+                true,
+            )),
+            Ok(created) => Outcome::Created(Box::new(created)),
+            Err(ConnectorError::Transient(e)) if o.attempt < self.max_attempts => Outcome::Retry(e),
+            Err(ConnectorError::Transient(e)) => Outcome::Failed(failed_event(
+                provider,
+                format!("the provider stayed unavailable for {} attempts: {e}", o.attempt),
+                false,
+            )),
+            Err(ConnectorError::Permanent(e)) => Outcome::Failed(failed_event(provider, e, true)),
+        }
+    }
+
+    /// Stores one order's outcome inside `tx` and returns the event to
+    /// publish after commit (none when the order was handled before).
+    async fn store(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        o: &Order<'_>,
+        outcome: Outcome,
+    ) -> Result<Option<Envelope>, Failure> {
+        if let Outcome::Retry(e) = outcome {
+            return Err(Failure::Transient(e));
+        }
+        if !payhub_store::mark_processed(&mut *tx, SERVICE, o.env.id)
+            .await
+            .map_err(db)?
+        {
+            return Ok(None);
+        }
+        let mut event = match outcome {
+            Outcome::Retry(e) => return Err(Failure::Transient(e)),
+            Outcome::Created(created) => {
+                sqlx::query(
+                    "INSERT INTO charges (order_id, provider, provider_reference, provider_charge_id, currency, amount_minor,
+                         br_code, qr_code_image_url, payment_link_url, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT (order_id) DO NOTHING",
+                )
+                .bind(o.order_id)
+                .bind(o.accepted.provider.as_str())
+                .bind(&o.accepted.provider_reference)
+                .bind(&created.provider_charge_id)
+                .bind(created.amount.currency().code())
+                .bind(created.amount.minor())
+                .bind(&created.view.br_code)
+                .bind(&created.view.qr_code_image_url)
+                .bind(&created.view.payment_link_url)
+                .bind(created.view.expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                tracing::info!(event_id = %o.env.id, order_id = %o.order_id, charge_id = %created.provider_charge_id, "charge created");
+                Envelope::new(EventPayload::ChargeCreated(ChargeCreated {
+                    provider: o.accepted.provider,
+                    provider_reference: o.accepted.provider_reference.clone(),
+                    provider_charge_id: created.provider_charge_id,
+                    amount: created.amount,
+                    charge: created.view,
+                }))
+            }
+            Outcome::Failed(event) => {
+                tracing::warn!(event_id = %o.env.id, order_id = %o.order_id, "charge could not be created; the order will be blocked");
+                *event
+            }
+        };
+        event.order_id = Some(o.order_id);
+        event.shop_id = Some(o.shop_id);
+        event.correlation_id = Some(o.correlation_id.to_string());
+        event.trace = payhub_telemetry::trace::current_context();
+        outbox::add(&mut *tx, &event).await.map_err(db)?;
+        Ok(Some(event))
+    }
 }
 
 impl<C: ChargeConnector> Handler for ChargeHandler<C> {
     type Message = payhub_core::Envelope;
 
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
-        let env = &msg.envelope;
-        let EventPayload::OrderAccepted(accepted) = &env.payload else {
-            return Err(Failure::Permanent(format!(
-                "charge-creator cannot handle {}",
-                env.kind()
-            )));
-        };
-        let (Some(order_id), Some(shop_id), Some(correlation_id)) =
-            (env.order_id, env.shop_id, env.correlation_id.as_deref())
-        else {
-            return Err(Failure::Permanent(
-                "order.accepted without order, shop or correlation id".into(),
-            ));
-        };
-        if already_processed(&self.store, env.id).await? {
-            tracing::info!("already processed; acking the duplicate");
-            return Ok(());
+        self.handle_batch(std::slice::from_ref(msg))
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    /// The orders not handled before go to the provider all at once; their
+    /// outcomes are stored in one transaction, each under its own savepoint
+    /// so that one failing record is rolled back alone.
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), Failure>> {
+        let mut results: Vec<Result<(), Failure>> = vec![Ok(()); msgs.len()];
+        let mut orders = Vec::with_capacity(msgs.len());
+        for (i, m) in msgs.iter().enumerate() {
+            match read(m) {
+                Ok(o) => orders.push((i, o)),
+                Err(f) => results[i] = Err(f),
+            }
         }
-        let req = ChargeRequest {
-            provider_reference: accepted.provider_reference.clone(),
-            amount: accepted.amount,
-            description: accepted.description.clone(),
-            expires_in_secs: accepted.expires_in_secs,
-            customer: accepted.customer.clone(),
+        // A redelivered order whose charge is stored must not reach the provider again.
+        let ids: Vec<uuid::Uuid> = orders.iter().map(|(_, o)| o.env.id).collect();
+        let done: Vec<(uuid::Uuid,)> =
+            match sqlx::query_as("SELECT event_id FROM processed_events WHERE consumer = $1 AND event_id = ANY($2)")
+                .bind(SERVICE)
+                .bind(&ids)
+                .fetch_all(&self.store.pool)
+                .await
+            {
+                Ok(done) => done,
+                Err(e) => return vec![Err(db(e)); msgs.len()],
+            };
+        orders.retain(|(_, o)| {
+            let seen = done.iter().any(|(id,)| *id == o.env.id);
+            if seen {
+                tracing::info!(event_id = %o.env.id, "already processed; acking the duplicate");
+            }
+            !seen
+        });
+        if orders.is_empty() {
+            return results;
+        }
+        let outcomes = futures::future::join_all(orders.iter().map(|(_, o)| self.call_provider(o))).await;
+        let mut tx = match self.store.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return vec![Err(db(e)); msgs.len()],
         };
-        let outcome = self.connector.create_charge(&req).await;
-        let mut event = match outcome {
-            Ok(created) => {
-                if created.amount != accepted.amount {
-                    // The provider changed the amount: never let the buyer pay a different sum.
-                    failed_event(
-                        accepted.provider,
-                        format!(
-                            "the provider created the charge for {} instead of {}",
-                            created.amount, accepted.amount
-                        ),
-                        true,
-                    )
-                } else {
-                    let mut tx = self.store.begin().await.map_err(db)?;
-                    if !payhub_store::mark_processed(&mut tx, SERVICE, env.id)
-                        .await
-                        .map_err(db)?
-                    {
-                        return Ok(());
+        let mut events = Vec::new();
+        let mut stored = Vec::new();
+        for ((i, o), outcome) in orders.iter().zip(outcomes) {
+            if let Outcome::Retry(e) = outcome {
+                results[*i] = Err(Failure::Transient(e));
+                continue;
+            }
+            let mut sp = match tx.begin().await {
+                Ok(sp) => sp,
+                Err(e) => return vec![Err(db(e)); msgs.len()],
+            };
+            match self.store(&mut sp, o, outcome).await {
+                Ok(event) => {
+                    if let Err(e) = sp.commit().await {
+                        return vec![Err(db(e)); msgs.len()];
                     }
-                    sqlx::query(
-                        "INSERT INTO charges (order_id, provider, provider_reference, provider_charge_id, currency, amount_minor,
-                             br_code, qr_code_image_url, payment_link_url, expires_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                         ON CONFLICT (order_id) DO NOTHING",
-                    )
-                    .bind(order_id)
-                    .bind(accepted.provider.as_str())
-                    .bind(&accepted.provider_reference)
-                    .bind(&created.provider_charge_id)
-                    .bind(created.amount.currency().code())
-                    .bind(created.amount.minor())
-                    .bind(&created.view.br_code)
-                    .bind(&created.view.qr_code_image_url)
-                    .bind(&created.view.payment_link_url)
-                    .bind(created.view.expires_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                    let mut ev = Envelope::for_order(
-                        EventPayload::ChargeCreated(ChargeCreated {
-                            provider: accepted.provider,
-                            provider_reference: accepted.provider_reference.clone(),
-                            provider_charge_id: created.provider_charge_id.clone(),
-                            amount: created.amount,
-                            charge: created.view.clone(),
-                        }),
-                        order_id,
-                        shop_id,
-                        correlation_id,
-                    );
-                    ev.trace = payhub_telemetry::trace::current_context();
-                    outbox::add(&mut tx, &ev).await.map_err(db)?;
-                    tx.commit().await.map_err(db)?;
-                    tracing::info!(charge_id = %created.provider_charge_id, "charge created");
-                    let _ = outbox::publish_now(&self.store, &self.broker, &[ev]).await;
-                    return Ok(());
+                    events.extend(event);
+                    stored.push(*i);
+                }
+                Err(Failure::Unavailable(e)) => return vec![Err(Failure::Unavailable(e)); msgs.len()],
+                Err(f) => {
+                    if let Err(e) = sp.rollback().await {
+                        return vec![Err(db(e)); msgs.len()];
+                    }
+                    results[*i] = Err(f);
                 }
             }
-            Err(ConnectorError::Transient(e)) if msg.attempt < self.max_attempts => {
-                return Err(Failure::Transient(e));
-            }
-            Err(ConnectorError::Transient(e)) => failed_event(
-                accepted.provider,
-                format!("the provider stayed unavailable for {} attempts: {e}", msg.attempt),
-                false,
-            ),
-            Err(ConnectorError::Permanent(e)) => failed_event(accepted.provider, e, true),
-        };
-        event.order_id = Some(order_id);
-        event.shop_id = Some(shop_id);
-        event.correlation_id = Some(correlation_id.to_string());
-        event.trace = payhub_telemetry::trace::current_context();
-        let mut tx = self.store.begin().await.map_err(db)?;
-        if !payhub_store::mark_processed(&mut tx, SERVICE, env.id)
-            .await
-            .map_err(db)?
-        {
-            return Ok(());
         }
-        outbox::add(&mut tx, &event).await.map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        tracing::warn!("charge could not be created; the order will be blocked");
-        let _ = outbox::publish_now(&self.store, &self.broker, &[event]).await;
-        Ok(())
+        if let Err(e) = tx.commit().await {
+            let f = db(e);
+            for i in stored {
+                results[i] = Err(f.clone());
+            }
+            return results;
+        }
+        let _ = self.outbox.publish_now(&events).await;
+        results
     }
 }
 
-fn failed_event(provider: payhub_core::Provider, reason: String, permanent: bool) -> Envelope {
-    Envelope::new(EventPayload::ChargeFailed(ChargeFailed {
+fn failed_event(provider: payhub_core::Provider, reason: String, permanent: bool) -> Box<Envelope> {
+    Box::new(Envelope::new(EventPayload::ChargeFailed(ChargeFailed {
         provider,
         reason,
         permanent,
-    }))
-}
-
-async fn already_processed(store: &Store, event_id: uuid::Uuid) -> Result<bool, Failure> {
-    let r: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
-        .bind(SERVICE)
-        .bind(event_id)
-        .fetch_optional(&store.pool)
-        .await
-        .map_err(db)?;
-    Ok(r.is_some())
+    })))
 }
 
 /// The running service; see [`payhub_service::App`].
@@ -205,10 +314,10 @@ impl Application {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Application> {
         let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
-        infra.spawn_outbox_relay();
+        let outbox = infra.spawn_outbox();
         let handler = ChargeHandler {
             store: infra.store.clone(),
-            broker: infra.broker.clone(),
+            outbox,
             connector,
             max_attempts: config.common.topology.retry.max_attempts,
         };

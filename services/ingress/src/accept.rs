@@ -4,9 +4,9 @@
 
 use payhub_core::events::{ChargeCustomer, EventPayload, OrderAccepted, OrderChannel, OrderRejected};
 use payhub_core::{Envelope, NewOrder, OrderStatus, ValidationErrors};
-use payhub_queue::Broker;
+use payhub_store::outbox::{self, Outbox};
 use payhub_store::shops::Shop;
-use payhub_store::{Store, StoreError, outbox};
+use payhub_store::{Store, StoreError};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,11 +29,21 @@ impl Accepted {
 
 /// Publishes a just-accepted order's event now (best effort: the outbox
 /// relay publishes it if the broker is away).
-pub async fn publish(store: &Store, broker: &Broker, accepted: &Accepted) {
+pub async fn publish(outbox: &Outbox, accepted: &Accepted) {
     if let Accepted::Created(_, event) = accepted
-        && let Err(e) = outbox::publish_now(store, broker, std::slice::from_ref(event.as_ref())).await
+        && let Err(e) = outbox.publish_now(std::slice::from_ref(event.as_ref())).await
     {
         tracing::warn!(error = %e, "publish after commit failed; the outbox relay will publish it");
+    }
+}
+
+/// Publishes a just-accepted order's event without holding up the caller:
+/// an HTTP answer need not wait for the broker's confirm, since the event
+/// is committed in the outbox and the relay publishes it if this fails.
+pub fn publish_in_background(outbox: &Outbox, accepted: &Accepted) {
+    if let Accepted::Created(..) = accepted {
+        let (outbox, accepted) = (outbox.clone(), accepted.clone());
+        tokio::spawn(async move { publish(&outbox, &accepted).await });
     }
 }
 
@@ -188,7 +198,7 @@ pub async fn accept_with(
 /// Nothing else is stored: the event lives in the outbox until published.
 pub async fn reject(
     store: &Store,
-    broker: &Broker,
+    outbox: &Outbox,
     shop_id: Uuid,
     channel: OrderChannel,
     correlation_id: Option<String>,
@@ -207,7 +217,7 @@ pub async fn reject(
     let mut tx = store.begin().await?;
     outbox::add(&mut tx, &event).await?;
     tx.commit().await?;
-    let _ = outbox::publish_now(store, broker, std::slice::from_ref(&event)).await;
+    let _ = outbox.publish_now(std::slice::from_ref(&event)).await;
     Ok(())
 }
 

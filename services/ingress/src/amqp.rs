@@ -10,29 +10,21 @@
 use crate::accept::{self, AcceptError, Accepted};
 use payhub_core::events::OrderChannel;
 use payhub_core::{NewOrder, ValidationErrors};
-use payhub_queue::{Broker, Failure, Handler, Incoming, ShopMessage};
+use payhub_queue::{Failure, Handler, Incoming, ShopMessage};
 use payhub_service::store_failure;
 use payhub_store::Store;
+use payhub_store::outbox::Outbox;
 use payhub_store::shops::{self, Shop};
 use serde_json::Value;
-use uuid::Uuid;
 
 pub struct ShopOrderHandler {
     pub store: Store,
-    pub broker: Broker,
+    pub outbox: Outbox,
 }
 
 impl ShopOrderHandler {
     async fn shop_for(&self, user: &str) -> Result<Option<Shop>, Failure> {
-        let id: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM shops WHERE amqp_user = $1 AND active")
-            .bind(user)
-            .fetch_optional(&self.store.pool)
-            .await
-            .map_err(store_failure)?;
-        match id {
-            Some((id,)) => shops::by_id(&self.store, id).await.map_err(store_failure),
-            None => Ok(None),
-        }
+        shops::by_amqp_user(&self.store, user).await.map_err(store_failure)
     }
 
     /// Tells the shop and parks the message.
@@ -45,7 +37,7 @@ impl ShopOrderHandler {
     ) -> Failure {
         if let Err(e) = accept::reject(
             &self.store,
-            &self.broker,
+            &self.outbox,
             shop.id,
             OrderChannel::Amqp,
             correlation_id,
@@ -107,7 +99,7 @@ impl Handler for ShopOrderHandler {
                 if let Accepted::Replayed(id) = accepted {
                     tracing::info!(order_id = %id, "the same order message again; the first order stands");
                 }
-                accept::publish(&self.store, &self.broker, &accepted).await;
+                accept::publish(&self.outbox, &accepted).await;
                 Ok(())
             }
             Err(AcceptError::Store(e)) => Err(store_failure(e)),

@@ -37,14 +37,14 @@ pub struct Application(payhub_service::App);
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
         let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
-        infra.spawn_outbox_relay();
+        let outbox = infra.spawn_outbox();
         let state = orders::AppState {
             store: infra.store.clone(),
-            broker: infra.broker.clone(),
+            outbox: outbox.clone(),
         };
         let handler = amqp::ShopOrderHandler {
             store: infra.store.clone(),
-            broker: infra.broker.clone(),
+            outbox,
         };
         let routes = orders::router(state.clone(), config.max_body_bytes).merge(wake::router(state));
         let mut app = payhub_service::App::start(infra, config.common.http_addr, routes).await?;

@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use payhub_core::events::OrderChannel;
 use payhub_core::{Money, NewOrder};
-use payhub_queue::Broker;
 use payhub_service::problem::ApiError;
 use payhub_store::Store;
+use payhub_store::outbox::Outbox;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub broker: Broker,
+    pub outbox: Outbox,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -45,7 +45,7 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
         Ok(accepted @ Accepted::Created(..)) => {
             // The answer shows the order as created, before the pipeline moves it.
             let view = order_view(&st.store, accepted.id()).await?;
-            accept::publish(&st.store, &st.broker, &accepted).await;
+            accept::publish_in_background(&st.outbox, &accepted);
             Ok((StatusCode::CREATED, axum::Json(view)).into_response())
         }
         Ok(Accepted::Replayed(id)) => {
@@ -150,29 +150,56 @@ struct OrderRow {
     paid_at: Option<OffsetDateTime>,
     end_to_end_id: Option<String>,
     provider_fee_minor: i64,
+    br_code: Option<String>,
+    qr_code_image_url: Option<String>,
+    payment_link_url: Option<String>,
+    expires_at: Option<OffsetDateTime>,
+    provider_charge_id: Option<String>,
+    h_from: Vec<Option<String>>,
+    h_to: Vec<String>,
+    h_reason: Vec<Option<String>>,
+    h_at: Vec<OffsetDateTime>,
 }
 
 /// The order as the shop's back office and the buyer's "my orders" see it.
+/// One statement: the order, its charge and its history together.
 pub async fn order_view(store: &Store, id: Uuid) -> Result<Value, ApiError> {
     let o: OrderRow = sqlx::query_as(
-        "SELECT id, correlation_id, provider, status, currency::text AS currency, items_minor, tax_minor, freight_minor, discount_minor,
-                total_minor, status_reason, summary, items, created_at, updated_at, paid_at, end_to_end_id, provider_fee_minor
-         FROM orders WHERE id = $1",
+        "SELECT o.id, o.correlation_id, o.provider, o.status, o.currency::text AS currency, o.items_minor, o.tax_minor,
+                o.freight_minor, o.discount_minor, o.total_minor, o.status_reason, o.summary, o.items, o.created_at,
+                o.updated_at, o.paid_at, o.end_to_end_id, o.provider_fee_minor,
+                c.br_code, c.qr_code_image_url, c.payment_link_url, c.expires_at, c.provider_charge_id,
+                h.h_from, h.h_to, h.h_reason, h.h_at
+         FROM orders o
+         LEFT JOIN charges c ON c.order_id = o.id
+         CROSS JOIN LATERAL (
+             SELECT COALESCE(array_agg(from_status ORDER BY id), '{}') AS h_from,
+                    COALESCE(array_agg(to_status ORDER BY id), '{}') AS h_to,
+                    COALESCE(array_agg(reason ORDER BY id), '{}') AS h_reason,
+                    COALESCE(array_agg(at ORDER BY id), '{}') AS h_at
+             FROM order_history WHERE order_id = o.id) h
+         WHERE o.id = $1",
     )
     .bind(id)
     .fetch_one(&store.pool)
     .await?;
     let cur = o.currency.clone();
-    let charge: Option<(String, String, String, Option<OffsetDateTime>, String)> =
-        sqlx::query_as("SELECT br_code, qr_code_image_url, payment_link_url, expires_at, provider_charge_id FROM charges WHERE order_id = $1")
-            .bind(id)
-            .fetch_optional(&store.pool)
-            .await?;
-    let history: Vec<(Option<String>, String, Option<String>, OffsetDateTime)> =
-        sqlx::query_as("SELECT from_status, to_status, reason, at FROM order_history WHERE order_id = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(&store.pool)
-            .await?;
+    let charge = match (
+        &o.br_code,
+        &o.qr_code_image_url,
+        &o.payment_link_url,
+        &o.provider_charge_id,
+    ) {
+        (Some(br), Some(qr), Some(link), Some(charge_id)) => Some((br, qr, link, o.expires_at, charge_id)),
+        _ => None,
+    };
+    let history = o
+        .h_from
+        .iter()
+        .zip(&o.h_to)
+        .zip(&o.h_reason)
+        .zip(&o.h_at)
+        .map(|(((from, to), reason), at)| (from, to, reason, *at));
     Ok(json!({
         "id": o.id,
         // The unique payment code of the order: what the provider knows it by.

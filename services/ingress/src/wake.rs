@@ -214,7 +214,7 @@ async fn place(st: &AppState, headers: &HeaderMap, body: &[u8], array_form: bool
             if let Accepted::Replayed(id) = &accepted {
                 tracing::info!(order_id = %id, "the same Wake call again; the first order stands");
             }
-            accept::publish(&st.store, &st.broker, &accepted).await;
+            accept::publish_in_background(&st.outbox, &accepted);
             let message = if ok_status == AUTHORISED {
                 "Autorizado: aguardando o pagamento PIX (código enviado ao e-mail do comprador)"
             } else {

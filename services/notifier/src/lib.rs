@@ -34,6 +34,9 @@ pub use webhook::{WebhookSender, shop_payload};
 
 pub const SERVICE: &str = "notifier";
 
+/// Messages in flight when `PAYHUB_PREFETCH` is unset.
+pub const DEFAULT_PREFETCH: u16 = 256;
+
 static DELIVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "payhub_deliveries_total",
@@ -47,6 +50,8 @@ static DELIVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub struct Config {
     pub common: CommonConfig,
     pub smtp_url: String,
+    /// SMTP connections open at once (`PAYHUB_SMTP_POOL_SIZE`).
+    pub smtp_pool_size: u32,
     pub mail_from: String,
     pub webhook_timeout: Duration,
     /// Where Wake Commerce postbacks go (`{base}/api/Custom/{chave}`).
@@ -74,9 +79,20 @@ impl Config {
             payhub_store::secrets::SecretsError::Setting { name, reason } => Env::bad(name, reason),
             other => Env::bad(payhub_store::secrets::KEY_VAR, other.to_string()),
         })?;
+        let mut common = CommonConfig::from_env(env, "0.0.0.0:9103")?;
+        if env.optional("PAYHUB_PREFETCH").is_none() {
+            // Its time goes to waiting on shops and mail servers, not to
+            // work: many deliveries at once cost little.
+            common.prefetch = DEFAULT_PREFETCH;
+        }
+        let smtp_pool_size: u32 = env.parse("PAYHUB_SMTP_POOL_SIZE", 32)?;
+        if smtp_pool_size == 0 {
+            return Err(Env::bad("PAYHUB_SMTP_POOL_SIZE", "must be at least 1"));
+        }
         Ok(Config {
-            common: CommonConfig::from_env(env, "0.0.0.0:9103")?,
+            common,
             smtp_url,
+            smtp_pool_size,
             mail_from,
             webhook_timeout: env.millis("PAYHUB_WEBHOOK_TIMEOUT_MS", Duration::from_secs(10))?,
             wake_postback_url: env.url("PAYHUB_WAKE_POSTBACK_URL", "https://gateway-postback.fbits.net")?,
@@ -127,70 +143,146 @@ pub struct NotifyHandler {
     pub wake_postback_url: String,
 }
 
-impl NotifyHandler {
-    /// Records the delivery if new; returns its id unless already delivered.
-    async fn open(
-        &self,
-        env: &Envelope,
-        kind: Kind,
-        target: &str,
-        webhook_id: Option<&str>,
-    ) -> Result<Option<Uuid>, Failure> {
-        sqlx::query(
-            "INSERT INTO deliveries (id, event_id, order_id, shop_id, kind, target, webhook_id, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') ON CONFLICT (event_id, kind) DO NOTHING",
-        )
-        .bind(Uuid::now_v7())
-        .bind(env.id)
-        .bind(env.order_id)
-        .bind(env.shop_id)
-        .bind(kind.as_str())
-        .bind(target)
-        .bind(webhook_id)
-        .execute(&self.store.pool)
-        .await
-        .map_err(db)?;
-        let (id, status): (Uuid, String) =
-            sqlx::query_as("SELECT id, status FROM deliveries WHERE event_id = $1 AND kind = $2")
-                .bind(env.id)
-                .bind(kind.as_str())
-                .fetch_one(&self.store.pool)
-                .await
-                .map_err(db)?;
-        Ok((status != "delivered").then_some(id))
-    }
+/// A delivery this event calls for, before it is recorded.
+struct Planned {
+    kind: Kind,
+    target: String,
+    webhook_id: Option<String>,
+    send: Send,
+}
 
-    async fn close(&self, id: Uuid, kind: Kind, shop: Uuid, attempt: &Attempt, last: bool) -> Result<(), Failure> {
-        let status = if attempt.ok {
+/// What one delivery sends.
+enum Send {
+    Webhook { url: String, payload: serde_json::Value },
+    Mail { to: String, mail: mail::Mail },
+    Wake { url: String, body: serde_json::Value },
+}
+
+/// A delivery that was attempted, ready to be recorded.
+struct Done<'a> {
+    planned: &'a Planned,
+    attempt: Attempt,
+    /// No further attempt follows: a failure is final.
+    last: bool,
+}
+
+impl Done<'_> {
+    fn status(&self) -> &'static str {
+        if self.attempt.ok {
             "delivered"
-        } else if last {
+        } else if self.last {
             "failed"
         } else {
             "pending"
-        };
+        }
+    }
+}
+
+impl NotifyHandler {
+    /// The kinds of delivery already made for this event (a redelivered or
+    /// replayed message sends only what is missing). A read: no commit.
+    async fn delivered(&self, env: &Envelope) -> Result<Vec<String>, Failure> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT kind FROM deliveries WHERE event_id = $1 AND status = 'delivered'")
+                .bind(env.id)
+                .fetch_all(&self.store.pool)
+                .await
+                .map_err(db)?;
+        Ok(rows.into_iter().map(|(k,)| k).collect())
+    }
+
+    /// Sends one planned delivery.
+    async fn attempt(&self, shop: &payhub_store::shops::Shop, planned: &Planned) -> Attempt {
+        match &planned.send {
+            Send::Webhook { url, payload } => {
+                let webhook_id = planned.webhook_id.as_deref().unwrap_or_default();
+                self.webhooks
+                    .send(url, &shop.signing_secrets(), webhook_id, payload)
+                    .await
+            }
+            Send::Mail { to, mail } => self.mailer.send(to, mail).await,
+            Send::Wake { url, body } => self.webhooks.post_json(url, body).await,
+        }
+    }
+
+    /// Records the attempts, all in one statement: a new row per delivery
+    /// on its first attempt, the count and outcome raised on the next ones.
+    /// A delivered row is never taken back.
+    async fn record(&self, env: &Envelope, shop: Uuid, done: &[Done<'_>]) -> Result<(), Failure> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = done.iter().map(|_| Uuid::now_v7()).collect();
+        let kinds: Vec<&str> = done.iter().map(|d| d.planned.kind.as_str()).collect();
+        let targets: Vec<&str> = done.iter().map(|d| d.planned.target.as_str()).collect();
+        let webhook_ids: Vec<Option<&str>> = done.iter().map(|d| d.planned.webhook_id.as_deref()).collect();
+        let statuses: Vec<&str> = done.iter().map(Done::status).collect();
+        let codes: Vec<Option<i32>> = done.iter().map(|d| d.attempt.status_code).collect();
+        let errors: Vec<Option<&str>> = done.iter().map(|d| d.attempt.error.as_deref()).collect();
         sqlx::query(
-            "UPDATE deliveries SET attempts = attempts + 1, status = $2, last_status_code = $3, last_error = $4,
-                    updated_at = now(), delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END
-             WHERE id = $1",
+            "INSERT INTO deliveries AS d (id, event_id, order_id, shop_id, kind, target, webhook_id, status, attempts,
+                                          last_status_code, last_error, delivered_at)
+             SELECT u.id, $1, $2, $3, u.kind, u.target, u.webhook_id, u.status, 1, u.code, u.error,
+                    CASE WHEN u.status = 'delivered' THEN now() END
+             FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int4[], $10::text[])
+                  AS u(id, kind, target, webhook_id, status, code, error)
+             ON CONFLICT (event_id, kind) DO UPDATE
+                SET attempts = d.attempts + 1, status = EXCLUDED.status, target = EXCLUDED.target,
+                    last_status_code = EXCLUDED.last_status_code, last_error = EXCLUDED.last_error,
+                    updated_at = now(), delivered_at = EXCLUDED.delivered_at
+                WHERE d.status <> 'delivered'",
         )
-        .bind(id)
-        .bind(status)
-        .bind(attempt.status_code)
-        .bind(attempt.error.as_deref())
+        .bind(env.id)
+        .bind(env.order_id)
+        .bind(env.shop_id)
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&targets)
+        .bind(&webhook_ids)
+        .bind(&statuses)
+        .bind(&codes)
+        .bind(&errors)
         .execute(&self.store.pool)
         .await
         .map_err(db)?;
-        let outcome = if attempt.ok {
-            "delivered"
-        } else if last {
-            "failed"
-        } else {
-            "retry"
-        };
-        DELIVERIES
-            .with_label_values(&[&shop.to_string(), kind.as_str(), outcome])
-            .inc();
+        for d in done {
+            let outcome = match d.status() {
+                "pending" => "retry",
+                other => other,
+            };
+            DELIVERIES
+                .with_label_values(&[&shop.to_string(), d.planned.kind.as_str(), outcome])
+                .inc();
+        }
         Ok(())
+    }
+
+    /// Sends (all at once) what `planned` holds that was not delivered
+    /// before, then records every outcome. A shop webhook refused as unsafe
+    /// is final at once.
+    async fn deliver(
+        &self,
+        env: &Envelope,
+        shop: &payhub_store::shops::Shop,
+        planned: &[Planned],
+        last: bool,
+    ) -> Result<Vec<(Kind, Attempt)>, Failure> {
+        let delivered = self.delivered(env).await?;
+        let sends = planned
+            .iter()
+            .filter(|p| !delivered.iter().any(|k| k == p.kind.as_str()))
+            .map(|p| async move { (p, self.attempt(shop, p).await) });
+        let done: Vec<Done> = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|(planned, attempt)| Done {
+                planned,
+                last: last || (planned.kind == Kind::ShopWebhook && webhook::refused(&attempt)),
+                attempt,
+            })
+            .collect();
+        self.record(env, shop.id, &done).await?;
+        Ok(done.into_iter().map(|d| (d.planned.kind, d.attempt)).collect())
     }
 }
 
@@ -210,27 +302,26 @@ impl NotifyHandler {
             .await
             .map_err(db)?
             .ok_or_else(|| Failure::Permanent(format!("unknown shop {shop_id}")))?;
-        let Some(url) = shop.webhook_url.as_deref() else {
+        let Some(url) = shop.webhook_url.clone() else {
             tracing::warn!(shop_id = %shop.id, "an order message was refused and the shop has no webhook URL to tell");
             return Ok(());
         };
+        let planned = [Planned {
+            kind: Kind::ShopWebhook,
+            target: url.clone(),
+            webhook_id: Some(webhook::webhook_id(env.id)),
+            send: Send::Webhook {
+                url,
+                payload: webhook::rejected_payload(env, rejected),
+            },
+        }];
         let last = msg.attempt >= self.max_attempts;
-        let webhook_id = webhook::webhook_id(env.id);
-        if let Some(id) = self.open(env, Kind::ShopWebhook, url, Some(&webhook_id)).await? {
-            let attempt = self
-                .webhooks
-                .send(
-                    url,
-                    &shop.signing_secrets(),
-                    &webhook_id,
-                    &webhook::rejected_payload(env, rejected),
-                )
-                .await;
-            let ok = attempt.ok;
-            let error = attempt.error.clone().unwrap_or_default();
-            self.close(id, Kind::ShopWebhook, shop.id, &attempt, last).await?;
-            if !ok {
-                return Err(Failure::Transient(format!("shop webhook: {error}")));
+        for (_, attempt) in self.deliver(env, &shop, &planned, last).await? {
+            if !attempt.ok {
+                return Err(Failure::Transient(format!(
+                    "shop webhook: {}",
+                    attempt.error.unwrap_or_default()
+                )));
             }
         }
         Ok(())
@@ -255,90 +346,102 @@ impl Handler for NotifyHandler {
             .map_err(db)?
             .ok_or_else(|| Failure::Permanent(format!("unknown shop {shop_id}")))?;
         let last = msg.attempt >= self.max_attempts;
-        let mut failures = Vec::new();
-        let mut webhook_given_up = None;
-        let mut webhook_refused = None;
 
-        if let Some(url) = shop.webhook_url.as_deref() {
-            let webhook_id = webhook::webhook_id(env.id);
-            if let Some(id) = self.open(env, Kind::ShopWebhook, url, Some(&webhook_id)).await? {
-                let attempt = self
-                    .webhooks
-                    .send(url, &shop.signing_secrets(), &webhook_id, &shop_payload(env, change))
-                    .await;
-                // An unsafe URL does not become safe by retrying: failed now.
-                let refused = webhook::refused(&attempt);
-                if !attempt.ok {
-                    let error = attempt.error.clone().unwrap_or_default();
-                    if refused {
-                        webhook_refused = Some(format!("shop webhook: {error}"));
-                    } else {
-                        failures.push(format!("shop webhook: {error}"));
-                    }
-                    if last || refused {
-                        webhook_given_up = Some(error);
-                    }
-                }
-                self.close(id, Kind::ShopWebhook, shop.id, &attempt, last || refused)
-                    .await?;
-            }
+        // Everything this change calls for, sent at once.
+        let mut planned = Vec::new();
+        if let Some(url) = shop.webhook_url.clone() {
+            planned.push(Planned {
+                kind: Kind::ShopWebhook,
+                target: url.clone(),
+                webhook_id: Some(webhook::webhook_id(env.id)),
+                send: Send::Webhook {
+                    url,
+                    payload: shop_payload(env, change),
+                },
+            });
         }
-
         if let Some(mail) = mail::buyer_mail(env, change) {
-            let target = payhub_core::identity::Email::parse(&change.customer_email)
-                .map(|e| e.masked())
-                .unwrap_or_else(|_| "invalid".into());
-            if let Some(id) = self.open(env, Kind::BuyerEmail, &target, None).await? {
-                let attempt = self.mailer.send(&change.customer_email, &mail).await;
-                if !attempt.ok {
-                    failures.push(format!("buyer e-mail: {}", attempt.error.clone().unwrap_or_default()));
-                }
-                self.close(id, Kind::BuyerEmail, shop.id, &attempt, last).await?;
-            }
+            planned.push(Planned {
+                kind: Kind::BuyerEmail,
+                target: payhub_core::identity::Email::parse(&change.customer_email)
+                    .map(|e| e.masked())
+                    .unwrap_or_else(|_| "invalid".into()),
+                webhook_id: None,
+                send: Send::Mail {
+                    to: change.customer_email.clone(),
+                    mail,
+                },
+            });
         }
-
-        let mut alerts = Vec::new();
-        if matches!(change.to, OrderStatus::Failed | OrderStatus::UnderReview) {
-            alerts.push((Kind::AdminAlert, mail::admin_alert(env, change, &shop.name)));
+        if let Some(admin) = shop.admin_email.clone()
+            && matches!(change.to, OrderStatus::Failed | OrderStatus::UnderReview)
+        {
+            planned.push(Planned {
+                kind: Kind::AdminAlert,
+                target: admin.clone(),
+                webhook_id: None,
+                send: Send::Mail {
+                    to: admin,
+                    mail: mail::admin_alert(env, change, &shop.name),
+                },
+            });
         }
-        if let Some(error) = &webhook_given_up {
-            let url = shop.webhook_url.as_deref().unwrap_or_default();
-            alerts.push((
-                Kind::DeliveryFailureAlert,
-                mail::webhook_failure_alert(env, change, &shop.name, url, msg.attempt, error),
-            ));
-        }
-        if let Some(admin) = shop.admin_email.as_deref() {
-            for (kind, mail) in alerts {
-                if let Some(id) = self.open(env, kind, admin, None).await? {
-                    let attempt = self.mailer.send(admin, &mail).await;
-                    if !attempt.ok {
-                        failures.push(format!(
-                            "{}: {}",
-                            kind.as_str(),
-                            attempt.error.clone().unwrap_or_default()
-                        ));
-                    }
-                    self.close(id, kind, shop.id, &attempt, last).await?;
-                }
-            }
-        }
-
         // Wake Commerce stores learn the outcome through their postback.
         if change.channel == payhub_core::events::OrderChannel::Wake
             && let Some((status, body)) = wake::postback(change)
             && let Some(chave) = env.correlation_id.as_deref()
         {
             let url = format!("{}/api/Custom/{}", self.wake_postback_url, wake::path_segment(chave));
-            if let Some(id) = self.open(env, Kind::WakePostback, &url, None).await? {
-                let attempt = self.webhooks.post_json(&url, &body).await;
-                if !attempt.ok {
-                    failures.push(format!(
-                        "wake postback (status {status}): {}",
-                        attempt.error.clone().unwrap_or_default()
-                    ));
+            tracing::debug!(status, "wake postback planned");
+            planned.push(Planned {
+                kind: Kind::WakePostback,
+                target: url.clone(),
+                webhook_id: None,
+                send: Send::Wake { url, body },
+            });
+        }
+
+        let mut failures = Vec::new();
+        let mut webhook_given_up = None;
+        let mut webhook_refused = None;
+        for (kind, attempt) in self.deliver(env, &shop, &planned, last).await? {
+            if attempt.ok {
+                continue;
+            }
+            let error = attempt.error.clone().unwrap_or_default();
+            if kind == Kind::ShopWebhook {
+                let refused = webhook::refused(&attempt);
+                if refused {
+                    webhook_refused = Some(format!("shop webhook: {error}"));
+                } else {
+                    failures.push(format!("shop webhook: {error}"));
                 }
-                self.close(id, Kind::WakePostback, shop.id, &attempt, last).await?;
+                if last || refused {
+                    webhook_given_up = Some(error);
+                }
+            } else {
+                failures.push(format!("{}: {error}", kind.as_str()));
+            }
+        }
+
+        // The shop's admin hears of a webhook given up on.
+        if let Some(error) = &webhook_given_up
+            && let Some(admin) = shop.admin_email.clone()
+        {
+            let url = shop.webhook_url.as_deref().unwrap_or_default();
+            let alert = [Planned {
+                kind: Kind::DeliveryFailureAlert,
+                target: admin.clone(),
+                webhook_id: None,
+                send: Send::Mail {
+                    to: admin,
+                    mail: mail::webhook_failure_alert(env, change, &shop.name, url, msg.attempt, error),
+                },
+            }];
+            for (kind, attempt) in self.deliver(env, &shop, &alert, last).await? {
+                if !attempt.ok {
+                    failures.push(format!("{}: {}", kind.as_str(), attempt.error.unwrap_or_default()));
+                }
             }
         }
 
@@ -358,11 +461,12 @@ pub struct Application(payhub_service::App);
 
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
-        let infra = Infra::start(SERVICE, &config.common, shutdown)?;
+        let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
+        infra.cache_shops();
         let handler = NotifyHandler {
             store: infra.store.clone(),
             webhooks: WebhookSender::new(config.webhook_timeout, config.webhook_urls)?,
-            mailer: Mailer::new(&config.smtp_url, &config.mail_from)?,
+            mailer: Mailer::new(&config.smtp_url, &config.mail_from, config.smtp_pool_size)?,
             max_attempts: config.common.topology.retry.max_attempts,
             wake_postback_url: config.wake_postback_url.trim_end_matches('/').to_string(),
         };

@@ -20,10 +20,15 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    pub fn new(smtp_url: &str, from: &str) -> anyhow::Result<Mailer> {
+    /// `pool_size`: SMTP connections kept open and used at once. Each mail
+    /// holds one for a few round trips (and, with lettre on Linux, about
+    /// 40 ms of delayed ACK between the message and its final dot), so the
+    /// pool, not the CPU, bounds how many mails a notifier sends a second.
+    pub fn new(smtp_url: &str, from: &str, pool_size: u32) -> anyhow::Result<Mailer> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
             .map_err(|e| anyhow::anyhow!("PAYHUB_SMTP_URL is not usable: {e}"))?
             .timeout(Some(Duration::from_secs(10)))
+            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(pool_size))
             .build();
         Ok(Mailer {
             transport,

@@ -15,6 +15,7 @@ use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::{Store, outbox};
 use payhub_telemetry::{ConfigError, Env};
 use prometheus::{IntCounterVec, register_int_counter_vec};
+use sqlx::Connection;
 use std::net::SocketAddr;
 use std::sync::LazyLock;
 use time::OffsetDateTime;
@@ -59,7 +60,7 @@ impl Config {
 
 pub struct UpdateHandler {
     pub store: Store,
-    pub broker: payhub_queue::Broker,
+    pub outbox: outbox::Outbox,
 }
 
 #[derive(sqlx::FromRow)]
@@ -91,13 +92,15 @@ fn target_order(env: &Envelope) -> Result<Uuid, Failure> {
     Err(Failure::Permanent(format!("{} names no order", env.kind())))
 }
 
-impl Handler for UpdateHandler {
-    type Message = payhub_core::Envelope;
+/// Most events applied in one transaction.
+pub const MAX_BATCH: usize = 128;
 
-    async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
-        let env = &msg.envelope;
+impl UpdateHandler {
+    /// Applies one event inside `tx` (the caller commits): locks the order,
+    /// records the event, moves the status. Returns the `order.status_changed`
+    /// to publish after commit, if the status moved.
+    async fn apply(&self, tx: &mut sqlx::PgConnection, env: &Envelope) -> Result<Option<Envelope>, Failure> {
         let order_id = target_order(env)?;
-        let mut tx = self.store.begin().await.map_err(db)?;
         let row: Option<OrderRow> = sqlx::query_as(
             "SELECT id, shop_id, correlation_id, provider, status, currency::text AS currency, total_minor, customer_name,
                     customer_email, summary, channel, created_at
@@ -110,12 +113,12 @@ impl Handler for UpdateHandler {
         let Some(order) = row else {
             return Err(Failure::Permanent(format!("no order {order_id} for {}", env.kind())));
         };
-        if !payhub_store::mark_processed(&mut tx, SERVICE, env.id)
+        if !payhub_store::mark_processed(&mut *tx, SERVICE, env.id)
             .await
             .map_err(db)?
         {
-            tracing::info!("event already applied; acking the duplicate");
-            return Ok(());
+            tracing::info!(event_id = %env.id, "event already applied; acking the duplicate");
+            return Ok(None);
         }
         let facts = OrderFacts::from_row(&order.status, &order.currency, order.total_minor, &order.provider)
             .map_err(Failure::Permanent)?;
@@ -128,34 +131,26 @@ impl Handler for UpdateHandler {
         } = decision
         else {
             if let Decision::Ignore(why) = decision {
-                tracing::info!(status = %order.status, why, "event changes nothing");
+                tracing::info!(event_id = %env.id, status = %order.status, why, "event changes nothing");
             }
             NO_CHANGE.with_label_values(&[env.kind()]).inc();
-            tx.commit().await.map_err(db)?;
-            return Ok(());
+            return Ok(None);
         };
         let end_to_end = paid.as_ref().and_then(|p| p.end_to_end_id.clone());
         sqlx::query(
-            "UPDATE orders SET status = $2, status_reason = $3, updated_at = now(),
-                    paid_at = COALESCE($4, paid_at), end_to_end_id = COALESCE($5, end_to_end_id)
-             WHERE id = $1",
+            "WITH moved AS (
+                UPDATE orders SET status = $2, status_reason = $3, updated_at = now(),
+                       paid_at = COALESCE($4, paid_at), end_to_end_id = COALESCE($5, end_to_end_id)
+                WHERE id = $1 RETURNING id)
+             INSERT INTO order_history (order_id, from_status, to_status, reason, event_id, actor, details)
+             SELECT id, $6, $2, $3, $7, $8, $9 FROM moved",
         )
         .bind(order.id)
         .bind(to.as_str())
         .bind(reason.as_deref())
         .bind(paid.as_ref().map(|p| p.paid_at.unwrap_or_else(OffsetDateTime::now_utc)))
         .bind(end_to_end.as_deref())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        sqlx::query(
-            "INSERT INTO order_history (order_id, from_status, to_status, reason, event_id, actor, details)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(order.id)
         .bind(facts.status.as_str())
-        .bind(to.as_str())
-        .bind(reason.as_deref())
         .bind(env.id)
         .bind(SERVICE)
         .bind(&details)
@@ -174,9 +169,9 @@ impl Handler for UpdateHandler {
                 to,
                 amount: facts.total,
                 reason: reason.clone(),
-                customer_name: order.customer_name.clone(),
-                customer_email: order.customer_email.clone(),
-                summary: order.summary.clone(),
+                customer_name: order.customer_name,
+                customer_email: order.customer_email,
+                summary: order.summary,
                 charge,
                 end_to_end_id: end_to_end,
                 order_created_at: order.created_at,
@@ -186,19 +181,100 @@ impl Handler for UpdateHandler {
             &order.correlation_id,
         );
         out.trace = payhub_telemetry::trace::current_context();
-        outbox::add(&mut tx, &out).await.map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        TRANSITIONS
-            .with_label_values(&[facts.provider.as_str(), to.as_str()])
-            .inc();
+        outbox::add(&mut *tx, &out).await.map_err(db)?;
         tracing::info!(
+            event_id = %env.id,
+            order_id = %order.id,
             from = facts.status.as_str(),
             to = to.as_str(),
             reason = reason.as_deref().unwrap_or(""),
             "order moved"
         );
-        let _ = outbox::publish_now(&self.store, &self.broker, &[out]).await;
+        Ok(Some(out))
+    }
+
+    /// After commit: count the moves and publish what they produced.
+    async fn published(&self, events: Vec<Envelope>) {
+        for e in &events {
+            if let EventPayload::OrderStatusChanged(c) = &e.payload {
+                TRANSITIONS
+                    .with_label_values(&[c.provider.as_str(), c.to.as_str()])
+                    .inc();
+            }
+        }
+        let _ = self.outbox.publish_now(&events).await;
+    }
+}
+
+impl Handler for UpdateHandler {
+    type Message = payhub_core::Envelope;
+
+    async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
+        let mut tx = self.store.begin().await.map_err(db)?;
+        let out = self.apply(&mut tx, &msg.envelope).await?;
+        tx.commit().await.map_err(db)?;
+        self.published(out.into_iter().collect()).await;
         Ok(())
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    /// Several events in one transaction, each under its own savepoint so a
+    /// failing one is rolled back alone. Orders are locked in id order, so
+    /// two batches never wait on each other in a cycle; events of the same
+    /// order keep their delivery order.
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), Failure>> {
+        let mut results: Vec<Result<(), Failure>> = vec![Ok(()); msgs.len()];
+        let mut order: Vec<(Uuid, usize)> = Vec::with_capacity(msgs.len());
+        for (i, m) in msgs.iter().enumerate() {
+            match target_order(&m.envelope) {
+                Ok(id) => order.push((id, i)),
+                Err(f) => results[i] = Err(f),
+            }
+        }
+        order.sort_by_key(|&(id, i)| (id, i));
+        let mut tx = match self.store.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return vec![Err(db(e)); msgs.len()],
+        };
+        let mut events = Vec::new();
+        let mut applied = Vec::new();
+        for &(_, i) in &order {
+            let mut sp = match tx.begin().await {
+                Ok(sp) => sp,
+                Err(e) => return vec![Err(db(e)); msgs.len()],
+            };
+            match self.apply(&mut sp, &msgs[i].envelope).await {
+                Ok(out) => {
+                    if let Err(e) = sp.commit().await {
+                        return vec![Err(db(e)); msgs.len()];
+                    }
+                    events.extend(out);
+                    applied.push(i);
+                }
+                Err(Failure::Unavailable(e)) => {
+                    // The connection is gone: nothing of this batch holds.
+                    return vec![Err(Failure::Unavailable(e)); msgs.len()];
+                }
+                Err(f) => {
+                    if let Err(e) = sp.rollback().await {
+                        return vec![Err(db(e)); msgs.len()];
+                    }
+                    results[i] = Err(f);
+                }
+            }
+        }
+        if let Err(e) = tx.commit().await {
+            let f = db(e);
+            for i in applied {
+                results[i] = Err(f.clone());
+            }
+            return results;
+        }
+        self.published(events).await;
+        results
     }
 }
 
@@ -208,10 +284,10 @@ pub struct Application(payhub_service::App);
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
         let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
-        infra.spawn_outbox_relay();
+        let outbox = infra.spawn_outbox();
         let handler = UpdateHandler {
             store: infra.store.clone(),
-            broker: infra.broker.clone(),
+            outbox,
         };
         let mut app = payhub_service::App::start(infra, config.common.http_addr, axum::Router::new()).await?;
         app.consume(QueueSpec::ORDER_UPDATER, config.common.prefetch, handler);

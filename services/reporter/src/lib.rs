@@ -43,43 +43,128 @@ pub struct ReportHandler {
     pub store: Store,
 }
 
+/// One report row's key: the day, shop, provider, status and currency.
+type RowKey = (Date, Uuid, &'static str, &'static str, &'static str);
+
+/// What one event adds to the report, if anything.
+fn contribution(env: &payhub_core::Envelope) -> Result<Option<(RowKey, i64)>, Failure> {
+    let (status, amount, provider) = match &env.payload {
+        EventPayload::OrderAccepted(a) => (OrderStatus::Accepted, a.amount, a.provider),
+        EventPayload::OrderStatusChanged(c) => (c.to, c.amount, c.provider),
+        // Charges and payment notices are reflected through the status
+        // changes they cause; nothing to count on their own.
+        _ => return Ok(None),
+    };
+    let shop_id = env
+        .shop_id
+        .ok_or_else(|| Failure::Permanent(format!("{} without a shop", env.kind())))?;
+    let key = (
+        env.occurred_at.date(),
+        shop_id,
+        provider.as_str(),
+        status.as_str(),
+        amount.currency().code(),
+    );
+    Ok(Some((key, amount.minor())))
+}
+
+/// Most events counted in one transaction.
+pub const MAX_BATCH: usize = 256;
+
+/// How long a batch waits for more events after its first.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl Handler for ReportHandler {
     type Message = payhub_core::Envelope;
 
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
-        let env = &msg.envelope;
-        let (status, amount, provider) = match &env.payload {
-            EventPayload::OrderAccepted(a) => (OrderStatus::Accepted, a.amount, a.provider),
-            EventPayload::OrderStatusChanged(c) => (c.to, c.amount, c.provider),
-            // Charges and payment notices are reflected through the status
-            // changes they cause; nothing to count on their own.
-            _ => return Ok(()),
-        };
-        let shop_id = env
-            .shop_id
-            .ok_or_else(|| Failure::Permanent(format!("{} without a shop", env.kind())))?;
-        let mut tx = self.store.begin().await.map_err(db)?;
-        if !payhub_store::mark_processed(&mut tx, SERVICE, env.id)
+        self.handle_batch(std::slice::from_ref(msg))
             .await
-            .map_err(db)?
-        {
-            return Ok(());
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    /// The report is read by people, not by the order's next step: a
+    /// moment's wait lets one commit count many events.
+    fn batch_linger(&self) -> std::time::Duration {
+        LINGER
+    }
+
+    /// Counts a batch in one transaction: the events not seen before are
+    /// recorded in one statement, their contributions summed per report
+    /// row, and each row updated once, rows in key order so concurrent
+    /// batches never wait on each other in a cycle.
+    async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), Failure>> {
+        let mut results: Vec<Result<(), Failure>> = vec![Ok(()); msgs.len()];
+        let mut counted = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            match contribution(&m.envelope) {
+                Ok(Some(c)) => counted.push((i, m.envelope.id, c)),
+                Ok(None) => {}
+                Err(f) => results[i] = Err(f),
+            }
         }
-        sqlx::query(
-            "INSERT INTO report_daily (day, shop_id, provider, status, currency, orders, amount_minor)
-             VALUES ($1, $2, $3, $4, $5, 1, $6)
-             ON CONFLICT (day, shop_id, provider, status, currency)
-             DO UPDATE SET orders = report_daily.orders + 1, amount_minor = report_daily.amount_minor + EXCLUDED.amount_minor",
+        if counted.is_empty() {
+            return results;
+        }
+        if let Err(f) = self.count(&counted).await {
+            for (i, _, _) in &counted {
+                results[*i] = Err(f.clone());
+            }
+        }
+        results
+    }
+}
+
+impl ReportHandler {
+    async fn count(&self, counted: &[(usize, Uuid, (RowKey, i64))]) -> Result<(), Failure> {
+        let mut ids: Vec<Uuid> = counted.iter().map(|(_, id, _)| *id).collect();
+        ids.sort();
+        ids.dedup();
+        let mut tx = self.store.begin().await.map_err(db)?;
+        let fresh: Vec<(Uuid,)> = sqlx::query_as(
+            "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[])
+             ON CONFLICT DO NOTHING RETURNING event_id",
         )
-        .bind(env.occurred_at.date())
-        .bind(shop_id)
-        .bind(provider.as_str())
-        .bind(status.as_str())
-        .bind(amount.currency().code())
-        .bind(amount.minor())
-        .execute(&mut *tx)
+        .bind(SERVICE)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
+        let fresh: std::collections::HashSet<Uuid> = fresh.into_iter().map(|(id,)| id).collect();
+        let mut rows: std::collections::BTreeMap<RowKey, (i64, i64)> = std::collections::BTreeMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for (_, id, (key, amount)) in counted {
+            // Each event once, even when the batch holds it twice.
+            if fresh.contains(id) && seen.insert(*id) {
+                let row = rows.entry(*key).or_default();
+                row.0 += 1;
+                row.1 += amount;
+            }
+        }
+        for ((day, shop_id, provider, status, currency), (orders, amount)) in rows {
+            sqlx::query(
+                "INSERT INTO report_daily (day, shop_id, provider, status, currency, orders, amount_minor)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (day, shop_id, provider, status, currency)
+                 DO UPDATE SET orders = report_daily.orders + EXCLUDED.orders,
+                               amount_minor = report_daily.amount_minor + EXCLUDED.amount_minor",
+            )
+            .bind(day)
+            .bind(shop_id)
+            .bind(provider)
+            .bind(status)
+            .bind(currency)
+            .bind(orders)
+            .bind(amount)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(())
     }

@@ -17,10 +17,11 @@ use payhub_connectors::rsa::TrustedKeys;
 use payhub_connectors::{WebhookEvent, WebhookVerifier};
 use payhub_core::events::{EventPayload, PaymentReported};
 use payhub_core::{Envelope, Provider};
-use payhub_queue::Broker;
+
 use payhub_service::problem::ApiError;
 use payhub_service::{CommonConfig, Infra};
-use payhub_store::{Store, outbox};
+use payhub_store::Store;
+use payhub_store::outbox::{self, Outbox};
 use payhub_telemetry::{ConfigError, Env};
 use prometheus::{IntCounterVec, register_int_counter_vec};
 use serde_json::json;
@@ -62,7 +63,7 @@ impl Config {
 #[derive(Clone)]
 struct AppState {
     store: Store,
-    broker: Broker,
+    outbox: Outbox,
     openpix: Arc<OpenPixWebhooks>,
 }
 
@@ -181,7 +182,8 @@ async fn openpix_webhook(State(st): State<AppState>, headers: HeaderMap, body: B
             tx.commit().await?;
             // 200 only once the broker holds the event; otherwise the
             // provider retries (and the relay publishes it meanwhile).
-            outbox::publish_now(&st.store, &st.broker, std::slice::from_ref(&env))
+            st.outbox
+                .publish_now(std::slice::from_ref(&env))
                 .await
                 .map_err(|e| ApiError::Unavailable(format!("could not hand the event to the broker: {e}")))?;
             tracing::info!(reference = %provider_reference, event_type, "payment reported");
@@ -196,10 +198,10 @@ pub struct Application(payhub_service::App);
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
         let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
-        infra.spawn_outbox_relay();
+        let outbox = infra.spawn_outbox();
         let state = AppState {
             store: infra.store.clone(),
-            broker: infra.broker.clone(),
+            outbox,
             openpix: Arc::new(OpenPixWebhooks::new(config.openpix_keys.clone())),
         };
         let routes = Router::new()

@@ -143,8 +143,24 @@ impl Infra {
         })
     }
 
-    /// Runs the outbox relay in the background (services that publish).
-    pub fn spawn_outbox_relay(&mut self) {
+    /// Reads shops through the store's cache, kept current by PostgreSQL's
+    /// notifications (see `payhub_store::shop_cache`). For services that
+    /// only route by shop (notifier): a change reaches them a few
+    /// milliseconds after its commit. Services that authenticate shops or
+    /// apply their rules read the database every time.
+    pub fn cache_shops(&mut self) {
+        let store = self.store.clone();
+        self.tasks.spawn(
+            store
+                .shop_cache()
+                .clone()
+                .listen(store.clone(), self.infra_shutdown.clone()),
+        );
+    }
+
+    /// Runs the outbox relay and the published-marker in the background
+    /// (services that publish), and returns the handle that publishes.
+    pub fn spawn_outbox(&mut self) -> payhub_store::outbox::Outbox {
         let relay = payhub_store::outbox::Relay {
             store: self.store.clone(),
             broker: self.broker.clone(),
@@ -152,7 +168,10 @@ impl Infra {
             interval: Duration::from_secs(1),
         };
         let stop = self.infra_shutdown.clone();
-        self.tasks.spawn(relay.run(stop));
+        self.tasks.spawn(relay.run(stop.clone()));
+        let (outbox, marker) = payhub_store::outbox::Outbox::new(self.store.clone(), self.broker.clone(), stop);
+        self.tasks.spawn(marker);
+        outbox
     }
 
     /// Binds the HTTP listener: service routes plus `/metrics`, `/healthz`,
@@ -244,11 +263,13 @@ impl App {
     }
 
     /// Runs the worker loop for `spec` with `handler` until shutdown.
+    /// A handler that batches takes at least a full batch per prefetch.
     pub fn consume<H: payhub_queue::Handler>(&mut self, spec: payhub_queue::QueueSpec, prefetch: u16, handler: H) {
+        let batch = u16::try_from(handler.max_batch()).unwrap_or(u16::MAX);
         let opts = payhub_queue::ConsumerOptions {
             spec,
             service: self.infra.service,
-            prefetch,
+            prefetch: prefetch.max(batch),
         };
         let (broker, shutdown) = (self.infra.broker.clone(), self.infra.shutdown.clone());
         self.work.spawn(async move {

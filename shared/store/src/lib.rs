@@ -5,6 +5,7 @@
 
 pub mod outbox;
 pub mod secrets;
+pub mod shop_cache;
 pub mod shops;
 
 pub use secrets::Secrets;
@@ -65,6 +66,7 @@ impl StoreError {
 pub struct Store {
     pub pool: PgPool,
     secrets: Secrets,
+    shops: shop_cache::ShopCache,
 }
 
 impl Store {
@@ -91,12 +93,21 @@ impl Store {
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(opts);
-        Ok(Store { pool, secrets })
+        Ok(Store {
+            pool,
+            secrets,
+            shops: shop_cache::ShopCache::default(),
+        })
     }
 
     /// The same pool with another secrets key (tests, tools).
     pub fn with_secrets(self, secrets: Secrets) -> Store {
         Store { secrets, ..self }
+    }
+
+    /// The shops read through this store's cache; see [`shop_cache`].
+    pub fn shop_cache(&self) -> &shop_cache::ShopCache {
+        &self.shops
     }
 
     /// The key that seals and opens secrets at rest.
@@ -125,15 +136,11 @@ impl Store {
 /// Records that `consumer` processed `event_id`, inside the transaction of
 /// the effect. Returns false when it had been processed already: the caller
 /// then rolls back and acks.
-pub async fn mark_processed(
-    tx: &mut Transaction<'_, Postgres>,
-    consumer: &str,
-    event_id: Uuid,
-) -> Result<bool, StoreError> {
+pub async fn mark_processed(tx: &mut sqlx::PgConnection, consumer: &str, event_id: Uuid) -> Result<bool, StoreError> {
     let r = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(consumer)
         .bind(event_id)
-        .execute(&mut **tx)
+        .execute(tx)
         .await?;
     Ok(r.rows_affected() == 1)
 }

@@ -9,6 +9,7 @@
 //! - Rotating the webhook secret keeps the previous one for an overlap, during
 //!   which deliveries carry both signatures.
 
+use crate::shop_cache::Alias;
 use crate::{Store, StoreError};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -300,11 +301,56 @@ pub async fn create_with(store: &Store, new: &CreateShop) -> Result<NewShopCrede
 
 /// The active shop holding this API key, if any.
 pub async fn by_api_key(store: &Store, api_key: &str) -> Result<Option<Shop>, StoreError> {
-    let row: Option<Row> = sqlx::query_as(select_shops!("WHERE api_key_hash = $1 AND active"))
-        .bind(hash_api_key(api_key))
-        .fetch_optional(&store.pool)
-        .await?;
-    row.map(|r| from_row(store, r)).transpose()
+    let hash = hash_api_key(api_key);
+    cached(store, Lookup::Alias(Alias::ApiKey(hash.clone())), || {
+        sqlx::query_as(select_shops!("WHERE api_key_hash = $1 AND active"))
+            .bind(hash)
+            .fetch_optional(&store.pool)
+    })
+    .await
+}
+
+/// The active shop that publishes order messages as RabbitMQ user `user`.
+pub async fn by_amqp_user(store: &Store, user: &str) -> Result<Option<Shop>, StoreError> {
+    cached(store, Lookup::Alias(Alias::AmqpUser(user.to_string())), || {
+        sqlx::query_as(select_shops!("WHERE amqp_user = $1 AND active"))
+            .bind(user)
+            .fetch_optional(&store.pool)
+    })
+    .await
+}
+
+/// What a shop is looked up by.
+enum Lookup {
+    Id(Uuid),
+    Alias(Alias),
+}
+
+/// A shop from the store's cache (when it is live, see [`crate::shop_cache`]),
+/// else from `read`, which then fills the cache.
+async fn cached<F, Fut>(store: &Store, key: Lookup, read: F) -> Result<Option<Shop>, StoreError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Row>, sqlx::Error>>,
+{
+    let cache = store.shop_cache();
+    let hit = match &key {
+        Lookup::Id(id) => cache.get(*id),
+        Lookup::Alias(alias) => cache.get_alias(alias),
+    };
+    if hit.is_some() {
+        return Ok(hit);
+    }
+    let generation = cache.generation();
+    let shop = read().await?.map(|r| from_row(store, r)).transpose()?;
+    if let Some(shop) = &shop {
+        let alias = match key {
+            Lookup::Id(_) => None,
+            Lookup::Alias(alias) => Some(alias),
+        };
+        cache.fill(generation, shop, alias);
+    }
+    Ok(shop)
 }
 
 /// The active shop whose Wake connector secret this is, if any. Found by the
@@ -331,11 +377,12 @@ pub async fn by_wake_secret(store: &Store, secret: &str) -> Result<Option<Shop>,
 
 /// The shop, active or not.
 pub async fn by_id(store: &Store, id: Uuid) -> Result<Option<Shop>, StoreError> {
-    let row: Option<Row> = sqlx::query_as(select_shops!("WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&store.pool)
-        .await?;
-    row.map(|r| from_row(store, r)).transpose()
+    cached(store, Lookup::Id(id), || {
+        sqlx::query_as(select_shops!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&store.pool)
+    })
+    .await
 }
 
 pub async fn list(store: &Store) -> Result<Vec<Shop>, StoreError> {

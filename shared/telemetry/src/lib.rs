@@ -67,7 +67,25 @@ where
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Worker threads: the CPUs the process may use (cgroup quotas count),
+    // unless PAYHUB_WORKER_THREADS says otherwise.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match std::env::var("PAYHUB_WORKER_THREADS")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        None => {}
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=256).contains(&n) => {
+                builder.worker_threads(n);
+            }
+            _ => {
+                eprintln!("payhub-{service}: PAYHUB_WORKER_THREADS must be a whole number from 1 to 256, not {v:?}");
+                return ExitCode::from(2);
+            }
+        },
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("payhub-{service}: cannot start the async runtime: {e}");
