@@ -79,9 +79,12 @@ CODE_DIRS = ("services", "shared", "tools")
 
 def code_texts():
     """Every Rust source of the services, shared crates and tools, without its
-    trailing `#[cfg(test)] mod tests` (test-only settings and metrics)."""
+    trailing `#[cfg(test)] mod tests` or its crate's `tests/` (test-only
+    settings and metrics)."""
     for d in CODE_DIRS:
         for f in sorted((ROOT / d).rglob("*.rs")):
+            if "tests" in f.relative_to(ROOT / d).parts:
+                continue  # a crate's integration tests: test-only settings
             text = f.read_text()
             cut = re.search(r"^#\[cfg\(test\)\]\s*\nmod tests", text, re.M)
             yield f, text[: cut.start()] if cut else text

@@ -34,6 +34,27 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The knee's offered rates, from one comma-separated argument; an empty
+/// one is no steps at all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Steps(pub Vec<f64>);
+
+impl std::ops::Deref for Steps {
+    type Target = Vec<f64>;
+    fn deref(&self) -> &Vec<f64> {
+        &self.0
+    }
+}
+
+fn parse_steps(s: &str) -> Result<Steps, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| r.parse::<f64>().map_err(|e| format!("{r:?}: {e}")))
+        .collect::<Result<Vec<f64>, String>>()
+        .map(Steps)
+}
+
 /// Open-model load through payhub's whole pipeline, with a verification pass
 /// and the machine's RabbitMQ and PostgreSQL ceilings measured in the same run.
 #[derive(Debug, Clone, Parser)]
@@ -52,10 +73,10 @@ pub struct Args {
     /// first step that cannot keep up. Empty (--steps '') skips it.
     #[arg(
         long,
-        value_delimiter = ',',
+        value_parser = parse_steps,
         default_value = "30,40,50,65,80,100,130,160,200,250,320,400"
     )]
-    pub steps: Vec<f64>,
+    pub steps: Steps,
     /// Seconds per knee step.
     #[arg(long, default_value_t = 10.0)]
     pub step_seconds: f64,

@@ -441,7 +441,7 @@ impl From<crate::Args> for ArgsOut {
             rate: a.rate,
             duration: a.duration,
             orders: a.orders,
-            steps: a.steps,
+            steps: a.steps.0,
             step_seconds: a.step_seconds,
             grace: a.grace,
             knee_threshold: a.knee_threshold,
