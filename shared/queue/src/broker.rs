@@ -12,6 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, watch};
+
+/// How long a publish waits for the broker's confirm.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long one connection attempt (handshake and exchange declaration) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -116,8 +122,22 @@ impl Broker {
         let mut backoff = delays();
         while !inner.shutdown.is_cancelled() {
             let props = ConnectionProperties::default().with_connection_name(inner.name.as_str().into());
-            match Connection::connect(&inner.url, props).await {
-                Ok(conn) => match self.declare_exchange(&conn).await {
+            // A broker still starting may take the TCP connection and never
+            // finish the handshake: the attempt is bounded like any other.
+            let attempt = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                let conn = Connection::connect(&inner.url, props).await?;
+                let declared = self.declare_exchange(&conn).await;
+                Ok::<_, lapin::Error>((conn, declared))
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {CONNECT_TIMEOUT:?}"),
+                )))
+            });
+            match attempt {
+                Ok((conn, declared)) => match declared {
                     Ok(()) => {
                         metrics::RECONNECTS.with_label_values(&["ok"]).inc();
                         tracing::info!(client = %inner.name, "connected to the broker");
@@ -147,7 +167,7 @@ impl Broker {
                     Err(e) => {
                         metrics::RECONNECTS.with_label_values(&["error"]).inc();
                         tracing::warn!(error = %e, "could not declare the exchange");
-                        let _ = conn.close(200, "retrying".into()).await;
+                        let _ = tokio::time::timeout(CONNECT_TIMEOUT, conn.close(200, "retrying".into())).await;
                     }
                 },
                 Err(e) => {
@@ -243,10 +263,10 @@ impl Broker {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), QueueError> {
-        let ch = self.publisher_channel().await?;
         let props = props.with_delivery_mode(2).with_content_type("application/json".into());
-        let confirm = ch
-            .basic_publish(
+        let publish = async {
+            let ch = self.publisher_channel().await?;
+            ch.basic_publish(
                 exchange.into(),
                 routing_key.into(),
                 BasicPublishOptions {
@@ -257,7 +277,17 @@ impl Broker {
                 props,
             )
             .await?
-            .await?;
+            .await
+            .map_err(QueueError::from)
+        };
+        // A broker that blocks publishers (a memory or disk alarm) or a
+        // connection that died unnoticed must not hold the caller forever
+        // (opening the publishing channel included: it holds the lock every
+        // publish of this process waits on): the outbox relay publishes
+        // whatever this gives up on.
+        let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, publish)
+            .await
+            .map_err(|_| QueueError::Unavailable(format!("no confirm within {CONFIRM_TIMEOUT:?}")))??;
         match confirm {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_returned)) => Err(QueueError::Unroutable(routing_key.to_string())),

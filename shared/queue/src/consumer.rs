@@ -304,27 +304,31 @@ async fn monitor_depths(broker: Broker, spec: QueueSpec, shutdown: CancellationT
         (topo.dead_letter_queue(&spec), "dead_letter"),
     ];
     loop {
-        if let Ok(conn) = broker.connection().await
-            && let Ok(ch) = conn.create_channel().await
-        {
-            for (q, kind) in &queues {
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                };
-                match ch
-                    .queue_declare(q.as_str().into(), passive, FieldTable::default())
-                    .await
-                {
-                    Ok(info) => metrics::QUEUE_DEPTH
-                        .with_label_values(&[spec.base, kind])
-                        .set(i64::from(info.message_count())),
-                    // A failed passive declare closes the channel; try again next round.
-                    Err(_) => break,
+        let sample = async {
+            if let Ok(conn) = broker.connection().await
+                && let Ok(ch) = conn.create_channel().await
+            {
+                for (q, kind) in &queues {
+                    let passive = QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    };
+                    match ch
+                        .queue_declare(q.as_str().into(), passive, FieldTable::default())
+                        .await
+                    {
+                        Ok(info) => metrics::QUEUE_DEPTH
+                            .with_label_values(&[spec.base, kind])
+                            .set(i64::from(info.message_count())),
+                        // A failed passive declare closes the channel; try again next round.
+                        Err(_) => break,
+                    }
                 }
+                let _ = ch.close(200, "sampled".into()).await;
             }
-            let _ = ch.close(200, "sampled".into()).await;
-        }
+        };
+        // A sample stuck on a dead connection is skipped, not waited for.
+        let _ = tokio::time::timeout(BROKER_STEP_TIMEOUT, sample).await;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -339,19 +343,25 @@ async fn session<H: Handler>(
     handler: Arc<H>,
     shutdown: &CancellationToken,
 ) -> Result<(), QueueError> {
-    let ch = conn.create_channel().await?;
-    ch.basic_qos(opts.prefetch, BasicQosOptions::default()).await?;
-    declare(&ch, broker, &opts.spec).await?;
     let queue = broker.topology().work_queue(&opts.spec);
     let tag = format!("{}-{}", opts.service, uuid::Uuid::new_v4().simple());
-    let mut consumer = ch
-        .basic_consume(
-            queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let setup = async {
+        let ch = conn.create_channel().await?;
+        ch.basic_qos(opts.prefetch, BasicQosOptions::default()).await?;
+        declare(&ch, broker, &opts.spec).await?;
+        let consumer = ch
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, lapin::Error>((ch, consumer))
+    };
+    let (ch, mut consumer) = tokio::time::timeout(BROKER_STEP_TIMEOUT, setup)
+        .await
+        .map_err(|_| QueueError::Unavailable(format!("the channel was not set up within {BROKER_STEP_TIMEOUT:?}")))??;
     tracing::info!(queue = %queue, "consuming");
     let max_batch = handler.max_batch().max(1);
     let linger = if max_batch > 1 {
@@ -361,12 +371,20 @@ async fn session<H: Handler>(
     };
     let permits = Arc::new(Semaphore::new(usize::from(opts.prefetch.max(1))));
     let mut tasks = JoinSet::new();
+    let mut health = tokio::time::interval(HEALTH_CHECK);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         // Reap finished tasks so the set does not grow.
         while tasks.try_join_next().is_some() {}
         let next = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
             d = consumer.next() => d,
+            _ = health.tick() => {
+                if conn.status().connected() && ch.status().connected() {
+                    continue;
+                }
+                break Err(QueueError::Unavailable("the connection or channel was lost".into()));
+            }
         };
         let delivery = match next {
             Some(Ok(d)) => d,
@@ -421,13 +439,25 @@ async fn session<H: Handler>(
         }
     };
     if result.is_ok() {
-        let _ = ch
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
+        let cancel = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+        let _ = tokio::time::timeout(BROKER_STEP_TIMEOUT, cancel).await;
     }
-    // Drain: everything already handed to a handler finishes and is acked.
-    while tasks.join_next().await.is_some() {}
-    let _ = ch.close(200, "consumer stopped".into()).await;
+    if result.is_ok() {
+        // Stopping: everything already handed to a handler finishes and is
+        // acked (the service's own shutdown deadline bounds this).
+        while tasks.join_next().await.is_some() {}
+        let _ = tokio::time::timeout(BROKER_STEP_TIMEOUT, ch.close(200, "consumer stopped".into())).await;
+    } else {
+        // The connection is gone: give in-flight handlers a while to commit
+        // their work, then drop them (the broker redelivers what was not
+        // acked) rather than keep the queue without a consumer.
+        let drained =
+            tokio::time::timeout(DRAIN_AFTER_LOSS, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(queue = %queue, abandoned = tasks.len(), "in-flight handlers did not finish after the connection was lost; the broker redelivers their messages");
+            tasks.abort_all();
+        }
+    }
     result
 }
 
@@ -554,14 +584,7 @@ async fn process<H: Handler>(
                     let item = &items[i];
                     if shutdown.is_cancelled() {
                         // Hand it back; another consumer (or we, restarted) takes it.
-                        let _ = item
-                            .delivery
-                            .acker
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            })
-                            .await;
+                        requeue(&item.delivery).await;
                         metrics::CONSUMED
                             .with_label_values(&[queue, item.kind, "requeue"])
                             .inc();
@@ -589,6 +612,40 @@ async fn process<H: Handler>(
     }
 }
 
+/// How long an ack, a nack or a channel set-up step may take. A connection
+/// that died without lapin noticing must not hold a worker (and with it the
+/// consumer's restart) forever: past this the step counts as failed, and an
+/// unacked delivery is redelivered by the broker once the connection is gone.
+const BROKER_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a consumer whose connection was lost waits for its in-flight
+/// handlers before it abandons them and starts a new session. Their
+/// deliveries cannot be acked on the dead channel anyway: the broker hands
+/// them out again, and the handlers' idempotency absorbs the second run.
+const DRAIN_AFTER_LOSS: Duration = Duration::from_secs(15);
+
+/// How often a waiting consumer checks that its connection and channel are
+/// still up (a dead connection does not always end the delivery stream).
+const HEALTH_CHECK: Duration = Duration::from_millis(500);
+
+async fn ack(delivery: &Delivery) -> Result<(), String> {
+    match tokio::time::timeout(BROKER_STEP_TIMEOUT, delivery.acker.ack(BasicAckOptions::default())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {BROKER_STEP_TIMEOUT:?}")),
+    }
+}
+
+/// Hands a delivery back to its queue (best effort: if the channel is gone,
+/// the broker requeues it anyway).
+async fn requeue(delivery: &Delivery) {
+    let nack = delivery.acker.nack(BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    });
+    let _ = tokio::time::timeout(BROKER_STEP_TIMEOUT, nack).await;
+}
+
 /// Settles one delivery by its outcome: ack, retry queue, or dead letters.
 async fn conclude<M>(
     broker: &Broker,
@@ -612,7 +669,7 @@ async fn conclude<M>(
             .observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(()) => {
-                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                if let Err(e) = ack(&delivery).await {
                     tracing::warn!(error = %e, "ack failed; the broker will redeliver and the handler's idempotency absorbs it");
                 }
                 metrics::CONSUMED.with_label_values(&[queue, kind, "ack"]).inc();
@@ -735,7 +792,7 @@ async fn settle(
     }
     match broker.publish_raw("", target, &delivery.data, props).await {
         Ok(()) => {
-            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+            if let Err(e) = ack(delivery).await {
                 tracing::warn!(error = %e, "ack after moving the message failed");
             }
             metrics::CONSUMED.with_label_values(&[queue, kind, outcome]).inc();
@@ -743,13 +800,7 @@ async fn settle(
         }
         Err(e) => {
             tracing::error!(error = %e, target, "could not move the message; requeueing it");
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
+            requeue(delivery).await;
             metrics::CONSUMED.with_label_values(&[queue, kind, "requeue"]).inc();
             false
         }
