@@ -2,9 +2,11 @@
 //! together, yet each one is settled by its own outcome (ack, dead letter,
 //! held in place while a dependency is away).
 
+mod common;
+
 use payhub_core::events::{ChargeFailed, EventPayload};
 use payhub_core::{Envelope, Provider};
-use payhub_queue::{Broker, ConsumerOptions, Failure, Handler, Incoming, QueueSpec, RetryPolicy, Topology};
+use payhub_queue::{Broker, ConsumerOptions, Failure, Handler, Incoming, QueueSpec, Topology};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,22 +79,9 @@ const SPEC: QueueSpec = QueueSpec::REPORTER;
 
 impl Fixture {
     async fn new(name: &str) -> Fixture {
-        let url =
-            std::env::var("PAYHUB_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let topology = Topology {
-            exchange: format!("payhub.test.{id}"),
-            orders_exchange: format!("payhub.test-orders.{id}"),
-            prefix: format!("t{id}."),
-            retry: RetryPolicy {
-                delay: Duration::from_millis(200),
-                max_attempts: 3,
-                delivery_limit: 5,
-            },
-        };
+        let topology = common::unique_topology();
         let stop = CancellationToken::new();
-        let broker = Broker::start(&url, name, topology.clone(), stop.clone());
-        broker.wait_connected(Duration::from_secs(10)).await.unwrap();
+        let broker = common::connected_broker(name, &topology, &stop).await;
         Fixture { broker, topology, stop }
     }
 

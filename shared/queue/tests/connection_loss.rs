@@ -2,9 +2,11 @@
 //! stay without a session: it gives its in-flight handlers a bounded while,
 //! starts again, and the broker hands the unacked message out once more.
 
+mod common;
+
 use payhub_core::events::{ChargeFailed, EventPayload};
 use payhub_core::{Envelope, Provider};
-use payhub_queue::{Broker, ConsumerOptions, Failure, Handler, Incoming, QueueSpec, RetryPolicy, Topology};
+use payhub_queue::{ConsumerOptions, Failure, Handler, Incoming, QueueSpec};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -66,23 +68,12 @@ async fn a_stuck_handler_does_not_keep_the_consumer_down_after_the_connection_is
         eprintln!("SKIPPED: rabbitmqctl cannot reach the broker on this machine");
         return;
     }
-    let url = std::env::var("PAYHUB_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let topology = Topology {
-        exchange: format!("payhub.test.{id}"),
-        orders_exchange: format!("payhub.test-orders.{id}"),
-        prefix: format!("t{id}."),
-        retry: RetryPolicy {
-            delay: Duration::from_millis(200),
-            max_attempts: 3,
-            delivery_limit: 5,
-        },
-    };
+    let topology = common::unique_topology();
+    let id = topology.prefix.trim_end_matches('.').to_string();
     let spec = QueueSpec::REPORTER;
     let client = format!("loss-test-{id}");
     let stop = CancellationToken::new();
-    let broker = Broker::start(&url, &client, topology.clone(), stop.clone());
-    broker.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let broker = common::connected_broker(&client, &topology, &stop).await;
 
     let calls = Arc::new(AtomicU32::new(0));
     let consumer_stop = CancellationToken::new();

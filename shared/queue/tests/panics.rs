@@ -1,9 +1,11 @@
 //! A handler that panics must not strand its delivery: the panic is a
 //! transient failure and the message comes back through the retry queue.
 
+mod common;
+
 use payhub_core::events::{ChargeFailed, EventPayload};
 use payhub_core::{Envelope, Provider};
-use payhub_queue::{Broker, ConsumerOptions, Failure, Handler, Incoming, QueueSpec, RetryPolicy, Topology};
+use payhub_queue::{ConsumerOptions, Failure, Handler, Incoming, QueueSpec};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -27,21 +29,9 @@ impl Handler for PanicsOnce {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_gets_the_message_again() {
-    let url = std::env::var("PAYHUB_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let topology = Topology {
-        exchange: format!("payhub.test.{id}"),
-        orders_exchange: format!("payhub.test-orders.{id}"),
-        prefix: format!("t{id}."),
-        retry: RetryPolicy {
-            delay: Duration::from_millis(200),
-            max_attempts: 3,
-            delivery_limit: 5,
-        },
-    };
+    let topology = common::unique_topology();
     let stop = CancellationToken::new();
-    let broker = Broker::start(&url, "panic-test", topology.clone(), stop.clone());
-    broker.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let broker = common::connected_broker("panic-test", &topology, &stop).await;
     let calls = Arc::new(AtomicU32::new(0));
     let consumer_stop = CancellationToken::new();
     let opts = ConsumerOptions {
