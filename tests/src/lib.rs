@@ -387,6 +387,13 @@ impl TestApp {
     }
 
     /// Counts rows of a query returning one bigint.
+    /// The dead-letter queues of this app's topology.
+    pub async fn dead_letter_admin(&self) -> payhub_queue::dead_letters::DeadLetterAdmin {
+        payhub_queue::dead_letters::DeadLetterAdmin::connect(&amqp_url(), self.topology.clone())
+            .await
+            .expect("the dead-letter admin connects")
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         let (n,): (i64,) = sqlx::query_as(sql)
             .fetch_one(&self.store.pool)

@@ -172,9 +172,7 @@ async fn invalid_messages_are_refused_with_their_reasons_and_parked() {
         "{body:#}"
     );
 
-    let admin = payhub_queue::dead_letters::DeadLetterAdmin::connect(&payhub_tests::amqp_url(), app.topology.clone())
-        .await
-        .unwrap();
+    let admin = app.dead_letter_admin().await;
     let parked = admin.list(&payhub_queue::QueueSpec::INGRESS_ORDERS, 10).await.unwrap();
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].story.reason.as_deref(), Some("permanent"));

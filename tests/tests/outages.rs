@@ -160,9 +160,7 @@ async fn postgres_restarted_mid_run_loses_nothing() {
     order_ids(&app, &correlation_ids, "paid").await;
     assert_each_paid_exactly_once(&app, n).await;
     // Nothing was parked: the outage held messages, it did not use up attempts.
-    let depths = payhub_queue::dead_letters::DeadLetterAdmin::connect(&payhub_tests::amqp_url(), app.topology.clone())
-        .await
-        .unwrap();
+    let depths = app.dead_letter_admin().await;
     for d in depths.depths().await.unwrap() {
         assert_eq!(d.dead_letters, 0, "{} has dead letters", d.queue);
     }

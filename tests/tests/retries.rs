@@ -238,9 +238,7 @@ async fn poison_messages_are_parked_with_their_reason_and_the_consumer_keeps_wor
     app.post_order(&sample_order("after-poison")).await;
     app.wait_for_status("after-poison", "awaiting_payment").await;
 
-    let admin = payhub_queue::dead_letters::DeadLetterAdmin::connect(&payhub_tests::amqp_url(), app.topology.clone())
-        .await
-        .unwrap();
+    let admin = app.dead_letter_admin().await;
     let ok = eventually(Duration::from_secs(10), || async {
         admin
             .list(&payhub_queue::QueueSpec::CHARGE_CREATOR, 10)
@@ -422,9 +420,7 @@ async fn notices_arriving_together_are_each_applied_once_and_a_bad_one_alone_is_
     for cid in &ids {
         app.wait_for_status(cid, "expired").await;
     }
-    let admin = payhub_queue::dead_letters::DeadLetterAdmin::connect(&payhub_tests::amqp_url(), app.topology.clone())
-        .await
-        .unwrap();
+    let admin = app.dead_letter_admin().await;
     let parked = eventually(Duration::from_secs(10), || async {
         admin
             .list(&payhub_queue::QueueSpec::ORDER_UPDATER, 10)

@@ -197,10 +197,7 @@ impl<C: ChargeConnector> Handler for ChargeHandler<C> {
     type Message = payhub_core::Envelope;
 
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
-        self.handle_batch(std::slice::from_ref(msg))
-            .await
-            .pop()
-            .unwrap_or(Ok(()))
+        payhub_queue::handle_as_batch(self, msg).await
     }
 
     fn max_batch(&self) -> usize {

@@ -153,6 +153,18 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
+/// [`Handler::handle`] for a handler that only knows batches: the one
+/// message goes through [`Handler::handle_batch`] as a batch of one.
+pub async fn handle_as_batch<H: Handler>(handler: &H, msg: &Incoming<H::Message>) -> Result<(), Failure> {
+    handler
+        .handle_batch(std::slice::from_ref(msg))
+        .await
+        .pop()
+        .unwrap_or_else(|| Err(Failure::Transient(LOST_COUNT.into())))
+}
+
+const LOST_COUNT: &str = "the batch handler lost count";
+
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
     pub spec: QueueSpec,
@@ -573,7 +585,7 @@ async fn process<H: Handler>(
                 });
             if rs.len() != msgs.len() {
                 tracing::error!(parent: &span, results = rs.len(), "the handler answered for a different number of messages");
-                rs = vec![Err(Failure::Transient("the batch handler lost count".into())); msgs.len()];
+                rs = vec![Err(Failure::Transient(LOST_COUNT.into())); msgs.len()];
             }
             rs
         };

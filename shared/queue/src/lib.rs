@@ -15,5 +15,7 @@ pub mod metrics;
 mod topology;
 
 pub use broker::{Broker, QueueError};
-pub use consumer::{ConsumerOptions, DeadLetterStory, Decode, Failure, Handler, Incoming, ShopMessage, consume};
+pub use consumer::{
+    ConsumerOptions, DeadLetterStory, Decode, Failure, Handler, Incoming, ShopMessage, consume, handle_as_batch,
+};
 pub use topology::{QueueSpec, RetryPolicy, Source, Topology, headers};

@@ -36,7 +36,7 @@ impl Handler for Batching {
     type Message = Envelope;
 
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
-        self.handle_batch(std::slice::from_ref(msg)).await.remove(0)
+        payhub_queue::handle_as_batch(self, msg).await
     }
 
     fn max_batch(&self) -> usize {
@@ -127,18 +127,7 @@ impl Fixture {
 
     async fn declare(&self) {
         // A consumer declares its queues; start one briefly with nothing to do.
-        let stop = CancellationToken::new();
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let task = tokio::spawn(payhub_queue::consume(
-            self.broker.clone(),
-            self.options(1),
-            Arc::new(Batching {
-                seen,
-                max: 1,
-                linger: Duration::ZERO,
-            }),
-            stop.clone(),
-        ));
+        let (task, stop) = self.start(&Arc::new(Mutex::new(Seen::default())), 1, 1, Duration::ZERO);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let conn = self.broker.connection().await.unwrap();
@@ -160,6 +149,29 @@ impl Fixture {
         }
         stop.cancel();
         task.await.unwrap();
+    }
+
+    /// Starts a consumer with a [`Batching`] handler; stop it with the token.
+    fn start(
+        &self,
+        seen: &Arc<Mutex<Seen>>,
+        prefetch: u16,
+        max: usize,
+        linger: Duration,
+    ) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+        let stop = CancellationToken::new();
+        let handler = Batching {
+            seen: seen.clone(),
+            max,
+            linger,
+        };
+        let task = tokio::spawn(payhub_queue::consume(
+            self.broker.clone(),
+            self.options(prefetch),
+            Arc::new(handler),
+            stop.clone(),
+        ));
+        (task, stop)
     }
 
     fn options(&self, prefetch: u16) -> ConsumerOptions {
@@ -209,17 +221,7 @@ async fn waiting_deliveries_are_handled_together_and_settled_one_by_one() {
     fx.publish("flaky").await;
 
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let stop = CancellationToken::new();
-    let consumer = tokio::spawn(payhub_queue::consume(
-        fx.broker.clone(),
-        fx.options(32),
-        Arc::new(Batching {
-            seen: seen.clone(),
-            max: 8,
-            linger: Duration::ZERO,
-        }),
-        stop.clone(),
-    ));
+    let (consumer, stop) = fx.start(&seen, 32, 8, Duration::ZERO);
     let all_settled = wait_until(|| {
         let s = seen.lock().unwrap();
         s.calls.len() == 20 && s.calls.get("flaky") == Some(&2)
@@ -267,17 +269,7 @@ async fn a_lingering_batch_waits_for_deliveries_that_arrive_soon_after() {
     let fx = Fixture::new("linger-test").await;
     fx.declare().await;
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let stop = CancellationToken::new();
-    let consumer = tokio::spawn(payhub_queue::consume(
-        fx.broker.clone(),
-        fx.options(32),
-        Arc::new(Batching {
-            seen: seen.clone(),
-            max: 16,
-            linger: Duration::from_millis(1500),
-        }),
-        stop.clone(),
-    ));
+    let (consumer, stop) = fx.start(&seen, 32, 16, Duration::from_millis(1500));
     // Give the consumer time to subscribe, then trickle three messages in.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for i in 0..3 {
