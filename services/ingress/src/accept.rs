@@ -2,6 +2,7 @@
 //! its first history entry and `order.accepted` commit together; the same
 //! (shop, correlationID) again returns the first order, never a second.
 
+use crate::stock::StockClient;
 use payhub_core::events::{ChargeCustomer, EventPayload, OrderAccepted, OrderChannel, OrderRejected};
 use payhub_core::{Envelope, NewOrder, OrderStatus, ValidationErrors};
 use payhub_store::outbox::{self, Outbox};
@@ -56,8 +57,10 @@ pub enum AcceptError {
     /// The order breaks one of the shop's own rules (coverage, stock).
     #[error("the order breaks the shop's rules: {0}")]
     Rules(ValidationErrors),
-    /// The shop's stock service could not say; worth trying again.
-    #[error("the shop's stock service did not answer: {0}")]
+    /// The shop's stock service could not say; worth trying again. The
+    /// reason is one of `stock::reason`'s fixed words, never the URL or
+    /// the error.
+    #[error("the shop's stock service did not answer ({0})")]
     StockUnavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -80,17 +83,19 @@ fn fingerprint(order: &NewOrder) -> Vec<u8> {
 /// Returns once the order is durable.
 pub async fn accept(
     store: &Store,
+    stock: &StockClient,
     shop: &Shop,
     order: &NewOrder,
     channel: OrderChannel,
 ) -> Result<Accepted, AcceptError> {
-    accept_with(store, shop, order, channel, None).await
+    accept_with(store, stock, shop, order, channel, None).await
 }
 
 /// [`accept`], recording the order number the shop's platform gave it
 /// (Wake's `pedido`).
 pub async fn accept_with(
     store: &Store,
+    stock: &StockClient,
     shop: &Shop,
     order: &NewOrder,
     channel: OrderChannel,
@@ -104,7 +109,7 @@ pub async fn accept_with(
     if broken.is_empty()
         && let Some((url, timeout_ms)) = rules.stock_callback()
     {
-        broken = ask_stock(url, timeout_ms, order).await?;
+        broken = stock.ask(shop.id, url, timeout_ms, order).await?;
     }
     if !broken.is_empty() {
         return Err(AcceptError::Rules(broken));
@@ -196,9 +201,17 @@ pub async fn accept_with(
 
 /// Tells the shop (through notifier) that an order message was refused.
 /// Nothing else is stored: the event lives in the outbox until published.
+///
+/// `event_id` is derived from the message (see
+/// `amqp::rejection_id`), so a redelivered or retried message that is
+/// refused again yields the same event: the outbox keeps one row, and the
+/// notifier, which records every event id it handled, sends one webhook
+/// under one `webhook-id`.
+#[allow(clippy::too_many_arguments)]
 pub async fn reject(
     store: &Store,
     outbox: &Outbox,
+    event_id: Uuid,
     shop_id: Uuid,
     channel: OrderChannel,
     correlation_id: Option<String>,
@@ -211,68 +224,19 @@ pub async fn reject(
         reason: reason.to_string(),
         errors: errors.to_rejected(),
     }));
+    event.id = event_id;
     event.shop_id = Some(shop_id);
     event.correlation_id = correlation_id;
     event.trace = payhub_telemetry::trace::current_context();
     let mut tx = store.begin().await?;
-    outbox::add(&mut tx, &event).await?;
+    // The same refusal again (a redelivery) is already in the outbox.
+    sqlx::query("INSERT INTO outbox (id, routing_key, body) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+        .bind(event.id)
+        .bind(event.kind())
+        .bind(event.to_json())
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     let _ = outbox.publish_now(std::slice::from_ref(&event)).await;
     Ok(())
-}
-
-/// Asks the shop's stock service whether the items are available:
-/// `POST {url}` `{"items":[{"code","qty"}]}` answered by
-/// `{"unavailable":["<code>", ...]}` (an empty list or no field: all there).
-async fn ask_stock(url: &str, timeout_ms: u64, order: &NewOrder) -> Result<ValidationErrors, AcceptError> {
-    static HTTP: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("payhub-stock/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client builds")
-    });
-    let items: Vec<serde_json::Value> = order
-        .items
-        .iter()
-        .map(|i| serde_json::json!({"code": i.code, "qty": i.qty}))
-        .collect();
-    let resp = HTTP
-        .post(url)
-        .timeout(std::time::Duration::from_millis(timeout_ms))
-        .json(&serde_json::json!({"correlationID": order.correlation_id.as_str(), "items": items}))
-        .send()
-        .await
-        .map_err(|e| {
-            AcceptError::StockUnavailable(if e.is_timeout() {
-                "timeout".into()
-            } else {
-                "unreachable".into()
-            })
-        })?;
-    if !resp.status().is_success() {
-        return Err(AcceptError::StockUnavailable(format!(
-            "answered {}",
-            resp.status().as_u16()
-        )));
-    }
-    let answer: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|_| AcceptError::StockUnavailable("the answer is not JSON".into()))?;
-    let unavailable: Vec<&str> = answer["unavailable"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    let mut errs = ValidationErrors::default();
-    for (i, item) in order.items.iter().enumerate() {
-        if item.code.as_deref().is_some_and(|c| unavailable.contains(&c)) {
-            errs.push(
-                format!("items[{i}].qty"),
-                "unavailable",
-                format!("item {} is not available", item.code.as_deref().unwrap_or("")),
-            );
-        }
-    }
-    Ok(errs)
 }

@@ -6,6 +6,11 @@
 //! with field-level reasons delivered to the shop's webhook
 //! (`order.rejected`) and parked in the dead-letter queue; nothing of it is
 //! stored.
+//!
+//! When payhub republishes a shop's message (the retry queue, dead letters,
+//! an operator's replay) the copy carries payhub's own user-id and the
+//! shop's user in a header (`payhub_queue::headers::SHOP_USER`), believed
+//! only under payhub's own user: see `ShopMessage::publisher`.
 
 use crate::accept::{self, AcceptError, Accepted};
 use payhub_core::events::OrderChannel;
@@ -16,10 +21,36 @@ use payhub_store::Store;
 use payhub_store::outbox::Outbox;
 use payhub_store::shops::{self, Shop};
 use serde_json::Value;
+use uuid::Uuid;
 
 pub struct ShopOrderHandler {
     pub store: Store,
     pub outbox: Outbox,
+    pub stock: crate::stock::StockClient,
+    /// payhub's own broker user (from `PAYHUB_AMQP_URL`).
+    pub own_user: Option<String>,
+    /// Attempts a message gets (`PAYHUB_MAX_ATTEMPTS`): the last one that
+    /// fails refuses the order instead of retrying.
+    pub max_attempts: u32,
+    /// Largest order message read (`PAYHUB_MAX_BODY_BYTES`, as over HTTP).
+    pub max_body_bytes: usize,
+}
+
+/// Namespace of the ids of `order.rejected` events made from messages.
+const REJECTION_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_0c2e_9a4d_4f7e_8c3b_5d2a_1e90_7f64);
+
+/// The id of the `order.rejected` event for refusing `msg` of `shop` for
+/// `reason`: the same on every redelivery and retry of one message (its
+/// message id and body do not change), different for another message.
+pub fn rejection_id(shop: Uuid, msg: &ShopMessage, reason: &str) -> Uuid {
+    let body_hash = ring::digest::digest(&ring::digest::SHA256, &msg.body);
+    let mut name = Vec::with_capacity(128);
+    name.extend_from_slice(shop.as_bytes());
+    name.extend_from_slice(msg.message_id.as_deref().unwrap_or("").as_bytes());
+    name.push(0);
+    name.extend_from_slice(body_hash.as_ref());
+    name.extend_from_slice(reason.as_bytes());
+    Uuid::new_v5(&REJECTION_NAMESPACE, &name)
 }
 
 impl ShopOrderHandler {
@@ -30,6 +61,7 @@ impl ShopOrderHandler {
     /// Tells the shop and parks the message.
     async fn refuse(
         &self,
+        msg: &ShopMessage,
         shop: &Shop,
         correlation_id: Option<String>,
         reason: &str,
@@ -38,6 +70,7 @@ impl ShopOrderHandler {
         if let Err(e) = accept::reject(
             &self.store,
             &self.outbox,
+            rejection_id(shop.id, msg, reason),
             shop.id,
             OrderChannel::Amqp,
             correlation_id,
@@ -58,22 +91,43 @@ impl Handler for ShopOrderHandler {
 
     async fn handle(&self, msg: &Incoming<ShopMessage>) -> Result<(), Failure> {
         let m = &msg.envelope;
-        let Some(user) = m.user_id.as_deref().filter(|u| !u.is_empty()) else {
+        let Some(user) = m.publisher(self.own_user.as_deref()) else {
             return Err(Failure::Permanent(
                 "the message has no user-id property: publish with user_id set to your RabbitMQ user".into(),
             ));
         };
+        if self.own_user.as_deref() == Some(user) {
+            return Err(Failure::Permanent(
+                "the message was published as payhub's own RabbitMQ user, which no shop is".into(),
+            ));
+        }
         let Some(shop) = self.shop_for(user).await? else {
             return Err(Failure::Permanent(format!(
                 "no active shop publishes as RabbitMQ user {user:?}"
             )));
         };
+        // Refused unread: its size is all that is looked at.
+        if m.body.len() > self.max_body_bytes {
+            let mut errs = ValidationErrors::default();
+            errs.push(
+                "",
+                "too_large",
+                format!(
+                    "the message is {} bytes, over the body limit of {} bytes",
+                    m.body.len(),
+                    self.max_body_bytes
+                ),
+            );
+            return Err(self
+                .refuse(m, &shop, None, "the message is over the body limit", &errs)
+                .await);
+        }
         let json: Value = match serde_json::from_slice(&m.body) {
             Ok(v) => v,
             Err(e) => {
                 let mut errs = ValidationErrors::default();
                 errs.push("", "json", format!("the message is not JSON: {e}"));
-                return Err(self.refuse(&shop, None, "the message cannot be read", &errs).await);
+                return Err(self.refuse(m, &shop, None, "the message cannot be read", &errs).await);
             }
         };
         let correlation_id = json.get("correlationID").and_then(Value::as_str).map(str::to_string);
@@ -87,14 +141,18 @@ impl Handler for ShopOrderHandler {
                 format!("this message was published by RabbitMQ user {user:?}, which belongs to another shop"),
             );
             return Err(self
-                .refuse(&shop, correlation_id, "the message claims another shop", &errs)
+                .refuse(m, &shop, correlation_id, "the message claims another shop", &errs)
                 .await);
         }
         let order = match NewOrder::from_json(&json) {
             Ok(o) => o,
-            Err(errs) => return Err(self.refuse(&shop, correlation_id, "the order is invalid", &errs).await),
+            Err(errs) => {
+                return Err(self
+                    .refuse(m, &shop, correlation_id, "the order is invalid", &errs)
+                    .await);
+            }
         };
-        match accept::accept(&self.store, &shop, &order, OrderChannel::Amqp).await {
+        match accept::accept(&self.store, &self.stock, &shop, &order, OrderChannel::Amqp).await {
             Ok(accepted) => {
                 if let Accepted::Replayed(id) = accepted {
                     tracing::info!(order_id = %id, "the same order message again; the first order stands");
@@ -103,15 +161,50 @@ impl Handler for ShopOrderHandler {
                 Ok(())
             }
             Err(AcceptError::Store(e)) => Err(store_failure(e)),
-            Err(AcceptError::StockUnavailable(why)) => Err(Failure::Transient(format!("stock service: {why}"))),
+            Err(AcceptError::StockUnavailable(why)) if msg.attempt < self.max_attempts => {
+                Err(Failure::Transient(format!("stock service: {why}")))
+            }
+            Err(AcceptError::StockUnavailable(why)) => {
+                // The last attempt: the shop hears of it rather than the
+                // message dying silently in the dead-letter queue.
+                tracing::warn!(
+                    attempt = msg.attempt,
+                    why,
+                    "the stock service never answered; refusing the order"
+                );
+                let mut errs = ValidationErrors::default();
+                errs.push(
+                    "items",
+                    "stock_unavailable",
+                    format!(
+                        "the shop's stock service could not confirm the items after {} attempts",
+                        msg.attempt
+                    ),
+                );
+                Err(self
+                    .refuse(
+                        m,
+                        &shop,
+                        correlation_id,
+                        "the shop's stock service did not answer",
+                        &errs,
+                    )
+                    .await)
+            }
             Err(AcceptError::Rules(errs)) => Err(self
-                .refuse(&shop, correlation_id, "the order breaks the shop's rules", &errs)
+                .refuse(m, &shop, correlation_id, "the order breaks the shop's rules", &errs)
                 .await),
             Err(e) => {
                 let mut errs = ValidationErrors::default();
                 errs.push("correlationID", "conflict", e.to_string());
                 Err(self
-                    .refuse(&shop, correlation_id, "the order conflicts with an earlier one", &errs)
+                    .refuse(
+                        m,
+                        &shop,
+                        correlation_id,
+                        "the order conflicts with an earlier one",
+                        &errs,
+                    )
                     .await)
             }
         }

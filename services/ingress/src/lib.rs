@@ -6,8 +6,10 @@
 mod accept;
 mod amqp;
 mod orders;
+pub mod stock;
 mod wake;
 
+use payhub_core::url_safety::WebhookUrlPolicy;
 use payhub_service::{CommonConfig, Infra};
 use payhub_telemetry::{ConfigError, Env};
 use std::net::SocketAddr;
@@ -31,29 +33,77 @@ impl Config {
     }
 }
 
+/// Settings beyond [`Config`] (kept apart so that code building a `Config`
+/// by hand, the test harness, keeps compiling).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Which stock-callback URLs may be called: the same rules, and the same
+    /// settings (`PAYHUB_ENV`, `PAYHUB_ALLOW_PRIVATE_WEBHOOKS`), as shop
+    /// webhook URLs. The default is development's.
+    pub stock_urls: WebhookUrlPolicy,
+    /// HTTP limits and ops address; `None` reads them from the environment
+    /// (as every service does, see `payhub_service::App::start`).
+    pub http: Option<payhub_service::HttpOptions>,
+}
+
+impl Options {
+    pub fn from_env(env: &Env) -> Result<Options, ConfigError> {
+        Ok(Options {
+            stock_urls: WebhookUrlPolicy::from_settings(
+                env.optional(payhub_core::url_safety::ENV_VAR).as_deref(),
+                env.optional(payhub_core::url_safety::ALLOW_PRIVATE_VAR).as_deref(),
+            )
+            .map_err(|(name, reason)| Env::bad(name, reason))?,
+            http: Some(payhub_service::HttpOptions::from_env(env)?),
+        })
+    }
+}
+
 /// The running service; see [`payhub_service::App`].
 pub struct Application(payhub_service::App);
 
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
+        Self::build_with(config, Options::default(), shutdown).await
+    }
+
+    pub async fn build_with(
+        config: Config,
+        options: Options,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Application> {
+        let stock = stock::StockClient::new(options.stock_urls)?;
         let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
         let outbox = infra.spawn_outbox();
         let state = orders::AppState {
             store: infra.store.clone(),
             outbox: outbox.clone(),
+            stock: stock.clone(),
         };
         let handler = amqp::ShopOrderHandler {
+            stock,
             store: infra.store.clone(),
             outbox,
+            own_user: infra.broker.user().map(str::to_string),
+            max_attempts: config.common.topology.retry.max_attempts,
+            max_body_bytes: config.max_body_bytes,
         };
         let routes = orders::router(state.clone(), config.max_body_bytes).merge(wake::router(state));
-        let mut app = payhub_service::App::start(infra, config.common.http_addr, routes).await?;
+        let mut app = match options.http {
+            None => payhub_service::App::start(infra, config.common.http_addr, routes).await?,
+            Some(http) => payhub_service::App::start_with(infra, config.common.http_addr, routes, http).await?,
+        };
         app.consume(payhub_queue::QueueSpec::INGRESS_ORDERS, config.common.prefetch, handler);
         Ok(Application(app))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.0.local_addr()
+    }
+
+    /// Where the ops routes are served (see `PAYHUB_OPS_ADDR`).
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.0.ops_addr()
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {

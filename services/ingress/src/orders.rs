@@ -21,6 +21,7 @@ use uuid::Uuid;
 pub struct AppState {
     pub store: Store,
     pub outbox: Outbox,
+    pub stock: crate::stock::StockClient,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -41,7 +42,7 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     let order = NewOrder::from_json(&json).map_err(ApiError::Validation)?;
     tracing::Span::current().record("correlation_id", order.correlation_id.as_str());
-    match accept::accept(&st.store, &shop, &order, OrderChannel::Api).await {
+    match accept::accept(&st.store, &st.stock, &shop, &order, OrderChannel::Api).await {
         Ok(accepted @ Accepted::Created(..)) => {
             // The answer shows the order as created, before the pipeline moves it.
             let view = order_view(&st.store, accepted.id()).await?;

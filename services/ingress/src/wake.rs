@@ -176,6 +176,31 @@ pub fn to_order(w: &Value) -> Value {
     })
 }
 
+/// A shop linked to a Wake store (`--wake-store`) takes calls for that store
+/// only, and a call that does not say its store is refused.
+fn check_store(shop: &Shop, cart: &Value) -> Result<(), &'static str> {
+    let Some(expected) = shop.wake_store.as_deref() else {
+        return Ok(());
+    };
+    match text(cart.get("loja")) {
+        None => Err("loja ausente"),
+        Some(loja) if loja != expected => Err("loja não corresponde a esta credencial"),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Wake's `chave` (the order's key, and payhub's correlationID) is a GUID.
+/// It is kept as Wake wrote it: the postback goes back under that key.
+fn check_chave(cart: &Value) -> Result<String, &'static str> {
+    let Some(chave) = text(cart.get("chave")) else {
+        return Err("chave ausente");
+    };
+    match payhub_core::identity::parse_guid(&chave) {
+        Ok(_) => Ok(chave),
+        Err(_) => Err("chave inválida: deve ser um GUID"),
+    }
+}
+
 /// `/payment` and `/authorize`: accept the cart as a PIX order.
 async fn place(st: &AppState, headers: &HeaderMap, body: &[u8], array_form: bool, ok_status: u8) -> Response {
     let shop = match authenticate(st, headers).await {
@@ -192,14 +217,8 @@ async fn place(st: &AppState, headers: &HeaderMap, body: &[u8], array_form: bool
         _ => return reply(StatusCode::OK, NOT_AUTHORISED, "esperado um único pedido"),
     };
     let cart = lower_keys(cart);
-    if let (Some(expected), Some(loja)) = (shop.wake_store.as_deref(), text(cart.get("loja")))
-        && expected != loja
-    {
-        return reply(
-            StatusCode::OK,
-            NOT_AUTHORISED,
-            format!("loja {loja} não corresponde a esta credencial"),
-        );
+    if let Err(why) = check_store(&shop, &cart).and(check_chave(&cart).map(|_| ())) {
+        return reply(StatusCode::OK, NOT_AUTHORISED, why);
     }
     let order = match NewOrder::from_json(&to_order(&cart)) {
         Ok(o) => o,
@@ -209,7 +228,16 @@ async fn place(st: &AppState, headers: &HeaderMap, body: &[u8], array_form: bool
         }
     };
     let pedido = text(cart.get("pedido"));
-    match accept::accept_with(&st.store, &shop, &order, OrderChannel::Wake, pedido.as_deref()).await {
+    match accept::accept_with(
+        &st.store,
+        &st.stock,
+        &shop,
+        &order,
+        OrderChannel::Wake,
+        pedido.as_deref(),
+    )
+    .await
+    {
         Ok(accepted) => {
             if let Accepted::Replayed(id) = &accepted {
                 tracing::info!(order_id = %id, "the same Wake call again; the first order stands");
@@ -255,8 +283,9 @@ async fn capture(State(st): State<AppState>, headers: HeaderMap, body: Bytes) ->
         return reply(StatusCode::BAD_REQUEST, NOT_AUTHORISED, "corpo não é JSON");
     };
     let v = lower_keys(v);
-    let Some(chave) = text(v.get("chave")) else {
-        return reply(StatusCode::OK, NOT_AUTHORISED, "chave ausente");
+    let chave = match check_store(&shop, &v).and(check_chave(&v)) {
+        Ok(c) => c,
+        Err(why) => return reply(StatusCode::OK, NOT_AUTHORISED, why),
     };
     let status: Result<Option<(String,)>, _> =
         sqlx::query_as("SELECT status FROM orders WHERE shop_id = $1 AND correlation_id = $2")
@@ -311,6 +340,19 @@ mod tests {
         let order = NewOrder::from_json(&to_order(&cart)).unwrap();
         assert_eq!(order.discount.minor(), 2290);
         assert_eq!(order.total.minor(), 27710);
+    }
+
+    #[test]
+    fn chave_is_a_guid_kept_as_wake_wrote_it() {
+        assert_eq!(
+            check_chave(&json!({"chave": "FE31C0E6-B625-4772-8890-DD7A89053D05"})).unwrap(),
+            "FE31C0E6-B625-4772-8890-DD7A89053D05"
+        );
+        assert_eq!(
+            check_chave(&json!({"chave": "pedido-1"})),
+            Err("chave inválida: deve ser um GUID")
+        );
+        assert_eq!(check_chave(&json!({})), Err("chave ausente"));
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! checked, so a DNS answer that changes between a check and the connection
 //! (DNS rebinding) cannot reach an internal address.
 
-use payhub_core::url_safety::{UnsafeUrl, UrlHost, WebhookUrlPolicy};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use std::net::SocketAddr;
+use payhub_core::url_safety::WebhookUrlPolicy;
+
+// The resolver and the cause search are shared with ingress (stock callbacks).
+pub(crate) use payhub_service::outbound::{PublicOnlyResolver, refusal};
 
 /// How every refusal recorded in `deliveries.last_error` begins.
 pub const REFUSED: &str = "unsafe webhook URL";
@@ -15,66 +16,17 @@ pub const REFUSED: &str = "unsafe webhook URL";
 /// Checks what can be checked before connecting: the URL parses (with
 /// reqwest's own parser), its scheme, and its host when it is an IP literal.
 pub(crate) fn check_url(policy: &WebhookUrlPolicy, url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{REFUSED}: it does not parse ({e})"))?;
-    policy
-        .check_url(parsed.scheme(), parsed.host_str().map(UrlHost::from_host_str))
+    payhub_service::outbound::check_url(policy, url)
+        .map(|_| ())
         .map_err(|e| format!("{REFUSED}: {e}"))
-}
-
-/// The first refusal of [`PublicOnlyResolver`] in an error's causes.
-pub(crate) fn refusal<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a UnsafeUrl> {
-    let mut cause: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if let Some(unsafe_url) = c.downcast_ref::<UnsafeUrl>() {
-            return Some(unsafe_url);
-        }
-        cause = c.source();
-    }
-    None
-}
-
-/// Resolves with the system resolver, then keeps only the addresses the
-/// policy allows. When none is left the lookup fails with the [`UnsafeUrl`]
-/// of the first refused address.
-#[derive(Debug, Clone)]
-pub(crate) struct PublicOnlyResolver {
-    pub policy: WebhookUrlPolicy,
-}
-
-impl Resolve for PublicOnlyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy;
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let (allowed, refused) = filter(&policy, &host, resolved);
-            match (allowed.is_empty(), refused) {
-                (false, _) => Ok(Box::new(allowed.into_iter()) as Addrs),
-                (true, Some(refusal)) => Err(Box::new(refusal) as Box<dyn std::error::Error + Send + Sync>),
-                (true, None) => Err(format!("{host} has no address").into()),
-            }
-        })
-    }
-}
-
-/// Splits resolved addresses into those allowed and the first refusal.
-fn filter(policy: &WebhookUrlPolicy, host: &str, addrs: Vec<SocketAddr>) -> (Vec<SocketAddr>, Option<UnsafeUrl>) {
-    let mut allowed = Vec::new();
-    let mut first_refusal = None;
-    for addr in addrs {
-        match policy.check_address(host, addr.ip()) {
-            Ok(()) => allowed.push(addr),
-            Err(e) => {
-                first_refusal.get_or_insert(e);
-            }
-        }
-    }
-    (allowed, first_refusal)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use payhub_service::outbound::filter;
+    use reqwest::dns::Resolve;
+    use std::net::SocketAddr;
 
     const STRICT: WebhookUrlPolicy = WebhookUrlPolicy {
         require_https: true,

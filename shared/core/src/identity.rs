@@ -141,6 +141,71 @@ pub fn mask_middle(s: &str, head: usize, tail: usize) -> String {
     out
 }
 
+/// Unicode's invisible formatting characters (general category Cf, Unicode
+/// 15.1) and the line and paragraph separators (Zl, Zp): zero-width spaces
+/// and joiners, bidi embeddings, overrides and isolates, the byte-order
+/// mark, soft hyphens, tag characters. They change how text is shown
+/// without being seen (a bidi override can reverse an order's title in an
+/// e-mail or a dashboard), so no free-text field takes them.
+const FORMAT_CHARS: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x2028, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+/// A control character (Unicode Cc: C0, DEL, C1) or an invisible formatting
+/// character (Cf, Zl, Zp).
+pub fn is_hidden_char(c: char) -> bool {
+    let n = u32::from(c);
+    c.is_control() || FORMAT_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&n))
+}
+
+/// Refuses text holding a control or invisible formatting character; the
+/// message names the first one (as `U+XXXX`, never the character itself).
+pub fn check_visible_text(text: &str) -> Result<(), String> {
+    match text.chars().enumerate().find(|(_, c)| is_hidden_char(*c)) {
+        None => Ok(()),
+        Some((i, c)) => Err(format!(
+            "must not contain control or invisible formatting characters (U+{:04X} at character {})",
+            u32::from(c),
+            i + 1
+        )),
+    }
+}
+
+/// A GUID in its usual hyphenated form (`fe31c0e6-b625-4772-8890-dd7a89053d05`,
+/// any case), returned lower-cased.
+pub fn parse_guid(text: &str) -> Result<String, &'static str> {
+    let t = text.trim();
+    let shape_ok = t.len() == 36
+        && t.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if !shape_ok {
+        return Err("must be a GUID such as fe31c0e6-b625-4772-8890-dd7a89053d05");
+    }
+    Ok(t.to_ascii_lowercase())
+}
+
 /// An e-mail address, checked for shape (one `@`, a dotted domain, no spaces).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -169,7 +234,7 @@ impl Email {
             && local.len() <= 64
             && !local
                 .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"@".contains(c));
+                .any(|c| c.is_whitespace() || is_hidden_char(c) || "<>()[]\\,;:\"@".contains(c));
         if !domain_ok || !local_ok {
             return Err("is not an e-mail address");
         }
@@ -320,6 +385,57 @@ mod tests {
         assert!(parse_cep("8592097").is_err());
         assert_eq!(parse_uf("pr").unwrap(), "PR");
         assert!(parse_uf("XX").is_err());
+    }
+
+    #[test]
+    fn hidden_characters_are_found_and_named() {
+        for bad in [
+            "Maria\u{200B}Oliveira",    // zero-width space
+            "Camiseta \u{202E}atnemos", // right-to-left override
+            "\u{2066}isolated\u{2069}",
+            "tab\there",
+            "line\nbreak",
+            "nul\u{0}",
+            "del\u{7f}",
+            "c1\u{85}",
+            "bom\u{FEFF}",
+            "soft\u{AD}hyphen",
+            "tag\u{E0041}",
+            "sep\u{2028}",
+        ] {
+            assert!(check_visible_text(bad).is_err(), "{bad:?}");
+        }
+        let e = check_visible_text("ab\u{200B}").unwrap_err();
+        assert!(e.contains("U+200B at character 3"), "{e}");
+        assert!(!e.contains('\u{200B}'));
+        for ok in [
+            "Maria Oliveira",
+            "São João d'Aliança",
+            "Ação — 10% off",
+            "日本語",
+            "emoji 🎉",
+        ] {
+            assert_eq!(check_visible_text(ok), Ok(()), "{ok:?}");
+        }
+        assert!(Email::parse("a\u{200B}b@example.com").is_err());
+    }
+
+    #[test]
+    fn guids() {
+        assert_eq!(
+            parse_guid("FE31C0E6-B625-4772-8890-DD7A89053D05").unwrap(),
+            "fe31c0e6-b625-4772-8890-dd7a89053d05"
+        );
+        for bad in [
+            "",
+            "pedido-1",
+            "fe31c0e6b6254772889 0dd7a89053d05",
+            "fe31c0e6-b625-4772-8890-dd7a89053d0",
+            "fe31c0e6-b625-4772-8890-dd7a89053d0g",
+            "{fe31c0e6-b625-4772-8890-dd7a89053d05}",
+        ] {
+            assert!(parse_guid(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

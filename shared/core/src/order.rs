@@ -5,7 +5,7 @@
 //! total tax, and `total` = `price` × `qty` without tax. The order's `total`
 //! must equal Σ item totals + Σ item taxes + freight − discount.
 
-use crate::identity::{CorrelationId, Email, TaxId, parse_cep, parse_phone, parse_uf};
+use crate::identity::{CorrelationId, Email, TaxId, check_visible_text, parse_cep, parse_phone, parse_uf};
 use crate::money::{Currency, Money};
 use crate::validation::ValidationErrors;
 use serde::{Deserialize, Serialize};
@@ -134,6 +134,8 @@ pub struct NewOrder {
 }
 
 pub const MAX_ITEMS: usize = 200;
+/// Longest string any field takes, whatever its own cap (those are lower).
+pub const MAX_TEXT_CHARS: usize = 1000;
 pub const DEFAULT_EXPIRES_IN_SECS: u32 = 86_400;
 
 /// Reads fields out of a JSON object, recording field-level errors.
@@ -156,6 +158,20 @@ impl Reader<'_> {
             }
             Some(Value::String(s)) => {
                 let t = s.trim();
+                // Every string is free text to someone (an e-mail, a dashboard,
+                // the provider's charge): nothing invisible, nothing unbounded.
+                if let Err(why) = check_visible_text(t) {
+                    self.err(path, "characters", why);
+                    return None;
+                }
+                if t.chars().count() > MAX_TEXT_CHARS {
+                    self.err(
+                        path,
+                        "length",
+                        format!("must be at most {MAX_TEXT_CHARS} characters long"),
+                    );
+                    return None;
+                }
                 if t.is_empty() {
                     if required {
                         self.err(path, "required", "is required");
@@ -543,8 +559,17 @@ fn parse_address(r: &mut Reader<'_>, value: &Value, prefix: &str) -> Option<Addr
     let number = r
         .string(obj, "number", &p("number"), true)
         .filter(|s| text_len_ok(r, &p("number"), s, 1, 20));
-    let complement = r.string(obj, "complement", &p("complement"), false);
-    let neighborhood = r.string(obj, "neighborhood", &p("neighborhood"), false);
+    let mut optional_ok = true;
+    let complement = r.string(obj, "complement", &p("complement"), false).filter(|s| {
+        let ok = text_len_ok(r, &p("complement"), s, 1, 100);
+        optional_ok &= ok;
+        ok
+    });
+    let neighborhood = r.string(obj, "neighborhood", &p("neighborhood"), false).filter(|s| {
+        let ok = text_len_ok(r, &p("neighborhood"), s, 1, 100);
+        optional_ok &= ok;
+        ok
+    });
     let city = r
         .string(obj, "city", &p("city"), true)
         .filter(|s| text_len_ok(r, &p("city"), s, 2, 100));
@@ -555,7 +580,7 @@ fn parse_address(r: &mut Reader<'_>, value: &Value, prefix: &str) -> Option<Addr
         .string(obj, "zipcode", &p("zipcode"), true)
         .and_then(|s| parse_cep(&s).map_err(|m| r.err(p("zipcode"), "format", m)).ok());
     match (street, number, city, state, zipcode) {
-        (Some(street), Some(number), Some(city), Some(state), Some(zipcode)) => Some(Address {
+        (Some(street), Some(number), Some(city), Some(state), Some(zipcode)) if optional_ok => Some(Address {
             street,
             number,
             complement,
@@ -687,6 +712,62 @@ mod tests {
         let errs = NewOrder::from_json(&body).unwrap_err();
         assert!(errs.has("provider", "unsupported"));
         assert!(errs.has("currency", "unsupported"));
+    }
+
+    #[test]
+    fn free_text_refuses_hidden_characters_field_by_field() {
+        let mut body = valid_order();
+        body["items"][0]["title"] = json!("Camiseta\u{202E}aJor");
+        body["items"][1]["description"] = json!("Jeans\u{200B}");
+        body["customer"]["name"] = json!("Dan\u{0007}Silva");
+        body["shippingAddress"]["street"] = json!("Rua\nEncantado");
+        body["shippingAddress"]["complement"] = json!("\u{FEFF}apto 1");
+        body["shippingAddress"]["neighborhood"] = json!("Centro\u{2066}");
+        body["shippingAddress"]["city"] = json!("Dez\u{AD}de Maio");
+        let errs = NewOrder::from_json(&body).unwrap_err();
+        for f in [
+            "items[0].title",
+            "items[1].description",
+            "customer.name",
+            "shippingAddress.street",
+            "shippingAddress.complement",
+            "shippingAddress.neighborhood",
+            "shippingAddress.city",
+        ] {
+            assert!(errs.has(f, "characters"), "missing {f}/characters in {errs}");
+        }
+        assert_eq!(errs.0.len(), 7, "{errs}");
+        // Accents, dashes and emoji are ordinary text.
+        let mut body = valid_order();
+        body["customer"]["name"] = json!("João da Conceição — 🎉");
+        body["shippingAddress"]["complement"] = json!("Apto 12 – Bloco B");
+        NewOrder::from_json(&body).unwrap();
+    }
+
+    #[test]
+    fn every_free_text_field_has_a_cap() {
+        let mut body = valid_order();
+        body["items"][0]["description"] = json!("d".repeat(501));
+        body["customer"]["name"] = json!("n".repeat(121));
+        body["shippingAddress"]["street"] = json!("s".repeat(201));
+        body["shippingAddress"]["number"] = json!("1".repeat(21));
+        body["shippingAddress"]["complement"] = json!("c".repeat(101));
+        body["shippingAddress"]["neighborhood"] = json!("b".repeat(101));
+        body["shippingAddress"]["city"] = json!("c".repeat(101));
+        body["currency"] = json!("B".repeat(2000));
+        let errs = NewOrder::from_json(&body).unwrap_err();
+        for f in [
+            "items[0].description",
+            "customer.name",
+            "shippingAddress.street",
+            "shippingAddress.number",
+            "shippingAddress.complement",
+            "shippingAddress.neighborhood",
+            "shippingAddress.city",
+            "currency",
+        ] {
+            assert!(errs.has(f, "length"), "missing {f}/length in {errs}");
+        }
     }
 
     #[test]

@@ -36,12 +36,21 @@ pub enum QueueError {
 
 struct Inner {
     url: String,
+    /// The user payhub connects as (from the URL).
+    user: Option<String>,
     name: String,
     topology: Topology,
     current: watch::Sender<Option<Arc<Connection>>>,
     publisher: Mutex<Option<Channel>>,
     connected: AtomicBool,
     shutdown: CancellationToken,
+}
+
+/// The user an `amqp://user:pass@host/vhost` URL connects as (percent-decoded;
+/// `guest` when the URL names none, as RabbitMQ clients assume).
+pub fn user_of(url: &str) -> Option<String> {
+    let uri: lapin::uri::AMQPUri = url.parse().ok()?;
+    Some(uri.authority.userinfo.username).filter(|u| !u.is_empty())
 }
 
 /// A handle to the broker, cheap to clone. A background task keeps the
@@ -60,6 +69,7 @@ impl Broker {
         let broker = Broker {
             inner: Arc::new(Inner {
                 url: url.to_string(),
+                user: user_of(url),
                 name: client_name.to_string(),
                 topology,
                 current: tx,
@@ -75,6 +85,13 @@ impl Broker {
 
     pub fn topology(&self) -> &Topology {
         &self.inner.topology
+    }
+
+    /// The RabbitMQ user this broker handle connects as: the only `user-id`
+    /// its publishes may carry, and the only one that vouches for a
+    /// [`headers::SHOP_USER`] header.
+    pub fn user(&self) -> Option<&str> {
+        self.inner.user.as_deref()
     }
 
     /// True while a live connection exists (drives `/readyz`).

@@ -58,11 +58,33 @@ pub struct ShopMessage {
     pub user_id: Option<String>,
     pub message_id: Option<String>,
     pub routing_key: String,
+    /// The [`headers::SHOP_USER`] header: the shop's user-id, carried by
+    /// payhub when it republished the message (retry, replay). Only
+    /// [`ShopMessage::publisher`] decides whether it is to be believed.
+    pub forwarded_user: Option<String>,
+}
+
+impl ShopMessage {
+    /// The shop user that published this message, given payhub's own broker
+    /// user: the broker-validated `user-id` property, or, on a message that
+    /// payhub itself republished (its `user-id` is payhub's own, which only
+    /// payhub can publish as), the shop user payhub carried in the header.
+    /// A message without a `user-id` has no publisher, whatever its headers
+    /// say: anybody may leave the property out.
+    pub fn publisher(&self, own_user: Option<&str>) -> Option<&str> {
+        let nonempty = |u: &&str| !u.is_empty();
+        match self.user_id.as_deref().filter(nonempty) {
+            Some(u) if own_user == Some(u) => self.forwarded_user.as_deref().filter(nonempty),
+            other => other,
+        }
+    }
 }
 
 impl Decode for ShopMessage {
     fn decode(delivery: &Delivery) -> Result<Self, String> {
+        let hdrs = delivery.properties.headers().clone().unwrap_or_default();
         Ok(ShopMessage {
+            forwarded_user: header_str(&hdrs, headers::SHOP_USER),
             body: delivery.data.clone(),
             user_id: delivery.properties.user_id().as_ref().map(|u| u.as_str().to_string()),
             message_id: delivery
@@ -783,6 +805,28 @@ fn failure_headers(
     h
 }
 
+/// The headers of a copy that payhub republishes under its own user
+/// (`own_user`) of a message that arrived with `user_id`: the publisher's
+/// validated user goes into [`headers::SHOP_USER`]. A header that the
+/// original publisher set itself is overwritten (a shop's own user-id wins)
+/// or dropped (no user-id: nobody vouches for it); only a copy payhub
+/// already made, whose user-id is payhub's own, keeps the header it has.
+pub(crate) fn carry_shop_user(h: FieldTable, user_id: Option<&str>, own_user: Option<&str>) -> FieldTable {
+    match user_id.filter(|u| !u.is_empty()) {
+        Some(u) if own_user == Some(u) => h,
+        Some(u) => {
+            let mut h = h;
+            h.insert(headers::SHOP_USER.into(), AMQPValue::LongString(u.into()));
+            h
+        }
+        None => {
+            let mut inner = h.inner().clone();
+            inner.remove(headers::SHOP_USER);
+            FieldTable::from(inner)
+        }
+    }
+}
+
 /// Moves a delivery to `target` (retry or dead-letter queue) and acks it
 /// once the broker confirmed the copy; if the copy fails, the delivery is
 /// requeued so nothing is lost. Returns whether the move happened.
@@ -795,7 +839,17 @@ async fn settle(
     kind: &str,
     outcome: &str,
 ) -> bool {
+    let h = carry_shop_user(
+        h,
+        delivery.properties.user_id().as_ref().map(|u| u.as_str()),
+        broker.user(),
+    );
     let mut props = BasicProperties::default().with_headers(h);
+    if let Some(own) = broker.user() {
+        // The broker checks it against our connection: this is what lets a
+        // consumer believe the [`headers::SHOP_USER`] header on the copy.
+        props = props.with_user_id(own.into());
+    }
     if let Some(id) = delivery.properties.message_id() {
         props = props.with_message_id(id.clone());
     }
@@ -816,5 +870,58 @@ async fn settle(
             metrics::CONSUMED.with_label_values(&[queue, kind, "requeue"]).inc();
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(user_id: Option<&str>, forwarded: Option<&str>) -> ShopMessage {
+        ShopMessage {
+            body: Vec::new(),
+            user_id: user_id.map(str::to_string),
+            message_id: None,
+            routing_key: "orders".into(),
+            forwarded_user: forwarded.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_shop_user_header_is_believed_only_under_payhubs_own_user() {
+        let own = Some("payhub");
+        // Published by the shop itself: its validated user-id, the header ignored.
+        assert_eq!(msg(Some("loja-a"), Some("loja-b")).publisher(own), Some("loja-a"));
+        // Republished by payhub: the header payhub set.
+        assert_eq!(msg(Some("payhub"), Some("loja-a")).publisher(own), Some("loja-a"));
+        assert_eq!(msg(Some("payhub"), None).publisher(own), None);
+        // No user-id: nobody vouches for the header.
+        assert_eq!(msg(None, Some("loja-a")).publisher(own), None);
+        assert_eq!(msg(Some(""), Some("loja-a")).publisher(own), None);
+    }
+
+    #[test]
+    fn republishing_carries_the_validated_user_and_never_a_forged_one() {
+        let forged = {
+            let mut h = FieldTable::default();
+            h.insert(headers::SHOP_USER.into(), AMQPValue::LongString("loja-b".into()));
+            h
+        };
+        let own = Some("payhub");
+        let h = carry_shop_user(forged.clone(), Some("loja-a"), own);
+        assert_eq!(header_str(&h, headers::SHOP_USER).as_deref(), Some("loja-a"));
+        let h = carry_shop_user(forged.clone(), None, own);
+        assert_eq!(header_str(&h, headers::SHOP_USER), None);
+        let h = carry_shop_user(forged, Some("payhub"), own);
+        assert_eq!(header_str(&h, headers::SHOP_USER).as_deref(), Some("loja-b"));
+    }
+
+    #[test]
+    fn the_broker_user_comes_from_the_url() {
+        assert_eq!(
+            crate::broker::user_of("amqp://guest:guest@127.0.0.1:5672/%2f").as_deref(),
+            Some("guest")
+        );
+        assert_eq!(crate::broker::user_of("amqp://us%40er:x@h/v").as_deref(), Some("us@er"));
     }
 }

@@ -78,6 +78,9 @@ impl Filter {
 pub struct DeadLetterAdmin {
     conn: Connection,
     topology: Topology,
+    /// The user the admin connects as: replayed copies carry it as their
+    /// `user-id`, and the shop's user in [`headers::SHOP_USER`].
+    user: Option<String>,
 }
 
 fn read(props: &BasicProperties, data: &[u8]) -> DeadLetter {
@@ -108,7 +111,11 @@ impl DeadLetterAdmin {
             ConnectionProperties::default().with_connection_name("payhubctl".into()),
         )
         .await?;
-        Ok(DeadLetterAdmin { conn, topology })
+        Ok(DeadLetterAdmin {
+            conn,
+            topology,
+            user: crate::broker::user_of(url),
+        })
     }
 
     pub async fn close(self) {
@@ -190,6 +197,7 @@ impl DeadLetterAdmin {
                     let k = k.as_str();
                     let keep = k == headers::ORIGINAL_ROUTING_KEY
                         || k == headers::TRACEPARENT
+                        || k == headers::SHOP_USER
                         || !(k.starts_with("x-payhub-")
                             || k == "x-death"
                             || k.starts_with("x-first-death")
@@ -200,10 +208,20 @@ impl DeadLetterAdmin {
                 }
             }
             h.insert(REPLAYED.into(), AMQPValue::LongLongInt(i64::from(d.replayed + 1)));
+            // The replayed copy is published under our user, so the shop's
+            // identity travels in the header (see `carry_shop_user`).
+            let h = crate::consumer::carry_shop_user(
+                h,
+                m.delivery.properties.user_id().as_ref().map(|u| u.as_str()),
+                self.user.as_deref(),
+            );
             let mut props = BasicProperties::default()
                 .with_headers(h)
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into());
+            if let Some(own) = &self.user {
+                props = props.with_user_id(own.as_str().into());
+            }
             if let Some(id) = m.delivery.properties.message_id() {
                 props = props.with_message_id(id.clone());
             }

@@ -14,7 +14,7 @@ pub mod dead_letters;
 pub mod metrics;
 mod topology;
 
-pub use broker::{Broker, QueueError};
+pub use broker::{Broker, QueueError, user_of};
 pub use consumer::{
     ConsumerOptions, DeadLetterStory, Decode, Failure, Handler, Incoming, ShopMessage, consume, handle_as_batch,
 };

@@ -26,6 +26,12 @@ pub mod headers {
     pub const DEAD_LETTER_REASON: &str = "x-payhub-dead-letter-reason";
     /// W3C trace context of the publisher.
     pub const TRACEPARENT: &str = "traceparent";
+    /// The shop's RabbitMQ user, carried when payhub itself republishes a
+    /// shop's message (retry queue, dead letters, replay): RabbitMQ only
+    /// lets a publisher set its own `user-id`, so the shop's cannot travel
+    /// in the property. Trusted only on messages whose `user-id` is
+    /// payhub's own broker user, which no shop can publish as.
+    pub const SHOP_USER: &str = "x-payhub-shop-user";
 }
 
 /// How failures are retried: PixelPay's contract by default (a new attempt

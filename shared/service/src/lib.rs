@@ -2,6 +2,7 @@
 //! store and broker handles with readiness, the ops HTTP server, and a
 //! two-phase shutdown (stop intake and drain, then close connections).
 
+pub mod outbound;
 pub mod problem;
 
 use payhub_queue::Failure;
@@ -23,6 +24,7 @@ pub fn store_failure(e: impl Into<StoreError>) -> Failure {
 use anyhow::Context;
 use payhub_queue::{Broker, RetryPolicy, Topology};
 use payhub_store::Store;
+pub use payhub_telemetry::http::HttpLimits;
 use payhub_telemetry::{ConfigError, Env, Readiness};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -175,18 +177,45 @@ impl Infra {
     }
 
     /// Binds the HTTP listener: service routes plus `/metrics`, `/healthz`,
-    /// `/readyz`, with request metrics.
+    /// `/readyz`, with request metrics and the default [`HttpLimits`].
     pub async fn bind_http(&self, addr: SocketAddr, routes: axum::Router) -> anyhow::Result<HttpServer> {
+        self.bind_http_with(addr, routes, &HttpOptions::default()).await
+    }
+
+    /// Binds the HTTP listener(s) under `opts`: with an ops address, the ops
+    /// routes are served there only, and the public listener has the service
+    /// routes alone.
+    pub async fn bind_http_with(
+        &self,
+        addr: SocketAddr,
+        routes: axum::Router,
+        opts: &HttpOptions,
+    ) -> anyhow::Result<HttpServer> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (PAYHUB_HTTP_ADDR)"))?;
         let local_addr = listener.local_addr()?;
-        let router =
-            payhub_telemetry::http::instrument(routes.merge(payhub_telemetry::ops_router(self.readiness.clone())));
+        let ops = payhub_telemetry::ops_router(self.readiness.clone());
+        let (router, ops) = match opts.ops_addr {
+            None => (routes.merge(ops), None),
+            Some(ops_addr) => {
+                let ops_listener = TcpListener::bind(ops_addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {ops_addr} (PAYHUB_OPS_ADDR)"))?;
+                (routes, Some((ops_listener, payhub_telemetry::http::instrument(ops))))
+            }
+        };
+        let ops_local_addr = match &ops {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        };
         Ok(HttpServer {
             listener,
-            router,
+            router: payhub_telemetry::http::instrument(router),
             local_addr,
+            limits: opts.limits,
+            ops,
+            ops_local_addr,
         })
     }
 
@@ -223,18 +252,54 @@ impl Infra {
     }
 }
 
+/// How a service's HTTP listeners are run: the limits every listener has
+/// and, optionally, a separate internal address for the ops routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpOptions {
+    pub limits: HttpLimits,
+    /// `PAYHUB_OPS_ADDR`: where `/metrics`, `/healthz` and `/readyz` are
+    /// served instead of the public listener. Unset: on the public listener.
+    pub ops_addr: Option<SocketAddr>,
+}
+
+impl HttpOptions {
+    /// The limits (`PAYHUB_HTTP_*`, see [`HttpLimits::from_env`]) and
+    /// `PAYHUB_OPS_ADDR`.
+    pub fn from_env(env: &Env) -> Result<HttpOptions, ConfigError> {
+        Ok(HttpOptions {
+            limits: HttpLimits::from_env(env)?,
+            ops_addr: match env.optional("PAYHUB_OPS_ADDR") {
+                None => None,
+                Some(_) => Some(env.socket_addr("PAYHUB_OPS_ADDR", "")?),
+            },
+        })
+    }
+}
+
 /// A bound, not yet serving, HTTP server.
 pub struct HttpServer {
     listener: TcpListener,
     router: axum::Router,
     pub local_addr: SocketAddr,
+    limits: HttpLimits,
+    ops: Option<(TcpListener, axum::Router)>,
+    /// Where the ops routes are, when not on the public listener.
+    pub ops_local_addr: Option<SocketAddr>,
 }
 
 impl HttpServer {
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        payhub_telemetry::http::serve(self.listener, self.router, shutdown)
-            .await
-            .context("the HTTP server failed")
+        use payhub_telemetry::http::serve_with;
+        let public = serve_with(self.listener, self.router, self.limits, "public", shutdown.clone());
+        let result = match self.ops {
+            None => public.await,
+            Some((listener, router)) => {
+                let ops = serve_with(listener, router, self.limits, "ops", shutdown);
+                let (a, b) = tokio::join!(public, ops);
+                a.and(b)
+            }
+        };
+        result.context("the HTTP server failed")
     }
 }
 
@@ -244,21 +309,37 @@ pub struct App {
     infra: Infra,
     work: JoinSet<anyhow::Result<()>>,
     local_addr: SocketAddr,
+    ops_addr: Option<SocketAddr>,
 }
 
 impl App {
     /// Binds the HTTP listener (service routes plus the ops routes) and
-    /// starts serving until shutdown.
+    /// starts serving until shutdown, with the limits and ops address the
+    /// environment sets ([`HttpOptions::from_env`]; a bad value stops the
+    /// service like any other setting).
     pub async fn start(infra: Infra, http_addr: SocketAddr, routes: axum::Router) -> anyhow::Result<App> {
-        let server = infra.bind_http(http_addr, routes).await?;
+        let opts = HttpOptions::from_env(&Env::process())?;
+        Self::start_with(infra, http_addr, routes, opts).await
+    }
+
+    /// [`App::start`] with the HTTP options given.
+    pub async fn start_with(
+        infra: Infra,
+        http_addr: SocketAddr,
+        routes: axum::Router,
+        opts: HttpOptions,
+    ) -> anyhow::Result<App> {
+        let server = infra.bind_http_with(http_addr, routes, &opts).await?;
         let local_addr = server.local_addr;
+        let ops_addr = server.ops_local_addr;
         let mut work = JoinSet::new();
         work.spawn(server.serve(infra.shutdown.clone()));
-        tracing::info!(service = infra.service, %local_addr, "listening");
+        tracing::info!(service = infra.service, %local_addr, ops_addr = ?ops_addr, "listening");
         Ok(App {
             infra,
             work,
             local_addr,
+            ops_addr,
         })
     }
 
@@ -284,6 +365,12 @@ impl App {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served: the ops
+    /// address when one was set, the public listener otherwise.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_addr.unwrap_or(self.local_addr)
     }
 
     /// Waits until shutdown has drained every consumer and request, then
