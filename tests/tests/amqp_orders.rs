@@ -186,3 +186,287 @@ async fn invalid_messages_are_refused_with_their_reasons_and_parked() {
     drop(shop);
     app.stop().await;
 }
+
+/// Publishes `body` to the shop-orders exchange as `shop` (its own user-id),
+/// with extra headers, and waits for the broker's confirm.
+async fn publish_as(
+    app: &TestApp,
+    shop: &payhub_tests::AmqpShopUser,
+    user_id: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) {
+    let conn = lapin::Connection::connect(&shop.url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let mut h = lapin::types::FieldTable::default();
+    for (k, v) in headers {
+        h.insert((*k).into(), lapin::types::AMQPValue::LongString((*v).into()));
+    }
+    let mut props = lapin::BasicProperties::default()
+        .with_message_id(uuid::Uuid::new_v4().to_string().into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_headers(h);
+    if let Some(u) = user_id {
+        props = props.with_user_id(u.into());
+    }
+    let confirm = ch
+        .basic_publish(
+            app.topology.orders_exchange.as_str().into(),
+            "orders.test".into(),
+            Default::default(),
+            body,
+            props,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack(), "{confirm:?}");
+    let _ = conn.close(200, "done".into()).await;
+}
+
+fn rejections_for(app: &TestApp, correlation_id: &str) -> Vec<payhub_sandbox::ReceivedWebhook> {
+    app.sandbox
+        .shop_webhooks()
+        .into_iter()
+        .filter(|h| {
+            serde_json::from_str::<Value>(&h.body)
+                .is_ok_and(|b| b["type"] == "order.rejected" && b["data"]["correlationID"] == correlation_id)
+        })
+        .collect()
+}
+
+async fn parked(app: &TestApp) -> Vec<payhub_queue::dead_letters::DeadLetter> {
+    let admin = app.dead_letter_admin().await;
+    let parked = admin.list(&payhub_queue::QueueSpec::INGRESS_ORDERS, 10).await.unwrap();
+    admin.close().await;
+    parked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_service_that_never_answers_ends_in_one_rejection_after_the_last_attempt() {
+    if !have_rabbitmqctl() {
+        eprintln!("SKIPPED: rabbitmqctl is needed to make the shop's RabbitMQ user");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    // A stock service that takes the connection and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/stock", listener.local_addr().unwrap());
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(sock);
+        }
+    });
+    let rules: payhub_core::rules::OrderRules =
+        serde_json::from_value(json!({"stock": {"kind": "callback", "url": url, "timeoutMs": 200}})).unwrap();
+    payhub_store::shops::set_order_rules(&app.store, app.shop.shop.id, &rules)
+        .await
+        .unwrap();
+    let shop = app.amqp_user_for(app.shop.shop.id).await;
+    publish_as(
+        &app,
+        &shop,
+        Some(&shop.user),
+        &[],
+        sample_order("stock-silent").to_string().as_bytes(),
+    )
+    .await;
+
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            !rejections_for(&app, "stock-silent").is_empty()
+        })
+        .await,
+        "the shop hears of the order once the attempts ran out"
+    );
+    // Every attempt asked the stock service: the retried copies kept their shop.
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let hooks = rejections_for(&app, "stock-silent");
+    assert_eq!(hooks.len(), 1, "exactly one rejection");
+    let body: Value = serde_json::from_str(&hooks[0].body).unwrap();
+    assert_eq!(body["data"]["errors"][0]["code"], "stock_unavailable", "{body:#}");
+    assert!(
+        !hooks[0].body.contains("127.0.0.1"),
+        "no address in the refusal: {}",
+        hooks[0].body
+    );
+    let parked = parked(&app).await;
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].story.attempts, 3);
+    assert_eq!(parked[0].story.reason.as_deref(), Some("permanent"));
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 0);
+    drop(shop);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_message_keeps_its_shop_and_a_forged_shop_header_is_not_believed() {
+    if !have_rabbitmqctl() {
+        eprintln!("SKIPPED: rabbitmqctl is needed to make the shop's RabbitMQ user");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let other = payhub_store::shops::create(&app.store, "Outra Loja", None, None)
+        .await
+        .unwrap();
+    let mine = app.amqp_user_for(app.shop.shop.id).await;
+    let theirs = app.amqp_user_for(other.shop.id).await;
+    let header = payhub_queue::headers::SHOP_USER;
+
+    // The stock service fails the first call, then answers: the order is
+    // accepted on its second attempt, which came back through the retry
+    // queue under payhub's own user-id, for the right shop.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/stock", listener.local_addr().unwrap());
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let router = axum::Router::new().route(
+        "/stock",
+        axum::routing::post(move || {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({})))
+                } else {
+                    (axum::http::StatusCode::OK, axum::Json(json!({"unavailable": []})))
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let rules: payhub_core::rules::OrderRules =
+        serde_json::from_value(json!({"stock": {"kind": "callback", "url": url, "timeoutMs": 1000}})).unwrap();
+    payhub_store::shops::set_order_rules(&app.store, app.shop.shop.id, &rules)
+        .await
+        .unwrap();
+    // The publisher also forges the header, naming the other shop: its own
+    // validated user-id wins, on the first attempt and on the retry.
+    publish_as(
+        &app,
+        &mine,
+        Some(&mine.user),
+        &[(header, &theirs.user)],
+        sample_order("retried").to_string().as_bytes(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.count("SELECT count(*) FROM orders WHERE correlation_id = 'retried'")
+                .await
+                == 1
+        })
+        .await,
+        "the order is accepted on its retry"
+    );
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "accepted on the retry"
+    );
+    let (shop_id,): (uuid::Uuid,) = sqlx::query_as("SELECT shop_id FROM orders WHERE correlation_id = 'retried'")
+        .fetch_one(&app.store.pool)
+        .await
+        .unwrap();
+    assert_eq!(shop_id, app.shop.shop.id);
+
+    // No user-id at all, the header naming a shop: nobody vouches for it.
+    publish_as(
+        &app,
+        &theirs,
+        None,
+        &[(header, &mine.user)],
+        sample_order("anonymous-forged").to_string().as_bytes(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async { !parked(&app).await.is_empty() }).await,
+        "the anonymous message is parked"
+    );
+    let parked = parked(&app).await;
+    assert_eq!(parked.len(), 1);
+    assert!(
+        parked[0].story.errors[0].contains("no user-id"),
+        "{:?}",
+        parked[0].story
+    );
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
+    assert!(rejections_for(&app, "anonymous-forged").is_empty());
+    drop((mine, theirs));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_parked_unread_and_replay_keeps_its_shop() {
+    if !have_rabbitmqctl() {
+        eprintln!("SKIPPED: rabbitmqctl is needed to make the shop's RabbitMQ user");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let shop = app.amqp_user_for(app.shop.shop.id).await;
+    // Over the 256 KiB limit, and not even JSON: never parsed.
+    let mut huge = b"{\"correlationID\": \"huge\", ".to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 300 * 1024));
+    publish_as(&app, &shop, Some(&shop.user), &[], &huge).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async { !parked(&app).await.is_empty() }).await,
+        "the message is parked"
+    );
+    let dead = parked(&app).await;
+    assert_eq!(dead.len(), 1);
+    let why = &dead[0].story.errors[0];
+    assert!(why.contains("over the body limit"), "{why}");
+    assert!(!why.contains("JSON"), "refused before parsing: {why}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.sandbox
+                .shop_webhooks()
+                .iter()
+                .any(|h| h.body.contains("order.rejected") && h.body.contains("too_large"))
+        })
+        .await,
+        "the shop hears why"
+    );
+
+    // Replayed by an operator, under payhub's own user: still the shop's
+    // message (refused again for its size, not parked as anonymous), and
+    // the same refusal, so no second webhook.
+    let admin = app.dead_letter_admin().await;
+    let n = admin
+        .replay(&payhub_queue::QueueSpec::INGRESS_ORDERS, &Default::default())
+        .await
+        .unwrap();
+    admin.close().await;
+    assert_eq!(n, 1);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            parked(&app).await.first().is_some_and(|d| d.replayed == 1)
+        })
+        .await
+    );
+    let again = parked(&app).await;
+    assert!(
+        again[0].story.errors[0].contains("over the body limit"),
+        "{:?}",
+        again[0].story
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hooks: Vec<_> = app
+        .sandbox
+        .shop_webhooks()
+        .into_iter()
+        .filter(|h| h.body.contains("too_large"))
+        .collect();
+    assert_eq!(hooks.len(), 1, "one refusal under one webhook id");
+    drop(shop);
+    app.stop().await;
+}
