@@ -37,6 +37,12 @@ pub struct TestOptions {
     /// Services the test runs itself as separate processes
     /// ([`TestApp::spawn_process`]) instead of in-process.
     pub external: Vec<&'static str>,
+    /// Services not started by the harness: the test starts them later
+    /// with [`TestApp::start_service`].
+    pub deferred: Vec<&'static str>,
+    /// The sweeper's settings (by default it sweeps rarely: tests that
+    /// exercise it shorten them).
+    pub sweep: reporter::sweeper::SweepConfig,
 }
 
 impl Default for TestOptions {
@@ -46,6 +52,11 @@ impl Default for TestOptions {
             max_attempts: 3,
             prefetch: 16,
             external: Vec::new(),
+            deferred: Vec::new(),
+            sweep: reporter::sweeper::SweepConfig {
+                interval: Duration::from_secs(3600),
+                ..Default::default()
+            },
         }
     }
 }
@@ -67,7 +78,22 @@ pub struct TestApp {
     services: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
     sandbox_stop: CancellationToken,
     opts: TestOptions,
+    common: CommonConfig,
+    charge_creator_addr: std::net::SocketAddr,
 }
+
+/// The six services, in the order the harness starts them by default.
+pub const SERVICES: [&str; 6] = [
+    "charge-creator",
+    "ingress",
+    "webhook-verifier",
+    "order-updater",
+    "notifier",
+    "reporter",
+];
+
+/// Where the notifier sends platform alerts in tests.
+pub const PLATFORM_ADMIN: &str = "platform-admin@payhub.example.com";
 
 fn common(database_url: &str, topology: &Topology, opts: &TestOptions) -> CommonConfig {
     CommonConfig {
@@ -130,84 +156,14 @@ impl TestApp {
         };
         let c = common(&database_url, &topology, &opts);
         let shutdown = CancellationToken::new();
-        let mut services: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
-        let mut ops_urls = Vec::new();
-        let url = |a: std::net::SocketAddr| format!("http://{a}");
-
-        let app = ingress::Application::build(
-            ingress::Config {
-                common: c.clone(),
-                max_body_bytes: 256 * 1024,
-            },
-            shutdown.clone(),
-        )
-        .await?;
-        let ingress_url = url(app.local_addr());
-        ops_urls.push(("ingress", ingress_url.clone()));
-        services.push(("ingress", tokio::spawn(app.run_until_stopped())));
-
-        let keys = payhub_connectors::rsa::TrustedKeys::from_pem(payhub_sandbox::FIXTURE_PUBLIC_KEY_PEM)?;
-        let app = webhook_verifier::Application::build(
-            webhook_verifier::Config {
-                common: c.clone(),
-                openpix_keys: keys,
-            },
-            shutdown.clone(),
-        )
-        .await?;
-        let verifier_url = url(app.local_addr());
-        ops_urls.push(("webhook-verifier", verifier_url.clone()));
-        services.push(("webhook-verifier", tokio::spawn(app.run_until_stopped())));
-        sandbox.set_webhook_target(&format!("{verifier_url}/webhooks/openpix"));
-
-        anyhow::ensure!(
-            opts.external.iter().all(|e| *e == "order-updater"),
-            "only order-updater can run as a separate process in tests so far"
-        );
-        let app = charge_creator::Application::build(
-            charge_creator::Config {
-                common: c.clone(),
-                openpix_base_url: sandbox.provider_url(),
-                openpix_app_id: APP_ID.to_string().into(),
-                provider_timeout: Duration::from_secs(3),
-            },
-            shutdown.clone(),
-        )
-        .await?;
-        ops_urls.push(("charge-creator", url(app.local_addr())));
-        services.push(("charge-creator", tokio::spawn(app.run_until_stopped())));
-
-        if !opts.external.contains(&"order-updater") {
-            let app = order_updater::Application::build(order_updater::Config { common: c.clone() }, shutdown.clone())
-                .await?;
-            ops_urls.push(("order-updater", url(app.local_addr())));
-            services.push(("order-updater", tokio::spawn(app.run_until_stopped())));
-        }
-
-        let app = notifier::Application::build(
-            notifier::Config {
-                common: c.clone(),
-                smtp_url: format!("smtp://{}", sandbox.smtp_addr()),
-                smtp_pool_size: 8,
-                mail_from: "payhub <no-reply@payhub.local>".into(),
-                webhook_timeout: Duration::from_secs(3),
-                wake_postback_url: sandbox.wake_postback_base_url(),
-                // The sandbox shop listens on loopback: development rules.
-                webhook_urls: Default::default(),
-            },
-            shutdown.clone(),
-        )
-        .await?;
-        ops_urls.push(("notifier", url(app.local_addr())));
-        services.push(("notifier", tokio::spawn(app.run_until_stopped())));
-
-        let app = reporter::Application::build(reporter::Config { common: c.clone() }, shutdown.clone()).await?;
-        let reporter_url = url(app.local_addr());
-        ops_urls.push(("reporter", reporter_url.clone()));
-        services.push(("reporter", tokio::spawn(app.run_until_stopped())));
-
+        // charge-creator's address is fixed before any service starts, so
+        // those that call it can start first.
+        let charge_creator_addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?
+        };
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        let app = TestApp {
+        let mut app = TestApp {
             id,
             database_url,
             db_name,
@@ -215,21 +171,132 @@ impl TestApp {
             sandbox,
             shop,
             topology,
-            ingress_url,
-            verifier_url,
-            reporter_url,
-            ops_urls,
+            ingress_url: String::new(),
+            verifier_url: String::new(),
+            reporter_url: String::new(),
+            ops_urls: Vec::new(),
             http,
             shutdown,
-            services,
+            services: Vec::new(),
             sandbox_stop,
             opts: opts.clone(),
+            common: c,
+            charge_creator_addr,
         };
-        // With external services, the test starts them and then waits.
-        if opts.external.is_empty() {
+        anyhow::ensure!(
+            opts.external.iter().all(|e| *e == "order-updater"),
+            "only order-updater can run as a separate process in tests so far"
+        );
+        for name in SERVICES {
+            if !opts.external.contains(&name) && !opts.deferred.contains(&name) {
+                app.start_service(name).await?;
+            }
+        }
+        // With external or deferred services, the test starts them and then waits.
+        if opts.external.is_empty() && opts.deferred.is_empty() {
             app.wait_ready().await?;
         }
         Ok(app)
+    }
+
+    /// Starts one service in-process (see [`SERVICES`]); for services the
+    /// test deferred ([`TestOptions::deferred`]), in any order.
+    pub async fn start_service(&mut self, name: &'static str) -> anyhow::Result<()> {
+        let c = self.common.clone();
+        let shutdown = self.shutdown.clone();
+        let url = |a: std::net::SocketAddr| format!("http://{a}");
+        let charge_creator_url = url(self.charge_creator_addr);
+        let token = payhub_service::internal::DEVELOPMENT_TOKEN.to_string();
+        let (addr, task) = match name {
+            "ingress" => {
+                let app = ingress::Application::build(
+                    ingress::Config {
+                        common: c,
+                        max_body_bytes: 256 * 1024,
+                    },
+                    shutdown,
+                )
+                .await?;
+                self.ingress_url = url(app.local_addr());
+                (app.local_addr(), tokio::spawn(app.run_until_stopped()))
+            }
+            "webhook-verifier" => {
+                let keys = payhub_connectors::rsa::TrustedKeys::from_pem(payhub_sandbox::FIXTURE_PUBLIC_KEY_PEM)?;
+                let app = webhook_verifier::Application::build(
+                    webhook_verifier::Config {
+                        common: c,
+                        openpix_keys: keys,
+                        charge_creator_url,
+                        internal_token: token,
+                        confirm_timeout: Duration::from_secs(5),
+                        rate_per_sec: 1000,
+                        rate_burst: 2000,
+                    },
+                    shutdown,
+                )
+                .await?;
+                self.verifier_url = url(app.local_addr());
+                self.sandbox
+                    .set_webhook_target(&format!("{}/webhooks/openpix", self.verifier_url));
+                (app.local_addr(), tokio::spawn(app.run_until_stopped()))
+            }
+            "charge-creator" => {
+                let mut c = c;
+                c.http_addr = self.charge_creator_addr;
+                let app = charge_creator::Application::build(
+                    charge_creator::Config {
+                        common: c,
+                        openpix_base_url: self.sandbox.provider_url(),
+                        openpix_app_id: APP_ID.to_string().into(),
+                        provider_timeout: Duration::from_secs(3),
+                        internal_token: token,
+                    },
+                    shutdown,
+                )
+                .await?;
+                (app.local_addr(), tokio::spawn(app.run_until_stopped()))
+            }
+            "order-updater" => {
+                let app = order_updater::Application::build(order_updater::Config { common: c }, shutdown).await?;
+                (app.local_addr(), tokio::spawn(app.run_until_stopped()))
+            }
+            "notifier" => {
+                let app = notifier::Application::build(
+                    notifier::Config {
+                        common: c,
+                        smtp_url: format!("smtp://{}", self.sandbox.smtp_addr()),
+                        smtp_pool_size: 8,
+                        mail_from: "payhub <no-reply@payhub.local>".into(),
+                        webhook_timeout: Duration::from_secs(3),
+                        wake_postback_url: self.sandbox.wake_postback_base_url(),
+                        // The sandbox shop listens on loopback: development rules.
+                        webhook_urls: Default::default(),
+                        platform_admin_email: Some(PLATFORM_ADMIN.into()),
+                    },
+                    shutdown,
+                )
+                .await?;
+                (app.local_addr(), tokio::spawn(app.run_until_stopped()))
+            }
+            "reporter" => {
+                let app = reporter::Application::build(
+                    reporter::Config {
+                        common: c,
+                        sweep: self.opts.sweep.clone(),
+                        charge_creator_url,
+                        internal_token: token,
+                    },
+                    shutdown,
+                )
+                .await?;
+                self.reporter_url = url(app.local_addr());
+                (app.local_addr(), tokio::spawn(app.run_until_stopped()))
+            }
+            other => anyhow::bail!("no service {other}"),
+        };
+        self.ops_urls.push((name, url(addr)));
+        self.services.push((name, task));
+        Ok(())
     }
 
     /// The environment a service binary needs to join this test's

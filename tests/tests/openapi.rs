@@ -94,15 +94,15 @@ async fn wake(app: &TestApp, path: &str, secret: &str, body: &Value) -> reqwest:
 }
 
 /// OpenPix's CHARGE_COMPLETED for an order, signed by the sandbox's key.
-fn payment_webhook(app: &TestApp, order: &Value) -> (Vec<u8>, String) {
-    let mut hook = fixture("openpix/charge-completed.json");
-    let total = order["amounts"]["totalMinor"].clone();
-    hook["charge"]["correlationID"] = order["id"].clone();
-    hook["charge"]["value"] = total.clone();
-    hook["pix"]["value"] = total;
-    let body = serde_json::to_vec(&hook).unwrap();
-    let signature = app.sandbox.sign(&body);
-    (body, signature)
+/// The buyer pays at the sandbox; its signed webhook is kept to post by hand.
+async fn payment_webhook(app: &TestApp, order: &Value) -> (Vec<u8>, String) {
+    app.sandbox.hold_webhooks(true);
+    app.sandbox.pay(order["id"].as_str().unwrap()).await.unwrap();
+    app.sandbox.hold_webhooks(false);
+    app.sandbox
+        .take_held_webhooks()
+        .pop()
+        .expect("the held payment webhook")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,7 +261,7 @@ async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
         )
         .await;
     assert_eq!(ack["status"], "ignored");
-    let (payment, signature) = payment_webhook(&app, &awaiting);
+    let (payment, signature) = payment_webhook(&app, &awaiting).await;
     let forged = app.sandbox.sign(b"another body");
     s.record(
         "forged signature",

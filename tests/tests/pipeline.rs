@@ -215,20 +215,26 @@ async fn a_duplicated_webhook_pays_once() {
     assert_eq!(app.sandbox.resend_last_webhook(&order_id).await.unwrap().status, 200);
     assert_eq!(app.sandbox.resend_last_webhook(&order_id).await.unwrap().status, 200);
     app.wait_for_status("pedido-dup", "paid").await;
-    // Let every duplicate travel through the pipeline.
+    // The same (provider, transaction, event) is acknowledged and stops at
+    // the door: one payment notice reaches the order.
     assert!(
         eventually(Duration::from_secs(10), || async {
             app.count("SELECT count(*) FROM processed_events WHERE consumer = 'order-updater'")
                 .await
-                == 4
+                == 2
         })
         .await,
-        "charge.created and three payment notices all processed"
+        "charge.created and one payment notice processed"
     );
     assert_eq!(
         app.count("SELECT count(*) FROM webhook_events WHERE verdict = 'accepted'")
             .await,
-        3
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_events WHERE verdict = 'duplicate'")
+            .await,
+        2
     );
     assert_eq!(
         app.count("SELECT count(*) FROM order_history WHERE to_status = 'paid'")

@@ -230,6 +230,8 @@ async fn poison_messages_are_parked_with_their_reason_and_the_consumer_keeps_wor
             webhook_event_id: uuid::Uuid::now_v7(),
             provider_reference: uuid::Uuid::now_v7().to_string(),
             report: payhub_core::events::PaymentReport::Expired,
+            confirmation: None,
+            source: Default::default(),
         },
     ));
     publish("payment.reported", unknown.to_json()).await;
@@ -378,13 +380,30 @@ async fn notices_arriving_together_are_each_applied_once_and_a_bad_one_alone_is_
         let view = app.wait_for_status(cid, "awaiting_payment").await;
         orders.push(view["id"].as_str().unwrap().to_string());
     }
+    // Notices as webhook-verifier stores them once the provider confirmed
+    // them: about the charge payhub created.
+    let mut charge_ids = std::collections::HashMap::new();
+    for id in &orders {
+        let (charge,): (String,) = sqlx::query_as("SELECT provider_charge_id FROM charges WHERE order_id = $1::uuid")
+            .bind(id)
+            .fetch_one(&app.store.pool)
+            .await
+            .unwrap();
+        charge_ids.insert(id.clone(), charge);
+    }
     let notice = |reference: String| {
         payhub_core::Envelope::new(payhub_core::EventPayload::PaymentReported(
             payhub_core::events::PaymentReported {
                 provider: payhub_core::Provider::Openpix,
                 webhook_event_id: uuid::Uuid::now_v7(),
+                confirmation: Some(payhub_core::events::PaymentConfirmation {
+                    provider_charge_id: charge_ids.get(&reference).cloned().unwrap_or_default(),
+                    account: "platform".into(),
+                    confirmed_at: time::OffsetDateTime::now_utc(),
+                }),
                 provider_reference: reference,
                 report: payhub_core::events::PaymentReport::Expired,
+                source: Default::default(),
             },
         ))
     };

@@ -8,6 +8,7 @@
 //! is reported failed (`charge.failed`) so it is blocked and people are told.
 
 use payhub_connectors::openpix::OpenPixClient;
+use payhub_connectors::psync::PaymentQuery;
 use payhub_connectors::{ChargeConnector, ChargeRequest, ConnectorError};
 use payhub_core::Envelope;
 use payhub_core::events::{ChargeCreated, ChargeFailed, EventPayload};
@@ -21,6 +22,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+pub mod confirm;
+
 pub const SERVICE: &str = "charge-creator";
 
 #[derive(Debug, Clone)]
@@ -29,6 +32,8 @@ pub struct Config {
     pub openpix_base_url: String,
     pub openpix_app_id: SecretString,
     pub provider_timeout: Duration,
+    /// Authenticates the internal confirmation call (`PAYHUB_INTERNAL_TOKEN`).
+    pub internal_token: String,
 }
 
 impl Config {
@@ -38,6 +43,7 @@ impl Config {
             openpix_base_url: env.url("PAYHUB_OPENPIX_BASE_URL", "https://api.woovi.com")?,
             openpix_app_id: SecretString::from(env.required("PAYHUB_OPENPIX_APP_ID")?),
             provider_timeout: env.millis("PAYHUB_PROVIDER_TIMEOUT_MS", Duration::from_secs(10))?,
+            internal_token: payhub_service::internal::token(env)?,
         })
     }
 }
@@ -305,20 +311,31 @@ impl Application {
     }
 
     /// Builds with any connector (tests use the sandbox through the real client).
-    pub async fn build_with<C: ChargeConnector>(
+    pub async fn build_with<C: ChargeConnector + PaymentQuery + Clone>(
         config: Config,
         connector: C,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Application> {
         let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
         let outbox = infra.spawn_outbox();
+        let confirm = std::sync::Arc::new(confirm::ConfirmState {
+            store: infra.store.clone(),
+            query: connector.clone(),
+            token: config.internal_token.clone(),
+        });
         let handler = ChargeHandler {
             store: infra.store.clone(),
             outbox,
             connector,
             max_attempts: config.common.topology.retry.max_attempts,
         };
-        let mut app = payhub_service::App::start(infra, config.common.http_addr, axum::Router::new()).await?;
+        let routes = axum::Router::new()
+            .route(
+                payhub_connectors::internal::CONFIRM_PATH,
+                axum::routing::post(confirm::confirm_route::<C>),
+            )
+            .with_state(confirm);
+        let mut app = payhub_service::App::start(infra, config.common.http_addr, routes).await?;
         app.consume(QueueSpec::CHARGE_CREATOR, config.common.prefetch, handler);
         Ok(Application(app))
     }

@@ -58,6 +58,8 @@ pub struct Config {
     pub wake_postback_url: String,
     /// Which shop webhook URLs may be called (`PAYHUB_ENV`, `PAYHUB_ALLOW_PRIVATE_WEBHOOKS`).
     pub webhook_urls: WebhookUrlPolicy,
+    /// Where platform alerts go (`PAYHUB_PLATFORM_ADMIN_EMAIL`); unset, they are logged only.
+    pub platform_admin_email: Option<String>,
 }
 
 impl Config {
@@ -101,6 +103,15 @@ impl Config {
                 env.optional(payhub_core::url_safety::ALLOW_PRIVATE_VAR).as_deref(),
             )
             .map_err(|(name, reason)| Env::bad(name, reason))?,
+            platform_admin_email: match env.optional("PAYHUB_PLATFORM_ADMIN_EMAIL") {
+                None => None,
+                Some(a) => Some(
+                    payhub_core::identity::Email::parse(&a)
+                        .map_err(|_| Env::bad("PAYHUB_PLATFORM_ADMIN_EMAIL", "is not an e-mail address"))?
+                        .as_str()
+                        .to_string(),
+                ),
+            },
         })
     }
 }
@@ -141,6 +152,7 @@ pub struct NotifyHandler {
     pub mailer: Mailer,
     pub max_attempts: u32,
     pub wake_postback_url: String,
+    pub platform_admin_email: Option<String>,
 }
 
 /// A delivery this event calls for, before it is recorded.
@@ -287,6 +299,71 @@ impl NotifyHandler {
 }
 
 impl NotifyHandler {
+    /// An alert for a person: the platform's admin or the shop's, by
+    /// e-mail, once per event.
+    async fn notify_alert(&self, msg: &Incoming, alert: &payhub_core::events::AlertRaised) -> Result<(), Failure> {
+        use payhub_core::events::AlertAudience;
+        let env = &msg.envelope;
+        let to = match alert.audience {
+            AlertAudience::Platform => self.platform_admin_email.clone(),
+            AlertAudience::Shop => match env.shop_id {
+                Some(id) => payhub_store::shops::by_id(&self.store, id)
+                    .await
+                    .map_err(db)?
+                    .and_then(|s| s.admin_email),
+                None => None,
+            },
+        };
+        let Some(to) = to else {
+            tracing::error!(kind = %alert.kind, subject = %alert.subject, detail = %alert.detail,
+                "an alert has nobody to go to (set PAYHUB_PLATFORM_ADMIN_EMAIL or the shop's admin e-mail)");
+            return Ok(());
+        };
+        let planned = [Planned {
+            kind: Kind::AdminAlert,
+            target: to.clone(),
+            webhook_id: None,
+            send: Send::Mail {
+                to,
+                mail: mail::alert(env, alert),
+            },
+        }];
+        let last = msg.attempt >= self.max_attempts;
+        if self
+            .delivered(env)
+            .await?
+            .iter()
+            .any(|k| k == Kind::AdminAlert.as_str())
+        {
+            return Ok(());
+        }
+        let attempt = self.attempt_mail(&planned[0]).await;
+        let done = [Done {
+            planned: &planned[0],
+            last,
+            attempt,
+        }];
+        self.record(env, env.shop_id.unwrap_or_default(), &done).await?;
+        match &done[0].attempt {
+            a if a.ok => Ok(()),
+            a => Err(Failure::Transient(format!(
+                "alert e-mail: {}",
+                a.error.clone().unwrap_or_default()
+            ))),
+        }
+    }
+
+    async fn attempt_mail(&self, planned: &Planned) -> Attempt {
+        match &planned.send {
+            Send::Mail { to, mail } => self.mailer.send(to, mail).await,
+            _ => Attempt {
+                ok: false,
+                status_code: None,
+                error: Some("not an e-mail".into()),
+            },
+        }
+    }
+
     /// An order message was refused: the shop hears why, signed like every
     /// webhook, with the same retry rules.
     async fn notify_rejected(
@@ -336,6 +413,7 @@ impl Handler for NotifyHandler {
         let change = match &env.payload {
             EventPayload::OrderStatusChanged(change) => change,
             EventPayload::OrderRejected(rejected) => return self.notify_rejected(msg, rejected).await,
+            EventPayload::AlertRaised(alert) => return self.notify_alert(msg, alert).await,
             _ => return Err(Failure::Permanent(format!("notifier cannot handle {}", env.kind()))),
         };
         let shop_id = env
@@ -469,6 +547,7 @@ impl Application {
             mailer: Mailer::new(&config.smtp_url, &config.mail_from, config.smtp_pool_size)?,
             max_attempts: config.common.topology.retry.max_attempts,
             wake_postback_url: config.wake_postback_url.trim_end_matches('/').to_string(),
+            platform_admin_email: config.platform_admin_email.clone(),
         };
         let mut app = payhub_service::App::start(infra, config.common.http_addr, axum::Router::new()).await?;
         app.consume(QueueSpec::NOTIFIER, config.common.prefetch, handler);

@@ -153,6 +153,18 @@ pub fn admin_alert(env: &Envelope, change: &OrderStatusChanged, shop_name: &str)
     }
 }
 
+/// An alert raised by a service (a rejected webhook, a stale order).
+pub fn alert(env: &Envelope, alert: &payhub_core::events::AlertRaised) -> Mail {
+    let order = env
+        .order_id
+        .map(|i| format!("\nPedido payhub: {i}"))
+        .unwrap_or_default();
+    Mail {
+        subject: format!("[payhub] {}", alert.subject),
+        body: format!("{}\n\nTipo: {}{order}\nEvento: {}\n", alert.detail, alert.kind, env.id),
+    }
+}
+
 /// The alert a shop's admin gets when payhub gave up delivering a webhook.
 pub fn webhook_failure_alert(
     env: &Envelope,

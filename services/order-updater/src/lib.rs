@@ -77,6 +77,8 @@ struct OrderRow {
     summary: String,
     channel: String,
     created_at: OffsetDateTime,
+    end_to_end_id: Option<String>,
+    provider_charge_id: Option<String>,
 }
 
 /// The order an event concerns: `order_id`, or for a provider notice the
@@ -102,9 +104,11 @@ impl UpdateHandler {
     async fn apply(&self, tx: &mut sqlx::PgConnection, env: &Envelope) -> Result<Option<Envelope>, Failure> {
         let order_id = target_order(env)?;
         let row: Option<OrderRow> = sqlx::query_as(
-            "SELECT id, shop_id, correlation_id, provider, status, currency::text AS currency, total_minor, customer_name,
-                    customer_email, summary, channel, created_at
-             FROM orders WHERE id = $1 FOR UPDATE",
+            "SELECT o.id, o.shop_id, o.correlation_id, o.provider, o.status, o.currency::text AS currency, o.total_minor,
+                    o.customer_name, o.customer_email, o.summary, o.channel, o.created_at, o.end_to_end_id,
+                    c.provider_charge_id
+             FROM orders o LEFT JOIN charges c ON c.order_id = o.id
+             WHERE o.id = $1 FOR UPDATE OF o",
         )
         .bind(order_id)
         .fetch_optional(&mut *tx)
@@ -120,8 +124,10 @@ impl UpdateHandler {
             tracing::info!(event_id = %env.id, "event already applied; acking the duplicate");
             return Ok(None);
         }
-        let facts = OrderFacts::from_row(&order.status, &order.currency, order.total_minor, &order.provider)
+        let mut facts = OrderFacts::from_row(&order.status, &order.currency, order.total_minor, &order.provider)
             .map_err(Failure::Permanent)?;
+        facts.charge_id = order.provider_charge_id.clone();
+        facts.end_to_end_id = order.end_to_end_id.clone();
         let decision = decide(&facts, &env.payload);
         let Decision::Move {
             to,

@@ -11,6 +11,10 @@ pub struct OrderFacts {
     pub status: OrderStatus,
     pub total: Money,
     pub provider: Provider,
+    /// The provider's id of the charge payhub created for the order.
+    pub charge_id: Option<String>,
+    /// The PIX endToEndId that paid the order, once paid.
+    pub end_to_end_id: Option<String>,
 }
 
 impl OrderFacts {
@@ -22,6 +26,8 @@ impl OrderFacts {
                 Currency::parse(currency.trim()).ok_or_else(|| format!("unknown currency {currency:?}"))?,
             ),
             provider: Provider::parse(provider).map_err(|e| format!("provider {provider:?} {e}"))?,
+            charge_id: None,
+            end_to_end_id: None,
         })
     }
 }
@@ -68,6 +74,19 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
             ),
             _ => Decision::Ignore("the order is past charge creation"),
         },
+        // A payment counts only when payhub confirmed it with the provider,
+        // about the charge payhub created for this very order.
+        EventPayload::PaymentReported(p) if p.confirmation.is_none() => {
+            Decision::Ignore("an unconfirmed payment report changes nothing")
+        }
+        EventPayload::PaymentReported(_) if facts.charge_id.is_none() => {
+            Decision::Ignore("payhub created no charge for this order; no report can pay it")
+        }
+        EventPayload::PaymentReported(p)
+            if p.confirmation.as_ref().map(|c| &c.provider_charge_id) != facts.charge_id.as_ref() =>
+        {
+            Decision::Ignore("the confirmed charge is not the one payhub created for this order")
+        }
         EventPayload::PaymentReported(p) => match &p.report {
             PaymentReport::Completed {
                 charge_value,
@@ -84,6 +103,21 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                     "transactionId": transaction_id,
                 });
                 match facts.status {
+                    // Money received twice must be visible to a person.
+                    Paid if end_to_end_id.is_some()
+                        && facts.end_to_end_id.is_some()
+                        && *end_to_end_id != facts.end_to_end_id =>
+                    {
+                        move_to(
+                            UnderReview,
+                            Some(format!(
+                                "a second payment ({}) arrived for an order already paid ({})",
+                                end_to_end_id.as_deref().unwrap_or_default(),
+                                facts.end_to_end_id.as_deref().unwrap_or_default()
+                            )),
+                            details,
+                        )
+                    }
                     Paid => Decision::Ignore("already paid; a repeated payment notice changes nothing"),
                     UnderReview => Decision::Ignore("already flagged for review"),
                     Failed => move_to(
@@ -130,16 +164,17 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                 _ => Decision::Ignore("an expiry notice for an order that is no longer waiting"),
             },
         },
-        EventPayload::OrderAccepted(_) | EventPayload::OrderStatusChanged(_) | EventPayload::OrderRejected(_) => {
-            Decision::Ignore("not an order-updater event")
-        }
+        EventPayload::OrderAccepted(_)
+        | EventPayload::OrderStatusChanged(_)
+        | EventPayload::OrderRejected(_)
+        | EventPayload::AlertRaised(_) => Decision::Ignore("not an order-updater event"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use payhub_core::events::{ChargeFailed, PaymentReported};
+    use payhub_core::events::{ChargeFailed, PaymentConfirmation, PaymentReported};
     use uuid::Uuid;
 
     fn facts(status: OrderStatus) -> OrderFacts {
@@ -147,7 +182,53 @@ mod tests {
             status,
             total: Money::from_minor(1000, Currency::Brl),
             provider: Provider::Openpix,
+            charge_id: Some("ch-1".into()),
+            end_to_end_id: (status == OrderStatus::Paid).then(|| "E1".to_string()),
         }
+    }
+
+    fn confirmed() -> Option<PaymentConfirmation> {
+        Some(PaymentConfirmation {
+            provider_charge_id: "ch-1".into(),
+            account: "platform".into(),
+            confirmed_at: OffsetDateTime::UNIX_EPOCH,
+        })
+    }
+
+    fn paid_with(e2e: &str) -> EventPayload {
+        let mut p = paid(1000, Some(1000));
+        if let EventPayload::PaymentReported(r) = &mut p
+            && let PaymentReport::Completed { end_to_end_id, .. } = &mut r.report
+        {
+            *end_to_end_id = Some(e2e.into());
+        }
+        p
+    }
+
+    #[test]
+    fn only_a_confirmed_report_about_the_orders_own_charge_pays() {
+        let mut unconfirmed = paid(1000, Some(1000));
+        if let EventPayload::PaymentReported(r) = &mut unconfirmed {
+            r.confirmation = None;
+        }
+        assert_eq!(to(&decide(&facts(OrderStatus::AwaitingPayment), &unconfirmed)), None);
+        let mut other_charge = paid(1000, Some(1000));
+        if let EventPayload::PaymentReported(r) = &mut other_charge {
+            r.confirmation.as_mut().unwrap().provider_charge_id = "ch-attacker".into();
+        }
+        assert_eq!(to(&decide(&facts(OrderStatus::AwaitingPayment), &other_charge)), None);
+        let mut no_charge = facts(OrderStatus::Accepted);
+        no_charge.charge_id = None;
+        assert_eq!(to(&decide(&no_charge, &paid(1000, Some(1000)))), None);
+    }
+
+    #[test]
+    fn a_second_payment_on_a_paid_order_goes_to_review() {
+        assert_eq!(to(&decide(&facts(OrderStatus::Paid), &paid_with("E1"))), None);
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Paid), &paid_with("E2"))),
+            Some(OrderStatus::UnderReview)
+        );
     }
 
     fn paid(charge: i64, paid: Option<i64>) -> EventPayload {
@@ -162,6 +243,8 @@ mod tests {
                 transaction_id: None,
                 paid_at: None,
             },
+            confirmation: confirmed(),
+            source: Default::default(),
         })
     }
 
@@ -171,6 +254,8 @@ mod tests {
             webhook_event_id: Uuid::nil(),
             provider_reference: "r".into(),
             report: PaymentReport::Expired,
+            confirmation: confirmed(),
+            source: Default::default(),
         })
     }
 

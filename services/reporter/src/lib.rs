@@ -24,17 +24,38 @@ use time::Date;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod sweeper;
+
 pub const SERVICE: &str = "reporter";
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: CommonConfig,
+    pub sweep: sweeper::SweepConfig,
+    /// charge-creator's internal listener, which re-checks with providers.
+    pub charge_creator_url: String,
+    pub internal_token: String,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+        let d = sweeper::SweepConfig::default();
+        let sweep = sweeper::SweepConfig {
+            interval: env.millis("PAYHUB_SWEEP_INTERVAL_MS", d.interval)?,
+            accepted_after: env.millis("PAYHUB_SWEEP_ACCEPTED_AFTER_MS", d.accepted_after)?,
+            expiry_grace: env.millis("PAYHUB_SWEEP_EXPIRY_GRACE_MS", d.expiry_grace)?,
+            recheck_after: env.millis("PAYHUB_SWEEP_RECHECK_AFTER_MS", d.recheck_after)?,
+            notify_after: env.millis("PAYHUB_SWEEP_NOTIFY_AFTER_MS", d.notify_after)?,
+            batch: d.batch,
+        };
+        if sweep.interval.is_zero() {
+            return Err(Env::bad("PAYHUB_SWEEP_INTERVAL_MS", "must be above 0"));
+        }
         Ok(Config {
             common: CommonConfig::from_env(env, "0.0.0.0:8082")?,
+            sweep,
+            charge_creator_url: env.url("PAYHUB_CHARGE_CREATOR_URL", "http://127.0.0.1:9101")?,
+            internal_token: payhub_service::internal::token(env)?,
         })
     }
 }
@@ -272,10 +293,22 @@ pub struct Application(payhub_service::App);
 
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
-        let infra = Infra::start(SERVICE, &config.common, shutdown)?;
+        let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
+        let outbox = infra.spawn_outbox();
         let handler = ReportHandler {
             store: infra.store.clone(),
         };
+        let sweeper = sweeper::Sweeper {
+            store: infra.store.clone(),
+            outbox,
+            confirm: payhub_connectors::internal::ConfirmClient::new(
+                &config.charge_creator_url,
+                config.internal_token.clone().into(),
+                std::time::Duration::from_secs(15),
+            )?,
+            config: config.sweep.clone(),
+        };
+        infra.tasks.spawn(sweeper.run(infra.shutdown.clone()));
         let routes = Router::new()
             .route("/v1/reports/daily", get(daily))
             .with_state(AppState {

@@ -1,10 +1,27 @@
-//! webhook-verifier: proves provider webhooks genuine.
+//! webhook-verifier: proves provider webhooks genuine, and their payments
+//! payhub's own.
 //!
 //! `POST /webhooks/openpix` checks `x-webhook-signature` over the raw body
-//! against the trusted keys, stores every webhook with its verdict, and for a
-//! payment fact stores `payment.reported` in the same transaction, publishes
-//! it, and answers 200 only once the broker confirmed it. Anything
-//! unverified is answered 401, stored as rejected, and reaches no order.
+//! against the trusted keys. A valid signature proves only who sent the
+//! message: OpenPix signs every merchant's webhooks with one key. So a
+//! payment fact is then confirmed with the provider through charge-creator
+//! (`POST /internal/v1/confirm`, see `payhub_connectors::psync`): it must
+//! concern the charge payhub created for that order, under payhub's
+//! account, for the stored amount. Only then is `payment.reported` stored
+//! (carrying the provider's answer, not the webhook's body) with the
+//! webhook in one transaction, published, and answered 200.
+//!
+//! Every webhook is stored with its verdict:
+//! - `rejected`, 401: the signature does not verify (body kept as a capped
+//!   prefix, hash and size);
+//! - `rejected`, 200: genuine, but not payhub's charge or contradicted by
+//!   the provider; the platform's admin is alerted, nothing else changes,
+//!   and the provider stops retrying;
+//! - `duplicate`, 200: the same (provider, transaction, event) again;
+//! - `unconfirmed`, 503: the provider could not be asked; it retries;
+//! - `accepted`, `test_call`, `ignored`, `unreadable`.
+
+mod limit;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,10 +29,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use payhub_connectors::internal::{ClaimKind, ConfirmClient, ConfirmRequest, Verdict as ConfirmVerdict};
 use payhub_connectors::openpix::{OPENPIX_PUBLIC_KEY_PEM, OpenPixWebhooks, SIGNATURE_HEADER};
 use payhub_connectors::rsa::TrustedKeys;
 use payhub_connectors::{WebhookEvent, WebhookVerifier};
-use payhub_core::events::{EventPayload, PaymentReported};
+use payhub_core::events::{AlertAudience, AlertRaised, EventPayload, PaymentReport, PaymentReported, PaymentSource};
 use payhub_core::{Envelope, Provider};
 
 use payhub_service::problem::ApiError;
@@ -25,12 +43,17 @@ use payhub_store::outbox::{self, Outbox};
 use payhub_telemetry::{ConfigError, Env};
 use prometheus::{IntCounterVec, register_int_counter_vec};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const SERVICE: &str = "webhook-verifier";
+
+/// How much of a rejected webhook's body is kept.
+pub const REJECTED_BODY_PREFIX: usize = 1024;
 
 static WEBHOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -41,11 +64,27 @@ static WEBHOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+static REJECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "payhub_provider_webhooks_rejected_total",
+        "Provider webhooks rejected, by provider and cause (signature, not_ours, rate_limited).",
+        &["provider", "cause"]
+    )
+    .expect("metric registers once")
+});
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: CommonConfig,
     /// PEM text of the trusted OpenPix keys (default: OpenPix's published key).
     pub openpix_keys: TrustedKeys,
+    /// charge-creator's internal listener, which confirms payments.
+    pub charge_creator_url: String,
+    pub internal_token: String,
+    pub confirm_timeout: Duration,
+    /// Webhooks per second and burst each source address may send.
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
 }
 
 impl Config {
@@ -53,9 +92,18 @@ impl Config {
         let pem = env.string("PAYHUB_OPENPIX_PUBLIC_KEYS", OPENPIX_PUBLIC_KEY_PEM);
         let openpix_keys =
             TrustedKeys::from_pem(&pem).map_err(|e| Env::bad("PAYHUB_OPENPIX_PUBLIC_KEYS", e.to_string()))?;
+        let rate_per_sec: u32 = env.parse("PAYHUB_WEBHOOK_RATE_PER_SEC", 200)?;
+        if rate_per_sec == 0 {
+            return Err(Env::bad("PAYHUB_WEBHOOK_RATE_PER_SEC", "must be at least 1"));
+        }
         Ok(Config {
             common: CommonConfig::from_env(env, "0.0.0.0:8081")?,
             openpix_keys,
+            charge_creator_url: env.url("PAYHUB_CHARGE_CREATOR_URL", "http://127.0.0.1:9101")?,
+            internal_token: payhub_service::internal::token(env)?,
+            confirm_timeout: env.millis("PAYHUB_CONFIRM_TIMEOUT_MS", Duration::from_secs(15))?,
+            rate_per_sec,
+            rate_burst: env.parse("PAYHUB_WEBHOOK_RATE_BURST", rate_per_sec.saturating_mul(2))?,
         })
     }
 }
@@ -65,6 +113,7 @@ struct AppState {
     store: Store,
     outbox: Outbox,
     openpix: Arc<OpenPixWebhooks>,
+    confirm: ConfirmClient,
 }
 
 /// One received webhook, recorded with its verdict whatever it is.
@@ -80,36 +129,88 @@ struct Verdict<'a> {
     reason: Option<&'a str>,
     event_type: Option<&'a str>,
     reference: Option<&'a str>,
+    dedupe_key: Option<&'a str>,
 }
 
 impl<'a> Verdict<'a> {
+    fn with_reason<'b>(self, reason: Option<&'b str>) -> Verdict<'b>
+    where
+        'a: 'b,
+    {
+        Verdict { reason, ..self }
+    }
+
     fn plain(verdict: &'static str, reason: Option<&'a str>) -> Verdict<'a> {
         Verdict {
             verdict,
             reason,
             event_type: None,
             reference: None,
+            dedupe_key: None,
         }
     }
 }
 
 impl Received<'_> {
-    async fn record<'e, E: sqlx::PgExecutor<'e>>(&self, ex: E, v: Verdict<'_>) -> Result<(), ApiError> {
-        sqlx::query(
-            "INSERT INTO webhook_events (id, provider, verdict, reason, event_type, provider_reference, signature, body)
-             VALUES ($1, 'openpix', $2, $3, $4, $5, $6, $7)",
+    /// Stores the webhook; `false` when an accepted webhook with the same
+    /// dedupe key exists (nothing was stored).
+    async fn record<'e, E: sqlx::PgExecutor<'e>>(&self, ex: E, v: Verdict<'_>) -> Result<bool, ApiError> {
+        // Only what payhub acts on is kept whole.
+        let keep_whole = matches!(
+            v.verdict,
+            "accepted" | "duplicate" | "test_call" | "ignored" | "unconfirmed"
+        );
+        let kept = if keep_whole {
+            self.body
+        } else {
+            &self.body[..self.body.len().min(REJECTED_BODY_PREFIX)]
+        };
+        let r = sqlx::query(
+            "INSERT INTO webhook_events (id, provider, verdict, reason, event_type, provider_reference, signature, body,
+                                         dedupe_key, body_sha256, body_size, body_truncated)
+             VALUES ($1, 'openpix', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (provider, dedupe_key) WHERE verdict = 'accepted' AND dedupe_key IS NOT NULL DO NOTHING",
         )
         .bind(self.id)
         .bind(v.verdict)
-        .bind(v.reason)
-        .bind(v.event_type)
-        .bind(v.reference)
+        .bind(v.reason.map(|r| r.chars().take(500).collect::<String>()))
+        .bind(v.event_type.map(|t| t.chars().take(100).collect::<String>()))
+        .bind(v.reference.map(|t| t.chars().take(100).collect::<String>()))
         .bind(self.signature.map(|s| s.chars().take(1024).collect::<String>()))
-        .bind(self.body)
+        .bind(kept)
+        .bind(v.dedupe_key)
+        .bind(Sha256::digest(self.body).as_slice())
+        .bind(i32::try_from(self.body.len()).unwrap_or(i32::MAX))
+        .bind(kept.len() < self.body.len())
         .execute(ex)
         .await?;
-        WEBHOOKS.with_label_values(&["openpix", v.verdict]).inc();
-        Ok(())
+        if r.rows_affected() == 1 {
+            WEBHOOKS.with_label_values(&["openpix", v.verdict]).inc();
+        }
+        Ok(r.rows_affected() == 1)
+    }
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// The identity of a payment fact: the same (transaction, event) twice is
+/// one fact.
+fn dedupe_key(report: &PaymentReport, reference: &str) -> String {
+    match report {
+        PaymentReport::Completed {
+            end_to_end_id,
+            transaction_id,
+            ..
+        } => format!(
+            "paid:{}",
+            end_to_end_id
+                .as_deref()
+                .or(transaction_id.as_deref())
+                .unwrap_or(reference)
+        ),
+        PaymentReport::Expired => format!("expired:{reference}"),
     }
 }
 
@@ -125,6 +226,7 @@ async fn openpix_webhook(State(st): State<AppState>, headers: HeaderMap, body: B
     };
     if let Err(why) = st.openpix.verify(signature, &body) {
         tracing::warn!(reason = %why, "webhook refused");
+        REJECTIONS.with_label_values(&["openpix", "signature"]).inc();
         received
             .record(&st.store.pool, Verdict::plain("rejected", Some(&why.to_string())))
             .await?;
@@ -144,52 +246,164 @@ async fn openpix_webhook(State(st): State<AppState>, headers: HeaderMap, body: B
             received
                 .record(&st.store.pool, Verdict::plain("test_call", None))
                 .await?;
-            Ok((StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response())
+            Ok(reply(StatusCode::OK, json!({"status": "ok"})))
         }
         WebhookEvent::Ignored { event_type, why } => {
             let v = Verdict {
-                verdict: "ignored",
-                reason: Some(&why),
                 event_type: Some(&event_type),
-                reference: None,
+                ..Verdict::plain("ignored", Some(&why))
             };
             received.record(&st.store.pool, v).await?;
-            Ok((StatusCode::OK, axum::Json(json!({"status": "ignored"}))).into_response())
+            Ok(reply(StatusCode::OK, json!({"status": "ignored"})))
         }
         WebhookEvent::Payment {
             event_type,
             provider_reference,
             report,
-        } => {
-            let mut env = Envelope::new(EventPayload::PaymentReported(PaymentReported {
-                provider: Provider::Openpix,
-                webhook_event_id: id,
-                provider_reference: provider_reference.clone(),
-                report,
-            }));
-            // payhub gives the provider the order's id as reference.
-            env.order_id = Uuid::parse_str(&provider_reference).ok();
-            env.trace = payhub_telemetry::trace::current_context();
-            let mut tx = st.store.begin().await?;
-            let v = Verdict {
-                verdict: "accepted",
-                reason: None,
-                event_type: Some(&event_type),
-                reference: Some(&provider_reference),
-            };
-            received.record(&mut *tx, v).await?;
-            outbox::add(&mut tx, &env).await?;
-            tx.commit().await?;
-            // 200 only once the broker holds the event; otherwise the
-            // provider retries (and the relay publishes it meanwhile).
-            st.outbox
-                .publish_now(std::slice::from_ref(&env))
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("could not hand the event to the broker: {e}")))?;
-            tracing::info!(reference = %provider_reference, event_type, "payment reported");
-            Ok((StatusCode::OK, axum::Json(json!({"status": "accepted", "id": id}))).into_response())
-        }
+        } => payment(&st, &received, &event_type, &provider_reference, report).await,
     }
+}
+
+/// A genuine payment fact: confirm it with the provider, then store and publish it.
+async fn payment(
+    st: &AppState,
+    received: &Received<'_>,
+    event_type: &str,
+    reference: &str,
+    report: PaymentReport,
+) -> Result<Response, ApiError> {
+    let key = dedupe_key(&report, reference);
+    let verdict = |verdict: &'static str| Verdict {
+        event_type: Some(event_type),
+        reference: Some(reference),
+        ..Verdict::plain(verdict, None)
+    };
+    // The same fact again: acknowledged, nothing changes.
+    let seen: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM webhook_events WHERE provider = 'openpix' AND dedupe_key = $1 AND verdict = 'accepted'",
+    )
+    .bind(&key)
+    .fetch_optional(&st.store.pool)
+    .await?;
+    if let Some((first,)) = seen {
+        received
+            .record(
+                &st.store.pool,
+                verdict("duplicate").with_reason(Some("the same payment fact was accepted before")),
+            )
+            .await?;
+        tracing::info!(first = %first, "the same payment fact again; nothing changes");
+        return Ok(reply(StatusCode::OK, json!({"status": "duplicate", "id": first})));
+    }
+    let Ok(order_id) = Uuid::parse_str(reference) else {
+        let why = format!("{reference:?} is not a reference payhub gives");
+        return reject(st, received, event_type, reference, &why).await;
+    };
+    let (claim, charge_id, e2e) = match &report {
+        PaymentReport::Completed {
+            end_to_end_id,
+            transaction_id,
+            ..
+        } => (ClaimKind::Paid, transaction_id.clone(), end_to_end_id.clone()),
+        PaymentReport::Expired => (ClaimKind::Expired, None, None),
+    };
+    let req = ConfirmRequest {
+        order_id,
+        claim,
+        provider_charge_id: charge_id,
+        end_to_end_id: e2e,
+    };
+    let answer = match st.confirm.confirm(&req).await {
+        Ok(a) => a,
+        Err(why) => {
+            received
+                .record(&st.store.pool, verdict("unconfirmed").with_reason(Some(&why)))
+                .await?;
+            tracing::warn!(reason = %why, "the payment could not be confirmed now; the provider will retry");
+            return Err(ApiError::Unavailable(
+                "the payment could not be confirmed with the provider yet; retry later".into(),
+            ));
+        }
+    };
+    let (ConfirmVerdict::Confirmed, Some(confirmed), Some(confirmation)) =
+        (answer.verdict, answer.report, answer.confirmation)
+    else {
+        let why = answer
+            .reason
+            .unwrap_or_else(|| "the provider did not confirm the payment".into());
+        return reject(st, received, event_type, reference, &why).await;
+    };
+    let mut env = Envelope::new(EventPayload::PaymentReported(PaymentReported {
+        provider: Provider::Openpix,
+        webhook_event_id: received.id,
+        provider_reference: reference.to_string(),
+        report: confirmed,
+        confirmation: Some(confirmation),
+        source: PaymentSource::Webhook,
+    }));
+    env.order_id = Some(order_id);
+    env.trace = payhub_telemetry::trace::current_context();
+    let mut tx = st.store.begin().await?;
+    let v = Verdict {
+        dedupe_key: Some(&key),
+        ..verdict("accepted")
+    };
+    if !received.record(&mut *tx, v).await? {
+        // Another copy was accepted meanwhile.
+        drop(tx);
+        received
+            .record(
+                &st.store.pool,
+                verdict("duplicate").with_reason(Some("the same payment fact was accepted before")),
+            )
+            .await?;
+        return Ok(reply(StatusCode::OK, json!({"status": "duplicate"})));
+    }
+    outbox::add(&mut tx, &env).await?;
+    tx.commit().await?;
+    // 200 only once the broker holds the event; otherwise the provider
+    // retries (and the relay publishes it meanwhile).
+    st.outbox
+        .publish_now(std::slice::from_ref(&env))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("could not hand the event to the broker: {e}")))?;
+    tracing::info!(reference, event_type, "payment confirmed and reported");
+    Ok(reply(StatusCode::OK, json!({"status": "accepted", "id": received.id})))
+}
+
+/// Stores a genuine webhook that is not payhub's, or that the provider
+/// contradicts, alerts the platform's admin, and answers 200 so the
+/// provider stops retrying. Nothing else changes.
+async fn reject(
+    st: &AppState,
+    received: &Received<'_>,
+    event_type: &str,
+    reference: &str,
+    why: &str,
+) -> Result<Response, ApiError> {
+    REJECTIONS.with_label_values(&["openpix", "not_ours"]).inc();
+    tracing::warn!(reason = why, "a genuinely signed webhook was rejected");
+    let v = Verdict {
+        event_type: Some(event_type),
+        reference: Some(reference),
+        ..Verdict::plain("rejected", Some(why))
+    };
+    let alert = Envelope::new(EventPayload::AlertRaised(AlertRaised {
+        audience: AlertAudience::Platform,
+        kind: "webhook_rejected".into(),
+        subject: "A signed provider webhook was rejected".into(),
+        detail: format!(
+            "Webhook {} ({event_type}) for reference {reference} was genuinely signed but rejected: {why}. \
+             No order changed. Someone may be trying to pay an order with a charge that is not payhub's.",
+            received.id
+        ),
+    }));
+    let mut tx = st.store.begin().await?;
+    received.record(&mut *tx, v).await?;
+    outbox::add(&mut tx, &alert).await?;
+    tx.commit().await?;
+    let _ = st.outbox.publish_now(std::slice::from_ref(&alert)).await;
+    Ok(reply(StatusCode::OK, json!({"status": "rejected", "reason": why})))
 }
 
 /// The running service; see [`payhub_service::App`].
@@ -199,14 +413,22 @@ impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
         let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
         let outbox = infra.spawn_outbox();
+        let confirm = ConfirmClient::new(
+            &config.charge_creator_url,
+            config.internal_token.clone().into(),
+            config.confirm_timeout,
+        )?;
         let state = AppState {
             store: infra.store.clone(),
             outbox,
             openpix: Arc::new(OpenPixWebhooks::new(config.openpix_keys.clone())),
+            confirm,
         };
+        let limiter = limit::PerSource::new(config.rate_per_sec, config.rate_burst);
         let routes = Router::new()
             .route("/webhooks/openpix", post(openpix_webhook))
             .layer(DefaultBodyLimit::max(1024 * 1024))
+            .layer(axum::middleware::from_fn_with_state(limiter, limit::enforce))
             .with_state(state);
         Ok(Application(
             payhub_service::App::start(infra, config.common.http_addr, routes).await?,
@@ -219,5 +441,26 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.0.run_until_stopped().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payhub_core::{Currency, Money};
+
+    #[test]
+    fn dedupe_keys_name_the_transaction_and_the_event() {
+        let paid = |e2e: Option<&str>| PaymentReport::Completed {
+            charge_value: Money::from_minor(1, Currency::Brl),
+            paid_value: None,
+            end_to_end_id: e2e.map(str::to_string),
+            transaction_id: Some("tx".into()),
+            paid_at: None,
+        };
+        assert_eq!(dedupe_key(&paid(Some("E1")), "r"), "paid:E1");
+        assert_eq!(dedupe_key(&paid(None), "r"), "paid:tx");
+        assert_ne!(dedupe_key(&paid(Some("E1")), "r"), dedupe_key(&paid(Some("E2")), "r"));
+        assert_eq!(dedupe_key(&PaymentReport::Expired, "r"), "expired:r");
     }
 }

@@ -5,7 +5,9 @@
 //! `transformers.rs`. Webhook verification has no default: a provider with
 //! no way to prove a webhook genuine cannot be wired in by accident.
 
+pub mod internal;
 pub mod openpix;
+pub mod psync;
 pub mod rsa;
 
 use payhub_core::Money;

@@ -92,16 +92,19 @@ pub enum EventPayload {
     OrderStatusChanged(OrderStatusChanged),
     #[serde(rename = "order.rejected")]
     OrderRejected(OrderRejected),
+    #[serde(rename = "alert.raised")]
+    AlertRaised(AlertRaised),
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 6] = [
+    pub const KINDS: [&'static str; 7] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
         "payment.reported",
         "order.status_changed",
         "order.rejected",
+        "alert.raised",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -112,6 +115,7 @@ impl EventPayload {
             EventPayload::PaymentReported(_) => "payment.reported",
             EventPayload::OrderStatusChanged(_) => "order.status_changed",
             EventPayload::OrderRejected(_) => "order.rejected",
+            EventPayload::AlertRaised(_) => "alert.raised",
         }
     }
 }
@@ -167,15 +171,68 @@ pub struct ChargeFailed {
     pub permanent: bool,
 }
 
-/// A verified provider webhook, normalised.
+/// A payment fact about payhub's own charge, normalised.
+///
+/// Only a report with a [`PaymentConfirmation`] can move an order: it says
+/// that payhub asked the provider, under the account the charge was created
+/// with, about the charge it created, and that `report` holds the
+/// provider's answer (not what a webhook body claimed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentReported {
     pub provider: Provider,
-    /// The stored webhook this came from.
+    /// The stored webhook this came from, or the sweep that found it.
     pub webhook_event_id: Uuid,
     /// The reference payhub gave the provider (the order's UUID).
     pub provider_reference: String,
     pub report: PaymentReport,
+    /// How payhub confirmed the report with the provider; `None` for a
+    /// report nobody confirmed, which changes no order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<PaymentConfirmation>,
+    /// What brought the fact to payhub.
+    #[serde(default)]
+    pub source: PaymentSource,
+}
+
+/// The provider's own answer about payhub's charge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentConfirmation {
+    /// The provider's id of the charge payhub created (stored at creation).
+    pub provider_charge_id: String,
+    /// Which of payhub's provider accounts was asked (a name, never a secret).
+    pub account: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub confirmed_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentSource {
+    /// A provider webhook, verified and confirmed.
+    #[default]
+    Webhook,
+    /// The sweeper re-checked a stale order with the provider.
+    Sweeper,
+}
+
+/// Who an alert is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertAudience {
+    /// The platform's operators (`PAYHUB_PLATFORM_ADMIN_EMAIL`).
+    Platform,
+    /// The shop's admin (the shop's `admin_email`).
+    Shop,
+}
+
+/// Something a person must look at. notifier e-mails it once per event id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRaised {
+    pub audience: AlertAudience,
+    /// A bounded name: `webhook_rejected`, `stale_order`, ...
+    pub kind: String,
+    pub subject: String,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +363,8 @@ mod tests {
                 transaction_id: None,
                 paid_at: None,
             },
+            confirmation: None,
+            source: PaymentSource::Webhook,
         });
         let env = Envelope::new(p);
         let back = Envelope::from_json(&env.to_json()).unwrap();

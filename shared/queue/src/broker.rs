@@ -1,7 +1,7 @@
 //! One supervised broker connection and the confirmed publisher.
 
 use crate::metrics;
-use crate::topology::{Topology, headers};
+use crate::topology::{QueueSpec, Topology, headers};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -213,6 +213,23 @@ impl Broker {
         )
         .await?;
         let _ = ch.close(200, "declared".into()).await;
+        // The whole topology exists before anything is published: a confirm
+        // means "routed to at least one queue", so a queue declared only
+        // by its own consumer would miss what was published before that
+        // consumer first started (see `QueueSpec::ALL`).
+        for spec in QueueSpec::ALL {
+            let ch = conn.create_channel().await?;
+            if let Err(e) = crate::consumer::declare(&ch, self, &spec).await {
+                tracing::error!(
+                    queue = %self.inner.topology.work_queue(&spec),
+                    error = %e,
+                    "the queue cannot be declared as configured (an argument differs from the existing queue's?); \
+                     staying not-ready until it can"
+                );
+                return Err(e);
+            }
+            let _ = ch.close(200, "declared".into()).await;
+        }
         Ok(())
     }
 

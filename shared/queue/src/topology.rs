@@ -90,7 +90,7 @@ impl QueueSpec {
     };
     pub const NOTIFIER: QueueSpec = QueueSpec {
         base: "notifier.status",
-        bindings: &["order.status_changed", "order.rejected"],
+        bindings: &["order.status_changed", "order.rejected", "alert.raised"],
         retired_bindings: &[],
         source: Source::Events,
     };

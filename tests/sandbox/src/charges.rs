@@ -238,6 +238,7 @@ pub(crate) fn build_charge(new: NewCharge, base_url: &str, now: OffsetDateTime) 
         paid_value: None,
         end_to_end_id: None,
         webhooks_sent: 0,
+        extra_payments: Vec::new(),
     }
 }
 
@@ -278,6 +279,21 @@ impl ChargeBook {
     pub(crate) fn find(&self, id: &str) -> Option<&SandboxCharge> {
         self.get(id)
             .or_else(|| self.entries.iter().map(|e| &e.charge).find(|c| c.transaction_id == id))
+    }
+
+    /// The payment with this endToEndId, as `GET /api/v1/transaction/{id}`
+    /// finds it: the charge it paid, its value and time.
+    pub(crate) fn find_payment(&self, end_to_end_id: &str) -> Option<(&SandboxCharge, i64, String)> {
+        self.entries.iter().map(|e| &e.charge).find_map(|c| {
+            if c.end_to_end_id.as_deref() == Some(end_to_end_id) {
+                let time = c.paid_at.clone().unwrap_or_else(|| c.updated_at.clone());
+                return Some((c, c.paid_value.unwrap_or(c.value), time));
+            }
+            c.extra_payments
+                .iter()
+                .find(|p| p.end_to_end_id == end_to_end_id)
+                .map(|p| (c, p.value, p.time.clone()))
+        })
     }
 
     pub(crate) fn find_by_payment_link(&self, payment_link_id: &str) -> Option<&SandboxCharge> {
@@ -515,7 +531,55 @@ impl PixIdentity {
 /// An event with `charge` and `pix` for a charge already marked paid
 /// (`paid_at`, `paid_value`, `end_to_end_id` set).
 fn paid_event(c: &SandboxCharge, event: &'static str, pix: &PixIdentity) -> Result<Vec<u8>, serde_json::Error> {
-    let paid_at = c.paid_at.as_deref().unwrap_or(&c.updated_at);
+    payment_event(
+        c,
+        event,
+        pix,
+        c.paid_at.as_deref().unwrap_or(&c.updated_at),
+        c.paid_value.unwrap_or(c.value),
+        c.end_to_end_id.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The `OPENPIX:TRANSACTION_RECEIVED` body of a charge's last extra payment.
+pub(crate) fn extra_payment_event(c: &SandboxCharge) -> Result<Vec<u8>, serde_json::Error> {
+    let p = c.extra_payments.last().cloned().unwrap_or(crate::model::ExtraPayment {
+        end_to_end_id: String::new(),
+        value: c.value,
+        time: c.updated_at.clone(),
+    });
+    payment_event(
+        c,
+        EVENT_TRANSACTION_RECEIVED,
+        &PixIdentity::new(),
+        &p.time,
+        p.value,
+        &p.end_to_end_id,
+    )
+}
+
+/// `GET /api/v1/transaction/{id}`'s `transaction` object.
+pub(crate) fn transaction_view(c: &SandboxCharge, value: i64, time: &str, end_to_end_id: &str) -> Value {
+    serde_json::json!({
+        "charge": charge_view(c, false),
+        "value": value,
+        "time": time,
+        "endToEndId": end_to_end_id,
+        "transactionID": c.transaction_id,
+        "infoPagador": c.comment,
+        "type": "PAYMENT",
+        "globalID": STANDARD.encode(format!("PixTransaction:{end_to_end_id}")),
+    })
+}
+
+fn payment_event(
+    c: &SandboxCharge,
+    event: &'static str,
+    pix: &PixIdentity,
+    paid_at: &str,
+    value: i64,
+    end_to_end_id: &str,
+) -> Result<Vec<u8>, serde_json::Error> {
     let info = if c.comment.is_empty() {
         "payhub sandbox"
     } else {
@@ -528,9 +592,9 @@ fn paid_event(c: &SandboxCharge, event: &'static str, pix: &PixIdentity) -> Resu
             customer: &c.customer,
             payer: pix.payer.clone(),
             charge: charge_view(c, false),
-            value: c.paid_value.unwrap_or(c.value),
+            value,
             time: paid_at,
-            end_to_end_id: c.end_to_end_id.as_deref().unwrap_or_default(),
+            end_to_end_id,
             transaction_id: &c.transaction_id,
             info_pagador: info,
             status: "CONFIRMED",

@@ -42,14 +42,18 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::{ProviderFault, ShopFault};
 pub use model::{
-    ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge, WakePostback,
-    WebhookAttempt,
+    ExtraPayment, ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge,
+    WakePostback, WebhookAttempt,
 };
 
 use crate::state::{Inner, lock};
 
 /// The fixture RSA key pair's public half (PEM). payhub trusts it in tests
 /// and the demo only; the private half signs the sandbox's webhooks.
+/// The AppID of a second merchant at the sandbox provider: charges made with
+/// it live in their own account, which payhub's AppID cannot see.
+pub const OTHER_MERCHANT_APP_ID: &str = "sandbox-other-merchant";
+
 pub const FIXTURE_PUBLIC_KEY_PEM: &str = include_str!("../../fixtures/sandbox-openpix-public.pem");
 
 /// The fixture RSA private key, PKCS#8 DER.
@@ -194,12 +198,15 @@ impl Sandbox {
             http,
             webhook_target: RwLock::new(cfg.webhook_target),
             charges: Mutex::default(),
+            other_charges: Mutex::default(),
             shop: Arc::default(),
             emails: Arc::default(),
             charge_requests: AtomicUsize::new(0),
             tasks: Mutex::default(),
             shutdown: shutdown.clone(),
             provider_fault: Mutex::default(),
+            query_fault: Mutex::default(),
+            queries: AtomicUsize::new(0),
             held: Mutex::default(),
         });
 
@@ -415,6 +422,17 @@ impl Sandbox {
         tracing::info!(?fault, "provider fault set for every charge request");
     }
 
+    /// The next `n` re-queries (`GET /api/v1/charge/{id}` and
+    /// `/api/v1/transaction/{id}`) get `fault`; `n == 0` recovers.
+    pub fn query_fail_next(&self, n: u32, fault: ProviderFault) {
+        lock(&self.inner.query_fault).fail_next(n, fault);
+    }
+
+    /// How many re-queries arrived.
+    pub fn queries(&self) -> usize {
+        self.inner.queries.load(Ordering::SeqCst)
+    }
+
     /// `POST /api/v1/charge` works again. Requests already held stay held.
     pub fn provider_recover(&self) {
         lock(&self.inner.provider_fault).recover();
@@ -448,6 +466,41 @@ impl Sandbox {
     /// is the error (the payment stands). [`Sandbox::resend_last_webhook`]
     /// then repeats the `TRANSACTION_RECEIVED` one.
     pub async fn pay_with_transaction_received(&self, correlation_id: &str) -> anyhow::Result<Vec<WebhookAttempt>> {
-        Ok(self.inner.pay_events(correlation_id, None, true).await?)
+        Ok(self
+            .inner
+            .pay_events(state::Account::Payhub, correlation_id, None, true)
+            .await?)
+    }
+
+    /// Pays a charge of the other merchant's account
+    /// ([`OTHER_MERCHANT_APP_ID`], created through the API with that AppID):
+    /// the genuinely signed `OPENPIX:CHARGE_COMPLETED` goes to the target,
+    /// as it would to anyone who points a webhook at payhub.
+    pub async fn pay_in_other_account(&self, correlation_id: &str) -> anyhow::Result<WebhookAttempt> {
+        let mut attempts = self
+            .inner
+            .pay_events(state::Account::Other, correlation_id, None, false)
+            .await?;
+        attempts.pop().context("no webhook was sent")
+    }
+
+    /// A second PIX payment to a charge of payhub's account that is already
+    /// paid (another endToEndId), reported as `OPENPIX:TRANSACTION_RECEIVED`.
+    pub async fn pay_again(&self, correlation_id: &str) -> anyhow::Result<WebhookAttempt> {
+        Ok(self.inner.pay_again(correlation_id).await?)
+    }
+
+    /// Takes the held webhooks out of the queue unsent: `(body, signature)`
+    /// in arrival order, for tests that post them themselves.
+    pub fn take_held_webhooks(&self) -> Vec<(Vec<u8>, String)> {
+        std::mem::take(&mut lock(&self.inner.held).queue)
+            .into_iter()
+            .map(|h| (h.sent.body, h.sent.signature))
+            .collect()
+    }
+
+    /// The other merchant's charges.
+    pub fn other_account_charges(&self) -> Vec<SandboxCharge> {
+        lock(&self.inner.other_charges).all()
     }
 }

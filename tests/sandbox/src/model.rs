@@ -53,6 +53,16 @@ pub struct SandboxCharge {
     pub end_to_end_id: Option<String>,
     /// How many webhook POSTs were made for this charge (resends included).
     pub webhooks_sent: u32,
+    /// Payments received after the first one (a PIX paid twice), in order.
+    pub extra_payments: Vec<ExtraPayment>,
+}
+
+/// A further PIX payment to a charge that was already paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtraPayment {
+    pub end_to_end_id: String,
+    pub value: i64,
+    pub time: String,
 }
 
 /// One request the shop endpoint received.

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use crate::charges::{self, ChargeView, charge_view};
 use crate::faults::{self, ProviderFault, ShopFault};
 use crate::model::{STATUS_ACTIVE, SandboxCharge, WebhookAttempt};
-use crate::state::{Inner, OpError, lock};
+use crate::state::{Account, Inner, OpError, lock};
 use crate::util::{self, html_escape, json_error};
 
 type Shared = Arc<Inner>;
@@ -38,6 +38,7 @@ pub(crate) fn router(state: Shared) -> Router {
         // OpenPix API.
         .route("/api/v1/charge", post(create_charge))
         .route("/api/v1/charge/{id}", get(get_charge))
+        .route("/api/v1/transaction/{id}", get(get_transaction))
         .route("/api/v1/webhook/public-keys", get(public_keys))
         // What paymentLinkUrl / qrCodeImage point at.
         .route("/pay/{payment_link_id}", get(pay_page))
@@ -48,6 +49,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/sandbox/charges/{correlation_id}/pay", post(control_pay))
         .route("/sandbox/charges/{correlation_id}/expire", post(control_expire))
         .route("/sandbox/charges/{correlation_id}/resend", post(control_resend))
+        .route("/sandbox/charges/{correlation_id}/pay-again", post(control_pay_again))
         .route("/sandbox/emails", get(list_emails))
         .route("/sandbox/shop/webhooks", get(list_shop_webhooks))
         .route("/sandbox/shop/secrets", post(add_shop_secret))
@@ -65,19 +67,20 @@ pub(crate) fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// `Authorization: <AppID>`, raw, as OpenPix wants it. `Some` is the 401
-/// reply to send.
-fn refuse_unauthorized(state: &Inner, headers: &HeaderMap) -> Option<Response> {
+/// `Authorization: <AppID>`, raw, as OpenPix wants it: the account the
+/// AppID opens, or the 401 reply to send.
+fn authorize(state: &Inner, headers: &HeaderMap) -> Result<Account, Box<Response>> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
     let message = match given {
-        Some(app_id) if app_id == state.app_id => return None,
+        Some(app_id) if app_id == state.app_id => return Ok(Account::Payhub),
+        Some(crate::OTHER_MERCHANT_APP_ID) => return Ok(Account::Other),
         Some(_) => "AppID inválido",
         None => "missing Authorization header with the AppID",
     };
-    Some(json_error(StatusCode::UNAUTHORIZED, message))
+    Err(Box::new(json_error(StatusCode::UNAUTHORIZED, message)))
 }
 
 /// The create reply, `{"charge": {...}, "correlationID", "brCode"}`; the
@@ -130,9 +133,10 @@ async fn create_charge(
             );
         }
     }
-    if let Some(denied) = refuse_unauthorized(&state, &headers) {
-        return denied;
-    }
+    let account = match authorize(&state, &headers) {
+        Ok(a) => a,
+        Err(denied) => return *denied,
+    };
     let new = match charges::parse_new_charge(&body) {
         Ok(new) => new,
         Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
@@ -141,7 +145,7 @@ async fn create_charge(
         .get("return_existing")
         .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
 
-    let mut book = lock(&state.charges);
+    let mut book = lock(state.book(account));
     if let Some(existing) = book.get(&new.correlation_id) {
         if return_existing {
             tracing::info!(correlation_id = %new.correlation_id, "returning the existing charge");
@@ -158,10 +162,15 @@ async fn create_charge(
 
 /// `GET /api/v1/charge/{id}`: by correlationID or transactionID.
 async fn get_charge(State(state): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Some(denied) = refuse_unauthorized(&state, &headers) {
-        return denied;
+    let account = match authorize(&state, &headers) {
+        Ok(a) => a,
+        Err(denied) => return *denied,
+    };
+    state.queries.fetch_add(1, Ordering::SeqCst);
+    if let Some(reply) = query_fault(&state).await {
+        return reply;
     }
-    let book = lock(&state.charges);
+    let book = lock(state.book(account));
     let Some(c) = book.find(&id) else {
         return json_error(StatusCode::NOT_FOUND, "charge not found");
     };
@@ -169,6 +178,41 @@ async fn get_charge(State(state): State<Shared>, Path(id): Path<String>, headers
         Ok(charge) => Json(json!({ "charge": charge })).into_response(),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("rendering the charge: {e}")),
     }
+}
+
+/// The re-query fault, if one is set: the reply to send instead.
+async fn query_fault(state: &Inner) -> Option<Response> {
+    let fault = lock(&state.query_fault).take()?;
+    match fault {
+        ProviderFault::Status(code) => Some(json_error(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            format!("sandbox provider fault: answering {code}"),
+        )),
+        ProviderFault::Timeout => {
+            faults::hold_until_shutdown(&state.shutdown).await;
+            Some(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sandbox provider fault: released",
+            ))
+        }
+    }
+}
+
+/// `GET /api/v1/transaction/{id}`: a payment the account received, by endToEndId.
+async fn get_transaction(State(state): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let account = match authorize(&state, &headers) {
+        Ok(a) => a,
+        Err(denied) => return *denied,
+    };
+    state.queries.fetch_add(1, Ordering::SeqCst);
+    if let Some(reply) = query_fault(&state).await {
+        return reply;
+    }
+    let book = lock(state.book(account));
+    let Some((c, value, time)) = book.find_payment(&id) else {
+        return json_error(StatusCode::NOT_FOUND, "transaction not found");
+    };
+    Json(json!({ "transaction": charges::transaction_view(c, value, &time, &id) })).into_response()
 }
 
 /// `GET /api/v1/webhook/public-keys` (no auth).
@@ -348,7 +392,7 @@ async fn control_pay(State(state): State<Shared>, Path(correlation_id): Path<Str
         }
     };
     let result = state
-        .pay_events(&correlation_id, paid_value, transaction_received)
+        .pay_events(Account::Payhub, &correlation_id, paid_value, transaction_received)
         .await;
     control_reply_many(&state, &correlation_id, result, transaction_received)
 }
@@ -356,6 +400,12 @@ async fn control_pay(State(state): State<Shared>, Path(correlation_id): Path<Str
 /// `POST /sandbox/charges/{correlationID}/expire`.
 async fn control_expire(State(state): State<Shared>, Path(correlation_id): Path<String>) -> Response {
     let result = state.expire(&correlation_id).await;
+    control_reply(&state, &correlation_id, result)
+}
+
+/// `POST /sandbox/charges/{correlationID}/pay-again`: a second payment.
+async fn control_pay_again(State(state): State<Shared>, Path(correlation_id): Path<String>) -> Response {
+    let result = state.pay_again(&correlation_id).await;
     control_reply(&state, &correlation_id, result)
 }
 

@@ -35,7 +35,13 @@ pub(crate) struct Inner {
     /// Client for outgoing webhooks (10 s timeout, no proxy).
     pub http: reqwest::Client,
     pub webhook_target: RwLock<Option<String>>,
+    /// payhub's account: the charges made with `app_id`.
     pub charges: Mutex<ChargeBook>,
+    /// Another merchant's account at the same provider
+    /// ([`crate::OTHER_MERCHANT_APP_ID`]): a buyer with an account of their
+    /// own. Its webhooks are signed with the same key, as OpenPix signs
+    /// every merchant's.
+    pub other_charges: Mutex<ChargeBook>,
     pub shop: Arc<Mutex<ShopState>>,
     pub emails: Arc<Mutex<Vec<ReceivedEmail>>>,
     /// `POST /api/v1/charge` calls received, whatever their outcome.
@@ -46,6 +52,10 @@ pub(crate) struct Inner {
     pub shutdown: CancellationToken,
     /// The active fault of `POST /api/v1/charge`.
     pub provider_fault: Mutex<FaultPlan<ProviderFault>>,
+    /// The active fault of the re-queries (`GET` charge and transaction).
+    pub query_fault: Mutex<FaultPlan<ProviderFault>>,
+    /// Re-queries received (`GET` charge and transaction).
+    pub queries: AtomicUsize,
     /// Webhooks held back instead of sent.
     pub held: Mutex<HeldWebhooks>,
 }
@@ -118,7 +128,55 @@ impl OpError {
     }
 }
 
+/// Which merchant account at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Account {
+    Payhub,
+    Other,
+}
+
 impl Inner {
+    pub(crate) fn book(&self, account: Account) -> &Mutex<ChargeBook> {
+        match account {
+            Account::Payhub => &self.charges,
+            Account::Other => &self.other_charges,
+        }
+    }
+
+    /// A further payment to a charge that is already `COMPLETED`: a new
+    /// endToEndId, then the signed `OPENPIX:TRANSACTION_RECEIVED`.
+    pub(crate) async fn pay_again(&self, correlation_id: &str) -> Result<WebhookAttempt, OpError> {
+        let now = OffsetDateTime::now_utc();
+        let sent = {
+            let mut book = lock(&self.charges);
+            let c = book
+                .get_mut(correlation_id)
+                .ok_or_else(|| OpError::NotFound(format!("no charge with correlationID {correlation_id:?}")))?;
+            if c.status != STATUS_COMPLETED {
+                return Err(OpError::Conflict(format!(
+                    "charge {correlation_id:?} is {}, not {STATUS_COMPLETED}",
+                    c.status
+                )));
+            }
+            c.extra_payments.push(crate::model::ExtraPayment {
+                end_to_end_id: charges::new_end_to_end_id(now),
+                value: c.value,
+                time: util::iso_millis(now),
+            });
+            let body = charges::extra_payment_event(c)
+                .map_err(|e| OpError::Internal(format!("rendering the webhook: {e}")))?;
+            let signature = self
+                .signer
+                .sign(&body)
+                .map_err(|e| OpError::Internal(format!("signing the webhook: {e}")))?;
+            let sent = SentWebhook { body, signature };
+            book.record_webhook(correlation_id, sent.clone());
+            sent
+        };
+        tracing::info!(correlation_id, "sandbox charge paid again");
+        self.dispatch(correlation_id, sent).await
+    }
+
     pub(crate) fn webhook_target(&self) -> Option<String> {
         self.webhook_target
             .read()
@@ -136,11 +194,12 @@ impl Inner {
     /// The change is committed only when rendering and signing worked.
     fn transition(
         &self,
+        account: Account,
         correlation_id: &str,
         mutate: impl FnOnce(&mut SandboxCharge),
         render: fn(&SandboxCharge) -> Result<Vec<Vec<u8>>, serde_json::Error>,
     ) -> Result<Vec<SentWebhook>, OpError> {
-        let mut book = lock(&self.charges);
+        let mut book = lock(self.book(account));
         let current = book
             .get(correlation_id)
             .ok_or_else(|| OpError::NotFound(format!("no charge with correlationID {correlation_id:?}")))?;
@@ -174,7 +233,7 @@ impl Inner {
     /// `OPENPIX:CHARGE_COMPLETED` webhook goes to the target. The payment
     /// stands even when the delivery fails (resend it later).
     pub(crate) async fn pay(&self, correlation_id: &str, paid_value: Option<i64>) -> Result<WebhookAttempt, OpError> {
-        self.pay_events(correlation_id, paid_value, false)
+        self.pay_events(Account::Payhub, correlation_id, paid_value, false)
             .await?
             .into_iter()
             .next()
@@ -187,6 +246,7 @@ impl Inner {
     /// the first failure is the error.
     pub(crate) async fn pay_events(
         &self,
+        account: Account,
         correlation_id: &str,
         paid_value: Option<i64>,
         transaction_received: bool,
@@ -205,6 +265,7 @@ impl Inner {
             |c| Ok(vec![charges::completed_event(c)?])
         };
         let sent = self.transition(
+            account,
             correlation_id,
             |c| {
                 let at = util::iso_millis(now);
@@ -237,6 +298,7 @@ impl Inner {
     pub(crate) async fn expire(&self, correlation_id: &str) -> Result<WebhookAttempt, OpError> {
         let now = OffsetDateTime::now_utc();
         let mut sent = self.transition(
+            Account::Payhub,
             correlation_id,
             |c| {
                 c.status = STATUS_EXPIRED.to_string();

@@ -2,6 +2,7 @@
 
 mod transformers;
 
+use crate::psync::{PaymentQuery, ProviderCharge, ProviderTransaction};
 use crate::rsa::TrustedKeys;
 use crate::{
     ChargeConnector, ChargeRequest, ConnectorError, CreatedCharge, WebhookEvent, WebhookRejection, WebhookVerifier,
@@ -85,6 +86,76 @@ impl ChargeConnector for OpenPixClient {
             Err(ConnectorError::Transient(msg))
         } else {
             Err(ConnectorError::Permanent(msg))
+        }
+    }
+}
+
+impl OpenPixClient {
+    /// `GET {path}` under the AppID: `Ok(None)` on 404.
+    async fn get_json(&self, path: &str) -> Result<Option<String>, ConnectorError> {
+        let url = format!("{}{path}", self.base_url);
+        let resp = self
+            .http
+            .get(&url)
+            .header("Authorization", self.app_id.expose_secret())
+            .send()
+            .await
+            .map_err(|e| ConnectorError::Transient(format!("calling OpenPix failed: {}", without_url(&e))))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ConnectorError::Transient(format!("reading OpenPix's answer failed: {}", without_url(&e))))?;
+        if status.as_u16() == 404 {
+            return Ok(None);
+        }
+        if status.is_success() {
+            return Ok(Some(text));
+        }
+        let msg = format!(
+            "OpenPix answered {}: {}",
+            status.as_u16(),
+            transformers::error_message(&text)
+        );
+        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+            Err(ConnectorError::Transient(msg))
+        } else {
+            Err(ConnectorError::Permanent(msg))
+        }
+    }
+}
+
+/// Path segments are percent-encoded: ids come from stored data and
+/// webhooks, and must never change the path.
+fn segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl PaymentQuery for OpenPixClient {
+    #[tracing::instrument(skip_all, fields(provider = "openpix"))]
+    async fn query_charge(&self, charge_id: &str) -> Result<Option<ProviderCharge>, ConnectorError> {
+        match self.get_json(&format!("/api/v1/charge/{}", segment(charge_id))).await? {
+            None => Ok(None),
+            Some(text) => transformers::parse_queried_charge(&text).map(Some),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(provider = "openpix"))]
+    async fn query_transaction(&self, end_to_end_id: &str) -> Result<Option<ProviderTransaction>, ConnectorError> {
+        match self
+            .get_json(&format!("/api/v1/transaction/{}", segment(end_to_end_id)))
+            .await?
+        {
+            None => Ok(None),
+            Some(text) => transformers::parse_queried_transaction(&text).map(Some),
         }
     }
 }

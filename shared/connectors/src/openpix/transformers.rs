@@ -1,5 +1,6 @@
 //! OpenPix wire types and their conversion to and from payhub's domain.
 
+use crate::psync::{ChargeStatus, ProviderCharge, ProviderTransaction};
 use crate::{ChargeRequest, ConnectorError, CreatedCharge, WebhookEvent};
 use payhub_core::events::{ChargeView, PaymentReport};
 use payhub_core::{Currency, Money};
@@ -97,6 +98,66 @@ pub(super) fn parse_created(text: &str, currency: Currency) -> Result<CreatedCha
             payment_link_url: c.payment_link_url,
             expires_at: c.expires_date.and_then(|d| OffsetDateTime::parse(&d, &Rfc3339).ok()),
         },
+    })
+}
+
+/// `GET /api/v1/charge/{id}`: `{"charge": {...}}`.
+pub(super) fn parse_queried_charge(text: &str) -> Result<ProviderCharge, ConnectorError> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| ConnectorError::Transient(format!("OpenPix's answer is not JSON: {e}")))?;
+    let c = v
+        .get("charge")
+        .filter(|c| c.is_object())
+        .ok_or_else(|| ConnectorError::Transient("OpenPix's answer has no charge".into()))?;
+    let id = c
+        .get("transactionID")
+        .or_else(|| c.get("identifier"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| ConnectorError::Transient("OpenPix's charge has no id".into()))?;
+    let value =
+        money(c.get("value")).ok_or_else(|| ConnectorError::Transient("OpenPix's charge has no value".into()))?;
+    Ok(ProviderCharge {
+        charge_id: id.to_string(),
+        correlation_id: c.get("correlationID").and_then(Value::as_str).map(str::to_string),
+        status: ChargeStatus::parse(c.get("status").and_then(Value::as_str).unwrap_or("")),
+        value,
+        paid_at: c
+            .get("paidAt")
+            .and_then(Value::as_str)
+            .and_then(|d| OffsetDateTime::parse(d, &Rfc3339).ok()),
+    })
+}
+
+/// `GET /api/v1/transaction/{id}`: `{"transaction": {...}}`.
+pub(super) fn parse_queried_transaction(text: &str) -> Result<ProviderTransaction, ConnectorError> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| ConnectorError::Transient(format!("OpenPix's answer is not JSON: {e}")))?;
+    let t = v
+        .get("transaction")
+        .filter(|t| t.is_object())
+        .ok_or_else(|| ConnectorError::Transient("OpenPix's answer has no transaction".into()))?;
+    let e2e = t
+        .get("endToEndId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ConnectorError::Transient("OpenPix's transaction has no endToEndId".into()))?;
+    let value =
+        money(t.get("value")).ok_or_else(|| ConnectorError::Transient("OpenPix's transaction has no value".into()))?;
+    let charge = t.get("charge").filter(|c| c.is_object());
+    Ok(ProviderTransaction {
+        end_to_end_id: e2e.to_string(),
+        value,
+        charge_id: charge
+            .and_then(|c| c.get("transactionID").or_else(|| c.get("identifier")))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        correlation_id: charge
+            .and_then(|c| c.get("correlationID"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        time: t
+            .get("time")
+            .and_then(Value::as_str)
+            .and_then(|d| OffsetDateTime::parse(d, &Rfc3339).ok()),
     })
 }
 

@@ -1,0 +1,163 @@
+//! `POST /internal/v1/confirm`: confirms a payment fact with the provider,
+//! under the account payhub created the charge with, about the charge
+//! payhub stored (see `payhub_connectors::psync`). Called by
+//! webhook-verifier for every payment webhook and by reporter's sweeper.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use payhub_connectors::internal::{ClaimKind, ConfirmAnswer, ConfirmRequest, Verdict};
+use payhub_connectors::psync::{self, Claim, ConfirmError, Confirmed, PaymentQuery, StoredCharge};
+use payhub_core::events::PaymentConfirmation;
+use payhub_core::{Currency, Money};
+use payhub_store::Store;
+use prometheus::{IntCounterVec, register_int_counter_vec};
+use serde_json::json;
+use std::sync::{Arc, LazyLock};
+use time::OffsetDateTime;
+
+static CONFIRMATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "payhub_payment_confirmations_total",
+        "Payment facts checked with the provider, by provider, claim and verdict (confirmed, pending, rejected, unavailable).",
+        &["provider", "claim", "verdict"]
+    )
+    .expect("metric registers once")
+});
+
+/// The account name recorded with confirmations (per-shop accounts come later).
+pub const PLATFORM_ACCOUNT: &str = "platform";
+
+pub struct ConfirmState<Q> {
+    pub store: Store,
+    pub query: Q,
+    pub token: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ChargeRow {
+    provider: String,
+    provider_reference: String,
+    provider_charge_id: String,
+    currency: String,
+    amount_minor: i64,
+}
+
+fn unavailable(why: impl Into<String>) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "5")],
+        Json(json!({"error": why.into()})),
+    )
+        .into_response()
+}
+
+fn answer(a: ConfirmAnswer) -> Response {
+    Json(a).into_response()
+}
+
+pub async fn confirm_route<Q: PaymentQuery>(
+    State(st): State<Arc<ConfirmState<Q>>>,
+    headers: HeaderMap,
+    Json(req): Json<ConfirmRequest>,
+) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !payhub_service::internal::bearer_matches(auth, &st.token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "internal token required"})),
+        )
+            .into_response();
+    }
+    let claim_label = match req.claim {
+        ClaimKind::Paid => "paid",
+        ClaimKind::Expired => "expired",
+        ClaimKind::Status => "status",
+    };
+    let row: Option<ChargeRow> = match sqlx::query_as(
+        "SELECT provider, provider_reference, provider_charge_id, currency::text AS currency, amount_minor
+         FROM charges WHERE order_id = $1",
+    )
+    .bind(req.order_id)
+    .fetch_optional(&st.store.pool)
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the charge failed");
+            return unavailable("the database is unavailable");
+        }
+    };
+    let count =
+        |provider: &str, verdict: &str| CONFIRMATIONS.with_label_values(&[provider, claim_label, verdict]).inc();
+    let Some(row) = row else {
+        count("unknown", "rejected");
+        return answer(ConfirmAnswer::rejected(
+            "payhub created no charge for this order, so no webhook can pay it",
+        ));
+    };
+    let provider = row.provider.as_str();
+    if let Some(named) = &req.provider_charge_id
+        && named != &row.provider_charge_id
+    {
+        count(provider, "rejected");
+        return answer(ConfirmAnswer::rejected(format!(
+            "the webhook names charge {named}, payhub created charge {} for this order",
+            row.provider_charge_id
+        )));
+    }
+    let Some(currency) = Currency::parse(row.currency.trim()) else {
+        count(provider, "rejected");
+        return answer(ConfirmAnswer::rejected(format!(
+            "the stored charge has currency {:?}",
+            row.currency
+        )));
+    };
+    let stored = StoredCharge {
+        provider_reference: row.provider_reference.clone(),
+        provider_charge_id: row.provider_charge_id.clone(),
+        amount: Money::from_minor(row.amount_minor, currency),
+    };
+    let claim = match req.claim {
+        ClaimKind::Paid => Claim::Paid {
+            end_to_end_id: req.end_to_end_id.clone(),
+        },
+        ClaimKind::Expired => Claim::Expired,
+        ClaimKind::Status => Claim::Status,
+    };
+    match psync::confirm(&st.query, &stored, &claim).await {
+        Ok(Confirmed::Report(report)) => {
+            count(provider, "confirmed");
+            answer(ConfirmAnswer {
+                verdict: Verdict::Confirmed,
+                reason: None,
+                report: Some(report),
+                confirmation: Some(PaymentConfirmation {
+                    provider_charge_id: row.provider_charge_id,
+                    account: PLATFORM_ACCOUNT.into(),
+                    confirmed_at: OffsetDateTime::now_utc(),
+                }),
+            })
+        }
+        Ok(Confirmed::StillActive) => {
+            count(provider, "pending");
+            answer(ConfirmAnswer {
+                verdict: Verdict::Pending,
+                reason: Some("the provider says the charge is still waiting for payment".into()),
+                report: None,
+                confirmation: None,
+            })
+        }
+        Err(ConfirmError::Rejected(why)) => {
+            count(provider, "rejected");
+            tracing::warn!(order_id = %req.order_id, reason = %why, "the provider does not confirm the claim");
+            answer(ConfirmAnswer::rejected(why))
+        }
+        Err(ConfirmError::Unavailable(why)) => {
+            count(provider, "unavailable");
+            tracing::warn!(order_id = %req.order_id, reason = %why, "the provider could not be asked");
+            unavailable(format!("the provider could not be asked: {why}"))
+        }
+    }
+}
