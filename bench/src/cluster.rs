@@ -254,6 +254,10 @@ impl Cluster {
                     payhub_sandbox::FIXTURE_PUBLIC_KEY_PEM.to_string(),
                 ),
                 ("PAYHUB_SMTP_URL", format!("smtp://{smtp_addr}")),
+                (
+                    "PAYHUB_CHARGE_CREATOR_URL",
+                    format!("http://{}", addr_of("charge-creator")),
+                ),
                 ("PAYHUB_DB_MAX_CONNECTIONS", s.db_max_connections.to_string()),
                 ("PAYHUB_LOG_FORMAT", "json".to_string()),
             ];

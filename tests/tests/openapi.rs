@@ -549,20 +549,9 @@ async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
 
     // --- Shop webhooks: order.status_changed, and order.rejected for an
     // invalid order message published over AMQP as the shop's RabbitMQ user.
-    let amqp_url = payhub_tests::amqp_url();
-    let amqp_user = amqp_url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('@').next())
-        .and_then(|credentials| credentials.split(':').next())
-        .unwrap_or("guest")
-        .to_string();
-    sqlx::query("UPDATE shops SET amqp_user = $2 WHERE id = $1")
-        .bind(app.shop.shop.id)
-        .bind(&amqp_user)
-        .execute(&app.store.pool)
-        .await
-        .unwrap();
+    // The shop's own broker user: payhub's user is never a shop's.
+    let shop_user = app.amqp_user_for(app.shop.shop.id).await;
+    let (amqp_url, amqp_user) = (shop_user.url.clone(), shop_user.user.clone());
     let conn = lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default())
         .await
         .unwrap();
