@@ -146,3 +146,75 @@ async fn the_sweeper_settles_a_lost_payment_a_lost_order_and_a_lost_notification
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_row_the_broker_refuses_does_not_hold_back_the_rest() {
+    use payhub_core::events::{AlertAudience, AlertRaised, EventPayload, OrderChannel, OrderRejected};
+    let app = TestApp::spawn().await;
+    // Nothing routes alerts any more: an alert becomes unpublishable.
+    let conn = lapin::Connection::connect(&payhub_tests::amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_unbind(
+        app.topology
+            .work_queue(&payhub_queue::QueueSpec::NOTIFIER)
+            .as_str()
+            .into(),
+        app.topology.exchange.as_str().into(),
+        "alert.raised".into(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let poison = payhub_core::Envelope::new(EventPayload::AlertRaised(AlertRaised {
+        audience: AlertAudience::Platform,
+        kind: "test".into(),
+        subject: "unroutable".into(),
+        detail: "nothing is bound to it".into(),
+    }));
+    let mut next = payhub_core::Envelope::new(EventPayload::OrderRejected(OrderRejected {
+        channel: OrderChannel::Amqp,
+        correlation_id: Some("after-poison".into()),
+        reason: "test".into(),
+        errors: vec![],
+    }));
+    next.shop_id = Some(app.shop.shop.id);
+    let mut tx = app.store.pool.begin().await.unwrap();
+    payhub_store::outbox::add(&mut tx, &poison).await.unwrap();
+    payhub_store::outbox::add(&mut tx, &next).await.unwrap();
+    // Both left behind by a crash, the poison one first.
+    sqlx::query("UPDATE outbox SET created_at = now() - interval '20 seconds' WHERE id = $1")
+        .bind(poison.id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE outbox SET created_at = now() - interval '10 seconds' WHERE id = $1")
+        .bind(next.id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.sandbox
+                .shop_webhooks()
+                .iter()
+                .any(|h| h.body.contains("after-poison"))
+        })
+        .await,
+        "the event behind the refused one is delivered"
+    );
+    let (attempts, error, published): (i32, Option<String>, bool) =
+        sqlx::query_as("SELECT publish_attempts, last_error, published_at IS NOT NULL FROM outbox WHERE id = $1")
+            .bind(poison.id)
+            .fetch_one(&app.store.pool)
+            .await
+            .unwrap();
+    assert!(
+        attempts >= 1 && error.is_some() && !published,
+        "{attempts} {error:?} {published}"
+    );
+    let _ = conn.close(200, "done".into()).await;
+    app.stop().await;
+}

@@ -33,3 +33,8 @@ CREATE TABLE IF NOT EXISTS stale_orders (
 CREATE INDEX IF NOT EXISTS stale_orders_open ON stale_orders (kind) WHERE resolved_at IS NULL;
 CREATE INDEX IF NOT EXISTS orders_open_status ON orders (status, updated_at)
     WHERE status IN ('accepted', 'awaiting_payment', 'paid');
+
+-- One outbox row that cannot be published must not hold back the rest: the
+-- relay counts its attempts and tries it after the others.
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS publish_attempts integer NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS last_error text;

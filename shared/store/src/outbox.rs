@@ -112,6 +112,14 @@ async fn mark_published(store: &Store, ids: &[Uuid]) -> Result<(), StoreError> {
 }
 
 /// Publishes events that stayed unpublished for longer than `grace`.
+static OLDEST_UNPUBLISHED: std::sync::LazyLock<prometheus::Gauge> = std::sync::LazyLock::new(|| {
+    prometheus::register_gauge!(
+        "payhub_outbox_oldest_unpublished_seconds",
+        "Age of the oldest outbox event not yet confirmed by the broker (0 when none)."
+    )
+    .expect("metric registers once")
+});
+
 pub struct Relay {
     pub store: Store,
     pub broker: Broker,
@@ -129,6 +137,15 @@ impl Relay {
             if !self.broker.is_connected() {
                 continue;
             }
+            if let Ok((age,)) = sqlx::query_as::<_, (f64,)>(
+                "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM outbox
+                 WHERE published_at IS NULL",
+            )
+            .fetch_one(&self.store.pool)
+            .await
+            {
+                OLDEST_UNPUBLISHED.set(age);
+            }
             match self.sweep().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(published = n, "outbox relay published events left behind"),
@@ -138,21 +155,28 @@ impl Relay {
     }
 
     /// One pass: claims a batch with SKIP LOCKED (replicas share the work),
-    /// publishes it, marks it. Returns how many were published.
+    /// publishes it, marks it. Returns how many were published. A row the
+    /// broker refuses (unroutable, nacked) is counted and tried after the
+    /// others, so it never holds them back; a lost connection ends the pass.
     pub async fn sweep(&self) -> Result<usize, StoreError> {
         let mut tx = self.store.begin().await?;
         let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
             "SELECT id, body FROM outbox WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1)
-             ORDER BY created_at LIMIT 200 FOR UPDATE SKIP LOCKED",
+             ORDER BY publish_attempts, created_at LIMIT 200 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.grace.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
         let mut done = Vec::new();
+        let mut failed: Vec<(Uuid, String)> = Vec::new();
         for (id, body) in rows {
             match Envelope::from_json(&body) {
                 Ok(env) => match self.broker.publish(&env).await {
                     Ok(()) => done.push(id),
+                    Err(e) if self.broker.is_connected() => {
+                        tracing::warn!(error = %e, event_id = %id, "the broker refused an outbox event; trying the others");
+                        failed.push((id, e.to_string()));
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "relay publish failed; will try again");
                         break;
@@ -164,6 +188,17 @@ impl Relay {
                     done.push(id);
                 }
             }
+        }
+        if !failed.is_empty() {
+            let (ids, errors): (Vec<Uuid>, Vec<String>) = failed.into_iter().unzip();
+            sqlx::query(
+                "UPDATE outbox o SET publish_attempts = o.publish_attempts + 1, last_error = f.error
+                 FROM unnest($1::uuid[], $2::text[]) AS f(id, error) WHERE o.id = f.id",
+            )
+            .bind(&ids)
+            .bind(&errors)
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
             .bind(&done)
