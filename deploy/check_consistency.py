@@ -39,17 +39,25 @@ WORKER_QUEUES = {
     "order-updater": "order-updater.events",
     "notifier": "notifier.status",
 }
-SECRET_KEYS = {"database-url", "amqp-url", "openpix-app-id", "smtp-url", "secrets-key"}
+SECRET_KEYS = {"database-url", "amqp-url", "openpix-app-id", "smtp-url", "secrets-key", "internal-token"}
 SECRET_ENV = {
     "PAYHUB_DATABASE_URL": "database-url",
     "PAYHUB_AMQP_URL": "amqp-url",
     "PAYHUB_OPENPIX_APP_ID": "openpix-app-id",
     "PAYHUB_SMTP_URL": "smtp-url",
     "PAYHUB_SECRETS_KEY": "secrets-key",
+    "PAYHUB_INTERNAL_TOKEN": "internal-token",
 }
 # Secret keys every pod that opens the database needs (the master key of the
 # webhook secrets is read with the database URL, and required in production).
 DB_SECRET_KEYS = {"database-url", "secrets-key"}
+# The services on either end of the internal confirmation call
+# (POST /internal/v1/confirm): charge-creator serves it, webhook-verifier and
+# reporter (its sweeper) call it; each needs PAYHUB_INTERNAL_TOKEN
+# (shared/service/src/internal.rs), required in production.
+INTERNAL_TOKEN_SERVICES = {"charge-creator", "webhook-verifier", "reporter"}
+# Where the callers reach charge-creator's listener.
+CHARGE_CREATOR_URL = "PAYHUB_CHARGE_CREATOR_URL"
 # The metrics the dashboard must show (each must also be exported by the code).
 DASHBOARD_METRICS = {
     "payhub_http_requests_total",
@@ -64,6 +72,11 @@ DASHBOARD_METRICS = {
     "payhub_messages_replayed_total",
     "payhub_deliveries_total",
     "payhub_dependency_unavailable_total",
+    "payhub_stale_orders",
+    "payhub_stale_order_oldest_seconds",
+    "payhub_provider_webhooks_total",
+    "payhub_provider_webhooks_rejected_total",
+    "payhub_payment_confirmations_total",
 }
 # Labels Prometheus attaches to every scraped series (prometheus.yml).
 TARGET_LABELS = {"job", "instance", "service", "namespace", "pod"}
@@ -315,7 +328,8 @@ def check_k8s(base_path: str, keda_path: str, image_bins: set[str]) -> None:
                 err(f"{where}: {probe} should GET {path}")
         needed = DB_SECRET_KEYS | {"amqp-url"} | (
             {"openpix-app-id"} if name == "charge-creator" else set()) | (
-            {"smtp-url"} if name == "notifier" else set())
+            {"smtp-url"} if name == "notifier" else set()) | (
+            {"internal-token"} if name in INTERNAL_TOKEN_SERVICES else set())
         got = {e["valueFrom"]["secretKeyRef"]["key"] for e in c.get("env", []) if "valueFrom" in e}
         if got != needed:
             err(f"{where}: secret keys {sorted(got)} != {sorted(needed)}")
@@ -480,7 +494,9 @@ def check_prometheus() -> None:
     for a in ("PayhubServiceDown", "PayhubNotReady", "PayhubDeadLetters", "PayhubHighRetryRate",
               "PayhubPublishFailures", "PayhubHttp5xxRatio", "PayhubIngressLatencyHigh",
               "PayhubBrokerReconnectFlapping", "PayhubDeadLetterQueueNotEmpty", "PayhubQueueBacklog",
-              "PayhubDependencyUnavailable", "PayhubDeliveriesFailing"):
+              "PayhubDependencyUnavailable", "PayhubDeliveriesFailing", "PayhubStaleOrders",
+              "PayhubStaleOrderOld", "PayhubProviderWebhooksRejected",
+              "PayhubPaymentConfirmationsUnavailable"):
         if a not in names:
             err(f"alerts.yml: alert {a} missing")
     prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
@@ -563,6 +579,34 @@ def config_table(path: pathlib.Path) -> set[str]:
     return set(re.findall(r"^\|\s*`([A-Z][A-Z0-9_]+)`", m.group(1), re.M))
 
 
+def check_charge_creator_url(where: str, url, services) -> None:
+    """PAYHUB_CHARGE_CREATOR_URL must reach charge-creator's listener: in
+    Kubernetes a ClusterIP Service (not headless: kube-proxy spreads the calls
+    over the ready pods) selecting charge-creator on its port; in compose the
+    service itself. The default (127.0.0.1) only works on one machine."""
+    port = SERVICES["charge-creator"][0]
+    m = re.fullmatch(r"http://([a-z0-9.-]+):(\d+)/?", url or "")
+    if not m:
+        err(f"{where}: {CHARGE_CREATOR_URL} should be http://<charge-creator>:{port}, is {url!r}")
+        return
+    host, p = m.group(1), int(m.group(2))
+    if services is None:
+        if (host, p) != ("charge-creator", port):
+            err(f"{where}: {CHARGE_CREATOR_URL} should be http://charge-creator:{port}, is {url!r}")
+        return
+    svc = services.get(host.split(".")[0])
+    if not svc:
+        err(f"{where}: {CHARGE_CREATOR_URL} names Service {host!r}, which the base does not have")
+        return
+    spec = svc["spec"]
+    if spec.get("selector", {}).get("app.kubernetes.io/name") != "charge-creator":
+        err(f"{where}: Service {host!r} in {CHARGE_CREATOR_URL} does not select charge-creator")
+    if spec.get("clusterIP") == "None":
+        err(f"{where}: Service {host!r} in {CHARGE_CREATOR_URL} is headless; use a ClusterIP Service")
+    if not any(sp["port"] == p and sp.get("targetPort") in ("http", port) for sp in spec.get("ports", [])):
+        err(f"{where}: Service {host!r} has no port {p} to charge-creator's {port}")
+
+
 def check_settings(base_path: str) -> None:
     """The new and old settings agree across code, Kubernetes, compose and docs."""
     code = settings_read_by_code()
@@ -583,6 +627,8 @@ def check_settings(base_path: str) -> None:
     for k in SECRET_ENV:
         if k not in code:
             err(f"check_consistency.py: secret {k} is read by no service")
+    check_charge_creator_url("k8s config.env", data.get(CHARGE_CREATOR_URL), {
+        d["metadata"]["name"]: d for d in load_all(base_path) if d["kind"] == "Service"})
     # Compose: development rules for every payhub process, the key passed through.
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     for name, s in compose["services"].items():
@@ -599,6 +645,8 @@ def check_settings(base_path: str) -> None:
         for k in env:
             if k.startswith("PAYHUB_") and k not in code:
                 err(f"compose: {name} sets {k}, which no service reads")
+        if name in INTERNAL_TOKEN_SERVICES - {"charge-creator"}:
+            check_charge_creator_url(f"compose: {name}", env.get(CHARGE_CREATOR_URL), None)
     # The documentation tables name every setting the code reads, and no other.
     for doc in (ROOT / "README.md", DEPLOY / "README.md"):
         listed = config_table(doc)
