@@ -227,7 +227,7 @@ impl TestApp {
                         common: c,
                         openpix_keys: keys,
                         charge_creator_url,
-                        internal_token: token,
+                        internal_token: token.into(),
                         confirm_timeout: Duration::from_secs(5),
                         rate_per_sec: 1000,
                         rate_burst: 2000,
@@ -249,7 +249,7 @@ impl TestApp {
                         openpix_base_url: self.sandbox.provider_url(),
                         openpix_app_id: APP_ID.to_string().into(),
                         provider_timeout: Duration::from_secs(3),
-                        internal_token: token,
+                        internal_token: token.into(),
                     },
                     shutdown,
                 )
@@ -284,7 +284,7 @@ impl TestApp {
                         common: c,
                         sweep: self.opts.sweep.clone(),
                         charge_creator_url,
-                        internal_token: token,
+                        internal_token: token.into(),
                     },
                     shutdown,
                 )

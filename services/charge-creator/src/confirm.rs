@@ -32,7 +32,7 @@ pub const PLATFORM_ACCOUNT: &str = "platform";
 pub struct ConfirmState<Q> {
     pub store: Store,
     pub query: Q,
-    pub token: String,
+    pub token: secrecy::SecretString,
 }
 
 #[derive(sqlx::FromRow)]
@@ -63,7 +63,7 @@ pub async fn confirm_route<Q: PaymentQuery>(
     Json(req): Json<ConfirmRequest>,
 ) -> Response {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if !payhub_service::internal::bearer_matches(auth, &st.token) {
+    if !payhub_service::internal::bearer_matches(auth, secrecy::ExposeSecret::expose_secret(&st.token)) {
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "internal token required"})),

@@ -33,7 +33,7 @@ pub struct Config {
     pub openpix_app_id: SecretString,
     pub provider_timeout: Duration,
     /// Authenticates the internal confirmation call (`PAYHUB_INTERNAL_TOKEN`).
-    pub internal_token: String,
+    pub internal_token: SecretString,
 }
 
 impl Config {
@@ -43,7 +43,7 @@ impl Config {
             openpix_base_url: env.url("PAYHUB_OPENPIX_BASE_URL", "https://api.woovi.com")?,
             openpix_app_id: SecretString::from(env.required("PAYHUB_OPENPIX_APP_ID")?),
             provider_timeout: env.millis("PAYHUB_PROVIDER_TIMEOUT_MS", Duration::from_secs(10))?,
-            internal_token: payhub_service::internal::token(env)?,
+            internal_token: payhub_service::internal::token(env)?.into(),
         })
     }
 }

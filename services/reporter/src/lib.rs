@@ -34,7 +34,7 @@ pub struct Config {
     pub sweep: sweeper::SweepConfig,
     /// charge-creator's internal listener, which re-checks with providers.
     pub charge_creator_url: String,
-    pub internal_token: String,
+    pub internal_token: secrecy::SecretString,
 }
 
 impl Config {
@@ -55,7 +55,7 @@ impl Config {
             common: CommonConfig::from_env(env, "0.0.0.0:8082")?,
             sweep,
             charge_creator_url: env.url("PAYHUB_CHARGE_CREATOR_URL", "http://127.0.0.1:9101")?,
-            internal_token: payhub_service::internal::token(env)?,
+            internal_token: payhub_service::internal::token(env)?.into(),
         })
     }
 }
@@ -303,7 +303,7 @@ impl Application {
             outbox,
             confirm: payhub_connectors::internal::ConfirmClient::new(
                 &config.charge_creator_url,
-                config.internal_token.clone().into(),
+                config.internal_token.clone(),
                 std::time::Duration::from_secs(15),
             )?,
             config: config.sweep.clone(),

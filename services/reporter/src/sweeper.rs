@@ -307,11 +307,13 @@ impl Sweeper {
                AND (c.expires_at < now() - make_interval(secs => $1)
                     OR o.updated_at < now() - make_interval(secs => $2))
                AND (s.last_checked IS NULL OR s.last_checked < now() - make_interval(secs => $3))
-             ORDER BY o.updated_at LIMIT $4",
+             ORDER BY s.last_checked NULLS FIRST, o.updated_at LIMIT $4",
         )
         .bind(secs(self.config.expiry_grace))
         .bind(secs(self.config.recheck_after))
-        .bind(secs(self.config.interval).max(1.0) * 0.9)
+        // Each waiting order is asked about once per `recheck_after`, the
+        // least recently checked first, so no order is starved.
+        .bind(secs(self.config.recheck_after))
         .bind(self.config.batch)
         .fetch_all(&self.store.pool)
         .await?;

@@ -80,7 +80,7 @@ pub struct Config {
     pub openpix_keys: TrustedKeys,
     /// charge-creator's internal listener, which confirms payments.
     pub charge_creator_url: String,
-    pub internal_token: String,
+    pub internal_token: secrecy::SecretString,
     pub confirm_timeout: Duration,
     /// Webhooks per second and burst each source address may send.
     pub rate_per_sec: u32,
@@ -100,7 +100,7 @@ impl Config {
             common: CommonConfig::from_env(env, "0.0.0.0:8081")?,
             openpix_keys,
             charge_creator_url: env.url("PAYHUB_CHARGE_CREATOR_URL", "http://127.0.0.1:9101")?,
-            internal_token: payhub_service::internal::token(env)?,
+            internal_token: payhub_service::internal::token(env)?.into(),
             confirm_timeout: env.millis("PAYHUB_CONFIRM_TIMEOUT_MS", Duration::from_secs(15))?,
             rate_per_sec,
             rate_burst: env.parse("PAYHUB_WEBHOOK_RATE_BURST", rate_per_sec.saturating_mul(2))?,
@@ -415,7 +415,7 @@ impl Application {
         let outbox = infra.spawn_outbox();
         let confirm = ConfirmClient::new(
             &config.charge_creator_url,
-            config.internal_token.clone().into(),
+            config.internal_token.clone(),
             config.confirm_timeout,
         )?;
         let state = AppState {
