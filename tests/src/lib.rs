@@ -152,6 +152,7 @@ impl TestApp {
                 delay: opts.retry_delay,
                 max_attempts: opts.max_attempts,
                 delivery_limit: 5,
+                hold_limit: Duration::from_secs(600),
             },
         };
         let c = common(&database_url, &topology, &opts);

@@ -632,6 +632,29 @@ async fn process<H: Handler>(
             }
         }
         pending = unavailable;
+        if !pending.is_empty() && started.elapsed() >= broker.topology().retry.hold_limit {
+            // Held long enough: before the broker's consumer_timeout closes
+            // the channel, hand each one back to the tail of its queue as a
+            // copy with the same attempt (a nack would count against the
+            // delivery limit and end in the dead-letter queue).
+            let work = broker.topology().work_queue(&opts.spec);
+            for &i in &pending {
+                let item = &items[i];
+                tracing::warn!(parent: &item.span, held = ?started.elapsed(),
+                    "a dependency stayed unavailable; handing the message back to its queue without using an attempt");
+                settle(
+                    broker,
+                    &item.delivery,
+                    &work,
+                    item.hdrs.clone(),
+                    queue,
+                    item.kind,
+                    "handed_back",
+                )
+                .await;
+            }
+            pending.clear();
+        }
         if !pending.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => {}

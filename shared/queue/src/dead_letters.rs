@@ -175,18 +175,25 @@ impl DeadLetterAdmin {
     }
 
     /// Replays the dead letters of `spec` that match `filter` into the work
-    /// queue. Returns how many were replayed.
+    /// queue. Returns how many were replayed. At most what was in the
+    /// dead-letter queue when it started is looked at: a replayed message
+    /// that fails again and comes back is not replayed a second time by
+    /// the same run (which would otherwise never end).
     pub async fn replay(&self, spec: &QueueSpec, filter: &Filter) -> Result<usize, DeadLetterError> {
+        let dlq = self.topology.dead_letter_queue(spec);
+        let work = self.topology.work_queue(spec);
+        let there = self.depth(&dlq).await?;
         let get = self.conn.create_channel().await?;
         let publish = self.conn.create_channel().await?;
         publish.confirm_select(ConfirmSelectOptions::default()).await?;
-        let dlq = self.topology.dead_letter_queue(spec);
-        let work = self.topology.work_queue(spec);
         let mut replayed = 0;
-        while let Some(m) = get
-            .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
-            .await?
+        let mut looked = 0u32;
+        while looked < there
+            && let Some(m) = get
+                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
+                .await?
         {
+            looked += 1;
             let d = read(&m.delivery.properties, &m.delivery.data);
             if !filter.matches(&d) {
                 continue; // stays unacked; returned when the channel closes

@@ -17,7 +17,7 @@ pub static PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static CONSUMED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "payhub_messages_consumed_total",
-        "Messages consumed, by queue, event type and outcome (ack, retry, dead_letter, requeue).",
+        "Messages consumed, by queue, event type and outcome (ack, retry, dead_letter, requeue, handed_back).",
         &["queue", "type", "outcome"]
     )
     .expect("metric registers once")

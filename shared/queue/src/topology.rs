@@ -43,6 +43,12 @@ pub struct RetryPolicy {
     /// Redeliveries after which a quorum queue dead-letters a message that
     /// keeps crashing its consumer before it can be acked.
     pub delivery_limit: u32,
+    /// How long a consumer holds a delivery in place while a dependency
+    /// (the database) is unavailable before it hands the message back to
+    /// its queue, without using an attempt: well under RabbitMQ's
+    /// `consumer_timeout` (30 min by default), past which the broker would
+    /// close the channel.
+    pub hold_limit: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -51,6 +57,7 @@ impl Default for RetryPolicy {
             delay: Duration::from_secs(300),
             max_attempts: 3,
             delivery_limit: 5,
+            hold_limit: Duration::from_secs(600),
         }
     }
 }

@@ -64,7 +64,11 @@ impl CommonConfig {
             delay: env.millis("PAYHUB_RETRY_DELAY_MS", defaults.delay)?,
             max_attempts: env.parse("PAYHUB_MAX_ATTEMPTS", defaults.max_attempts)?,
             delivery_limit: env.parse("PAYHUB_DELIVERY_LIMIT", defaults.delivery_limit)?,
+            hold_limit: env.millis("PAYHUB_HOLD_LIMIT_MS", defaults.hold_limit)?,
         };
+        if retry.hold_limit.is_zero() {
+            return Err(Env::bad("PAYHUB_HOLD_LIMIT_MS", "must be above 0"));
+        }
         if retry.max_attempts == 0 {
             return Err(Env::bad("PAYHUB_MAX_ATTEMPTS", "must be at least 1"));
         }

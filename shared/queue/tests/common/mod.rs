@@ -20,6 +20,7 @@ pub fn unique_topology() -> Topology {
             delay: Duration::from_millis(200),
             max_attempts: 3,
             delivery_limit: 5,
+            hold_limit: Duration::from_secs(600),
         },
     }
 }
