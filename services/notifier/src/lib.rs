@@ -40,8 +40,8 @@ pub const DEFAULT_PREFETCH: u16 = 256;
 static DELIVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "payhub_deliveries_total",
-        "Delivery attempts, by shop, kind (shop_webhook, buyer_email, admin_alert, delivery_failure_alert) and outcome (delivered, retry, failed).",
-        &["shop", "kind", "outcome"]
+        "Delivery attempts, by kind (shop_webhook, buyer_email, admin_alert, delivery_failure_alert, wake_postback) and outcome (delivered, retry, failed). No shop label: which shop is in the deliveries table.",
+        &["kind", "outcome"]
     )
     .expect("metric registers once")
 });
@@ -263,7 +263,7 @@ impl NotifyHandler {
                 other => other,
             };
             DELIVERIES
-                .with_label_values(&[&shop.to_string(), d.planned.kind.as_str(), outcome])
+                .with_label_values(&[d.planned.kind.as_str(), outcome])
                 .inc();
         }
         Ok(())
