@@ -225,3 +225,140 @@ async fn a_consumer_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
     assert!(status.success(), "order-updater exits cleanly on SIGTERM: {status}");
     std::sync::Arc::into_inner(app).expect("no other owner").stop().await;
 }
+
+/// Restores RabbitMQ's memory watermark however the test ends.
+struct Watermark(String);
+
+impl Drop for Watermark {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "set_vm_memory_high_watermark", &self.0])
+            .status();
+    }
+}
+
+struct AckOnly {
+    broker: payhub_queue::Broker,
+    handled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl payhub_queue::Handler for AckOnly {
+    type Message = payhub_core::Envelope;
+
+    async fn handle(&self, msg: &payhub_queue::Incoming) -> Result<(), payhub_queue::Failure> {
+        // What a service publishes after its commit is blocked by the
+        // alarm; it goes on in the background while the delivery is acked.
+        let (broker, body) = (self.broker.clone(), msg.envelope.to_json());
+        tokio::spawn(async move {
+            let _ = broker
+                .publish_raw("", "amq.rabbitmq.does-not-matter", &body, Default::default())
+                .await;
+        });
+        self.handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn queue_counts(queue: &str) -> Option<(u64, u64)> {
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "list_queues",
+            "-p",
+            &TestApp::vhost(),
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+            "--formatter",
+            "json",
+        ])
+        .output()
+        .ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.as_array()?.iter().find(|q| q["name"] == queue).map(|q| {
+        (
+            q["messages_ready"].as_u64().unwrap_or(u64::MAX),
+            q["messages_unacknowledged"].as_u64().unwrap_or(u64::MAX),
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_alarm_blocks_publishing_but_not_acking() {
+    let _serial = SERIAL.lock().await;
+    if !have("rabbitmqctl") {
+        eprintln!("SKIPPED: rabbitmqctl is needed to raise a memory alarm");
+        return;
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let topology = payhub_queue::Topology {
+        exchange: format!("payhub.test.{id}"),
+        orders_exchange: format!("payhub.test-orders.{id}"),
+        prefix: format!("t{id}."),
+        retry: payhub_queue::RetryPolicy::default(),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let broker = payhub_queue::Broker::start(&payhub_tests::amqp_url(), "alarm-test", topology.clone(), stop.clone());
+    broker.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let spec = payhub_queue::QueueSpec::REPORTER;
+    let work = topology.work_queue(&spec);
+    for i in 0..5 {
+        let env = payhub_core::Envelope::new(payhub_core::EventPayload::ChargeFailed(
+            payhub_core::events::ChargeFailed {
+                provider: payhub_core::Provider::Openpix,
+                reason: format!("alarm {i}"),
+                permanent: false,
+            },
+        ));
+        broker
+            .publish_raw("", &work, &env.to_json(), Default::default())
+            .await
+            .unwrap();
+    }
+    // Publishing connections block from here on.
+    let current = Command::new("rabbitmqctl")
+        .args(["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .ok()
+        .filter(|w| w.parse::<f64>().is_ok())
+        .unwrap_or_else(|| "0.4".into());
+    let _restore = Watermark(current);
+    run("rabbitmqctl -q set_vm_memory_high_watermark absolute 1");
+    let handled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let consumer_stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(payhub_queue::consume(
+        broker.clone(),
+        payhub_queue::ConsumerOptions {
+            spec,
+            service: "alarm-test",
+            prefetch: 1,
+        },
+        std::sync::Arc::new(AckOnly {
+            broker: broker.clone(),
+            handled: handled.clone(),
+        }),
+        consumer_stop.clone(),
+    ));
+    // Every delivery is handled and acked while the alarm holds: with
+    // prefetch 1, the next one is delivered only once the last is acked.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let acked = handled.load(std::sync::atomic::Ordering::SeqCst) == 5 && queue_counts(&work) == Some((0, 0));
+        if acked {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "handled {} of 5 during the alarm; queue (ready, unacked) {:?}",
+            handled.load(std::sync::atomic::Ordering::SeqCst),
+            queue_counts(&work)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(_restore);
+    consumer_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+    stop.cancel();
+    payhub_tests::delete_topology(&topology).await;
+}

@@ -44,6 +44,11 @@ struct Inner {
     publisher: Mutex<Option<Channel>>,
     connected: AtomicBool,
     shutdown: CancellationToken,
+    /// The connection publishes go through, kept apart from the one that
+    /// consumes and acks: a memory or disk alarm blocks publishing
+    /// connections, and must not stop consumers from acking. `None` on the
+    /// publishing handle itself.
+    publishing: Option<Broker>,
 }
 
 /// The user an `amqp://user:pass@host/vhost` URL connects as (percent-decoded;
@@ -65,6 +70,23 @@ impl Broker {
     /// Starts the connection supervisor and returns at once; see
     /// [`Broker::is_connected`] and [`Broker::connection`].
     pub fn start(url: &str, client_name: &str, topology: Topology, shutdown: CancellationToken) -> Broker {
+        let publishing = Broker::start_one(
+            url,
+            &format!("{client_name}-publish"),
+            topology.clone(),
+            shutdown.clone(),
+            None,
+        );
+        Broker::start_one(url, client_name, topology, shutdown, Some(publishing))
+    }
+
+    fn start_one(
+        url: &str,
+        client_name: &str,
+        topology: Topology,
+        shutdown: CancellationToken,
+        publishing: Option<Broker>,
+    ) -> Broker {
         let (tx, _rx) = watch::channel(None);
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -76,6 +98,7 @@ impl Broker {
                 publisher: Mutex::new(None),
                 connected: AtomicBool::new(false),
                 shutdown,
+                publishing,
             }),
         };
         let b = broker.clone();
@@ -96,7 +119,7 @@ impl Broker {
 
     /// True while a live connection exists (drives `/readyz`).
     pub fn is_connected(&self) -> bool {
-        self.inner.connected.load(Ordering::Relaxed)
+        self.inner.connected.load(Ordering::Relaxed) && self.inner.publishing.as_ref().is_none_or(Broker::is_connected)
     }
 
     /// Waits for a live connection, or fails when shutting down.
@@ -117,6 +140,9 @@ impl Broker {
 
     /// Waits up to `timeout` for the first connection.
     pub async fn wait_connected(&self, timeout: Duration) -> Result<(), QueueError> {
+        if let Some(p) = &self.inner.publishing {
+            Box::pin(p.wait_connected(timeout)).await?;
+        }
         tokio::time::timeout(timeout, self.connection())
             .await
             .map_err(|_| QueueError::Unavailable(format!("no connection within {timeout:?}")))?
@@ -279,6 +305,9 @@ impl Broker {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), QueueError> {
+        if let Some(p) = &self.inner.publishing {
+            return Box::pin(p.publish_raw(exchange, routing_key, body, props)).await;
+        }
         let result = self.publish_once(exchange, routing_key, body, props).await;
         let label = match &result {
             Ok(()) => "ok",

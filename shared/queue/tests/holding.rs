@@ -195,3 +195,55 @@ async fn a_replay_takes_only_what_was_there_when_it_started() {
     admin.close().await;
     stop.cancel();
 }
+
+/// Publishing and consuming go over two AMQP connections, so a memory or
+/// disk alarm (which blocks publishing connections) cannot stop consumers
+/// from acking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_and_consuming_use_separate_connections() {
+    if std::process::Command::new("rabbitmqctl")
+        .arg("-q")
+        .arg("status")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        eprintln!("SKIPPED: rabbitmqctl is needed to list connections");
+        return;
+    }
+    let topology = common::unique_topology();
+    let stop = CancellationToken::new();
+    let name = format!("conn-test-{}", uuid::Uuid::new_v4().simple());
+    let broker = common::connected_broker(&name, &topology, &stop).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "list_connections", "client_properties", "--formatter", "json"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let consume = text.matches(&format!("\"{name}\"")).count();
+        let publish = text.matches(&format!("\"{name}-publish\"")).count();
+        if consume == 1 && publish == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections named {name}: {consume} and {name}-publish: {publish}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(broker.is_connected());
+    let conn = broker.connection().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for spec in QueueSpec::ALL {
+        for q in [
+            topology.work_queue(&spec),
+            topology.retry_queue(&spec),
+            topology.dead_letter_queue(&spec),
+        ] {
+            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+        }
+    }
+    stop.cancel();
+}
