@@ -220,7 +220,7 @@ impl NotifyHandler {
     /// Records the attempts, all in one statement: a new row per delivery
     /// on its first attempt, the count and outcome raised on the next ones.
     /// A delivered row is never taken back.
-    async fn record(&self, env: &Envelope, shop: Uuid, done: &[Done<'_>]) -> Result<(), Failure> {
+    async fn record(&self, env: &Envelope, done: &[Done<'_>]) -> Result<(), Failure> {
         if done.is_empty() {
             return Ok(());
         }
@@ -262,9 +262,7 @@ impl NotifyHandler {
                 "pending" => "retry",
                 other => other,
             };
-            DELIVERIES
-                .with_label_values(&[d.planned.kind.as_str(), outcome])
-                .inc();
+            DELIVERIES.with_label_values(&[d.planned.kind.as_str(), outcome]).inc();
         }
         Ok(())
     }
@@ -293,7 +291,7 @@ impl NotifyHandler {
                 attempt,
             })
             .collect();
-        self.record(env, shop.id, &done).await?;
+        self.record(env, &done).await?;
         Ok(done.into_iter().map(|d| (d.planned.kind, d.attempt)).collect())
     }
 }
@@ -343,7 +341,7 @@ impl NotifyHandler {
             last,
             attempt,
         }];
-        self.record(env, env.shop_id.unwrap_or_default(), &done).await?;
+        self.record(env, &done).await?;
         match &done[0].attempt {
             a if a.ok => Ok(()),
             a => Err(Failure::Transient(format!(
