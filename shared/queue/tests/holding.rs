@@ -247,3 +247,31 @@ async fn publishing_and_consuming_use_separate_connections() {
     }
     stop.cancel();
 }
+
+/// A retry delay changed in configuration conflicts with the queues the
+/// broker already has: the service stays not ready (and logs the queue
+/// and the argument) instead of running without consumers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_retry_delay_keeps_the_service_not_ready() {
+    let topology = common::unique_topology();
+    let stop = CancellationToken::new();
+    let first = common::connected_broker("conflict-test-a", &topology, &stop).await;
+    let mut changed = topology.clone();
+    changed.retry.delay = Duration::from_millis(999);
+    let second = payhub_queue::Broker::start(&common::amqp_url(), "conflict-test-b", changed, stop.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(first.is_connected());
+    assert!(!second.is_connected(), "a conflicting topology must not look ready");
+    let conn = first.connection().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for spec in QueueSpec::ALL {
+        for q in [
+            topology.work_queue(&spec),
+            topology.retry_queue(&spec),
+            topology.dead_letter_queue(&spec),
+        ] {
+            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+        }
+    }
+    stop.cancel();
+}
