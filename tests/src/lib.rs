@@ -43,6 +43,10 @@ pub struct TestOptions {
     /// The sweeper's settings (by default it sweeps rarely: tests that
     /// exercise it shorten them).
     pub sweep: reporter::sweeper::SweepConfig,
+    /// Applies `payhubctl db roles` and runs each in-process service as its
+    /// own PostgreSQL role (`options=-c role=payhub_<service>`), so the
+    /// grants are what the services run under.
+    pub as_service_roles: bool,
 }
 
 impl Default for TestOptions {
@@ -57,6 +61,7 @@ impl Default for TestOptions {
                 interval: Duration::from_secs(3600),
                 ..Default::default()
             },
+            as_service_roles: false,
         }
     }
 }
@@ -132,6 +137,9 @@ impl TestApp {
         let database_url = format!("{}/{db_name}", pg_server_url());
         let store = Store::connect_lazy(&database_url, 3)?;
         store.migrate().await?;
+        if opts.as_service_roles {
+            payhub_store::roles::apply(&store).await?;
+        }
 
         let sandbox_stop = CancellationToken::new();
         let sandbox = Sandbox::start(SandboxConfig::local_ephemeral(APP_ID), sandbox_stop.clone()).await?;
@@ -203,7 +211,15 @@ impl TestApp {
     /// Starts one service in-process (see [`SERVICES`]); for services the
     /// test deferred ([`TestOptions::deferred`]), in any order.
     pub async fn start_service(&mut self, name: &'static str) -> anyhow::Result<()> {
-        let c = self.common.clone();
+        let mut c = self.common.clone();
+        if self.opts.as_service_roles {
+            let role = payhub_store::roles::ROLES
+                .iter()
+                .find(|(service, _)| *service == name)
+                .map(|(_, role)| *role)
+                .with_context(|| format!("no role for {name}"))?;
+            c.database_url = format!("{}?options=-c%20role%3D{role}", c.database_url);
+        }
         let shutdown = self.shutdown.clone();
         let url = |a: std::net::SocketAddr| format!("http://{a}");
         let charge_creator_url = url(self.charge_creator_addr);

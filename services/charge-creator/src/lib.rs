@@ -40,7 +40,7 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
         Ok(Config {
             common: CommonConfig::from_env(env, "0.0.0.0:9101")?,
-            openpix_base_url: env.url("PAYHUB_OPENPIX_BASE_URL", "https://api.woovi.com")?,
+            openpix_base_url: env.external_url("PAYHUB_OPENPIX_BASE_URL", "https://api.woovi.com")?,
             openpix_app_id: SecretString::from(env.required("PAYHUB_OPENPIX_APP_ID")?),
             provider_timeout: env.millis("PAYHUB_PROVIDER_TIMEOUT_MS", Duration::from_secs(10))?,
             internal_token: payhub_service::internal::token(env)?.into(),
@@ -346,5 +346,37 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.0.run_until_stopped().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_talks_to_the_provider_over_https_only() {
+        let env = |base: &str, production: bool| {
+            let mut pairs = vec![("PAYHUB_OPENPIX_APP_ID", "app-id"), ("PAYHUB_OPENPIX_BASE_URL", base)];
+            if production {
+                pairs.extend([
+                    ("PAYHUB_ENV", "production"),
+                    ("PAYHUB_DATABASE_URL", "postgres://db/payhub"),
+                    ("PAYHUB_AMQP_URL", "amqps://mq/%2f"),
+                    ("PAYHUB_INTERNAL_TOKEN", "a-long-enough-random-token-value"),
+                ]);
+            }
+            Config::from_env(&Env::from_pairs(pairs))
+        };
+        let e = env("http://api.woovi.com", true).unwrap_err();
+        assert_eq!(e.name, "PAYHUB_OPENPIX_BASE_URL");
+        assert_eq!(
+            env("https://api.woovi.com", true).unwrap().openpix_base_url,
+            "https://api.woovi.com"
+        );
+        // The sandbox (development) speaks plain http.
+        assert_eq!(
+            env("http://127.0.0.1:8090", false).unwrap().openpix_base_url,
+            "http://127.0.0.1:8090"
+        );
     }
 }

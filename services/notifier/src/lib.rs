@@ -64,10 +64,9 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
-        let smtp_url = env.string("PAYHUB_SMTP_URL", "smtp://127.0.0.1:2525");
-        if !(smtp_url.starts_with("smtp://") || smtp_url.starts_with("smtps://")) {
-            return Err(Env::bad("PAYHUB_SMTP_URL", "must be an smtp:// or smtps:// URL"));
-        }
+        env.check_files()?;
+        // In production: TLS only (smtps://, or smtp://...?tls=required).
+        let smtp_url = env.smtp_url("PAYHUB_SMTP_URL", "smtp://127.0.0.1:2525")?;
         let mail_from = env.string("PAYHUB_MAIL_FROM", "payhub <no-reply@payhub.local>");
         if mail_from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(Env::bad(
@@ -97,7 +96,7 @@ impl Config {
             smtp_pool_size,
             mail_from,
             webhook_timeout: env.millis("PAYHUB_WEBHOOK_TIMEOUT_MS", Duration::from_secs(10))?,
-            wake_postback_url: env.url("PAYHUB_WAKE_POSTBACK_URL", "https://gateway-postback.fbits.net")?,
+            wake_postback_url: env.external_url("PAYHUB_WAKE_POSTBACK_URL", "https://gateway-postback.fbits.net")?,
             webhook_urls: WebhookUrlPolicy::from_settings(
                 env.optional(payhub_core::url_safety::ENV_VAR).as_deref(),
                 env.optional(payhub_core::url_safety::ALLOW_PRIVATE_VAR).as_deref(),

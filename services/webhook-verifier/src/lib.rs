@@ -92,6 +92,13 @@ impl Config {
         let pem = env.string("PAYHUB_OPENPIX_PUBLIC_KEYS", OPENPIX_PUBLIC_KEY_PEM);
         let openpix_keys =
             TrustedKeys::from_pem(&pem).map_err(|e| Env::bad("PAYHUB_OPENPIX_PUBLIC_KEYS", e.to_string()))?;
+        if env.is_production() && openpix_keys.contains_sandbox_fixture() {
+            // Its private half is in the repository: anyone could sign with it.
+            return Err(Env::bad(
+                "PAYHUB_OPENPIX_PUBLIC_KEYS",
+                "contains the sandbox's public fixture key (tests/fixtures), which PAYHUB_ENV=production refuses to trust",
+            ));
+        }
         let rate_per_sec: u32 = env.parse("PAYHUB_WEBHOOK_RATE_PER_SEC", 200)?;
         if rate_per_sec == 0 {
             return Err(Env::bad("PAYHUB_WEBHOOK_RATE_PER_SEC", "must be at least 1"));
@@ -448,6 +455,36 @@ impl Application {
 mod tests {
     use super::*;
     use payhub_core::{Currency, Money};
+
+    const FIXTURE_PEM: &str = include_str!("../../../tests/fixtures/sandbox-openpix-public.pem");
+
+    fn production(keys: Option<&str>) -> Result<Config, ConfigError> {
+        let mut pairs = vec![
+            ("PAYHUB_ENV", "production".to_string()),
+            ("PAYHUB_DATABASE_URL", "postgres://db/payhub".into()),
+            ("PAYHUB_AMQP_URL", "amqps://mq/%2f".into()),
+            ("PAYHUB_INTERNAL_TOKEN", "a-long-enough-random-token-value".into()),
+        ];
+        if let Some(k) = keys {
+            pairs.push(("PAYHUB_OPENPIX_PUBLIC_KEYS", k.to_string()));
+        }
+        Config::from_env(&Env::from_pairs(pairs))
+    }
+
+    #[test]
+    fn production_refuses_to_trust_the_sandbox_fixture_key() {
+        let e = production(Some(FIXTURE_PEM)).unwrap_err();
+        assert_eq!(e.name, "PAYHUB_OPENPIX_PUBLIC_KEYS");
+        assert!(e.reason.contains("sandbox"), "{e}");
+        // Alongside OpenPix's key (a "rotation") too.
+        let both = format!("{OPENPIX_PUBLIC_KEY_PEM}\n{FIXTURE_PEM}");
+        assert_eq!(production(Some(&both)).unwrap_err().name, "PAYHUB_OPENPIX_PUBLIC_KEYS");
+        // OpenPix's published key (the default) is fine.
+        assert_eq!(production(None).unwrap().openpix_keys.len(), 1);
+        // Outside production the demo trusts the fixture.
+        let dev = Config::from_env(&Env::from_pairs([("PAYHUB_OPENPIX_PUBLIC_KEYS", FIXTURE_PEM)])).unwrap();
+        assert!(dev.openpix_keys.contains_sandbox_fixture());
+    }
 
     #[test]
     fn dedupe_keys_name_the_transaction_and_the_event() {

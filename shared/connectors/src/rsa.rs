@@ -11,6 +11,13 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ring::signature::{RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY, UnparsedPublicKey};
 
+/// SHA-256 (hex) of the sandbox's fixture public key, as its PKCS#1
+/// `RSAPublicKey` DER (what [`TrustedKeys`] holds, whichever PEM form it was
+/// given in): `tests/fixtures/sandbox-openpix-public.pem`, whose private half
+/// is in the repository. Production refuses to trust it. A copy, so that the
+/// services need not depend on the sandbox crate; a test checks it matches.
+pub const SANDBOX_FIXTURE_KEY_SHA256: &str = "394520348a5c6265b34e29e5c8d863e11efafb710cdc058e34f086690f756dbc";
+
 /// A set of trusted public keys (several during a rotation).
 #[derive(Clone)]
 pub struct TrustedKeys {
@@ -120,6 +127,25 @@ impl TrustedKeys {
         self.keys.is_empty()
     }
 
+    /// SHA-256 (hex) of each key's PKCS#1 DER.
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| {
+                ring::digest::digest(&ring::digest::SHA256, k)
+                    .as_ref()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// True when one of the keys is the sandbox's public fixture key.
+    pub fn contains_sandbox_fixture(&self) -> bool {
+        self.fingerprints().iter().any(|f| f == SANDBOX_FIXTURE_KEY_SHA256)
+    }
+
     /// True when `signature` (raw bytes) is valid over `message` for any key.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         self.keys.iter().any(|k| {
@@ -140,6 +166,25 @@ mod tests {
         assert_eq!(k.len(), 1);
         // An RSA-1024 modulus: the PKCS#1 structure is about 140 bytes.
         assert!((135..=145).contains(&k.keys[0].len()), "{}", k.keys[0].len());
+    }
+
+    #[test]
+    fn knows_the_sandbox_fixture_key_in_either_pem_form() {
+        let fixture = include_str!("../../../tests/fixtures/sandbox-openpix-public.pem");
+        let keys = TrustedKeys::from_pem(fixture).unwrap();
+        assert_eq!(keys.fingerprints(), [SANDBOX_FIXTURE_KEY_SHA256]);
+        assert!(keys.contains_sandbox_fixture());
+        let both = format!("{}\n{fixture}", crate::openpix::OPENPIX_PUBLIC_KEY_PEM);
+        assert!(TrustedKeys::from_pem(&both).unwrap().contains_sandbox_fixture());
+        // The same key as PKCS#1 `RSA PUBLIC KEY`.
+        let pkcs1 = STANDARD.encode(&keys.keys[0]);
+        let pem = format!("-----BEGIN RSA PUBLIC KEY-----\n{pkcs1}\n-----END RSA PUBLIC KEY-----\n");
+        assert!(TrustedKeys::from_pem(&pem).unwrap().contains_sandbox_fixture());
+        assert!(
+            !TrustedKeys::from_pem(crate::openpix::OPENPIX_PUBLIC_KEY_PEM)
+                .unwrap()
+                .contains_sandbox_fixture()
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ pub const DEVELOPMENT_TOKEN: &str = "payhub-development-internal-token";
 
 /// The internal token from the environment.
 pub fn token(env: &Env) -> Result<String, ConfigError> {
-    let production = env.raw("PAYHUB_ENV").as_deref() == Some("production");
-    match env.raw(VAR) {
+    let production = env.is_production();
+    match env.try_raw(VAR)? {
         Some(t) if t == DEVELOPMENT_TOKEN && production => Err(Env::bad(
             VAR,
             "is the public development token, which PAYHUB_ENV=production refuses",

@@ -50,12 +50,15 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/payhu
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 impl CommonConfig {
+    /// In production (`Env::is_production`) the database and broker URLs
+    /// have no local default: they must be given (directly or as `_FILE`).
     pub fn from_env(env: &Env, default_http_addr: &str) -> Result<CommonConfig, ConfigError> {
-        let database_url = env.string("PAYHUB_DATABASE_URL", DEFAULT_DATABASE_URL);
+        env.check_files()?;
+        let database_url = env.string_or_production_required("PAYHUB_DATABASE_URL", DEFAULT_DATABASE_URL)?;
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
             return Err(Env::bad("PAYHUB_DATABASE_URL", "must be a postgres:// URL"));
         }
-        let amqp_url = env.string("PAYHUB_AMQP_URL", DEFAULT_AMQP_URL);
+        let amqp_url = env.string_or_production_required("PAYHUB_AMQP_URL", DEFAULT_AMQP_URL)?;
         if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
             return Err(Env::bad("PAYHUB_AMQP_URL", "must be an amqp:// or amqps:// URL"));
         }
@@ -382,5 +385,58 @@ impl App {
     /// closes the connections.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.infra.run_until_stopped(self.work).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_requires_the_database_and_broker_urls() {
+        let e = CommonConfig::from_env(&Env::from_pairs([("PAYHUB_ENV", "production")]), "0.0.0.0:1").unwrap_err();
+        assert_eq!(e.name, "PAYHUB_DATABASE_URL");
+        let e = CommonConfig::from_env(
+            &Env::from_pairs([
+                ("PAYHUB_ENV", "production"),
+                ("PAYHUB_DATABASE_URL", "postgres://db.internal/payhub"),
+            ]),
+            "0.0.0.0:1",
+        )
+        .unwrap_err();
+        assert_eq!(e.name, "PAYHUB_AMQP_URL");
+        let ok = CommonConfig::from_env(
+            &Env::from_pairs([
+                ("PAYHUB_ENV", "production"),
+                ("PAYHUB_DATABASE_URL", "postgres://db.internal/payhub"),
+                ("PAYHUB_AMQP_URL", "amqps://mq.internal/%2f"),
+            ]),
+            "0.0.0.0:1",
+        )
+        .unwrap();
+        assert_eq!(ok.database_url, "postgres://db.internal/payhub");
+        // Outside production the local defaults stand.
+        let dev = CommonConfig::from_env(&Env::from_pairs(Vec::<(&str, &str)>::new()), "0.0.0.0:1").unwrap();
+        assert_eq!(dev.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(dev.amqp_url, DEFAULT_AMQP_URL);
+    }
+
+    #[test]
+    fn urls_may_come_from_files_but_not_twice() {
+        let path = std::env::temp_dir().join(format!("payhub-common-test-{}", std::process::id()));
+        std::fs::write(&path, "postgres://from-file/payhub\n").unwrap();
+        let p = path.to_str().unwrap();
+        let cfg = CommonConfig::from_env(&Env::from_pairs([("PAYHUB_DATABASE_URL_FILE", p)]), "0.0.0.0:1").unwrap();
+        assert_eq!(cfg.database_url, "postgres://from-file/payhub");
+        let e = CommonConfig::from_env(
+            &Env::from_pairs([
+                ("PAYHUB_DATABASE_URL_FILE", p),
+                ("PAYHUB_DATABASE_URL", "postgres://x/y"),
+            ]),
+            "0.0.0.0:1",
+        )
+        .unwrap_err();
+        assert_eq!(e.name, "PAYHUB_DATABASE_URL");
+        std::fs::remove_file(path).unwrap();
     }
 }

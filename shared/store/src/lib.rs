@@ -4,6 +4,7 @@
 //! Each service keeps the SQL for the tables it owns in its own crate.
 
 pub mod outbox;
+pub mod roles;
 pub mod secrets;
 pub mod shop_cache;
 pub mod shops;
@@ -75,9 +76,11 @@ impl Store {
     ///
     /// The secrets key comes from `PAYHUB_SECRETS_KEY` (see [`secrets`]):
     /// unset, the development key is used with a warning, or, with
-    /// `PAYHUB_ENV=production`, this fails naming the variable.
+    /// `PAYHUB_ENV=production`, the store has no key and opens no secret
+    /// (shops are read with [`shops::Shop::secrets_opened`] false). The
+    /// notifier and payhubctl, which do open them, require the key at start.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Store, StoreError> {
-        let secrets = Secrets::from_env()?;
+        let secrets = Secrets::for_store_from_env()?;
         if secrets.is_development() {
             static WARNED: std::sync::Once = std::sync::Once::new();
             WARNED.call_once(|| {

@@ -5,8 +5,11 @@
 //! its row, so a ciphertext copied onto another shop does not open.
 //!
 //! Without `PAYHUB_SECRETS_KEY` a fixed development key compiled into the
-//! binary is used and a warning names the variable; with
-//! `PAYHUB_ENV=production` a missing key is an error that stops the service.
+//! binary is used and a warning names the variable. With
+//! `PAYHUB_ENV=production` there is no development key: a process that
+//! opens or seals secrets (notifier, payhubctl) refuses to start without
+//! the key ([`Secrets::from_settings`]), and the others run with no key at
+//! all ([`Secrets::for_store`]), so only the notifier holds it.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -29,6 +32,9 @@ pub enum SecretsError {
     /// A setting is missing or malformed; the message names it, never its value.
     #[error("bad setting {name}: {reason}")]
     Setting { name: &'static str, reason: String },
+    /// This process has no key: it is not one that opens secrets.
+    #[error("this process has no {KEY_VAR}: only the notifier and payhubctl open or seal secrets")]
+    NoKey,
     /// The stored value does not open under this key: another key, or altered.
     #[error("a stored secret cannot be decrypted: it was sealed under another {KEY_VAR}, or it was altered")]
     Decrypt,
@@ -41,12 +47,15 @@ pub enum KeySource {
     Configured,
     /// The compiled-in development key.
     Development,
+    /// No key (production, a service that never opens a secret): sealing
+    /// and opening fail.
+    Absent,
 }
 
 /// The master key, cheap to clone. Its `Debug` never shows the key.
 #[derive(Clone)]
 pub struct Secrets {
-    key: Arc<LessSafeKey>,
+    key: Option<Arc<LessSafeKey>>,
     source: KeySource,
 }
 
@@ -63,7 +72,7 @@ impl Secrets {
     fn from_bytes(bytes: &[u8], source: KeySource) -> Secrets {
         let unbound = UnboundKey::new(&AES_256_GCM, bytes).expect("a 32-byte key is a valid AES-256 key");
         Secrets {
-            key: Arc::new(LessSafeKey::new(unbound)),
+            key: Some(Arc::new(LessSafeKey::new(unbound))),
             source,
         }
     }
@@ -71,6 +80,14 @@ impl Secrets {
     /// The compiled-in development key. Never for production data.
     pub fn development() -> Secrets {
         Secrets::from_bytes(&DEVELOPMENT_KEY, KeySource::Development)
+    }
+
+    /// No key: for processes that never seal or open a secret.
+    pub fn absent() -> Secrets {
+        Secrets {
+            key: None,
+            source: KeySource::Absent,
+        }
     }
 
     /// A key given as base64 (standard or URL-safe, padded or not) of exactly 32 bytes.
@@ -119,9 +136,30 @@ impl Secrets {
         }
     }
 
-    /// [`Secrets::from_settings`] over the process environment.
+    /// What a store opens with: like [`Secrets::from_settings`], except that
+    /// in production a missing key is [`Secrets::absent`] rather than an
+    /// error. Processes that do open secrets check [`Secrets::from_settings`]
+    /// at start, so they never run without the key.
+    pub fn for_store(get: impl Fn(&str) -> Option<String>) -> Result<Secrets, SecretsError> {
+        match Secrets::from_settings(&get) {
+            Err(SecretsError::Setting { name: KEY_VAR, .. }) if get(KEY_VAR).is_none_or(|v| v.trim().is_empty()) => {
+                Ok(Secrets::absent())
+            }
+            other => other,
+        }
+    }
+
+    /// [`Secrets::from_settings`] over the process environment (a
+    /// `PAYHUB_SECRETS_KEY_FILE` counts, see `payhub_telemetry::Env::raw`).
     pub fn from_env() -> Result<Secrets, SecretsError> {
-        Secrets::from_settings(|name| std::env::var(name).ok())
+        let env = payhub_telemetry::Env::process();
+        Secrets::from_settings(|name| env.raw(name))
+    }
+
+    /// [`Secrets::for_store`] over the process environment.
+    pub fn for_store_from_env() -> Result<Secrets, SecretsError> {
+        let env = payhub_telemetry::Env::process();
+        Secrets::for_store(|name| env.raw(name))
     }
 
     pub fn source(&self) -> KeySource {
@@ -132,9 +170,15 @@ impl Secrets {
         self.source == KeySource::Development
     }
 
+    /// True when this process holds a key (configured or development).
+    pub fn has_key(&self) -> bool {
+        self.key.is_some()
+    }
+
     /// Encrypts `plaintext` bound to `context` (associated data, not stored):
     /// `nonce || ciphertext || tag`.
-    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, SecretsError> {
+        let key = self.key.as_ref().ok_or(SecretsError::NoKey)?;
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
@@ -142,24 +186,23 @@ impl Secrets {
         let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
         out.extend_from_slice(&nonce);
         let mut body = plaintext.to_vec();
-        self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), &mut body)
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), &mut body)
             .expect("AES-GCM sealing of a short value cannot fail");
         out.extend_from_slice(&body);
-        out
+        Ok(out)
     }
 
     /// Decrypts what [`Secrets::seal`] produced with the same `context`.
     /// Any change to the stored bytes, the context or the key fails.
     pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, SecretsError> {
+        let key = self.key.as_ref().ok_or(SecretsError::NoKey)?;
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return Err(SecretsError::Decrypt);
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SecretsError::Decrypt)?;
         let mut body = body.to_vec();
-        let plain = self
-            .key
+        let plain = key
             .open_in_place(nonce, Aad::from(context), &mut body)
             .map_err(|_| SecretsError::Decrypt)?;
         Ok(plain.to_vec())
@@ -177,8 +220,8 @@ mod tests {
     #[test]
     fn round_trips_with_a_fresh_nonce_each_time() {
         let s = Secrets::from_base64(&key_b64(7)).unwrap();
-        let a = s.seal(b"whsec_abc", b"shop-1");
-        let b = s.seal(b"whsec_abc", b"shop-1");
+        let a = s.seal(b"whsec_abc", b"shop-1").unwrap();
+        let b = s.seal(b"whsec_abc", b"shop-1").unwrap();
         assert_ne!(a, b, "random nonces make equal plaintexts differ");
         assert_eq!(a.len(), NONCE_LEN + 9 + TAG_LEN);
         assert_eq!(s.open(&a, b"shop-1").unwrap(), b"whsec_abc");
@@ -189,7 +232,7 @@ mod tests {
     #[test]
     fn detects_tampering_wrong_context_and_wrong_key() {
         let s = Secrets::from_base64(&key_b64(7)).unwrap();
-        let sealed = s.seal(b"secret value", b"shop-1");
+        let sealed = s.seal(b"secret value", b"shop-1").unwrap();
         for i in [0, NONCE_LEN, sealed.len() - 1] {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
@@ -244,6 +287,15 @@ mod tests {
         assert_eq!(configured.source(), KeySource::Configured);
         let debug = format!("{configured:?}");
         assert!(debug.contains("<redacted>") && !debug.contains("BwcH"), "{debug}");
+        // A store in production without the key has none: it seals and opens nothing.
+        let absent = Secrets::for_store(env(&[("PAYHUB_ENV", "production")])).unwrap();
+        assert_eq!(absent.source(), KeySource::Absent);
+        assert!(!absent.has_key());
+        assert!(matches!(absent.seal(b"x", b"shop-1"), Err(SecretsError::NoKey)));
+        let sealed = configured.seal(b"x", b"shop-1").unwrap();
+        assert!(matches!(absent.open(&sealed, b"shop-1"), Err(SecretsError::NoKey)));
+        assert!(Secrets::for_store(env(&[])).unwrap().is_development());
+        assert!(Secrets::for_store(env(&[("PAYHUB_SECRETS_KEY", "c2hvcnQ=")])).is_err());
         // URL-safe and unpadded forms are accepted too.
         assert!(Secrets::from_base64(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xfb; 32])).is_ok());
     }

@@ -208,6 +208,7 @@ mod tests {
             allowed_providers: vec!["openpix".into()],
             wake_store: None,
             order_rules: Default::default(),
+            secrets_opened: true,
         }
     }
 

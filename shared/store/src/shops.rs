@@ -38,12 +38,19 @@ pub struct Shop {
     pub wake_store: Option<String>,
     /// Delivery coverage, stock and provider fees (seed 004).
     pub order_rules: payhub_core::rules::OrderRules,
+    /// False when read by a process without `PAYHUB_SECRETS_KEY` (every
+    /// service but the notifier in production): the secret fields then hold
+    /// a random stand-in nobody knows and [`Shop::signing_secrets`] is empty.
+    pub secrets_opened: bool,
 }
 
 impl Shop {
     /// The secrets to sign a delivery with: the current one, then the
     /// previous one while its overlap lasts.
     pub fn signing_secrets(&self) -> Vec<&WebhookSecret> {
+        if !self.secrets_opened {
+            return Vec::new();
+        }
         std::iter::once(&self.webhook_secret)
             .chain(self.previous_webhook_secret.as_ref())
             .collect()
@@ -124,8 +131,8 @@ fn secret_context(id: Uuid) -> Vec<u8> {
     ctx
 }
 
-fn seal_secret(store: &Store, id: Uuid, secret: &WebhookSecret) -> Vec<u8> {
-    store.secrets().seal(secret.expose().as_bytes(), &secret_context(id))
+fn seal_secret(store: &Store, id: Uuid, secret: &WebhookSecret) -> Result<Vec<u8>, StoreError> {
+    Ok(store.secrets().seal(secret.expose().as_bytes(), &secret_context(id))?)
 }
 
 fn decode_error(id: Uuid, what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -173,17 +180,24 @@ struct Row {
 }
 
 fn from_row(store: &Store, r: Row) -> Result<Shop, StoreError> {
-    let webhook_secret = current_secret(
-        store,
-        r.id,
-        r.webhook_secret_enc.as_deref(),
-        r.webhook_secret.as_deref(),
-    )?;
-    let previous_webhook_secret = r
-        .previous_enc
-        .as_deref()
-        .map(|sealed| open_secret(store, r.id, "previous webhook secret", sealed))
-        .transpose()?;
+    let secrets_opened = store.secrets().has_key();
+    let (webhook_secret, previous_webhook_secret) = if secrets_opened {
+        let current = current_secret(
+            store,
+            r.id,
+            r.webhook_secret_enc.as_deref(),
+            r.webhook_secret.as_deref(),
+        )?;
+        let previous = r
+            .previous_enc
+            .as_deref()
+            .map(|sealed| open_secret(store, r.id, "previous webhook secret", sealed))
+            .transpose()?;
+        (current, previous)
+    } else {
+        // This process holds no key and signs nothing: a random stand-in.
+        (WebhookSecret::generate(), None)
+    };
     Ok(Shop {
         id: r.id,
         name: r.name,
@@ -196,6 +210,7 @@ fn from_row(store: &Store, r: Row) -> Result<Shop, StoreError> {
         wake_store: r.wake_store,
         order_rules: serde_json::from_value(r.order_rules)
             .map_err(|e| StoreError::Db(sqlx::Error::Decode(format!("shop {} order rules: {e}", r.id).into())))?,
+        secrets_opened,
     })
 }
 
@@ -273,7 +288,7 @@ pub async fn create_with(store: &Store, new: &CreateShop) -> Result<NewShopCrede
     .bind(&new.name)
     .bind(hash_api_key(&api_key))
     .bind(new.webhook_url.as_deref())
-    .bind(seal_secret(store, id, &secret))
+    .bind(seal_secret(store, id, &secret)?)
     .bind(new.admin_email.as_deref())
     .bind(&allowed_providers)
     .bind(new.wake_store.as_deref())
@@ -293,6 +308,7 @@ pub async fn create_with(store: &Store, new: &CreateShop) -> Result<NewShopCrede
             allowed_providers,
             wake_store: new.wake_store.clone(),
             order_rules: Default::default(),
+            secrets_opened: true,
         },
         api_key,
         wake_secret,
@@ -427,7 +443,9 @@ pub async fn rotate_webhook_secret(store: &Store, id: Uuid, overlap: Duration) -
     };
     let current = current_secret(store, id, sealed.as_deref(), plaintext.as_deref())?;
     let new = WebhookSecret::generate();
-    let previous = (!overlap.is_zero()).then(|| seal_secret(store, id, &current));
+    let previous = (!overlap.is_zero())
+        .then(|| seal_secret(store, id, &current))
+        .transpose()?;
     sqlx::query(
         "UPDATE shops SET webhook_secret_enc = $2, webhook_secret = NULL, webhook_secret_prev_enc = $3,
                 webhook_secret_prev_valid_until = CASE WHEN $3::bytea IS NULL THEN NULL
@@ -435,7 +453,7 @@ pub async fn rotate_webhook_secret(store: &Store, id: Uuid, overlap: Duration) -
          WHERE id = $1",
     )
     .bind(id)
-    .bind(seal_secret(store, id, &new))
+    .bind(seal_secret(store, id, &new)?)
     .bind(previous)
     .bind(overlap.as_secs_f64())
     .execute(&mut *tx)
@@ -502,7 +520,7 @@ pub async fn encrypt_plaintext_secrets(store: &Store) -> Result<u64, StoreError>
         let secret = WebhookSecret::parse(&text).map_err(|e| decode_error(id, "webhook secret", e))?;
         sealed += sqlx::query("UPDATE shops SET webhook_secret_enc = $2, webhook_secret = NULL WHERE id = $1")
             .bind(id)
-            .bind(seal_secret(store, id, &secret))
+            .bind(seal_secret(store, id, &secret)?)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -567,6 +585,7 @@ mod tests {
             allowed_providers: vec!["openpix".into()],
             wake_store: None,
             order_rules: Default::default(),
+            secrets_opened: true,
         }
     }
 
@@ -576,6 +595,14 @@ mod tests {
         let shop = shop_with(Some(WebhookSecret::generate()));
         let secrets = shop.signing_secrets();
         assert_eq!(secrets.len(), 2);
+        let unopened = Shop {
+            secrets_opened: false,
+            ..shop_with(Some(WebhookSecret::generate()))
+        };
+        assert!(
+            unopened.signing_secrets().is_empty(),
+            "a process without the key signs nothing"
+        );
         assert_eq!(secrets[0].expose(), shop.webhook_secret.expose());
     }
 

@@ -14,9 +14,10 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "payhubctl", version, about = "Operate a payhub installation")]
 struct Cli {
-    /// PostgreSQL URL.
-    #[arg(long, env = "PAYHUB_DATABASE_URL", default_value = payhub_service::DEFAULT_DATABASE_URL, global = true)]
-    database_url: String,
+    /// PostgreSQL URL. Default: PAYHUB_DATABASE_URL (or the file named by
+    /// PAYHUB_DATABASE_URL_FILE), else the local default outside production.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +29,9 @@ enum Command {
     /// Manage shops.
     #[command(subcommand)]
     Shop(ShopCommand),
+    /// Database administration.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -38,6 +42,13 @@ enum Command {
         #[arg(long)]
         shop: Option<uuid::Uuid>,
     },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create the per-service NOLOGIN roles (payhub_ingress, ...) and grant
+    /// each write access to the tables it owns only (idempotent; after migrate).
+    Roles,
 }
 
 #[derive(Subcommand)]
@@ -202,6 +213,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let env = payhub_telemetry::Env::process();
+    env.check_files()?;
+    let database_url = match cli.database_url {
+        Some(url) => url,
+        None => env.string_or_production_required("PAYHUB_DATABASE_URL", payhub_service::DEFAULT_DATABASE_URL)?,
+    };
+    let cli = Resolved {
+        database_url,
+        command: cli.command,
+    };
     match cli.command {
         Command::Migrate => {
             if !sqlx::Postgres::database_exists(&cli.database_url)
@@ -220,6 +241,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Shop(cmd) => shop(&cli.database_url, cmd).await,
+        Command::Db(DbCommand::Roles) => {
+            let store = Store::connect_lazy(&cli.database_url, 2)?;
+            payhub_store::roles::apply(&store).await?;
+            for (service, role) in payhub_store::roles::ROLES {
+                println!("{role}: {service}'s grants applied");
+            }
+            Ok(())
+        }
         Command::Dlq(cmd) => dlq(cmd).await,
         Command::Order { id, shop } => {
             let store = Store::connect_lazy(&cli.database_url, 2)?;
@@ -258,6 +287,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The command line with the database URL settled.
+struct Resolved {
+    database_url: String,
+    command: Command,
 }
 
 /// Which webhook URLs are acceptable here: the notifier's rules, from the same
@@ -319,7 +354,9 @@ fn emit(json_out: bool, value: serde_json::Value, text: impl FnOnce() -> String)
 
 async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
     use payhub_store::shops;
-    let store = Store::connect_lazy(database_url, 2)?;
+    // Shops carry sealed secrets: the key is required here (in production),
+    // as in the notifier.
+    let store = Store::connect_lazy(database_url, 2)?.with_secrets(payhub_store::Secrets::from_env()?);
     match cmd {
         ShopCommand::Create {
             name,

@@ -1,0 +1,59 @@
+-- Least privilege in PostgreSQL: one NOLOGIN group role per service, which
+-- may write only the tables that service owns (the table comments in
+-- migrations/). Applied by `payhubctl db roles` as the database owner after
+-- `payhubctl migrate`; idempotent, and it converges: every run first revokes
+-- what the roles had on payhub's tables, then grants exactly this.
+--
+-- Roles are cluster-wide, grants are per database. Login users get a role's
+-- rights by membership (INHERIT, the default), e.g.
+--   CREATE ROLE ingress_app LOGIN PASSWORD '...' IN ROLE payhub_ingress;
+-- and each service connects as its own login user. payhubctl (migrations,
+-- shops) connects as the database owner.
+
+DO $roles$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['payhub_ingress', 'payhub_charge_creator', 'payhub_webhook_verifier',
+                             'payhub_order_updater', 'payhub_notifier', 'payhub_reporter'] LOOP
+        BEGIN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL; -- exists already (or another database's run created it just now)
+        END;
+        EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', r);
+        EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM %I', r);
+        EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', r);
+        -- Every service reads what it needs; shops (written by payhubctl only)
+        -- are read by all, their webhook secrets sealed under a key only the
+        -- notifier holds.
+        EXECUTE format('GRANT SELECT ON shops, orders, order_history, charges, webhook_events, deliveries,
+                               processed_events, outbox, report_daily, stale_orders TO %I', r);
+        -- Every publisher stores its events in the outbox and marks them
+        -- published; every consumer records the events it applied.
+        EXECUTE format('GRANT INSERT, UPDATE ON outbox TO %I', r);
+        EXECUTE format('GRANT INSERT ON processed_events TO %I', r);
+    END LOOP;
+END
+$roles$;
+
+-- ingress creates orders and their first history entry.
+GRANT INSERT ON orders, order_history TO payhub_ingress;
+GRANT USAGE ON SEQUENCE order_history_id_seq TO payhub_ingress;
+
+-- charge-creator owns charges.
+GRANT INSERT, UPDATE ON charges TO payhub_charge_creator;
+
+-- webhook-verifier owns webhook_events (each webhook and its verdict).
+GRANT INSERT ON webhook_events TO payhub_webhook_verifier;
+
+-- order-updater moves an order's status (those columns only) and writes its history.
+GRANT UPDATE (status, status_reason, updated_at, paid_at, end_to_end_id) ON orders TO payhub_order_updater;
+GRANT INSERT ON order_history TO payhub_order_updater;
+GRANT USAGE ON SEQUENCE order_history_id_seq TO payhub_order_updater;
+
+-- notifier owns deliveries.
+GRANT INSERT, UPDATE ON deliveries TO payhub_notifier;
+
+-- reporter owns the daily figures and the sweeper's findings.
+GRANT INSERT, UPDATE ON report_daily, stale_orders TO payhub_reporter;

@@ -1,0 +1,176 @@
+//! Least privilege in PostgreSQL (issue 9 §6): each service's role writes
+//! only the tables it owns, and the six services run under their roles.
+
+use payhub_store::roles::ROLES;
+use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
+use sqlx::Connection;
+use std::time::Duration;
+
+const TABLES: [&str; 10] = [
+    "shops",
+    "orders",
+    "order_history",
+    "charges",
+    "webhook_events",
+    "deliveries",
+    "processed_events",
+    "outbox",
+    "report_daily",
+    "stale_orders",
+];
+
+/// What each role may do: (table, "insert"|"update"|"update:<column>").
+fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
+    let mut a = vec![
+        ("outbox", "insert"),
+        ("outbox", "update"),
+        ("processed_events", "insert"),
+    ];
+    a.extend(match role {
+        "payhub_ingress" => vec![("orders", "insert"), ("order_history", "insert")],
+        "payhub_charge_creator" => vec![("charges", "insert"), ("charges", "update")],
+        "payhub_webhook_verifier" => vec![("webhook_events", "insert")],
+        "payhub_order_updater" => vec![
+            ("orders", "update:status"),
+            ("orders", "update:status_reason"),
+            ("orders", "update:updated_at"),
+            ("orders", "update:paid_at"),
+            ("orders", "update:end_to_end_id"),
+            ("order_history", "insert"),
+        ],
+        "payhub_notifier" => vec![("deliveries", "insert"), ("deliveries", "update")],
+        "payhub_reporter" => vec![
+            ("report_daily", "insert"),
+            ("report_daily", "update"),
+            ("stale_orders", "insert"),
+            ("stale_orders", "update"),
+        ],
+        other => panic!("unknown role {other}"),
+    });
+    a
+}
+
+/// Runs `sql` as `role` in a transaction that is rolled back: Ok, or the
+/// SQLSTATE of the failure. The probes touch no row (`WHERE false`), so only
+/// the privilege check decides.
+async fn as_role(conn: &mut sqlx::PgConnection, role: &str, sql: &str) -> Result<(), String> {
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL ROLE {role}")))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let r = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut *tx)
+        .await;
+    tx.rollback().await.unwrap();
+    match r {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) => Err(e.code().map(|c| c.to_string()).unwrap_or_default()),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn each_service_role_writes_only_its_own_tables() {
+    let app = TestApp::spawn().await;
+    // Twice: the command is idempotent.
+    payhub_store::roles::apply(&app.store).await.unwrap();
+    payhub_store::roles::apply(&app.store).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+    for (_, role) in ROLES {
+        let ok = allowed(role);
+        for table in TABLES {
+            // Every role reads every table.
+            as_role(&mut conn, role, &format!("SELECT count(*) FROM {table}"))
+                .await
+                .unwrap_or_else(|e| panic!("{role} cannot read {table}: {e}"));
+            let probes = [
+                (
+                    "insert",
+                    format!("INSERT INTO {table} SELECT * FROM {table} WHERE false"),
+                ),
+                ("delete", format!("DELETE FROM {table} WHERE false")),
+            ];
+            for (what, sql) in probes {
+                let expect = ok.contains(&(table, what));
+                let got = as_role(&mut conn, role, &sql).await;
+                match (expect, &got) {
+                    (true, Ok(())) => {}
+                    (false, Err(code)) if code == "42501" => {}
+                    _ => panic!("{role} {what} on {table}: expected allowed={expect}, got {got:?}"),
+                }
+            }
+            let columns: Vec<(String,)> = sqlx::query_as(
+                "SELECT column_name::text FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position",
+            )
+            .bind(table)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            for (column,) in columns {
+                let expect = ok.contains(&(table, "update"))
+                    || ok
+                        .iter()
+                        .any(|(t, w)| *t == table && w.strip_prefix("update:") == Some(column.as_str()));
+                let got = as_role(
+                    &mut conn,
+                    role,
+                    &format!("UPDATE {table} SET {column} = {column} WHERE false"),
+                )
+                .await;
+                match (expect, &got) {
+                    (true, Ok(())) => {}
+                    (false, Err(code)) if code == "42501" => {}
+                    _ => panic!("{role} update {table}.{column}: expected allowed={expect}, got {got:?}"),
+                }
+            }
+        }
+    }
+    // And a real row: order-updater can move a status but not the amount.
+    let order_id = uuid::Uuid::now_v7();
+    let real = as_role(
+        &mut conn,
+        "payhub_order_updater",
+        &format!("UPDATE orders SET total_minor = 1 WHERE id = '{order_id}'"),
+    )
+    .await;
+    assert_eq!(real, Err("42501".to_string()), "permission denied");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_services_run_under_their_roles() {
+    let app = TestApp::spawn_with(TestOptions {
+        as_service_roles: true,
+        ..TestOptions::default()
+    })
+    .await;
+    // Each service's pool really is its role.
+    for (_, role) in ROLES {
+        let url = format!("{}?options=-c%20role%3D{role}", app.database_url);
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let (current,): (String,) = sqlx::query_as("SELECT current_user::text")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(current, role);
+    }
+    // One order all the way: accepted, charged, paid, shop and buyer told,
+    // counted; every write made by the service that owns it.
+    app.post_order(&sample_order("pedido-roles")).await;
+    let order = app.wait_for_status("pedido-roles", "awaiting_payment").await;
+    let order_id = order["id"].as_str().unwrap().to_string();
+    app.pay_until_acknowledged(&order_id).await;
+    app.wait_for_status("pedido-roles", "paid").await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.count("SELECT count(*) FROM deliveries WHERE status = 'delivered'")
+                .await
+                >= 3
+                && app.count("SELECT count(*) FROM report_daily").await >= 2
+        })
+        .await,
+        "deliveries and daily figures written under the notifier's and reporter's roles"
+    );
+    app.stop().await;
+}
