@@ -48,9 +48,13 @@ SECRET_ENV = {
     "PAYHUB_SECRETS_KEY": "secrets-key",
     "PAYHUB_INTERNAL_TOKEN": "internal-token",
 }
-# Secret keys every pod that opens the database needs (the master key of the
-# webhook secrets is read with the database URL, and required in production).
-DB_SECRET_KEYS = {"database-url", "secrets-key"}
+# Secret keys every pod that opens the database needs. The master key of the
+# webhook secrets (secrets-key) only the notifier holds: no other service
+# opens a secret (shared/store/src/secrets.rs, Secrets::for_store).
+DB_SECRET_KEYS = {"database-url"}
+# Secrets reach the pods as files: Secret payhub-secrets mounted read-only
+# here, each key the pod needs as an item (0400), read through <VAR>_FILE.
+SECRETS_DIR = "/etc/payhub/secrets"
 # The services on either end of the internal confirmation call
 # (POST /internal/v1/confirm): charge-creator serves it, webhook-verifier and
 # reporter (its sweeper) call it; each needs PAYHUB_INTERNAL_TOKEN
@@ -177,9 +181,23 @@ def check_dockerfile() -> set[str]:
     copied = set(m.group(1).split()) if m else set()
     for b in copied - built:
         err(f"Dockerfile: copies binary {b!r} that the build does not produce")
-    expected = {f"payhub-{s}" for s in SERVICES} | {"payhubctl", "payhub-sandbox"}
+    expected = {f"payhub-{s}" for s in SERVICES} | {"payhubctl"}
     for b in expected - copied:
         err(f"Dockerfile: binary {b} is not copied into the image")
+    if "payhub-sandbox" in copied:
+        err("Dockerfile: the runtime image must not contain payhub-sandbox (it has its own target)")
+    # The runtime image is the last stage, runs in production and copies
+    # only /out (the sandbox's binary is in /out-sandbox, for target sandbox).
+    stages = re.split(r"^FROM\s", text, flags=re.M)
+    last = stages[-1]
+    if not re.match(r"\S+\s+AS\s+runtime\b", last):
+        err("Dockerfile: the last stage must be the runtime (the default target)")
+    if not re.search(r"^ENV\s+PAYHUB_ENV=production\s*$", last, re.M):
+        err("Dockerfile: the runtime stage must set ENV PAYHUB_ENV=production")
+    if "sandbox" in " ".join(re.findall(r"^COPY .*$", last, re.M)):
+        err("Dockerfile: the runtime stage copies the sandbox")
+    if not any(re.match(r"\S+\s+AS\s+sandbox\b", st) and "/out-sandbox/" in st for st in stages):
+        err("Dockerfile: a sandbox stage should carry payhub-sandbox for compose")
     if not re.search(r"^USER\s+\d+(:\d+)?\s*$", text, re.M):
         err("Dockerfile: USER must be numeric (runAsNonRoot)")
     for port in [p for p, _ in SERVICES.values()]:
@@ -212,8 +230,14 @@ def check_compose(image_bins: set[str]) -> None:
         published = [str(p) for p in s.get("ports", [])]
         if public and not any(p.endswith(f":{port}:{port}") or p == f"{port}:{port}" for p in published):
             err(f"compose: {name} must publish {port}")
+    sb = svcs["sandbox"]
+    if not isinstance(sb.get("build"), dict) or sb["build"].get("target") != "sandbox" \
+            or sb.get("image") == svcs["ingress"].get("image"):
+        err("compose: sandbox must build Dockerfile target sandbox into its own image")
     for name, s in svcs.items():
         cmd = s.get("command")
+        if name == "sandbox":
+            continue
         if s.get("image", "").startswith("payhub") and cmd and cmd[0] not in image_bins:
             err(f"compose: {name} runs {cmd[0]}, which is not in the image")
     if svcs["migrate"].get("command") != ["payhubctl", "migrate"]:
@@ -273,12 +297,36 @@ def check_pod_spec(where: str, spec: dict, image_bins: set[str]) -> None:
         if binary not in image_bins:
             err(f"{where}: runs {binary}, which is not in the image")
         for e in c.get("env", []):
-            ref = e.get("valueFrom", {}).get("secretKeyRef")
-            if ref:
-                if ref["name"] != "payhub-secrets" or ref["key"] not in SECRET_KEYS:
-                    err(f"{where}: env {e['name']} uses secret {ref['name']}/{ref['key']}")
-                if SECRET_ENV.get(e["name"]) != ref["key"]:
-                    err(f"{where}: env {e['name']} should come from key {SECRET_ENV.get(e['name'])}")
+            if e.get("valueFrom", {}).get("secretKeyRef") or e["name"] in SECRET_ENV:
+                err(f"{where}: env {e['name']} is a secret in the environment; mount it and use "
+                    f"{e['name']}_FILE")
+            var = e["name"].removesuffix("_FILE")
+            if e["name"].endswith("_FILE"):
+                if var not in SECRET_ENV:
+                    err(f"{where}: {e['name']} names no secret setting")
+                elif e.get("value") != f"{SECRETS_DIR}/{SECRET_ENV[var]}":
+                    err(f"{where}: {e['name']} should be {SECRETS_DIR}/{SECRET_ENV[var]}")
+        if secret_file_keys(c):
+            mounts = [m for m in c.get("volumeMounts", []) if m.get("mountPath") == SECRETS_DIR]
+            if len(mounts) != 1 or mounts[0].get("readOnly") is not True:
+                err(f"{where}: container {c['name']} must mount the secrets read-only at {SECRETS_DIR}")
+                continue
+            vols = [v for v in spec.get("volumes", []) if v["name"] == mounts[0]["name"]]
+            sec = vols[0].get("secret", {}) if vols else {}
+            if sec.get("secretName") != "payhub-secrets" or sec.get("defaultMode") != 0o400:
+                err(f"{where}: volume {mounts[0]['name']} should be Secret payhub-secrets, defaultMode 0400")
+            items = {i["key"]: i["path"] for i in sec.get("items", [])}
+            if any(k != v for k, v in items.items()) or set(items) != secret_file_keys(c):
+                err(f"{where}: the secrets volume should hold exactly the keys its _FILE settings read "
+                    f"({sorted(secret_file_keys(c))}), not {sorted(items)}")
+            if psc.get("fsGroup") != psc.get("runAsGroup"):
+                err(f"{where}: fsGroup should be the runAsGroup, so the 0400 secret files are readable")
+
+
+def secret_file_keys(c: dict) -> set[str]:
+    """The payhub-secrets keys a container reads through <VAR>_FILE."""
+    return {SECRET_ENV[e["name"].removesuffix("_FILE")] for e in c.get("env", [])
+            if e["name"].endswith("_FILE") and e["name"].removesuffix("_FILE") in SECRET_ENV}
 
 
 def check_k8s(base_path: str, keda_path: str, image_bins: set[str]) -> None:
@@ -328,9 +376,9 @@ def check_k8s(base_path: str, keda_path: str, image_bins: set[str]) -> None:
                 err(f"{where}: {probe} should GET {path}")
         needed = DB_SECRET_KEYS | {"amqp-url"} | (
             {"openpix-app-id"} if name == "charge-creator" else set()) | (
-            {"smtp-url"} if name == "notifier" else set()) | (
+            {"smtp-url", "secrets-key"} if name == "notifier" else set()) | (
             {"internal-token"} if name in INTERNAL_TOKEN_SERVICES else set())
-        got = {e["valueFrom"]["secretKeyRef"]["key"] for e in c.get("env", []) if "valueFrom" in e}
+        got = secret_file_keys(c)
         if got != needed:
             err(f"{where}: secret keys {sorted(got)} != {sorted(needed)}")
         cms = [e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e]
@@ -366,8 +414,7 @@ def check_k8s(base_path: str, keda_path: str, image_bins: set[str]) -> None:
         check_pod_spec("Job/payhub-migrate", spec, image_bins)
         if spec["containers"][0]["command"] != ["/usr/local/bin/payhubctl", "migrate"]:
             err("Job/payhub-migrate: should run payhubctl migrate")
-        got = {e["valueFrom"]["secretKeyRef"]["key"] for c in spec["containers"]
-               for e in c.get("env", []) if "valueFrom" in e}
+        got = {k for c in spec["containers"] for k in secret_file_keys(c)}
         if got != DB_SECRET_KEYS:
             err(f"Job/payhub-migrate: secret keys {sorted(got)} != {sorted(DB_SECRET_KEYS)}")
         # `kubectl apply -k base -l payhub/bootstrap=true` must bring up the Job
