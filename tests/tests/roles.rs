@@ -70,13 +70,29 @@ async fn as_role(conn: &mut sqlx::PgConnection, role: &str, sql: &str) -> Result
     }
 }
 
+/// A migrated database of its own (the grants need no broker).
+async fn migrated_database() -> (payhub_store::Store, String, String) {
+    let name = format!("payhub_test_roles_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", payhub_tests::pg_server_url()))
+        .await
+        .expect("PostgreSQL must run for the tests");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", payhub_tests::pg_server_url());
+    let store = payhub_store::Store::connect_lazy(&url, 2).unwrap();
+    store.migrate().await.unwrap();
+    (store, url, name)
+}
+
 #[tokio::test]
 async fn each_service_role_writes_only_its_own_tables() {
-    let app = TestApp::spawn().await;
+    let (store, database_url, name) = migrated_database().await;
     // Twice: the command is idempotent.
-    payhub_store::roles::apply(&app.store).await.unwrap();
-    payhub_store::roles::apply(&app.store).await.unwrap();
-    let mut conn = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+    payhub_store::roles::apply(&store).await.unwrap();
+    payhub_store::roles::apply(&store).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&database_url).await.unwrap();
     for (_, role) in ROLES {
         let ok = allowed(role);
         for table in TABLES {
@@ -135,7 +151,17 @@ async fn each_service_role_writes_only_its_own_tables() {
     )
     .await;
     assert_eq!(real, Err("42501".to_string()), "permission denied");
-    app.stop().await;
+    conn.close().await.unwrap();
+    store.pool.close().await;
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", payhub_tests::pg_server_url()))
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -128,7 +128,7 @@ impl Secrets {
                 name: KEY_VAR,
                 reason: format!(
                     "is required when {}=production: base64 of 32 random bytes (`openssl rand -base64 32`), \
-                     the same for every service and payhubctl",
+                     the same in the notifier and payhubctl",
                     url_safety::ENV_VAR
                 ),
             }),
