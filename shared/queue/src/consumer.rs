@@ -22,6 +22,70 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// Deliveries this process moved (to the retry or dead-letter queue, or
+/// back to their queue) whose original it may not have been able to ack:
+/// `(queue, message identity, attempt)`. When the consume connection drops
+/// between the copy's confirm and the ack, the broker redelivers the
+/// original; finding it here, the consumer acks it unhandled, so only the
+/// copy stays live. Bounded: the oldest entries are forgotten.
+struct RecentMoves {
+    order: std::collections::VecDeque<(String, String, u32)>,
+    set: std::collections::HashSet<(String, String, u32)>,
+}
+
+const RECENT_MOVES: usize = 10_000;
+
+static MOVED: std::sync::LazyLock<std::sync::Mutex<RecentMoves>> = std::sync::LazyLock::new(|| {
+    std::sync::Mutex::new(RecentMoves {
+        order: std::collections::VecDeque::new(),
+        set: std::collections::HashSet::new(),
+    })
+});
+
+/// A delivery's identity: the copy id payhub gave it, else its message id,
+/// else a hash of its body.
+fn identity(delivery: &Delivery) -> String {
+    if let Some(copy) = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| header_str(h, headers::COPY_ID))
+    {
+        return format!("copy:{copy}");
+    }
+    match delivery.properties.message_id() {
+        Some(id) => id.as_str().to_string(),
+        None => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            delivery.data.hash(&mut h);
+            format!("body:{:016x}", h.finish())
+        }
+    }
+}
+
+fn remember_move(queue: &str, delivery: &Delivery, attempt: u32) {
+    let key = (queue.to_string(), identity(delivery), attempt);
+    let mut m = MOVED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if m.set.insert(key.clone()) {
+        m.order.push_back(key);
+        while m.order.len() > RECENT_MOVES {
+            if let Some(old) = m.order.pop_front() {
+                m.set.remove(&old);
+            }
+        }
+    }
+}
+
+fn was_moved(queue: &str, delivery: &Delivery, attempt: u32) -> bool {
+    let key = (queue.to_string(), identity(delivery), attempt);
+    MOVED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .set
+        .contains(&key)
+}
+
 /// How a consumer reads its deliveries.
 pub trait Decode: Sized + Send + Sync + Clone + 'static {
     fn decode(delivery: &Delivery) -> Result<Self, String>;
@@ -531,6 +595,22 @@ async fn process<H: Handler>(
     for delivery in deliveries {
         let hdrs = delivery.properties.headers().clone().unwrap_or_default();
         let attempt = header_u32(&hdrs, headers::ATTEMPT).unwrap_or(1).max(1);
+        if delivery.redelivered && was_moved(queue, &delivery, attempt) {
+            // Its copy is already live: the ack of this original was lost
+            // with the connection.
+            tracing::info!(
+                queue,
+                attempt,
+                "a redelivered message was already moved; acking the original"
+            );
+            if let Err(e) = ack(&delivery).await {
+                tracing::warn!(error = %e, "acking a moved original failed; it comes back and is acked then");
+            }
+            metrics::CONSUMED
+                .with_label_values(&[queue, "unknown", "moved_before"])
+                .inc();
+            continue;
+        }
         let envelope = match H::Message::decode(&delivery) {
             Ok(e) => e,
             Err(e) => {
@@ -867,6 +947,11 @@ async fn settle(
         delivery.properties.user_id().as_ref().map(|u| u.as_str()),
         broker.user(),
     );
+    let mut h = h;
+    h.insert(
+        headers::COPY_ID.into(),
+        AMQPValue::LongString(uuid::Uuid::new_v4().to_string().as_str().into()),
+    );
     let mut props = BasicProperties::default().with_headers(h);
     if let Some(own) = broker.user() {
         // The broker checks it against our connection: this is what lets a
@@ -881,6 +966,14 @@ async fn settle(
     }
     match broker.publish_raw("", target, &delivery.data, props).await {
         Ok(()) => {
+            let attempt = delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| header_u32(h, headers::ATTEMPT))
+                .unwrap_or(1)
+                .max(1);
+            remember_move(queue, delivery, attempt);
             if let Err(e) = ack(delivery).await {
                 tracing::warn!(error = %e, "ack after moving the message failed");
             }

@@ -215,6 +215,10 @@ impl DeadLetterAdmin {
                 }
             }
             h.insert(REPLAYED.into(), AMQPValue::LongLongInt(i64::from(d.replayed + 1)));
+            h.insert(
+                headers::COPY_ID.into(),
+                AMQPValue::LongString(uuid::Uuid::new_v4().to_string().as_str().into()),
+            );
             // The replayed copy is published under our user, so the shop's
             // identity travels in the header (see `carry_shop_user`).
             let h = crate::consumer::carry_shop_user(

@@ -32,6 +32,10 @@ pub mod headers {
     /// in the property. Trusted only on messages whose `user-id` is
     /// payhub's own broker user, which no shop can publish as.
     pub const SHOP_USER: &str = "x-payhub-shop-user";
+    /// A fresh id on every copy payhub republishes (retry, dead letter,
+    /// hand-back, replay): tells one physical message from another with the
+    /// same event id and attempt.
+    pub const COPY_ID: &str = "x-payhub-copy-id";
 }
 
 /// How failures are retried: PixelPay's contract by default (a new attempt

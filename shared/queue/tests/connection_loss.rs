@@ -149,3 +149,122 @@ async fn a_stuck_handler_does_not_keep_the_consumer_down_after_the_connection_is
     }
     stop.cancel();
 }
+
+/// Fails its first attempt, but only once the test says so; records every
+/// call's attempt.
+struct FailAfterSignal {
+    attempts: Arc<std::sync::Mutex<Vec<u32>>>,
+    go: Arc<tokio::sync::Notify>,
+}
+
+impl Handler for FailAfterSignal {
+    type Message = Envelope;
+    async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
+        self.attempts.lock().unwrap().push(msg.attempt);
+        if msg.attempt == 1 {
+            self.go.notified().await;
+            return Err(Failure::Transient("first attempt fails".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A settle that straddles a reconnect: the copy for the retry queue is
+/// confirmed (over the publishing connection), but the consume connection
+/// is gone before the original is acked. The broker redelivers the
+/// original; it must not become a second live copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_across_a_lost_connection_leaves_one_live_copy() {
+    if rabbitmqctl(&["-q", "status"]).is_none() {
+        eprintln!("SKIPPED: rabbitmqctl cannot reach the broker on this machine");
+        return;
+    }
+    let topology = common::unique_topology();
+    let id = topology.prefix.trim_end_matches('.').to_string();
+    let spec = QueueSpec::REPORTER;
+    let client = format!("straddle-test-{id}");
+    let stop = CancellationToken::new();
+    let broker = common::connected_broker(&client, &topology, &stop).await;
+    let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let go = Arc::new(tokio::sync::Notify::new());
+    let consumer_stop = CancellationToken::new();
+    let consumer = tokio::spawn(payhub_queue::consume(
+        broker.clone(),
+        ConsumerOptions {
+            spec,
+            service: "straddle-test",
+            prefetch: 4,
+        },
+        Arc::new(FailAfterSignal {
+            attempts: attempts.clone(),
+            go: go.clone(),
+        }),
+        consumer_stop.clone(),
+    ));
+    let event = Envelope::new(EventPayload::ChargeFailed(ChargeFailed {
+        provider: Provider::Openpix,
+        reason: "straddle".into(),
+        permanent: false,
+    }));
+    broker
+        .publish_raw(
+            "",
+            &topology.work_queue(&spec),
+            &event.to_json(),
+            lapin::BasicProperties::default().with_message_id(event.id.to_string().into()),
+        )
+        .await
+        .unwrap();
+    wait_for("the first delivery", Duration::from_secs(10), || {
+        !attempts.lock().unwrap().is_empty()
+    })
+    .await;
+    // Only the consuming connection goes; the publishing one stays.
+    let list = rabbitmqctl(&["-q", "list_connections", "pid", "client_properties"]).unwrap_or_default();
+    let exact = format!("\"{client}\"}}");
+    let pids: Vec<String> = list
+        .lines()
+        .filter(|l| l.contains(&exact))
+        .filter_map(|l| l.split('\t').next().map(str::to_string))
+        .collect();
+    assert_eq!(pids.len(), 1, "one consuming connection named {client}: {list}");
+    rabbitmqctl(&["-q", "close_connection", &pids[0], "test: connection lost"]).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The handler now fails: the copy goes to the retry queue, the ack is lost.
+    go.notify_one();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !attempts.lock().unwrap().contains(&2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no retried copy; attempts seen {:?}",
+            attempts.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = attempts.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![1, 2],
+        "the first attempt handled once, then its one copy: {seen:?}"
+    );
+    consumer_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), consumer)
+        .await
+        .expect("the consumer stops")
+        .unwrap();
+    if let Ok(conn) = broker.connection().await
+        && let Ok(ch) = conn.create_channel().await
+    {
+        for s in QueueSpec::ALL {
+            for q in [
+                topology.work_queue(&s),
+                topology.retry_queue(&s),
+                topology.dead_letter_queue(&s),
+            ] {
+                let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+            }
+        }
+    }
+    stop.cancel();
+}
