@@ -13,6 +13,10 @@ demo: services build
 test: services build
 	./scripts/ensure-services.sh --test
 	PAYHUB_TEST_AMQP_URL=$(TEST_AMQP_URL) $(CARGO) test --workspace --locked
+	@# The chaos run restarts RabbitMQ and PostgreSQL: alone, after the rest,
+	@# on a fresh test vhost (the suite's leftover queues hold broker file handles).
+	./scripts/ensure-services.sh --test
+	PAYHUB_TEST_AMQP_URL=$(TEST_AMQP_URL) $(CARGO) test --locked -p payhub-tests --test chaos -- --ignored
 
 ## Formatting and lints, as CI runs them.
 lint:
@@ -53,3 +57,18 @@ clean:
 bench: services
 	$(CARGO) build --release --locked -p payhub-bench -p ingress -p charge-creator -p webhook-verifier -p order-updater -p notifier -p reporter -p payhub-sandbox -p payhubctl
 	./target/release/payhub-bench $(BENCH_ARGS)
+
+## Chaos run: two replicas of every service under orders through every door,
+## with SIGKILLed services, a RabbitMQ and a PostgreSQL restart and a failing
+## shop endpoint on a seeded schedule; every order verified, report in
+## bench-results/<timestamp>/chaos.md. Restarts the local RabbitMQ and
+## PostgreSQL: run it alone. CHAOS_BUILD=debug uses target/debug (after make build).
+## Parameters: make chaos CHAOS_ARGS="--rate 20 --duration 180 --seed 42".
+CHAOS_BUILD ?= release
+CHAOS_ARGS ?= --rate 15 --duration 90
+.PHONY: chaos
+chaos: services
+	@if [ "$(CHAOS_BUILD)" = release ]; then \
+	  $(CARGO) build --release --locked -p payhub-bench -p ingress -p charge-creator -p webhook-verifier -p order-updater -p notifier -p reporter -p payhub-sandbox -p payhubctl; \
+	else $(CARGO) build --workspace --bins --locked; fi
+	./target/$(CHAOS_BUILD)/payhub-bench --chaos $(CHAOS_ARGS)

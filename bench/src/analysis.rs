@@ -216,6 +216,17 @@ pub fn records(subs: &[Submission], payments: &[Payment], rb: &Readback) -> Vec<
         .collect()
 }
 
+/// orders.jsonl: one line per order, every timestamp.
+pub fn write_jsonl(path: &std::path::Path, recs: &[OrderRecord]) -> anyhow::Result<()> {
+    let mut lines = String::new();
+    for r in recs {
+        lines.push_str(&serde_json::to_string(r)?);
+        lines.push('\n');
+    }
+    std::fs::write(path, lines)?;
+    Ok(())
+}
+
 /// The verification pass: anything lost or duplicated fails the run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Verification {

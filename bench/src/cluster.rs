@@ -30,6 +30,10 @@ pub struct Settings {
     pub bin_dir: PathBuf,
     pub log_dir: PathBuf,
     pub run_id: String,
+    /// Processes per service (the chaos run starts two of each).
+    pub replicas: usize,
+    /// Extra environment of every service (the chaos run's short retry delay).
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// A RabbitMQ user that publishes one shop's order messages.
@@ -42,6 +46,10 @@ pub struct Proc {
     pub name: String,
     pub pid: u32,
     child: Child,
+    /// How it was started, so it can be started again.
+    bin: String,
+    envs: Vec<(String, String)>,
+    log: String,
 }
 
 pub struct Cluster {
@@ -56,6 +64,8 @@ pub struct Cluster {
     pub amqp_unavailable: Option<String>,
     pub sandbox_url: String,
     pub ingress_url: String,
+    /// Every ingress replica's base URL (the first is `ingress_url`).
+    pub ingress_urls: Vec<String>,
     /// (service, base URL of its HTTP listener: /readyz, /metrics).
     pub service_urls: Vec<(String, String)>,
     pub procs: Vec<Proc>,
@@ -104,16 +114,20 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn spawn(dir: &Path, bin: &str, envs: &[(&str, String)], log_dir: &Path) -> anyhow::Result<Child> {
+/// Starts `bin` from `dir`, its output appended to `<log_dir>/<log>.log`.
+fn spawn(dir: &Path, bin: &str, envs: &[(String, String)], log_dir: &Path, log: &str) -> anyhow::Result<Child> {
     let path = dir.join(bin);
     anyhow::ensure!(
         path.exists(),
-        "{} is missing: build it in release first (make bench does)",
+        "{} is missing: build it first (make bench and make test do)",
         path.display()
     );
-    let log = std::fs::File::create(log_dir.join(format!("{bin}.log")))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_dir.join(format!("{log}.log")))?;
     let mut cmd = Command::new(&path);
-    cmd.envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+    cmd.envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -177,6 +191,7 @@ impl Cluster {
             amqp_unavailable: None,
             sandbox_url: String::new(),
             ingress_url: String::new(),
+            ingress_urls: Vec::new(),
             service_urls: Vec::new(),
             procs: Vec::new(),
             settings_amqp_url: s.amqp_url.clone(),
@@ -211,36 +226,48 @@ impl Cluster {
             }
         }
 
-        let addrs: Vec<(&str, String)> = SERVICES
-            .iter()
-            .map(|n| Ok((*n, free_addr()?)))
-            .collect::<anyhow::Result<_>>()?;
-        let addr_of = |name: &str| {
+        // (process name, service, replica index, address); replica 0 is named
+        // after its service, the others `<service>-2`, ...
+        let replicas = s.replicas.max(1);
+        let mut addrs: Vec<(String, &str, usize, String)> = Vec::new();
+        for n in SERVICES {
+            for r in 0..replicas {
+                let name = if r == 0 {
+                    n.to_string()
+                } else {
+                    format!("{n}-{}", r + 1)
+                };
+                addrs.push((name, n, r, free_addr()?));
+            }
+        }
+        let addr_of = |service: &str, replica: usize| {
             addrs
                 .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, a)| a.clone())
+                .find(|(_, n, r, _)| *n == service && *r == replica)
+                .map(|(_, _, _, a)| a.clone())
                 .unwrap_or_default()
         };
-        let sandbox_env = vec![
+        let sandbox_env: Vec<(String, String)> = [
             ("SANDBOX_PROVIDER_ADDR", provider_addr.clone()),
             ("SANDBOX_SHOP_ADDR", shop_addr.clone()),
             ("SANDBOX_SMTP_ADDR", smtp_addr.clone()),
             ("SANDBOX_OPENPIX_APP_ID", "sandbox-app-id".to_string()),
             (
                 "SANDBOX_WEBHOOK_TARGET",
-                format!("http://{}/webhooks/openpix", addr_of("webhook-verifier")),
+                format!("http://{}/webhooks/openpix", addr_of("webhook-verifier", 0)),
             ),
             ("SANDBOX_SHOP_SECRETS", shop.shop.webhook_secret.expose()),
             // The sandbox is the harness, not payhub: keep its logging quiet.
             ("RUST_LOG", "warn".to_string()),
-        ];
-        let child = spawn(&s.bin_dir, "payhub-sandbox", &sandbox_env, &s.log_dir)?;
-        self.push("sandbox", child);
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        self.launch(s, "sandbox", "payhub-sandbox", sandbox_env)?;
         self.sandbox_url = format!("http://{provider_addr}");
 
-        for (name, addr) in &addrs {
-            let envs = vec![
+        for (name, service, replica, addr) in &addrs {
+            let mut envs: Vec<(String, String)> = [
                 ("PAYHUB_DATABASE_URL", self.database_url.clone()),
                 ("PAYHUB_AMQP_URL", s.amqp_url.clone()),
                 ("PAYHUB_HTTP_ADDR", addr.clone()),
@@ -255,25 +282,27 @@ impl Cluster {
                 ),
                 ("PAYHUB_SMTP_URL", format!("smtp://{smtp_addr}")),
                 (
+                    // Each replica confirms with the charge-creator of its own index.
                     "PAYHUB_CHARGE_CREATOR_URL",
-                    format!("http://{}", addr_of("charge-creator")),
+                    format!("http://{}", addr_of("charge-creator", *replica)),
                 ),
                 ("PAYHUB_DB_MAX_CONNECTIONS", s.db_max_connections.to_string()),
                 ("PAYHUB_LOG_FORMAT", "json".to_string()),
-            ];
-            let child = spawn(&s.bin_dir, &format!("payhub-{name}"), &envs, &s.log_dir)?;
-            self.push(name, child);
-            self.service_urls.push((name.to_string(), format!("http://{addr}")));
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            envs.extend(s.extra_env.iter().cloned());
+            self.launch(s, name, &format!("payhub-{service}"), envs)?;
+            self.service_urls.push((name.clone(), format!("http://{addr}")));
         }
-        self.ingress_url = format!("http://{}", addr_of("ingress"));
+        self.ingress_urls = (0..replicas)
+            .map(|r| format!("http://{}", addr_of("ingress", r)))
+            .collect();
+        self.ingress_url = self.ingress_urls[0].clone();
 
+        self.wait_ready(Duration::from_secs(60)).await?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-        for (name, base) in &self.service_urls {
-            wait_until(&format!("{name} to be ready"), Duration::from_secs(60), || async {
-                matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success())
-            })
-            .await?;
-        }
         let sandbox = self.sandbox_url.clone();
         wait_until("the sandbox", Duration::from_secs(20), || async {
             http.get(format!("{sandbox}/sandbox/charges")).send().await.is_ok()
@@ -291,13 +320,73 @@ impl Cluster {
         Ok(())
     }
 
-    fn push(&mut self, name: &str, child: Child) {
-        let pid = child.id().unwrap_or(0);
+    /// Starts one process (its log: `<log_dir>/<binary>.log` for the first
+    /// of a service, `<name>.log` for the other replicas).
+    fn launch(&mut self, s: &Settings, name: &str, bin: &str, envs: Vec<(String, String)>) -> anyhow::Result<()> {
+        let log = if name == "sandbox" || SERVICES.contains(&name) {
+            bin.to_string()
+        } else {
+            format!("payhub-{name}")
+        };
+        let child = spawn(&s.bin_dir, bin, &envs, &s.log_dir, &log)?;
         self.procs.push(Proc {
             name: name.to_string(),
-            pid,
+            pid: child.id().unwrap_or(0),
             child,
+            bin: bin.to_string(),
+            envs,
+            log,
         });
+        Ok(())
+    }
+
+    /// SIGKILL to the process `name` (no drain, no acks), waited for.
+    /// Returns its pid.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<u32> {
+        let p = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no process {name}"))?;
+        p.child.start_kill().with_context(|| format!("killing {name}"))?;
+        let _ = p.child.wait().await;
+        Ok(p.pid)
+    }
+
+    /// Starts the process `name` again exactly as it was started (same
+    /// address, same environment; its log is appended to). Returns the new pid.
+    pub fn restart(&mut self, s: &Settings, name: &str) -> anyhow::Result<u32> {
+        let p = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no process {name}"))?;
+        p.child = spawn(&s.bin_dir, &p.bin, &p.envs, &s.log_dir, &p.log)?;
+        p.pid = p.child.id().unwrap_or(0);
+        Ok(p.pid)
+    }
+
+    /// Processes that exited on their own: (name, exit status).
+    pub fn exited(&mut self) -> Vec<(String, String)> {
+        self.procs
+            .iter_mut()
+            .filter_map(|p| match p.child.try_wait() {
+                Ok(Some(status)) => Some((p.name.clone(), status.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits until every service answers /readyz.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        for (name, base) in &self.service_urls {
+            wait_until(&format!("{name} to be ready"), timeout, || async {
+                matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     fn amqp_user(&self, s: &Settings) -> anyhow::Result<AmqpShop> {
@@ -405,7 +494,12 @@ impl Cluster {
             Ok(()) => {}
             Err(e) => problems.push(format!("dropping database {}: {e:#}", self.db_name)),
         }
-        match lapin::Connection::connect(&self.settings_amqp_url, lapin::ConnectionProperties::default()).await {
+        let connect = lapin::Connection::connect(&self.settings_amqp_url, lapin::ConnectionProperties::default());
+        match tokio::time::timeout(Duration::from_secs(30), connect)
+            .await
+            .map_err(|_| "no connection within 30 s".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
             Ok(conn) => {
                 if let Ok(ch) = conn.create_channel().await {
                     for (_, _, q) in self.queues() {

@@ -53,6 +53,8 @@ pub struct Submission {
     /// HTTP status, `confirmed`, or the error.
     pub outcome: String,
     pub order_id: Option<Uuid>,
+    /// Requests / publishes it took (more than 1 only when retrying).
+    pub tries: u32,
 }
 
 /// A valid order (totals consistent), as the README's example.
@@ -81,19 +83,48 @@ pub fn order_body(correlation_id: &str) -> Value {
 /// How orders get in.
 pub struct Doors {
     http: reqwest::Client,
-    orders_url: String,
+    /// `POST /v1/orders` of every ingress replica; retries take turns.
+    orders_urls: Vec<String>,
     api_key: String,
     amqp: Option<AmqpDoor>,
+    /// Retry a failed submission for this long, like a shop would (the
+    /// chaos run); `None`: one try, a failure counts (the bench).
+    retry_for: Option<Duration>,
     pub submissions: Mutex<Vec<Submission>>,
     pub in_flight: AtomicUsize,
     pub max_in_flight: AtomicUsize,
 }
 
 struct AmqpDoor {
-    _conn: lapin::Connection,
-    channel: lapin::Channel,
+    url: String,
+    /// The connection and its confirm-mode channel; opened again when the
+    /// broker dropped them.
+    link: tokio::sync::Mutex<Option<(lapin::Connection, lapin::Channel)>>,
     exchange: String,
     user: String,
+}
+
+impl AmqpDoor {
+    async fn open(url: &str) -> anyhow::Result<(lapin::Connection, lapin::Channel)> {
+        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+        let channel = conn.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok((conn, channel))
+    }
+
+    /// The channel, reconnecting when the broker closed it.
+    async fn channel(&self) -> anyhow::Result<lapin::Channel> {
+        let mut link = self.link.lock().await;
+        if let Some((conn, ch)) = link.as_ref()
+            && conn.status().connected()
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
+        }
+        let (conn, ch) = AmqpDoor::open(&self.url).await?;
+        *link = Some((conn, ch.clone()));
+        Ok(ch)
+    }
 }
 
 impl Doors {
@@ -103,36 +134,59 @@ impl Doors {
             .pool_max_idle_per_host(1024)
             .build()?;
         let amqp = match amqp {
-            Some((url, user, exchange)) => {
-                let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
-                let channel = conn.create_channel().await?;
-                channel.confirm_select(ConfirmSelectOptions::default()).await?;
-                Some(AmqpDoor {
-                    _conn: conn,
-                    channel,
-                    exchange: exchange.to_string(),
-                    user: user.to_string(),
-                })
-            }
+            Some((url, user, exchange)) => Some(AmqpDoor {
+                url: url.to_string(),
+                link: tokio::sync::Mutex::new(Some(AmqpDoor::open(url).await?)),
+                exchange: exchange.to_string(),
+                user: user.to_string(),
+            }),
             None => None,
         };
         Ok(Doors {
             http,
-            orders_url: format!("{ingress_url}/v1/orders"),
+            orders_urls: vec![format!("{ingress_url}/v1/orders")],
             api_key: api_key.to_string(),
             amqp,
+            retry_for: None,
             submissions: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
         })
     }
 
+    /// Submissions that fail are tried again (the next ingress replica, or
+    /// the AMQP door reconnected) every 250 ms for up to `retry_for`, as a
+    /// shop retries: the same correlationID is the same order.
+    pub fn retrying(mut self, ingress_urls: &[String], retry_for: Duration) -> Doors {
+        if !ingress_urls.is_empty() {
+            self.orders_urls = ingress_urls.iter().map(|u| format!("{u}/v1/orders")).collect();
+        }
+        self.retry_for = Some(retry_for);
+        self
+    }
+
     async fn submit(&self, door: Door, cid: String, phase: usize, intended: f64) {
         let body = serde_json::to_vec(&order_body(&cid)).unwrap_or_default();
         let sent = now_unix();
-        let (ok, outcome, order_id) = match door {
-            Door::Http => self.submit_http(body).await,
-            Door::Amqp => self.submit_amqp(&cid, body).await,
+        let deadline = self.retry_for.map(|d| Instant::now() + d);
+        let mut tries: u32 = 0;
+        let (ok, outcome, order_id) = loop {
+            let (ok, outcome, order_id) = match door {
+                Door::Http => {
+                    self.submit_http(&self.orders_urls[tries as usize % self.orders_urls.len()], &body)
+                        .await
+                }
+                Door::Amqp => self.submit_amqp(&cid, &body).await,
+            };
+            tries += 1;
+            // Refusals (4xx) will not get better by retrying.
+            let refused = outcome.len() == 3 && outcome.starts_with('4') && outcome != "429";
+            match deadline {
+                Some(d) if !ok && !refused && Instant::now() < d => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                _ => break (ok, outcome, order_id),
+            }
         };
         let answered = now_unix();
         let s = Submission {
@@ -145,46 +199,54 @@ impl Doors {
             ok,
             outcome,
             order_id,
+            tries,
         };
         if let Ok(mut v) = self.submissions.lock() {
             v.push(s);
         }
     }
 
-    async fn submit_http(&self, body: Vec<u8>) -> (bool, String, Option<Uuid>) {
+    async fn submit_http(&self, url: &str, body: &[u8]) -> (bool, String, Option<Uuid>) {
         let r = self
             .http
-            .post(&self.orders_url)
+            .post(url)
             .bearer_auth(&self.api_key)
             .header("content-type", "application/json")
-            .body(body)
+            .body(body.to_vec())
             .send()
             .await;
         match r {
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                // A retry of an order that did get in is answered 200 with
+                // `idempotent-replayed: true`: the same order, accepted.
+                let replayed =
+                    status == 200 && self.retry_for.is_some() && resp.headers().get("idempotent-replayed").is_some();
                 let json: Option<Value> = resp.json().await.ok();
                 let id = json
                     .as_ref()
                     .and_then(|j| j["id"].as_str())
                     .and_then(|s| Uuid::parse_str(s).ok());
-                (status == 201, status.to_string(), id)
+                (status == 201 || replayed, status.to_string(), id)
             }
             Err(e) => (false, format!("http error: {e}"), None),
         }
     }
 
-    async fn submit_amqp(&self, cid: &str, body: Vec<u8>) -> (bool, String, Option<Uuid>) {
+    async fn submit_amqp(&self, cid: &str, body: &[u8]) -> (bool, String, Option<Uuid>) {
         let Some(a) = &self.amqp else {
             return (false, "no AMQP door".into(), None);
+        };
+        let channel = match a.channel().await {
+            Ok(c) => c,
+            Err(e) => return (false, format!("connect error: {e:#}"), None),
         };
         let props = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
             .with_message_id(cid.into())
             .with_user_id(a.user.as_str().into());
-        let publish = a
-            .channel
+        let publish = channel
             .basic_publish(
                 a.exchange.as_str().into(),
                 "orders.bench".into(),
@@ -192,7 +254,7 @@ impl Doors {
                     mandatory: true,
                     ..Default::default()
                 },
-                &body,
+                body,
                 props,
             )
             .await;

@@ -12,9 +12,13 @@
 //! bench-results/<timestamp>/ (result.json, summary.md, timeline.svg,
 //! orders.jsonl, the services' logs). Exit code 1 when anything was lost or
 //! duplicated, 2 when the bench itself could not run.
+//!
+//! `--chaos` (`make chaos`) runs the same pipeline with two replicas of every
+//! service under faults on a seeded schedule instead (see chaos.rs).
 
 mod analysis;
 mod ceiling;
+mod chaos;
 mod cluster;
 mod load;
 mod procstat;
@@ -135,6 +139,43 @@ pub struct Args {
     /// Leave the database, queues and broker user in place (for inspection).
     #[arg(long)]
     pub keep: bool,
+    /// The chaos run instead of the bench: two replicas of every service,
+    /// orders at --rate for --duration s through every door, and on a seeded
+    /// schedule SIGKILLed services, a RabbitMQ and a PostgreSQL restart and a
+    /// failing shop endpoint; then every order verified (chaos.md, chaos.json).
+    #[arg(long, conflicts_with_all = ["ceiling_only"])]
+    pub chaos: bool,
+    /// Chaos: seed of the fault schedule (default: from the clock; printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Chaos: service processes killed with SIGKILL (default: one per 10 s of load, at least 2).
+    #[arg(long)]
+    pub kills: Option<u32>,
+    /// Chaos: a killed process is started again after 1 s to this many seconds.
+    #[arg(long, default_value_t = 3.0)]
+    pub restart_delay: f64,
+    /// Chaos: seconds RabbitMQ stays stopped (rabbitmqctl stop_app .. start_app).
+    #[arg(long, default_value_t = 3.0)]
+    pub broker_down: f64,
+    /// Chaos: seconds the shop's webhook endpoint answers 503.
+    #[arg(long, default_value_t = 6.0)]
+    pub shop_outage: f64,
+    /// Chaos: fault kinds left out (kill, rabbitmq, postgres, shop).
+    #[arg(long, value_delimiter = ',')]
+    pub skip_faults: Vec<String>,
+    /// Chaos: processes per service.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
+    /// Chaos: PAYHUB_RETRY_DELAY_MS of the services.
+    #[arg(long, default_value_t = 2000)]
+    pub retry_delay_ms: u64,
+    /// Chaos: PAYHUB_MAX_ATTEMPTS of the services (attempts × delay must
+    /// outlast the shop outage, or its webhooks are given up on).
+    #[arg(long, default_value_t = 6)]
+    pub max_attempts: u32,
+    /// Chaos: seconds a shop keeps retrying a submission that failed.
+    #[arg(long, default_value_t = 120.0)]
+    pub submit_retry: f64,
 }
 
 #[tokio::main]
@@ -219,6 +260,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         bin_dir: bin_dir.clone(),
         log_dir: log_dir.clone(),
         run_id: run_id.clone(),
+        replicas: if args.chaos { args.replicas } else { 1 },
+        extra_env: if args.chaos {
+            chaos::service_env(&args)
+        } else {
+            Vec::new()
+        },
     };
     let mut cl = cluster::Cluster::prepare(&settings).await?;
     say(wall, &format!("database {} migrated (payhubctl migrate)", cl.db_name));
@@ -232,10 +279,42 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         return Ok(true);
     }
     // Ctrl-C still stops the processes and cleans up.
+    if args.chaos {
+        let outcome = tokio::select! {
+            o = chaos::run(&args, &settings, &mut cl, wall, &stamp) => o,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
+        chaos::undo_broker_stop();
+        let stop_problems = finish(&args, &mut cl, wall).await;
+        let mut result = outcome?;
+        result.wall_seconds = wall.elapsed().as_secs_f64();
+        result.shutdown_problems = stop_problems;
+        result.log_findings = report::scan_logs(&log_dir);
+        chaos::write(&out_dir, &result)?;
+        println!();
+        println!("{}", chaos::markdown(&result));
+        say(wall, &format!("wrote {}", out_dir.display()));
+        return Ok(result.passed);
+    }
     let outcome = tokio::select! {
         o = measure(&args, &settings, &mut cl, &env, wall, &out_dir, &stamp) => o,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
+    let stop_problems = finish(&args, &mut cl, wall).await;
+    let mut result = outcome?;
+    result.wall_seconds = wall.elapsed().as_secs_f64();
+    result.shutdown_problems = stop_problems;
+    result.log_findings = report::scan_logs(&out_dir.join("logs"));
+    report::write(&out_dir, &result)?;
+    println!();
+    println!("{}", report::markdown(&result));
+    say(wall, &format!("wrote {}", out_dir.display()));
+    Ok(result.verification.passed)
+}
+
+/// SIGTERM to every process, then the clean-up (or not, with --keep).
+/// Returns the processes that did not stop cleanly.
+async fn finish(args: &Args, cl: &mut cluster::Cluster, wall: Instant) -> Vec<String> {
     let stop_problems = cl.stop().await;
     for p in &stop_problems {
         eprintln!("  {p}");
@@ -257,15 +336,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "cleaned up: database dropped, queues, exchanges and broker user deleted",
         );
     }
-    let mut result = outcome?;
-    result.wall_seconds = wall.elapsed().as_secs_f64();
-    result.shutdown_problems = stop_problems;
-    result.log_findings = report::scan_logs(&out_dir.join("logs"));
-    report::write(&out_dir, &result)?;
-    println!();
-    println!("{}", report::markdown(&result));
-    say(wall, &format!("wrote {}", out_dir.display()));
-    Ok(result.verification.passed)
+    stop_problems
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -298,13 +369,7 @@ async fn measure(
         .as_ref()
         .map(|a| (a.url.as_str(), a.user.as_str(), cl.topology.orders_exchange.as_str()));
     let doors = Arc::new(Doors::connect(&cl.ingress_url, &cl.api_key, amqp).await?);
-    let mut mix: Vec<Door> = Vec::new();
-    for d in &args.doors {
-        if (*d == Door::Http || doors.has_amqp()) && !mix.contains(d) {
-            mix.push(*d);
-        }
-    }
-    anyhow::ensure!(!mix.is_empty(), "no door is usable");
+    let mix = door_mix(args, &doors)?;
 
     let ticks = procstat::clock_ticks();
     let mut targets: Vec<(String, Target)> = cl.procs.iter().map(|p| (p.name.clone(), Target::Pid(p.pid))).collect();
@@ -439,13 +504,7 @@ async fn measure(
         + 2.0;
     let timeline = analysis::timeline(&recs, &samples, t0, t1, env.cpus as f64);
 
-    // orders.jsonl: one line per order, every timestamp.
-    let mut lines = String::new();
-    for r in &recs {
-        lines.push_str(&serde_json::to_string(r)?);
-        lines.push('\n');
-    }
-    std::fs::write(out_dir.join("orders.jsonl"), lines)?;
+    analysis::write_jsonl(&out_dir.join("orders.jsonl"), &recs)?;
 
     let service_names: HashSet<&str> = cluster::SERVICES.iter().copied().collect();
     let resources = report::resources(&phases, &samples, &final_procs, &service_names);
@@ -476,6 +535,18 @@ async fn measure(
         delivery_status: rb.delivery_status.clone(),
         services: cl.service_urls.iter().map(|(n, _)| n.clone()).collect(),
     })
+}
+
+/// The doors asked for that can be used, each once, in the order given.
+fn door_mix(args: &Args, doors: &Doors) -> anyhow::Result<Vec<Door>> {
+    let mut mix: Vec<Door> = Vec::new();
+    for d in &args.doors {
+        if (*d == Door::Http || doors.has_amqp()) && !mix.contains(d) {
+            mix.push(*d);
+        }
+    }
+    anyhow::ensure!(!mix.is_empty(), "no door is usable");
+    Ok(mix)
 }
 
 /// Work queues' summed depth in the latest sample.
