@@ -58,6 +58,11 @@ if $test_mode; then
     rabbitmqctl -q delete_vhost payhub-test >/dev/null 2>&1 || true
     rabbitmqctl -q add_vhost payhub-test >/dev/null
     rabbitmqctl -q set_permissions -p payhub-test guest '.*' '.*' '.*' >/dev/null
+    # Tests run side by side, each with its own fifteen quorum queues; a
+    # broker started under `ulimit -n 1024` allows only ~900 file handles,
+    # which a full run can approach. Raise the broker's own limit (best
+    # effort; the OS limit of the running node is not changed).
+    rabbitmqctl -q eval 'file_handle_cache:set_limit(4000).' >/dev/null 2>&1 || true
     echo "test vhost payhub-test ready"
   fi
   if command -v psql >/dev/null 2>&1; then

@@ -185,13 +185,7 @@ impl Fixture {
     async fn cleanup(self) {
         let conn = self.broker.connection().await.unwrap();
         let ch = conn.create_channel().await.unwrap();
-        for q in [
-            self.topology.work_queue(&SPEC),
-            self.topology.retry_queue(&SPEC),
-            self.topology.dead_letter_queue(&SPEC),
-        ] {
-            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
-        }
+        common::delete_topology(&ch, &self.topology).await;
         let _ = ch
             .exchange_delete(self.topology.exchange.as_str().into(), Default::default())
             .await;

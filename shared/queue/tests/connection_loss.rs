@@ -136,13 +136,7 @@ async fn a_stuck_handler_does_not_keep_the_consumer_down_after_the_connection_is
     if let Ok(conn) = broker.connection().await
         && let Ok(ch) = conn.create_channel().await
     {
-        for q in [
-            topology.work_queue(&spec),
-            topology.retry_queue(&spec),
-            topology.dead_letter_queue(&spec),
-        ] {
-            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
-        }
+        common::delete_topology(&ch, &topology).await;
         let _ = ch
             .exchange_delete(topology.exchange.as_str().into(), Default::default())
             .await;
@@ -256,15 +250,7 @@ async fn a_settle_across_a_lost_connection_leaves_one_live_copy() {
     if let Ok(conn) = broker.connection().await
         && let Ok(ch) = conn.create_channel().await
     {
-        for s in QueueSpec::ALL {
-            for q in [
-                topology.work_queue(&s),
-                topology.retry_queue(&s),
-                topology.dead_letter_queue(&s),
-            ] {
-                let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
-            }
-        }
+        common::delete_topology(&ch, &topology).await;
     }
     stop.cancel();
 }

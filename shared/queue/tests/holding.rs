@@ -106,13 +106,7 @@ async fn a_long_outage_hands_the_message_back_without_using_an_attempt() {
     assert_eq!(dlq.message_count(), 0, "nothing dead-lettered");
     consumer_stop.cancel();
     task.await.unwrap();
-    for q in [
-        topology.work_queue(&SPEC),
-        topology.retry_queue(&SPEC),
-        topology.dead_letter_queue(&SPEC),
-    ] {
-        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
-    }
+    common::delete_topology(&ch, &topology).await;
     stop.cancel();
 }
 
@@ -185,13 +179,7 @@ async fn a_replay_takes_only_what_was_there_when_it_started() {
     task.await.unwrap();
     let conn = broker.connection().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    for q in [
-        topology.work_queue(&SPEC),
-        topology.retry_queue(&SPEC),
-        topology.dead_letter_queue(&SPEC),
-    ] {
-        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
-    }
+    common::delete_topology(&ch, &topology).await;
     admin.close().await;
     stop.cancel();
 }
@@ -236,15 +224,7 @@ async fn publishing_and_consuming_use_separate_connections() {
     assert!(broker.is_connected());
     let conn = broker.connection().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    for spec in QueueSpec::ALL {
-        for q in [
-            topology.work_queue(&spec),
-            topology.retry_queue(&spec),
-            topology.dead_letter_queue(&spec),
-        ] {
-            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
-        }
-    }
+    common::delete_topology(&ch, &topology).await;
     stop.cancel();
 }
 
@@ -264,14 +244,6 @@ async fn a_changed_retry_delay_keeps_the_service_not_ready() {
     assert!(!second.is_connected(), "a conflicting topology must not look ready");
     let conn = first.connection().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    for spec in QueueSpec::ALL {
-        for q in [
-            topology.work_queue(&spec),
-            topology.retry_queue(&spec),
-            topology.dead_letter_queue(&spec),
-        ] {
-            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
-        }
-    }
+    common::delete_topology(&ch, &topology).await;
     stop.cancel();
 }

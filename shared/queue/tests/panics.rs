@@ -70,13 +70,7 @@ async fn a_panicking_handler_gets_the_message_again() {
     // Clean up the test's queues and exchange.
     let conn = broker.connection().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    for q in [
-        topology.work_queue(&QueueSpec::ORDER_UPDATER),
-        topology.retry_queue(&QueueSpec::ORDER_UPDATER),
-        topology.dead_letter_queue(&QueueSpec::ORDER_UPDATER),
-    ] {
-        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
-    }
+    common::delete_topology(&ch, &topology).await;
     let _ = ch
         .exchange_delete(topology.exchange.as_str().into(), Default::default())
         .await;

@@ -31,3 +31,22 @@ pub async fn connected_broker(client: &str, topology: &Topology, stop: &Cancella
     broker.wait_connected(Duration::from_secs(10)).await.unwrap();
     broker
 }
+
+/// Deletes every queue of `topology` (the broker declares all of them at
+/// connect) and its exchanges, so a run leaves nothing behind: leftover
+/// quorum queues hold the broker's file handles.
+#[allow(dead_code)]
+pub async fn delete_topology(ch: &lapin::Channel, topology: &Topology) {
+    for spec in payhub_queue::QueueSpec::ALL {
+        for q in [
+            topology.work_queue(&spec),
+            topology.retry_queue(&spec),
+            topology.dead_letter_queue(&spec),
+        ] {
+            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+        }
+    }
+    for e in [&topology.exchange, &topology.orders_exchange] {
+        let _ = ch.exchange_delete(e.as_str().into(), Default::default()).await;
+    }
+}
