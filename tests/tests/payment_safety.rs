@@ -15,6 +15,16 @@ async fn awaiting(app: &TestApp, cid: &str) -> (String, Value) {
     (order["id"].as_str().unwrap().to_string(), order)
 }
 
+/// Signs `body` with the sandbox's (trusted) key, as anyone holding a
+/// trusted key could, and posts it to webhook-verifier.
+async fn post_signed(app: &TestApp, body: &Value) -> payhub_sandbox::WebhookAttempt {
+    let body = serde_json::to_vec(body).unwrap();
+    app.sandbox
+        .send_raw_webhook(&body, Some(&app.sandbox.sign(&body)))
+        .await
+        .unwrap()
+}
+
 fn ack(attempt: &payhub_sandbox::WebhookAttempt) -> Value {
     serde_json::from_str(&attempt.body).unwrap_or(Value::Null)
 }
@@ -90,12 +100,7 @@ async fn a_genuinely_signed_payment_of_someone_elses_charge_pays_nothing() {
     forged["charge"]["transactionID"] = json!(charge.transaction_id);
     forged["charge"]["value"] = json!(total);
     forged["pix"]["value"] = json!(total);
-    let body = serde_json::to_vec(&forged).unwrap();
-    let attempt = app
-        .sandbox
-        .send_raw_webhook(&body, Some(&app.sandbox.sign(&body)))
-        .await
-        .unwrap();
+    let attempt = post_signed(&app, &forged).await;
     assert_eq!(attempt.status, 200);
     assert_eq!(ack(&attempt)["status"], "rejected", "{}", attempt.body);
 
@@ -151,12 +156,7 @@ async fn the_amount_is_the_providers_not_the_webhooks() {
     let (body, _) = app.sandbox.take_held_webhooks().pop().unwrap();
     let mut claimed: Value = serde_json::from_slice(&body).unwrap();
     claimed["pix"]["value"] = json!(total);
-    let body = serde_json::to_vec(&claimed).unwrap();
-    let attempt = app
-        .sandbox
-        .send_raw_webhook(&body, Some(&app.sandbox.sign(&body)))
-        .await
-        .unwrap();
+    let attempt = post_signed(&app, &claimed).await;
     assert_eq!(ack(&attempt)["status"], "accepted", "{}", attempt.body);
     let view = app.wait_for_status("short-1", "under_review").await;
     assert!(view.to_string().contains("amount mismatch"), "{view}");
@@ -172,12 +172,7 @@ async fn an_order_without_a_charge_can_never_be_paid_by_a_webhook() {
     let order_id = order["id"].as_str().unwrap();
     let mut hook: Value = serde_json::from_slice(include_bytes!("../fixtures/openpix/charge-completed.json")).unwrap();
     hook["charge"]["correlationID"] = json!(order_id);
-    let body = serde_json::to_vec(&hook).unwrap();
-    let attempt = app
-        .sandbox
-        .send_raw_webhook(&body, Some(&app.sandbox.sign(&body)))
-        .await
-        .unwrap();
+    let attempt = post_signed(&app, &hook).await;
     assert_eq!(ack(&attempt)["status"], "rejected", "{}", attempt.body);
     assert!(ack(&attempt)["reason"].as_str().unwrap().contains("no charge"));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -248,12 +243,7 @@ async fn an_expiry_counts_only_when_the_provider_says_expired() {
     // A genuine-looking expiry for a charge the provider says is ACTIVE.
     let mut hook: Value = serde_json::from_slice(include_bytes!("../fixtures/openpix/charge-expired.json")).unwrap();
     hook["charge"]["correlationID"] = json!(order_id);
-    let body = serde_json::to_vec(&hook).unwrap();
-    let attempt = app
-        .sandbox
-        .send_raw_webhook(&body, Some(&app.sandbox.sign(&body)))
-        .await
-        .unwrap();
+    let attempt = post_signed(&app, &hook).await;
     assert_eq!(ack(&attempt)["status"], "rejected", "{}", attempt.body);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.order_status("exp-1").await.as_deref(), Some("awaiting_payment"));

@@ -64,39 +64,18 @@ impl ChargeConnector for OpenPixClient {
         // charge already created instead of failing: the provider side of
         // our idempotency.
         let url = format!("{}/api/v1/charge?return_existing=true", self.base_url);
-        let resp = self
-            .http
-            .post(&url)
-            .header("Authorization", self.app_id.expose_secret())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| ConnectorError::Transient(format!("calling OpenPix failed: {}", without_url(&e))))?;
-        let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| ConnectorError::Transient(format!("reading OpenPix's answer failed: {}", without_url(&e))))?;
+        let (status, text) = self.call(self.http.post(&url).json(&body)).await?;
         if status.is_success() {
             return transformers::parse_created(&text, req.amount.currency());
         }
-        let detail = transformers::error_message(&text);
-        let msg = format!("OpenPix answered {}: {detail}", status.as_u16());
-        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-            Err(ConnectorError::Transient(msg))
-        } else {
-            Err(ConnectorError::Permanent(msg))
-        }
+        Err(refusal(status, &text))
     }
 }
 
 impl OpenPixClient {
-    /// `GET {path}` under the AppID: `Ok(None)` on 404.
-    async fn get_json(&self, path: &str) -> Result<Option<String>, ConnectorError> {
-        let url = format!("{}{path}", self.base_url);
-        let resp = self
-            .http
-            .get(&url)
+    /// Sends `request` under the AppID and reads the whole answer.
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, String), ConnectorError> {
+        let resp = request
             .header("Authorization", self.app_id.expose_secret())
             .send()
             .await
@@ -106,22 +85,34 @@ impl OpenPixClient {
             .text()
             .await
             .map_err(|e| ConnectorError::Transient(format!("reading OpenPix's answer failed: {}", without_url(&e))))?;
+        Ok((status, text))
+    }
+
+    /// `GET {path}` under the AppID: `Ok(None)` on 404.
+    async fn get_json(&self, path: &str) -> Result<Option<String>, ConnectorError> {
+        let url = format!("{}{path}", self.base_url);
+        let (status, text) = self.call(self.http.get(&url)).await?;
         if status.as_u16() == 404 {
             return Ok(None);
         }
         if status.is_success() {
             return Ok(Some(text));
         }
-        let msg = format!(
-            "OpenPix answered {}: {}",
-            status.as_u16(),
-            transformers::error_message(&text)
-        );
-        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-            Err(ConnectorError::Transient(msg))
-        } else {
-            Err(ConnectorError::Permanent(msg))
-        }
+        Err(refusal(status, &text))
+    }
+}
+
+/// An unsuccessful answer: 5xx, 429 and 408 are worth another attempt.
+fn refusal(status: reqwest::StatusCode, text: &str) -> ConnectorError {
+    let msg = format!(
+        "OpenPix answered {}: {}",
+        status.as_u16(),
+        transformers::error_message(text)
+    );
+    if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+        ConnectorError::Transient(msg)
+    } else {
+        ConnectorError::Permanent(msg)
     }
 }
 
