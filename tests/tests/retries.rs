@@ -32,11 +32,19 @@ async fn a_shop_endpoint_failing_twice_gets_the_webhook_on_attempt_3() {
         "the same webhook-id on every attempt"
     );
     assert!(hooks.iter().all(|h| h.verified));
-    let (attempts, status): (i32, String) =
-        sqlx::query_as("SELECT attempts, status FROM deliveries WHERE kind = 'shop_webhook'")
+    // The shop's 200 arrives before notifier records it: wait for the record.
+    let record = || async {
+        sqlx::query_as::<_, (i32, String)>("SELECT attempts, status FROM deliveries WHERE kind = 'shop_webhook'")
             .fetch_one(&app.store.pool)
             .await
-            .unwrap();
+            .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async { record().await.1 == "delivered" }).await,
+        "the delivery is recorded as delivered: {:?}",
+        record().await
+    );
+    let (attempts, status) = record().await;
     assert_eq!((attempts, status.as_str()), (3, "delivered"));
     // The buyer's e-mail went out once, on the first attempt, not on each retry.
     assert_eq!(subjects(&app).iter().filter(|s| s.contains("com PIX")).count(), 1);
