@@ -4,6 +4,7 @@
 //! bare `String` for an amount, a tax id or an e-mail address.
 
 pub mod brcode;
+pub mod card;
 pub mod events;
 pub mod identity;
 pub mod money;

@@ -10,25 +10,37 @@ use std::str::FromStr;
 pub enum Currency {
     /// Brazilian real: PIX through OpenPix, Wake Commerce.
     Brl,
+    /// Honduran lempira: PixelPay.
+    Hnl,
+    /// US dollar: PixelPay.
+    Usd,
+    /// Nicaraguan córdoba: PixelPay.
+    Nio,
 }
 
 impl Currency {
     pub fn code(self) -> &'static str {
         match self {
             Currency::Brl => "BRL",
+            Currency::Hnl => "HNL",
+            Currency::Usd => "USD",
+            Currency::Nio => "NIO",
         }
     }
 
     /// Digits after the decimal point in this currency's minor unit.
     pub fn exponent(self) -> u32 {
         match self {
-            Currency::Brl => 2,
+            Currency::Brl | Currency::Hnl | Currency::Usd | Currency::Nio => 2,
         }
     }
 
     pub fn parse(code: &str) -> Option<Currency> {
         match code {
             "BRL" => Some(Currency::Brl),
+            "HNL" => Some(Currency::Hnl),
+            "USD" => Some(Currency::Usd),
+            "NIO" => Some(Currency::Nio),
             _ => None,
         }
     }
@@ -213,5 +225,20 @@ mod tests {
         assert_eq!(Money::from_minor(100, Currency::Brl).to_major_string(), "1.00");
         assert_eq!(Money::from_minor(5, Currency::Brl).to_string(), "BRL 0.05");
         assert!(Money::from_minor(i64::MAX, Currency::Brl).checked_add(a).is_none());
+    }
+
+    #[test]
+    fn every_currency_round_trips_its_code_and_two_decimals() {
+        for c in [Currency::Brl, Currency::Hnl, Currency::Usd, Currency::Nio] {
+            assert_eq!(Currency::parse(c.code()), Some(c));
+            assert_eq!(serde_json::to_value(c).unwrap(), json!(c.code()));
+            assert_eq!(c.exponent(), 2);
+            let m = Money::parse_major("1234.5", c).unwrap();
+            assert_eq!(m.minor(), 123450);
+            assert_eq!(m.to_major_string(), "1234.50");
+        }
+        assert_eq!(Currency::parse("usd"), None);
+        assert_eq!(Money::from_minor(-1, Currency::Hnl).to_major_string(), "-0.01");
+        assert_eq!(Money::from_minor(0, Currency::Nio).to_string(), "NIO 0.00");
     }
 }

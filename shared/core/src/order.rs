@@ -263,7 +263,10 @@ impl NewOrder {
         let currency = match r.string(obj, "currency", "currency", false) {
             None => Some(Currency::Brl),
             Some(code) => {
-                let c = Currency::parse(&code);
+                // Orders go to OpenPix only (see `Provider`), which settles in
+                // BRL; the PixelPay currencies are known to `Currency` but not
+                // accepted here until an order can name PixelPay.
+                let c = Currency::parse(&code).filter(|c| *c == Currency::Brl);
                 if c.is_none() {
                     r.err("currency", "unsupported", "must be BRL");
                 }
