@@ -39,7 +39,8 @@ WORKER_QUEUES = {
     "order-updater": "order-updater.events",
     "notifier": "notifier.status",
 }
-SECRET_KEYS = {"database-url", "amqp-url", "openpix-app-id", "smtp-url", "secrets-key", "internal-token"}
+SECRET_KEYS = {"database-url", "amqp-url", "openpix-app-id", "smtp-url", "secrets-key", "internal-token",
+               "provider-key"}
 SECRET_ENV = {
     "PAYHUB_DATABASE_URL": "database-url",
     "PAYHUB_AMQP_URL": "amqp-url",
@@ -47,6 +48,7 @@ SECRET_ENV = {
     "PAYHUB_SMTP_URL": "smtp-url",
     "PAYHUB_SECRETS_KEY": "secrets-key",
     "PAYHUB_INTERNAL_TOKEN": "internal-token",
+    "PAYHUB_PROVIDER_KEY": "provider-key",
 }
 # Secret keys every pod that opens the database needs. The master key of the
 # webhook secrets (secrets-key) only the notifier holds: no other service
@@ -375,7 +377,7 @@ def check_k8s(base_path: str, keda_path: str, image_bins: set[str]) -> None:
             if c.get(probe, {}).get("httpGet", {}).get("path") != path:
                 err(f"{where}: {probe} should GET {path}")
         needed = DB_SECRET_KEYS | {"amqp-url"} | (
-            {"openpix-app-id"} if name == "charge-creator" else set()) | (
+            {"openpix-app-id", "provider-key"} if name == "charge-creator" else set()) | (
             {"smtp-url", "secrets-key"} if name == "notifier" else set()) | (
             {"internal-token"} if name in INTERNAL_TOKEN_SERVICES else set())
         got = secret_file_keys(c)

@@ -28,11 +28,15 @@ BEGIN
         -- are read by all, their webhook secrets sealed under a key only the
         -- notifier holds.
         EXECUTE format('GRANT SELECT ON shops, orders, order_history, charges, webhook_events, deliveries,
-                               processed_events, outbox, report_daily, stale_orders TO %I', r);
+                               processed_events, outbox, report_daily, stale_orders, provider_webhooks TO %I', r);
         -- Every publisher stores its events in the outbox and marks them
         -- published; every consumer records the events it applied.
         EXECUTE format('GRANT INSERT, UPDATE ON outbox TO %I', r);
         EXECUTE format('GRANT INSERT ON processed_events TO %I', r);
+        -- Which provider accounts a shop has is no secret (the sealed
+        -- credentials column is charge-creator's alone, below).
+        EXECUTE format('GRANT SELECT (id, shop_id, provider, public_id, endpoint, created_at, rotated_at)
+                               ON provider_accounts TO %I', r);
     END LOOP;
 END
 $roles$;
@@ -41,8 +45,10 @@ $roles$;
 GRANT INSERT ON orders, order_history TO payhub_ingress;
 GRANT USAGE ON SEQUENCE order_history_id_seq TO payhub_ingress;
 
--- charge-creator owns charges.
-GRANT INSERT, UPDATE ON charges TO payhub_charge_creator;
+-- charge-creator owns charges and what it found of the webhooks at each
+-- provider account; it alone reads the shops' sealed provider credentials.
+GRANT INSERT, UPDATE ON charges, provider_webhooks TO payhub_charge_creator;
+GRANT SELECT ON provider_accounts TO payhub_charge_creator;
 
 -- webhook-verifier owns webhook_events (each webhook and its verdict).
 GRANT INSERT ON webhook_events TO payhub_webhook_verifier;

@@ -267,6 +267,8 @@ impl TestApp {
                         openpix_app_id: APP_ID.to_string().into(),
                         provider_timeout: Duration::from_secs(3),
                         internal_token: token.into(),
+                        provider_key: payhub_store::Secrets::development_of(payhub_store::secrets::KeyKind::Provider),
+                        account_cache_ttl: Duration::from_millis(200),
                     },
                     shutdown,
                 )

@@ -6,7 +6,7 @@ use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
 use sqlx::Connection;
 use std::time::Duration;
 
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 12] = [
     "shops",
     "orders",
     "order_history",
@@ -17,6 +17,8 @@ const TABLES: [&str; 10] = [
     "outbox",
     "report_daily",
     "stale_orders",
+    "provider_accounts",
+    "provider_webhooks",
 ];
 
 /// What each role may do: (table, "insert"|"update"|"update:<column>").
@@ -28,7 +30,12 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
     ];
     a.extend(match role {
         "payhub_ingress" => vec![("orders", "insert"), ("order_history", "insert")],
-        "payhub_charge_creator" => vec![("charges", "insert"), ("charges", "update")],
+        "payhub_charge_creator" => vec![
+            ("charges", "insert"),
+            ("charges", "update"),
+            ("provider_webhooks", "insert"),
+            ("provider_webhooks", "update"),
+        ],
         "payhub_webhook_verifier" => vec![("webhook_events", "insert")],
         "payhub_order_updater" => vec![
             ("orders", "update:status"),
@@ -140,6 +147,15 @@ async fn each_service_role_writes_only_its_own_tables() {
                     _ => panic!("{role} update {table}.{column}: expected allowed={expect}, got {got:?}"),
                 }
             }
+        }
+    }
+    // The shops' sealed provider credentials are charge-creator's alone to read.
+    for (_, role) in ROLES {
+        let got = as_role(&mut conn, role, "SELECT credentials_enc FROM provider_accounts").await;
+        match (role == "payhub_charge_creator", &got) {
+            (true, Ok(())) => {}
+            (false, Err(code)) if code == "42501" => {}
+            _ => panic!("{role} reading provider credentials: got {got:?}"),
         }
     }
     // And a real row: order-updater can move a status but not the amount.

@@ -3,12 +3,13 @@
 //! payhub stored (see `payhub_connectors::psync`). Called by
 //! webhook-verifier for every payment webhook and by reporter's sweeper.
 
+use crate::accounts::{AccountError, Providers};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use payhub_connectors::internal::{ClaimKind, ConfirmAnswer, ConfirmRequest, Verdict};
-use payhub_connectors::psync::{self, Claim, ConfirmError, Confirmed, PaymentQuery, StoredCharge};
+use payhub_connectors::psync::{self, Claim, ConfirmError, Confirmed, StoredCharge};
 use payhub_core::events::PaymentConfirmation;
 use payhub_core::{Currency, Money};
 use payhub_store::Store;
@@ -26,12 +27,9 @@ static CONFIRMATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-/// The account name recorded with confirmations (per-shop accounts come later).
-pub const PLATFORM_ACCOUNT: &str = "platform";
-
-pub struct ConfirmState<Q> {
+pub struct ConfirmState {
     pub store: Store,
-    pub query: Q,
+    pub providers: Arc<Providers>,
     pub token: secrecy::SecretString,
 }
 
@@ -42,6 +40,7 @@ struct ChargeRow {
     provider_charge_id: String,
     currency: String,
     amount_minor: i64,
+    provider_account: String,
 }
 
 fn unavailable(why: impl Into<String>) -> Response {
@@ -57,8 +56,8 @@ fn answer(a: ConfirmAnswer) -> Response {
     Json(a).into_response()
 }
 
-pub async fn confirm_route<Q: PaymentQuery>(
-    State(st): State<Arc<ConfirmState<Q>>>,
+pub async fn confirm_route(
+    State(st): State<Arc<ConfirmState>>,
     headers: HeaderMap,
     Json(req): Json<ConfirmRequest>,
 ) -> Response {
@@ -76,7 +75,8 @@ pub async fn confirm_route<Q: PaymentQuery>(
         ClaimKind::Status => "status",
     };
     let row: Option<ChargeRow> = match sqlx::query_as(
-        "SELECT provider, provider_reference, provider_charge_id, currency::text AS currency, amount_minor
+        "SELECT provider, provider_reference, provider_charge_id, currency::text AS currency, amount_minor,
+                provider_account
          FROM charges WHERE order_id = $1",
     )
     .bind(req.order_id)
@@ -126,7 +126,25 @@ pub async fn confirm_route<Q: PaymentQuery>(
         ClaimKind::Expired => Claim::Expired,
         ClaimKind::Status => Claim::Status,
     };
-    match psync::confirm(&st.query, &stored, &claim).await {
+    // The same account the charge was created under, never the webhook's word.
+    let query = match st
+        .providers
+        .named(&row.provider_account)
+        .await
+        .and_then(|using| st.providers.openpix(&using))
+    {
+        Ok(client) => client,
+        Err(AccountError::Unavailable(e)) => {
+            count(provider, "unavailable");
+            return unavailable(e);
+        }
+        Err(AccountError::Unusable(e)) => {
+            count(provider, "rejected");
+            tracing::warn!(order_id = %req.order_id, reason = %e, "the charge's account cannot be used");
+            return answer(ConfirmAnswer::rejected(e));
+        }
+    };
+    match psync::confirm(&query, &stored, &claim).await {
         Ok(Confirmed::Report(report)) => {
             count(provider, "confirmed");
             answer(ConfirmAnswer {
@@ -135,7 +153,7 @@ pub async fn confirm_route<Q: PaymentQuery>(
                 report: Some(report),
                 confirmation: Some(PaymentConfirmation {
                     provider_charge_id: row.provider_charge_id,
-                    account: PLATFORM_ACCOUNT.into(),
+                    account: row.provider_account.clone(),
                     confirmed_at: OffsetDateTime::now_utc(),
                 }),
             })

@@ -7,8 +7,8 @@
 //! retry topology; on the last attempt, or on a permanent refusal, the order
 //! is reported failed (`charge.failed`) so it is blocked and people are told.
 
+use accounts::{AccountError, Providers};
 use payhub_connectors::openpix::OpenPixClient;
-use payhub_connectors::psync::PaymentQuery;
 use payhub_connectors::{ChargeConnector, ChargeRequest, ConnectorError};
 use payhub_core::Envelope;
 use payhub_core::events::{ChargeCreated, ChargeFailed, EventPayload};
@@ -19,9 +19,11 @@ use payhub_telemetry::{ConfigError, Env};
 use secrecy::SecretString;
 use sqlx::Connection;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+pub mod accounts;
 pub mod confirm;
 
 pub const SERVICE: &str = "charge-creator";
@@ -34,6 +36,11 @@ pub struct Config {
     pub provider_timeout: Duration,
     /// Authenticates the internal confirmation call (`PAYHUB_INTERNAL_TOKEN`).
     pub internal_token: SecretString,
+    /// Opens the shops' provider credentials (`PAYHUB_PROVIDER_KEY`).
+    pub provider_key: payhub_store::Secrets,
+    /// How long a shop's provider account is used before it is read again
+    /// (`PAYHUB_ACCOUNT_CACHE_MS`): a rotation takes effect within it.
+    pub account_cache_ttl: Duration,
 }
 
 impl Config {
@@ -44,16 +51,24 @@ impl Config {
             openpix_app_id: SecretString::from(env.required("PAYHUB_OPENPIX_APP_ID")?),
             provider_timeout: env.millis("PAYHUB_PROVIDER_TIMEOUT_MS", Duration::from_secs(10))?,
             internal_token: payhub_service::internal::token(env)?.into(),
+            provider_key: payhub_store::Secrets::from_settings_of(payhub_store::secrets::KeyKind::Provider, |name| {
+                env.optional(name)
+            })
+            .map_err(|e| match e {
+                payhub_store::secrets::SecretsError::Setting { name, reason } => Env::bad(name, reason),
+                other => Env::bad(payhub_store::secrets::PROVIDER_KEY_VAR, other.to_string()),
+            })?,
+            account_cache_ttl: env.millis("PAYHUB_ACCOUNT_CACHE_MS", Duration::from_secs(30))?,
         })
     }
 }
 
 /// Handles `order.accepted`: creates the charge at the provider, then
 /// stores it with `charge.created` (or `charge.failed`) in one transaction.
-pub struct ChargeHandler<C> {
+pub struct ChargeHandler {
     pub store: Store,
     pub outbox: outbox::Outbox,
-    pub connector: C,
+    pub providers: Arc<Providers>,
     pub max_attempts: u32,
 }
 
@@ -98,15 +113,15 @@ fn read(msg: &Incoming) -> Result<Order<'_>, Failure> {
 
 /// What the provider's answer makes of an order.
 enum Outcome {
-    /// The charge exists: store it and tell the pipeline.
-    Created(Box<payhub_connectors::CreatedCharge>),
+    /// The charge exists (under the named account): store it and tell the pipeline.
+    Created(Box<payhub_connectors::CreatedCharge>, String),
     /// The charge cannot be created: the order will be blocked.
     Failed(Box<Envelope>),
     /// Worth another attempt later.
     Retry(String),
 }
 
-impl<C: ChargeConnector> ChargeHandler<C> {
+impl ChargeHandler {
     async fn call_provider(&self, o: &Order<'_>) -> Outcome {
         let req = ChargeRequest {
             provider_reference: o.accepted.provider_reference.clone(),
@@ -116,7 +131,13 @@ impl<C: ChargeConnector> ChargeHandler<C> {
             customer: o.accepted.customer.clone(),
         };
         let provider = o.accepted.provider;
-        match self.connector.create_charge(&req).await {
+        let account = self.providers.for_shop(o.shop_id, provider.as_str()).await;
+        let (using, client) = match account.and_then(|using| Ok((self.providers.openpix(&using)?, using))) {
+            Ok((client, using)) => (using, client),
+            Err(AccountError::Unavailable(e)) if o.attempt < self.max_attempts => return Outcome::Retry(e),
+            Err(e) => return Outcome::Failed(failed_event(provider, e.to_string(), true)),
+        };
+        match client.create_charge(&req).await {
             // The provider changed the amount: never let the buyer pay a different sum.
             Ok(created) if created.amount != o.accepted.amount => Outcome::Failed(failed_event(
                 provider,
@@ -126,7 +147,7 @@ impl<C: ChargeConnector> ChargeHandler<C> {
                 ),
                 true,
             )),
-            Ok(created) => Outcome::Created(Box::new(created)),
+            Ok(created) => Outcome::Created(Box::new(created), using.name()),
             Err(ConnectorError::Transient(e)) if o.attempt < self.max_attempts => Outcome::Retry(e),
             Err(ConnectorError::Transient(e)) => Outcome::Failed(failed_event(
                 provider,
@@ -156,11 +177,11 @@ impl<C: ChargeConnector> ChargeHandler<C> {
         }
         let mut event = match outcome {
             Outcome::Retry(e) => return Err(Failure::Transient(e)),
-            Outcome::Created(created) => {
+            Outcome::Created(created, account) => {
                 sqlx::query(
                     "INSERT INTO charges (order_id, provider, provider_reference, provider_charge_id, currency, amount_minor,
-                         br_code, qr_code_image_url, payment_link_url, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         br_code, qr_code_image_url, payment_link_url, expires_at, provider_account, method)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pix')
                      ON CONFLICT (order_id) DO NOTHING",
                 )
                 .bind(o.order_id)
@@ -173,10 +194,11 @@ impl<C: ChargeConnector> ChargeHandler<C> {
                 .bind(&created.view.qr_code_image_url)
                 .bind(&created.view.payment_link_url)
                 .bind(created.view.expires_at)
+                .bind(&account)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-                tracing::info!(event_id = %o.env.id, order_id = %o.order_id, charge_id = %created.provider_charge_id, "charge created");
+                tracing::info!(event_id = %o.env.id, order_id = %o.order_id, charge_id = %created.provider_charge_id, %account, "charge created");
                 Envelope::new(EventPayload::ChargeCreated(ChargeCreated {
                     provider: o.accepted.provider,
                     provider_reference: o.accepted.provider_reference.clone(),
@@ -199,7 +221,7 @@ impl<C: ChargeConnector> ChargeHandler<C> {
     }
 }
 
-impl<C: ChargeConnector> Handler for ChargeHandler<C> {
+impl Handler for ChargeHandler {
     type Message = payhub_core::Envelope;
 
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
@@ -302,37 +324,34 @@ pub struct Application(payhub_service::App);
 
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Application> {
-        let connector = OpenPixClient::new(
+        let openpix = OpenPixClient::new(
             &config.openpix_base_url,
             config.openpix_app_id.clone(),
             config.provider_timeout,
         )?;
-        Self::build_with(config, connector, shutdown).await
-    }
-
-    /// Builds with any connector (tests use the sandbox through the real client).
-    pub async fn build_with<C: ChargeConnector + PaymentQuery + Clone>(
-        config: Config,
-        connector: C,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Application> {
         let mut infra = Infra::start(SERVICE, &config.common, shutdown)?;
         let outbox = infra.spawn_outbox();
-        let confirm = std::sync::Arc::new(confirm::ConfirmState {
+        let providers = Arc::new(Providers::new(
+            infra.store.clone(),
+            config.provider_key.clone(),
+            openpix,
+            config.account_cache_ttl,
+        ));
+        let confirm = Arc::new(confirm::ConfirmState {
             store: infra.store.clone(),
-            query: connector.clone(),
+            providers: providers.clone(),
             token: config.internal_token.clone(),
         });
         let handler = ChargeHandler {
             store: infra.store.clone(),
             outbox,
-            connector,
+            providers,
             max_attempts: config.common.topology.retry.max_attempts,
         };
         let routes = axum::Router::new()
             .route(
                 payhub_connectors::internal::CONFIRM_PATH,
-                axum::routing::post(confirm::confirm_route::<C>),
+                axum::routing::post(confirm::confirm_route),
             )
             .with_state(confirm);
         let mut app = payhub_service::App::start(infra, config.common.http_addr, routes).await?;
@@ -363,10 +382,28 @@ mod tests {
                     ("PAYHUB_DATABASE_URL", "postgres://db/payhub"),
                     ("PAYHUB_AMQP_URL", "amqps://mq/%2f"),
                     ("PAYHUB_INTERNAL_TOKEN", "a-long-enough-random-token-value"),
+                    ("PAYHUB_PROVIDER_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="),
                 ]);
             }
             Config::from_env(&Env::from_pairs(pairs))
         };
+        // Production never opens shops' provider credentials with the public development key.
+        let e = Config::from_env(&Env::from_pairs(vec![
+            ("PAYHUB_OPENPIX_APP_ID", "app-id"),
+            ("PAYHUB_OPENPIX_BASE_URL", "https://api.woovi.com"),
+            ("PAYHUB_ENV", "production"),
+            ("PAYHUB_DATABASE_URL", "postgres://db/payhub"),
+            ("PAYHUB_AMQP_URL", "amqps://mq/%2f"),
+            ("PAYHUB_INTERNAL_TOKEN", "a-long-enough-random-token-value"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.name, "PAYHUB_PROVIDER_KEY");
+        assert!(
+            env("http://127.0.0.1:8090", false)
+                .unwrap()
+                .provider_key
+                .is_development()
+        );
         let e = env("http://api.woovi.com", true).unwrap_err();
         assert_eq!(e.name, "PAYHUB_OPENPIX_BASE_URL");
         assert_eq!(

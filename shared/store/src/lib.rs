@@ -3,6 +3,7 @@
 //! master key that seals secrets at rest ([`secrets`]).
 //! Each service keeps the SQL for the tables it owns in its own crate.
 
+pub mod accounts;
 pub mod outbox;
 pub mod roles;
 pub mod secrets;
@@ -34,6 +35,14 @@ pub enum StoreError {
     Secrets(#[from] secrets::SecretsError),
     #[error("no shop {0}")]
     ShopNotFound(Uuid),
+    #[error("no {0}")]
+    NotFound(String),
+    /// A value refused before it was stored (the message names the field).
+    #[error("{0}")]
+    Invalid(String),
+    /// A stored value is unreadable (the message says which row, never its content).
+    #[error("{0}")]
+    Corrupt(String),
     /// A uniqueness rule refused the change (the message says which).
     #[error("{0}")]
     Conflict(String),

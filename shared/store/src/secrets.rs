@@ -21,9 +21,52 @@ use std::sync::Arc;
 /// The master key's variable.
 pub const KEY_VAR: &str = "PAYHUB_SECRETS_KEY";
 
+/// The variable of the second key, which seals the shops' provider
+/// credentials (AppIDs, PixelPay secret keys): held only by charge-creator,
+/// the one service that calls providers, and payhubctl, which sets them. A
+/// notifier holding [`KEY_VAR`] cannot open them, and charge-creator cannot
+/// open webhook secrets.
+pub const PROVIDER_KEY_VAR: &str = "PAYHUB_PROVIDER_KEY";
+
 /// The development key: public (it is in the source), so it protects
 /// nothing; it only lets local runs, the demo and the tests work unset.
 const DEVELOPMENT_KEY: [u8; 32] = *b"payhub-development-key-NOT-SAFE!";
+
+/// The provider key's development stand-in, different from the first so
+/// that a value sealed under one never opens under the other.
+const DEVELOPMENT_PROVIDER_KEY: [u8; 32] = *b"payhub-dev-provider-key-NOT-SAFE";
+
+/// Which of the two keys: the variable, its development stand-in and who holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// [`KEY_VAR`]: shop webhook secrets (notifier, payhubctl).
+    Shop,
+    /// [`PROVIDER_KEY_VAR`]: shop provider credentials (charge-creator, payhubctl).
+    Provider,
+}
+
+impl KeyKind {
+    pub fn var(self) -> &'static str {
+        match self {
+            KeyKind::Shop => KEY_VAR,
+            KeyKind::Provider => PROVIDER_KEY_VAR,
+        }
+    }
+
+    fn development_key(self) -> &'static [u8; 32] {
+        match self {
+            KeyKind::Shop => &DEVELOPMENT_KEY,
+            KeyKind::Provider => &DEVELOPMENT_PROVIDER_KEY,
+        }
+    }
+
+    fn holders(self) -> &'static str {
+        match self {
+            KeyKind::Shop => "the notifier and payhubctl",
+            KeyKind::Provider => "charge-creator and payhubctl",
+        }
+    }
+}
 
 const TAG_LEN: usize = 16;
 
@@ -79,7 +122,12 @@ impl Secrets {
 
     /// The compiled-in development key. Never for production data.
     pub fn development() -> Secrets {
-        Secrets::from_bytes(&DEVELOPMENT_KEY, KeySource::Development)
+        Secrets::development_of(KeyKind::Shop)
+    }
+
+    /// The compiled-in development stand-in of `kind`'s key.
+    pub fn development_of(kind: KeyKind) -> Secrets {
+        Secrets::from_bytes(kind.development_key(), KeySource::Development)
     }
 
     /// No key: for processes that never seal or open a secret.
@@ -92,6 +140,11 @@ impl Secrets {
 
     /// A key given as base64 (standard or URL-safe, padded or not) of exactly 32 bytes.
     pub fn from_base64(text: &str) -> Result<Secrets, SecretsError> {
+        Secrets::from_base64_as(KeyKind::Shop, text)
+    }
+
+    fn from_base64_as(kind: KeyKind, text: &str) -> Result<Secrets, SecretsError> {
+        let name = kind.var();
         let text = text.trim();
         let bytes = STANDARD
             .decode(text)
@@ -99,12 +152,12 @@ impl Secrets {
             .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text))
             .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
             .map_err(|_| SecretsError::Setting {
-                name: KEY_VAR,
+                name,
                 reason: "is not base64 (make one with `openssl rand -base64 32`)".into(),
             })?;
         if bytes.len() != 32 {
             return Err(SecretsError::Setting {
-                name: KEY_VAR,
+                name,
                 reason: format!(
                     "must decode to 32 bytes, not {} (make one with `openssl rand -base64 32`)",
                     bytes.len()
@@ -117,22 +170,28 @@ impl Secrets {
     /// From `PAYHUB_SECRETS_KEY` and `PAYHUB_ENV` as `get` reads them: the
     /// configured key, or the development key outside production.
     pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Result<Secrets, SecretsError> {
+        Secrets::from_settings_of(KeyKind::Shop, get)
+    }
+
+    /// Like [`Secrets::from_settings`], for either key.
+    pub fn from_settings_of(kind: KeyKind, get: impl Fn(&str) -> Option<String>) -> Result<Secrets, SecretsError> {
         let environment =
             Environment::parse(get(url_safety::ENV_VAR).as_deref()).map_err(|reason| SecretsError::Setting {
                 name: url_safety::ENV_VAR,
                 reason,
             })?;
-        match get(KEY_VAR).filter(|v| !v.trim().is_empty()) {
-            Some(text) => Secrets::from_base64(&text),
+        match get(kind.var()).filter(|v| !v.trim().is_empty()) {
+            Some(text) => Secrets::from_base64_as(kind, &text),
             None if environment == Environment::Production => Err(SecretsError::Setting {
-                name: KEY_VAR,
+                name: kind.var(),
                 reason: format!(
                     "is required when {}=production: base64 of 32 random bytes (`openssl rand -base64 32`), \
-                     the same in the notifier and payhubctl",
-                    url_safety::ENV_VAR
+                     the same in {}",
+                    url_safety::ENV_VAR,
+                    kind.holders()
                 ),
             }),
-            None => Ok(Secrets::development()),
+            None => Ok(Secrets::development_of(kind)),
         }
     }
 

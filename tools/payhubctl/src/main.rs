@@ -191,6 +191,40 @@ enum ShopCommand {
     /// Seal webhook secrets still stored in plaintext (shops created before
     /// encryption at rest). Idempotent.
     EncryptSecrets,
+    /// Set or rotate the shop's own account at a provider. The secret (OpenPix
+    /// AppID, PixelPay Secret Key, Pago Seguro API key) is read from a file or
+    /// standard input, never from the command line, sealed under
+    /// PAYHUB_PROVIDER_KEY and never printed back. Without an account the
+    /// shop is charged under the platform's account.
+    SetProvider {
+        shop_id: uuid::Uuid,
+        /// openpix, pixelpay or pagoseguro.
+        provider: String,
+        /// The file holding the secret, or - for standard input.
+        #[arg(long, value_name = "FILE")]
+        secret_file: String,
+        /// PixelPay's Key ID (the numeric merchant id).
+        #[arg(long)]
+        key_id: Option<String>,
+        /// PixelPay's endpoint: https://pixelpay.app, or a bank's white-label host.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Pago Seguro's Account ID.
+        #[arg(long)]
+        account_id: Option<String>,
+        /// Also add the provider to the shop's allowed providers.
+        #[arg(long)]
+        allow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The shop's provider accounts (never their secrets) and what
+    /// charge-creator found of their webhooks at the provider.
+    Providers {
+        shop_id: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -523,6 +557,111 @@ async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
             });
             Ok(())
         }
+        ShopCommand::SetProvider {
+            shop_id,
+            provider,
+            secret_file,
+            key_id,
+            endpoint,
+            account_id,
+            allow,
+            json,
+        } => {
+            let secret = read_secret(&secret_file)?;
+            let credentials = provider_credentials(&provider, secret, key_id, endpoint, account_id)?;
+            if let Some(endpoint) = credentials.endpoint() {
+                check_provider_endpoint(endpoint)?;
+            }
+            let key = payhub_store::accounts::key_from_env()?;
+            if key.is_development() {
+                eprintln!(
+                    "warning: {} is not set: the credentials are sealed with the PUBLIC development key",
+                    payhub_store::secrets::PROVIDER_KEY_VAR
+                );
+            }
+            let shop = shops::by_id(&store, shop_id)
+                .await?
+                .with_context(|| format!("no shop {shop_id}"))?;
+            let id = payhub_store::accounts::set(&store, &key, shop_id, &credentials).await?;
+            let provider = credentials.provider();
+            if allow && !shop.allows_provider(provider) {
+                sqlx::query("UPDATE shops SET allowed_providers = array_append(allowed_providers, $2) WHERE id = $1")
+                    .bind(shop_id)
+                    .bind(provider)
+                    .execute(&store.pool)
+                    .await?;
+            }
+            let allowed = allow || shop.allows_provider(provider);
+            emit(
+                json,
+                json!({"id": shop_id, "provider": provider, "account": id, "publicId": credentials.public_id(),
+                       "endpoint": credentials.endpoint(), "allowed": allowed}),
+                || {
+                    let note = if allowed {
+                        String::new()
+                    } else {
+                        format!("\nnote: {provider} is not among the shop's allowed providers (add it with --allow)")
+                    };
+                    format!(
+                        "{provider} account {id} set for {shop_id}; charge-creator uses it within PAYHUB_ACCOUNT_CACHE_MS{note}"
+                    )
+                },
+            );
+            Ok(())
+        }
+        ShopCommand::Providers { shop_id, json } => {
+            let accounts = payhub_store::accounts::list(&store, Some(shop_id)).await?;
+            let hooks: Vec<(uuid::Uuid, String, String, String, Option<String>, time::OffsetDateTime)> =
+                sqlx::query_as(
+                    "SELECT w.account_id, w.event, w.url, w.state, w.detail, w.checked_at FROM provider_webhooks w
+                     JOIN provider_accounts a ON a.id = w.account_id WHERE a.shop_id = $1 ORDER BY w.event",
+                )
+                .bind(shop_id)
+                .fetch_all(&store.pool)
+                .await?;
+            let listed: Vec<serde_json::Value> = accounts
+                .iter()
+                .map(|a| {
+                    let webhooks: Vec<serde_json::Value> = hooks
+                        .iter()
+                        .filter(|h| h.0 == a.id)
+                        .map(|(_, event, url, state, detail, checked)| {
+                            json!({"event": event, "url": url, "state": state, "detail": detail,
+                                   "checkedAt": checked.format(&time::format_description::well_known::Rfc3339).ok()})
+                        })
+                        .collect();
+                    let mut v = serde_json::to_value(a).unwrap_or_default();
+                    v["webhooks"] = json!(webhooks);
+                    v
+                })
+                .collect();
+            emit(json, json!(listed), || {
+                if listed.is_empty() {
+                    return format!("{shop_id} has no accounts of its own: it is charged under the platform's");
+                }
+                let mut out = String::new();
+                for a in &listed {
+                    out.push_str(&format!(
+                        "{}\t{}\t{}\t{}\trotated {}\n",
+                        a["provider"].as_str().unwrap_or(""),
+                        a["id"].as_str().unwrap_or(""),
+                        a["publicId"].as_str().unwrap_or("-"),
+                        a["endpoint"].as_str().unwrap_or("-"),
+                        a["rotatedAt"].as_str().unwrap_or("")
+                    ));
+                    for h in a["webhooks"].as_array().into_iter().flatten() {
+                        out.push_str(&format!(
+                            "  webhook {}\t{}\t{}\n",
+                            h["event"].as_str().unwrap_or(""),
+                            h["state"].as_str().unwrap_or(""),
+                            h["url"].as_str().unwrap_or("")
+                        ));
+                    }
+                }
+                out.trim_end().to_string()
+            });
+            Ok(())
+        }
         ShopCommand::SetRules { shop_id, file, json } => {
             let text = if file == "-" {
                 let mut t = String::new();
@@ -724,4 +863,77 @@ async fn dlq_with(admin: &DeadLetterAdmin, cmd: DlqCommand) -> anyhow::Result<()
             Ok(())
         }
     }
+}
+
+/// A secret from a file or standard input, trimmed of the trailing newline.
+fn read_secret(path: &str) -> anyhow::Result<secrecy::SecretString> {
+    let mut text = String::new();
+    if path == "-" {
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+    } else {
+        text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    }
+    let text = text.trim_end_matches(['\r', '\n']).to_string();
+    if text.trim().is_empty() {
+        anyhow::bail!("the secret in {path} is empty");
+    }
+    Ok(secrecy::SecretString::from(text))
+}
+
+/// The credentials a provider takes, from the flags it needs.
+fn provider_credentials(
+    provider: &str,
+    secret: secrecy::SecretString,
+    key_id: Option<String>,
+    endpoint: Option<String>,
+    account_id: Option<String>,
+) -> anyhow::Result<payhub_store::accounts::Credentials> {
+    use payhub_store::accounts::Credentials;
+    let unused = |flag: &str, given: bool| {
+        if given {
+            anyhow::bail!("{flag} does not apply to {provider}")
+        }
+        Ok(())
+    };
+    let credentials = match provider {
+        "openpix" => {
+            unused("--key-id", key_id.is_some())?;
+            unused("--endpoint", endpoint.is_some())?;
+            unused("--account-id", account_id.is_some())?;
+            Credentials::Openpix { app_id: secret }
+        }
+        "pixelpay" => {
+            unused("--account-id", account_id.is_some())?;
+            Credentials::Pixelpay {
+                key_id: key_id.context("pixelpay needs --key-id (the Key ID of Preferencias > Opciones del API)")?,
+                secret_key: secret,
+                endpoint: endpoint
+                    .unwrap_or_else(|| "https://pixelpay.app".into())
+                    .trim_end_matches('/')
+                    .to_string(),
+            }
+        }
+        "pagoseguro" => {
+            unused("--key-id", key_id.is_some())?;
+            unused("--endpoint", endpoint.is_some())?;
+            Credentials::Pagoseguro {
+                account_id: account_id.context("pagoseguro needs --account-id")?,
+                api_key: secret,
+            }
+        }
+        other => anyhow::bail!("unknown provider {other:?}: openpix, pixelpay or pagoseguro"),
+    };
+    credentials
+        .validate()
+        .map_err(|(field, why)| anyhow::anyhow!("{field} {why}"))?;
+    Ok(credentials)
+}
+
+/// A provider endpoint must be https in production.
+fn check_provider_endpoint(endpoint: &str) -> anyhow::Result<()> {
+    let env = payhub_telemetry::Env::process();
+    if env.is_production() && !endpoint.starts_with("https://") {
+        anyhow::bail!("--endpoint must be https:// when PAYHUB_ENV=production");
+    }
+    Ok(())
 }

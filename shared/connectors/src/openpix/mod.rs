@@ -54,6 +54,16 @@ impl OpenPixClient {
             app_id,
         })
     }
+
+    /// The same client (connection pool, timeouts, base URL) under another
+    /// account's AppID: a shop's own OpenPix account.
+    pub fn with_app_id(&self, app_id: SecretString) -> OpenPixClient {
+        OpenPixClient {
+            http: self.http.clone(),
+            base_url: self.base_url.clone(),
+            app_id,
+        }
+    }
 }
 
 impl ChargeConnector for OpenPixClient {
