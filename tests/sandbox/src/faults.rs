@@ -35,6 +35,29 @@ pub enum ProviderFault {
     Timeout,
 }
 
+/// How the PixelPay-compatible API (`POST /api/v2/transaction/...`)
+/// misbehaves. Every call there (sale, auth, capture, void, status) uses up
+/// one request of the plan, in arrival order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PixelPayFault {
+    /// Answer this status code without doing anything (nothing is charged).
+    /// Codes outside 200..=599 become 500.
+    Status(u16),
+    /// Hold the request without doing anything until the client times out
+    /// (at most 10 minutes, or until the sandbox stops): nothing is charged.
+    Hang,
+    /// Do the call as usual (a sale is charged, an auth authorised ...), then
+    /// answer this status code with a body that carries no `payment_uuid`:
+    /// the money moved but the answer was lost.
+    ApproveButAnswer(u16),
+    /// Do the call as usual, then hold the answer until the client times out.
+    ApproveThenHang,
+    /// Answer this status code with a `message` that quotes the raw request
+    /// body and the `x-auth-hash` header, as a careless server might: the
+    /// client must never copy such a message into its errors unscrubbed.
+    EchoRequest(u16),
+}
+
 /// Codes the sandbox can answer as a final response.
 fn valid_status(code: u16) -> bool {
     (200..=599).contains(&code)
@@ -98,6 +121,44 @@ impl Fault for ProviderFault {
                 tracing::warn!(code, "the provider cannot answer that status; using 500");
                 ProviderFault::Status(500)
             }
+            other => other,
+        }
+    }
+}
+
+impl Fault for PixelPayFault {
+    fn mode(&self) -> &'static str {
+        match self {
+            PixelPayFault::Status(_) => "status",
+            PixelPayFault::Hang => "hang",
+            PixelPayFault::ApproveButAnswer(_) => "approve-but-answer",
+            PixelPayFault::ApproveThenHang => "approve-then-hang",
+            PixelPayFault::EchoRequest(_) => "echo-request",
+        }
+    }
+
+    fn status(&self) -> Option<u16> {
+        match self {
+            PixelPayFault::Status(code) | PixelPayFault::ApproveButAnswer(code) | PixelPayFault::EchoRequest(code) => {
+                Some(*code)
+            }
+            PixelPayFault::Hang | PixelPayFault::ApproveThenHang => None,
+        }
+    }
+
+    fn sanitized(self) -> Self {
+        let fix = |code: u16| {
+            if valid_status(code) {
+                code
+            } else {
+                tracing::warn!(code, "the PixelPay simulator cannot answer that status; using 500");
+                500
+            }
+        };
+        match self {
+            PixelPayFault::Status(code) => PixelPayFault::Status(fix(code)),
+            PixelPayFault::ApproveButAnswer(code) => PixelPayFault::ApproveButAnswer(fix(code)),
+            PixelPayFault::EchoRequest(code) => PixelPayFault::EchoRequest(fix(code)),
             other => other,
         }
     }

@@ -6,7 +6,12 @@
 //!   like OpenPix's (`x-webhook-signature`, RSA-SHA256);
 //! * a **shop endpoint** that records the Standard Webhooks payhub sends and
 //!   checks their signatures;
-//! * an **SMTP sink** that records e-mails.
+//! * an **SMTP sink** that records e-mails;
+//! * a **PixelPay-compatible** Direct API v2 (`POST /api/v2/transaction/...`)
+//!   with PixelPay's sandbox amount table, two merchants, faults
+//!   ([`Sandbox::pixelpay_fail_next`]) and QuickPay collection webhooks
+//!   ([`Sandbox::pixelpay_pay_collection`]), on the provider listener (see
+//!   the `pixelpay` module).
 //!
 //! Faults can be injected to exercise payhub's retries: the shop answers
 //! errors or hangs ([`Sandbox::shop_fail_next`]), the charge API fails or
@@ -23,6 +28,7 @@ mod charges;
 mod faults;
 mod mime;
 mod model;
+mod pixelpay;
 mod provider;
 mod shop;
 mod signing;
@@ -40,10 +46,16 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use faults::{ProviderFault, ShopFault};
+pub use faults::{PixelPayFault, ProviderFault, ShopFault};
 pub use model::{
     ExtraPayment, ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge,
     WakePostback, WebhookAttempt,
+};
+pub use pixelpay::{
+    PIXELPAY_OTHER_KEY_ID, PIXELPAY_OTHER_SECRET_KEY, PIXELPAY_SANDBOX_AUTH_HASH, PIXELPAY_SANDBOX_CARD_TOKEN,
+    PIXELPAY_SANDBOX_KEY_ID, PIXELPAY_SANDBOX_SECRET_KEY, PIXELPAY_TEST_MASTERCARD, PIXELPAY_TEST_VISA,
+    PIXELPAY_WEBHOOK_ATTEMPTS, PIXELPAY_WEBHOOK_RETRY_DELAY, PaidCollection, PixelPayCollection, PixelPayDelivery,
+    PixelPayDeliveryAttempt, PixelPayItem, PixelPayTransaction, md5_hex, pixelpay_payment_hash,
 };
 
 use crate::state::{Inner, lock};
@@ -82,6 +94,9 @@ pub struct SandboxConfig {
     pub webhook_target: Option<String>,
     /// Base of `paymentLinkUrl` / `qrCodeImage`; default `http://<provider_addr>`.
     pub public_base_url: Option<String>,
+    /// Delay between the attempts of a PixelPay collection webhook
+    /// (PixelPay: 5 minutes; tests use milliseconds).
+    pub pixelpay_webhook_retry_delay: Duration,
 }
 
 impl std::fmt::Debug for SandboxConfig {
@@ -97,6 +112,7 @@ impl std::fmt::Debug for SandboxConfig {
             )
             .field("webhook_target", &self.webhook_target)
             .field("public_base_url", &self.public_base_url)
+            .field("pixelpay_webhook_retry_delay", &self.pixelpay_webhook_retry_delay)
             .finish()
     }
 }
@@ -114,6 +130,7 @@ impl SandboxConfig {
             signing_key_pkcs8: FIXTURE_PRIVATE_KEY_PKCS8.to_vec(),
             webhook_target: None,
             public_base_url: None,
+            pixelpay_webhook_retry_delay: PIXELPAY_WEBHOOK_RETRY_DELAY,
         }
     }
 }
@@ -208,9 +225,10 @@ impl Sandbox {
             query_fault: Mutex::default(),
             queries: AtomicUsize::new(0),
             held: Mutex::default(),
+            pixelpay: pixelpay::PixelPayState::new(cfg.pixelpay_webhook_retry_delay),
         });
 
-        let provider_app = provider::router(inner.clone());
+        let provider_app = provider::router(inner.clone()).merge(pixelpay::router(inner.clone()));
         let provider_stop = shutdown.clone();
         let provider = tokio::spawn(async move {
             let served = axum::serve(provider_listener, provider_app)

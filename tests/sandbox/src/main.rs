@@ -1,5 +1,5 @@
-//! `payhub-sandbox`: runs the OpenPix-compatible provider, the shop webhook
-//! receiver and the SMTP sink until SIGTERM or SIGINT.
+//! `payhub-sandbox`: runs the OpenPix- and PixelPay-compatible provider, the
+//! shop webhook receiver and the SMTP sink until SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +61,10 @@ struct Args {
     /// Base URL of paymentLinkUrl / qrCodeImage; default http://<provider-addr>.
     #[arg(long, env = "SANDBOX_PUBLIC_BASE_URL")]
     public_base_url: Option<String>,
+
+    /// Seconds between the attempts of a PixelPay collection webhook (PixelPay: 300).
+    #[arg(long, env = "SANDBOX_PIXELPAY_RETRY_DELAY_SECS", default_value_t = 300)]
+    pixelpay_retry_delay_secs: u64,
 }
 
 #[tokio::main]
@@ -102,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         signing_key_pkcs8: signing_key,
         webhook_target: Some(args.webhook_target),
         public_base_url: args.public_base_url,
+        pixelpay_webhook_retry_delay: std::time::Duration::from_secs(args.pixelpay_retry_delay_secs),
     };
 
     let shutdown = CancellationToken::new();

@@ -58,6 +58,9 @@ pub(crate) struct Inner {
     pub queries: AtomicUsize,
     /// Webhooks held back instead of sent.
     pub held: Mutex<HeldWebhooks>,
+    /// The PixelPay-compatible API's merchants, transactions, faults and
+    /// collection-webhook deliveries.
+    pub pixelpay: crate::pixelpay::PixelPayState,
 }
 
 /// While `hold` is set, pay/expire/resend queue their webhook here.
