@@ -88,6 +88,14 @@ async fn a_shop_with_its_own_openpix_account_is_charged_confirmed_and_paid_there
         "nothing at the platform's account"
     );
     assert_eq!(charge_account(&app, &order_id).await, account);
+    // The order view says which account and method take the money.
+    let view: Value = app.get_order("own-1").await.json().await.unwrap();
+    assert_eq!(
+        view["payment"],
+        json!({"provider": "openpix", "method": "pix", "account": account})
+    );
+    // Seed 000: the buyer's birth date the shop sent is kept and shown.
+    assert_eq!(view["customer"]["birthDate"], "1988-03-14", "{view:#}");
 
     // Paid in the shop's account: confirmed under the same account, paid once.
     let attempt = app.sandbox.pay_in_other_account(&order_id).await.unwrap();

@@ -156,6 +156,13 @@ struct OrderRow {
     payment_link_url: Option<String>,
     expires_at: Option<OffsetDateTime>,
     provider_charge_id: Option<String>,
+    method: Option<String>,
+    provider_account: Option<String>,
+    customer_name: String,
+    customer_email: String,
+    customer_phone: Option<String>,
+    customer_tax_id: String,
+    customer_birth_date: Option<time::Date>,
     h_from: Vec<Option<String>>,
     h_to: Vec<String>,
     h_reason: Vec<Option<String>>,
@@ -170,6 +177,8 @@ pub async fn order_view(store: &Store, id: Uuid) -> Result<Value, ApiError> {
                 o.freight_minor, o.discount_minor, o.total_minor, o.status_reason, o.summary, o.items, o.created_at,
                 o.updated_at, o.paid_at, o.end_to_end_id, o.provider_fee_minor,
                 c.br_code, c.qr_code_image_url, c.payment_link_url, c.expires_at, c.provider_charge_id,
+                c.method, c.provider_account,
+                o.customer_name, o.customer_email, o.customer_phone, o.customer_tax_id, o.customer_birth_date,
                 h.h_from, h.h_to, h.h_reason, h.h_at
          FROM orders o
          LEFT JOIN charges c ON c.order_id = o.id
@@ -229,6 +238,20 @@ pub async fn order_view(store: &Store, id: Uuid) -> Result<Value, ApiError> {
             "expiresAt": ts(c.3),
             "providerChargeId": c.4,
         })),
+        // Which of the provider's accounts and which method took (or will
+        // take) the money: `platform` or the shop's own account.
+        "payment": o.method.as_ref().map(|method| json!({
+            "provider": o.provider,
+            "method": method,
+            "account": o.provider_account,
+        })),
+        "customer": {
+            "name": o.customer_name,
+            "email": o.customer_email,
+            "phone": o.customer_phone,
+            "taxID": o.customer_tax_id,
+            "birthDate": o.customer_birth_date.map(|d| d.to_string()),
+        },
         "paidAt": ts(o.paid_at),
         "endToEndId": o.end_to_end_id,
         "createdAt": ts(Some(o.created_at)),
