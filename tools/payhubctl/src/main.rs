@@ -1,6 +1,8 @@
 //! payhubctl: the operator's tool. Applies migrations, onboards shops,
 //! inspects orders.
 
+mod broker;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use payhub_core::url_safety::{self, UrlHost, WebhookUrlPolicy};
@@ -35,6 +37,9 @@ enum Command {
     /// Inspect, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// RabbitMQ administration.
+    #[command(subcommand)]
+    Broker(BrokerCommand),
     /// Show an order with its charge, history and deliveries.
     Order {
         /// The payhub order id, or the shop's correlationID together with --shop.
@@ -49,6 +54,32 @@ enum DbCommand {
     /// Create the per-service NOLOGIN roles (payhub_ingress, ...) and grant
     /// each write access to the tables it owns only (idempotent; after migrate).
     Roles,
+}
+
+#[derive(Subcommand)]
+enum BrokerCommand {
+    /// Print the RabbitMQ users (one per service, and one for `payhubctl
+    /// dlq`) and the permissions each needs, derived from the topology the
+    /// code declares. Exchanges come from PAYHUB_EXCHANGE and
+    /// PAYHUB_ORDERS_EXCHANGE as the services read them. Prints no secret.
+    Permissions {
+        /// The vhost the permissions are for.
+        #[arg(long, default_value = "/")]
+        vhost: String,
+        /// The queue prefix. Default: PAYHUB_QUEUE_PREFIX, else none.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// User names are this followed by the service's name
+        /// (payhub-ingress, ..., payhub-payhubctl).
+        #[arg(long, default_value = "payhub-")]
+        user_prefix: String,
+        /// rabbitmqctl commands (each password from a
+        /// PAYHUB_AMQP_PASSWORD_<SERVICE> variable), or a definitions JSON
+        /// fragment (users without a password: set one with `rabbitmqctl
+        /// change_password`; re-importing it clears them).
+        #[arg(long, value_enum, default_value_t = broker::PermissionsFormat::Rabbitmqctl)]
+        format: broker::PermissionsFormat,
+    },
 }
 
 #[derive(Subcommand)]
@@ -249,14 +280,17 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = payhub_telemetry::Env::process();
     env.check_files()?;
+    // Needs neither the database nor the broker: runs before the database
+    // URL is required.
+    let command = match cli.command {
+        Command::Broker(cmd) => return broker_command(&env, cmd),
+        other => other,
+    };
     let database_url = match cli.database_url {
         Some(url) => url,
         None => env.string_or_production_required("PAYHUB_DATABASE_URL", payhub_service::DEFAULT_DATABASE_URL)?,
     };
-    let cli = Resolved {
-        database_url,
-        command: cli.command,
-    };
+    let cli = Resolved { database_url, command };
     match cli.command {
         Command::Migrate => {
             if !sqlx::Postgres::database_exists(&cli.database_url)
@@ -284,6 +318,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(cmd) => dlq(cmd).await,
+        Command::Broker(cmd) => broker_command(&env, cmd),
         Command::Order { id, shop } => {
             let store = Store::connect_lazy(&cli.database_url, 2)?;
             let order_id: Option<(uuid::Uuid,)> = match (uuid::Uuid::parse_str(&id), shop) {
@@ -321,6 +356,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `payhubctl broker ...`: prints what to grant; touches no broker.
+fn broker_command(env: &payhub_telemetry::Env, cmd: BrokerCommand) -> anyhow::Result<()> {
+    let BrokerCommand::Permissions {
+        vhost,
+        prefix,
+        user_prefix,
+        format,
+    } = cmd;
+    // The services' own settings (`CommonConfig::from_env`).
+    let defaults = payhub_queue::Topology::default();
+    let topology = payhub_queue::Topology {
+        exchange: env.string("PAYHUB_EXCHANGE", &defaults.exchange),
+        orders_exchange: env.string("PAYHUB_ORDERS_EXCHANGE", &defaults.orders_exchange),
+        prefix: prefix.unwrap_or_else(|| env.string("PAYHUB_QUEUE_PREFIX", "")),
+        ..defaults
+    };
+    match format {
+        broker::PermissionsFormat::Rabbitmqctl => print!("{}", broker::rabbitmqctl(&topology, &vhost, &user_prefix)),
+        broker::PermissionsFormat::Definitions => println!(
+            "{}",
+            serde_json::to_string_pretty(&broker::definitions(&topology, &vhost, &user_prefix))?
+        ),
+    }
+    Ok(())
 }
 
 /// The command line with the database URL settled.
