@@ -7,6 +7,7 @@
 
 pub mod internal;
 pub mod openpix;
+pub mod pixelpay;
 pub mod psync;
 pub mod rsa;
 
