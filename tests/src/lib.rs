@@ -3,6 +3,8 @@
 //! exchange and queue prefix, with the sandbox standing in for OpenPix, the
 //! shop and the mail server.
 
+pub mod leaks;
+
 use anyhow::Context;
 use payhub_queue::{RetryPolicy, Topology};
 use payhub_sandbox::{Sandbox, SandboxConfig};
@@ -230,6 +232,9 @@ impl TestApp {
                     ingress::Config {
                         common: c,
                         max_body_bytes: 256 * 1024,
+                        charge_creator_url: charge_creator_url.clone(),
+                        internal_token: token.into(),
+                        card_timeout: Duration::from_secs(10),
                     },
                     shutdown,
                 )
@@ -269,6 +274,7 @@ impl TestApp {
                         internal_token: token.into(),
                         provider_key: payhub_store::Secrets::development_of(payhub_store::secrets::KeyKind::Provider),
                         account_cache_ttl: Duration::from_millis(200),
+                        pixelpay: None,
                     },
                     shutdown,
                 )

@@ -470,3 +470,41 @@ async fn an_oversized_message_is_parked_unread_and_replay_keeps_its_shop() {
     drop(shop);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_message_carrying_a_card_is_refused_and_not_parked() {
+    if !have_rabbitmqctl() {
+        eprintln!("SKIPPED: rabbitmqctl is needed to make the shop's RabbitMQ user");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let shop = app.amqp_user_for(app.shop.shop.id).await;
+    let mut order = sample_order("amqp-card");
+    order["provider"] = serde_json::json!("pixelpay");
+    order["currency"] = serde_json::json!("HNL");
+    order["card"] =
+        serde_json::json!({"number": "4111111111111111", "cvv": "739", "expire": "3012", "holder": "Dan Silva"});
+    assert!(app.publish_with_pika(&shop, &order).status.success());
+    // The shop hears why, and the message is dropped: a dead letter would keep the card.
+    assert!(
+        payhub_tests::eventually(Duration::from_secs(15), || async {
+            app.sandbox
+                .shop_webhooks()
+                .iter()
+                .any(|h| h.body.contains("card data is never taken over AMQP"))
+        })
+        .await,
+        "the shop is told"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let admin = app.dead_letter_admin().await;
+    let parked = admin.list(&payhub_queue::QueueSpec::INGRESS_ORDERS, 100).await.unwrap();
+    assert!(
+        parked.iter().all(|d| !d.body.contains("4111111111111111")),
+        "nothing parked with the card"
+    );
+    admin.close().await;
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 0);
+    drop(shop);
+    app.stop().await;
+}

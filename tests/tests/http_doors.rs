@@ -37,6 +37,9 @@ async fn strict_ingress(app: &TestApp, limits: HttpLimits) -> (String, String, C
         ingress::Config {
             common,
             max_body_bytes: 256 * 1024,
+            charge_creator_url: "http://127.0.0.1:9".into(),
+            internal_token: payhub_service::internal::DEVELOPMENT_TOKEN.to_string().into(),
+            card_timeout: Duration::from_secs(5),
         },
         ingress::Options {
             stock_urls: STRICT,

@@ -6,7 +6,7 @@ use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
 use sqlx::Connection;
 use std::time::Duration;
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "shops",
     "orders",
     "order_history",
@@ -19,6 +19,7 @@ const TABLES: [&str; 12] = [
     "stale_orders",
     "provider_accounts",
     "provider_webhooks",
+    "card_attempts",
 ];
 
 /// What each role may do: (table, "insert"|"update"|"update:<column>").
@@ -35,6 +36,8 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("charges", "update"),
             ("provider_webhooks", "insert"),
             ("provider_webhooks", "update"),
+            ("card_attempts", "insert"),
+            ("card_attempts", "update"),
         ],
         "payhub_webhook_verifier" => vec![("webhook_events", "insert")],
         "payhub_order_updater" => vec![

@@ -4,41 +4,9 @@
 
 use payhub_tests::{TestApp, email_text, eventually};
 use serde_json::{Value, json};
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-/// Everything every service logs in this test binary, at debug level and
-/// finer, to search it for card data.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "debug,payhub=trace,ingress=trace,notifier=trace",
-            ))
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this test binary");
-        captured
-    })
-}
+use payhub_tests::leaks::{database_text, logs};
 
 const CARD: &str = "5555550000005554";
 const CVC: &str = "739";
@@ -94,32 +62,6 @@ fn pascal(v: Value) -> Value {
         Value::Array(a) => Value::Array(a.into_iter().map(pascal).collect()),
         other => other,
     }
-}
-
-/// Every table's rows as text, to search for data that must not be there.
-async fn database_text(app: &TestApp) -> String {
-    let tables: Vec<(String,)> =
-        sqlx::query_as("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'")
-            .fetch_all(&app.store.pool)
-            .await
-            .unwrap();
-    let mut all = String::new();
-    for (t,) in tables {
-        let sql = format!("SELECT coalesce(string_agg(x::text, E'\\n'), '') FROM \"{t}\" x");
-        let (text,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&app.store.pool)
-            .await
-            .unwrap();
-        all.push_str(&text);
-    }
-    let bodies: Vec<(String,)> = sqlx::query_as("SELECT convert_from(body, 'UTF8') FROM webhook_events")
-        .fetch_all(&app.store.pool)
-        .await
-        .unwrap();
-    for (b,) in bodies {
-        all.push_str(&b);
-    }
-    all
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +123,7 @@ async fn a_wake_payment_is_accepted_paid_and_posted_back_without_keeping_the_car
     for trace in card_traces() {
         assert!(!db.contains(&trace), "{trace} is in the database");
     }
-    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let logged = logs.text();
     assert!(logged.len() > 10_000, "the log capture works ({} bytes)", logged.len());
     assert!(logged.contains(chave), "the logs do carry the order");
     for trace in card_traces() {

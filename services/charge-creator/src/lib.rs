@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod accounts;
+pub mod card;
 pub mod confirm;
 
 pub const SERVICE: &str = "charge-creator";
@@ -41,6 +42,9 @@ pub struct Config {
     /// How long a shop's provider account is used before it is read again
     /// (`PAYHUB_ACCOUNT_CACHE_MS`): a rotation takes effect within it.
     pub account_cache_ttl: Duration,
+    /// The platform's PixelPay account, for shops without their own
+    /// (`PAYHUB_PIXELPAY_KEY_ID`, `PAYHUB_PIXELPAY_SECRET_KEY`, `PAYHUB_PIXELPAY_ENDPOINT`).
+    pub pixelpay: Option<payhub_connectors::pixelpay::PixelPayAccount>,
 }
 
 impl Config {
@@ -59,7 +63,37 @@ impl Config {
                 other => Env::bad(payhub_store::secrets::PROVIDER_KEY_VAR, other.to_string()),
             })?,
             account_cache_ttl: env.millis("PAYHUB_ACCOUNT_CACHE_MS", Duration::from_secs(30))?,
+            pixelpay: platform_pixelpay(env)?,
         })
+    }
+}
+
+/// The platform's PixelPay account: both the Key ID and the Secret Key, or neither.
+fn platform_pixelpay(env: &Env) -> Result<Option<payhub_connectors::pixelpay::PixelPayAccount>, ConfigError> {
+    let endpoint = env.external_url("PAYHUB_PIXELPAY_ENDPOINT", "https://pixelpay.app")?;
+    match (
+        env.optional("PAYHUB_PIXELPAY_KEY_ID"),
+        env.optional("PAYHUB_PIXELPAY_SECRET_KEY"),
+    ) {
+        (None, None) => Ok(None),
+        (Some(key_id), Some(secret)) => {
+            if key_id.is_empty() || !key_id.chars().all(|c| c.is_ascii_digit()) {
+                return Err(Env::bad("PAYHUB_PIXELPAY_KEY_ID", "must be PixelPay's numeric Key ID"));
+            }
+            Ok(Some(payhub_connectors::pixelpay::PixelPayAccount::new(
+                endpoint,
+                key_id,
+                SecretString::from(secret),
+            )))
+        }
+        (Some(_), None) => Err(Env::bad(
+            "PAYHUB_PIXELPAY_SECRET_KEY",
+            "is required with PAYHUB_PIXELPAY_KEY_ID",
+        )),
+        (None, Some(_)) => Err(Env::bad(
+            "PAYHUB_PIXELPAY_KEY_ID",
+            "is required with PAYHUB_PIXELPAY_SECRET_KEY",
+        )),
     }
 }
 
@@ -119,10 +153,16 @@ enum Outcome {
     Failed(Box<Envelope>),
     /// Worth another attempt later.
     Retry(String),
+    /// A card order: charged by the door that received the card, over the
+    /// internal card call, never from this event (which carries no card).
+    NotMine,
 }
 
 impl ChargeHandler {
     async fn call_provider(&self, o: &Order<'_>) -> Outcome {
+        if o.accepted.method == payhub_core::PaymentMethod::Card {
+            return Outcome::NotMine;
+        }
         let req = ChargeRequest {
             provider_reference: o.accepted.provider_reference.clone(),
             amount: o.accepted.amount,
@@ -177,6 +217,7 @@ impl ChargeHandler {
         }
         let mut event = match outcome {
             Outcome::Retry(e) => return Err(Failure::Transient(e)),
+            Outcome::NotMine => return Ok(None),
             Outcome::Created(created, account) => {
                 sqlx::query(
                     "INSERT INTO charges (order_id, provider, provider_reference, provider_charge_id, currency, amount_minor,
@@ -337,6 +378,14 @@ impl Application {
             openpix,
             config.account_cache_ttl,
         ));
+        let card = Arc::new(card::CardState {
+            store: infra.store.clone(),
+            outbox: outbox.clone(),
+            providers: providers.clone(),
+            pixelpay: payhub_connectors::pixelpay::PixelPayClient::new(config.provider_timeout)?,
+            platform_pixelpay: config.pixelpay.clone(),
+            token: config.internal_token.clone(),
+        });
         let confirm = Arc::new(confirm::ConfirmState {
             store: infra.store.clone(),
             providers: providers.clone(),
@@ -353,7 +402,15 @@ impl Application {
                 payhub_connectors::internal::CONFIRM_PATH,
                 axum::routing::post(confirm::confirm_route),
             )
-            .with_state(confirm);
+            .with_state(confirm)
+            .merge(
+                axum::Router::new()
+                    .route(
+                        payhub_connectors::internal::CARD_PATH,
+                        axum::routing::post(card::card_route),
+                    )
+                    .with_state(card),
+            );
         let mut app = payhub_service::App::start(infra, config.common.http_addr, routes).await?;
         app.consume(QueueSpec::CHARGE_CREATOR, config.common.prefetch, handler);
         Ok(Application(app))

@@ -187,6 +187,7 @@ pub async fn accept_with(
             },
             expires_in_secs: order.expires_in_secs,
             description: order.summary(),
+            method: order.provider.method(),
         }),
         order_id,
         shop.id,

@@ -144,7 +144,40 @@ impl Handler for ShopOrderHandler {
                 .refuse(m, &shop, correlation_id, "the message claims another shop", &errs)
                 .await);
         }
+        if json.get("card").is_some_and(|c| !c.is_null()) {
+            // A shop put a card on a queue. payhub refuses it and, unlike
+            // every other refusal, does not park the message: a dead letter
+            // would keep the card. The shop hears why.
+            let mut errs = ValidationErrors::default();
+            errs.push(
+                "card",
+                "forbidden",
+                "card data is never taken over AMQP (it would rest in queues); send card orders to POST /v1/orders",
+            );
+            return match self
+                .refuse(m, &shop, correlation_id, "the message carries card data", &errs)
+                .await
+            {
+                Failure::Permanent(_) => {
+                    tracing::warn!(shop_id = %shop.id, "an order message carried card data; refused and dropped, not parked");
+                    Ok(())
+                }
+                // The shop could not be told yet (database away): try again.
+                other => Err(other),
+            };
+        }
         let order = match NewOrder::from_json(&json) {
+            Ok(o) if o.provider.method() == payhub_core::PaymentMethod::Card => {
+                let mut errs = ValidationErrors::default();
+                errs.push(
+                    "provider",
+                    "unsupported",
+                    "card payments are taken only by POST /v1/orders, with the card",
+                );
+                return Err(self
+                    .refuse(m, &shop, correlation_id, "the order is invalid", &errs)
+                    .await);
+            }
             Ok(o) => o,
             Err(errs) => {
                 return Err(self

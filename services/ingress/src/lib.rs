@@ -5,6 +5,7 @@
 
 mod accept;
 mod amqp;
+mod card;
 mod orders;
 pub mod stock;
 mod wake;
@@ -22,6 +23,13 @@ pub struct Config {
     pub common: CommonConfig,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// charge-creator's listener, where a card received at a door is charged
+    /// (`PAYHUB_CHARGE_CREATOR_URL`, `POST /internal/v1/card`).
+    pub charge_creator_url: String,
+    /// Authenticates the internal card call (`PAYHUB_INTERNAL_TOKEN`).
+    pub internal_token: secrecy::SecretString,
+    /// How long the door waits for the card's outcome (`PAYHUB_CARD_TIMEOUT_MS`).
+    pub card_timeout: std::time::Duration,
 }
 
 impl Config {
@@ -29,6 +37,9 @@ impl Config {
         Ok(Config {
             common: CommonConfig::from_env(env, "0.0.0.0:8080")?,
             max_body_bytes: env.parse("PAYHUB_MAX_BODY_BYTES", 256 * 1024)?,
+            charge_creator_url: env.url("PAYHUB_CHARGE_CREATOR_URL", "http://127.0.0.1:9101")?,
+            internal_token: payhub_service::internal::token(env)?.into(),
+            card_timeout: env.millis("PAYHUB_CARD_TIMEOUT_MS", std::time::Duration::from_secs(25))?,
         })
     }
 }
@@ -79,6 +90,11 @@ impl Application {
             store: infra.store.clone(),
             outbox: outbox.clone(),
             stock: stock.clone(),
+            cards: payhub_connectors::internal::CardClient::new(
+                &config.charge_creator_url,
+                config.internal_token.clone(),
+                config.card_timeout,
+            )?,
         };
         let handler = amqp::ShopOrderHandler {
             stock,

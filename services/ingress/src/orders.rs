@@ -22,6 +22,8 @@ pub struct AppState {
     pub store: Store,
     pub outbox: Outbox,
     pub stock: crate::stock::StockClient,
+    /// charge-creator's internal card call.
+    pub cards: payhub_connectors::internal::CardClient,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -40,20 +42,76 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
     tracing::Span::current().record("shop_id", tracing::field::display(shop.id));
     let json: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
-    let order = NewOrder::from_json(&json).map_err(ApiError::Validation)?;
+    // The order and its card are checked together, so that every field
+    // error comes back at once.
+    let order = NewOrder::from_json(&json);
+    let card = crate::card::parse(&json, order.as_ref().ok());
+    drop(json); // the card's only other copy in memory is `body`
+    let (order, card) = match (order, card) {
+        (Ok(o), Ok(c)) => (o, c),
+        (o, c) => {
+            let mut errors = o.err().unwrap_or_default();
+            errors.0.extend(c.err().unwrap_or_default().0);
+            return Err(ApiError::Validation(errors));
+        }
+    };
+    drop(body);
     tracing::Span::current().record("correlation_id", order.correlation_id.as_str());
-    match accept::accept(&st.store, &st.stock, &shop, &order, OrderChannel::Api).await {
+    let (status, id, replayed) = match accept::accept(&st.store, &st.stock, &shop, &order, OrderChannel::Api).await {
         Ok(accepted @ Accepted::Created(..)) => {
-            // The answer shows the order as created, before the pipeline moves it.
-            let view = order_view(&st.store, accepted.id()).await?;
             accept::publish_in_background(&st.outbox, &accepted);
-            Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+            (StatusCode::CREATED, accepted.id(), false)
         }
-        Ok(Accepted::Replayed(id)) => {
-            let view = order_view(&st.store, id).await?;
-            Ok((StatusCode::OK, [("idempotent-replayed", "true")], axum::Json(view)).into_response())
+        Ok(Accepted::Replayed(id)) => (StatusCode::OK, id, true),
+        Err(e) => return Err(accept_error(e)),
+    };
+    // A card is charged now, while the shop waits; charge-creator keeps one
+    // call per order, so a replayed request never charges twice.
+    let card_answer = match card {
+        Some(card) => Some(charge_card(&st, id, card).await),
+        None => None,
+    };
+    // The answer shows the order as stored, before the pipeline moves it.
+    let mut view = order_view(&st.store, id).await?;
+    if let Some(answer) = card_answer {
+        view["cardPayment"] = answer;
+    }
+    if replayed {
+        Ok((status, [("idempotent-replayed", "true")], axum::Json(view)).into_response())
+    } else {
+        Ok((status, axum::Json(view)).into_response())
+    }
+}
+
+/// The card's outcome as the order API shows it.
+async fn charge_card(st: &AppState, order_id: Uuid, card: crate::card::CardPayment) -> Value {
+    let req = payhub_connectors::internal::CardRequest {
+        order_id,
+        card: card.card,
+        billing: card.billing,
+        operation: payhub_connectors::internal::CardOperation::Sale,
+    };
+    let answer = st.cards.charge(&req).await;
+    drop(req);
+    match answer {
+        Ok(a) => json!({
+            "outcome": a.verdict,
+            "reason": a.reason,
+            "card": a.card_masked,
+            "brand": a.card_brand,
+            "authorizationCode": a.auth_code,
+            "transactionId": a.transaction_id,
+            "paymentUuid": a.payment_uuid,
+            "replayed": a.replayed,
+        }),
+        Err(e) => {
+            tracing::warn!(order_id = %order_id, error = %e, "the card payment got no answer");
+            json!({
+                "outcome": "indeterminate",
+                "reason": "the card payment got no answer in time; payhub will not charge the card again, \
+                           and the order's webhook tells its outcome",
+            })
         }
-        Err(e) => Err(accept_error(e)),
     }
 }
 

@@ -78,8 +78,43 @@ impl Mailer {
     }
 }
 
+/// The amount as buyers read it: `R$ 10,00`, `L 10.00`, `US$ 10.00`, `C$ 10.00`.
 fn reais(change: &OrderStatusChanged) -> String {
-    format!("R$ {}", change.amount.to_major_string().replace('.', ","))
+    let major = change.amount.to_major_string();
+    match change.amount.currency() {
+        payhub_core::Currency::Brl => format!("R$ {}", major.replace('.', ",")),
+        payhub_core::Currency::Hnl => format!("L {major}"),
+        payhub_core::Currency::Usd => format!("US$ {major}"),
+        payhub_core::Currency::Nio => format!("C$ {major}"),
+    }
+}
+
+/// The buyer's e-mail when a card payment did not go through.
+fn card_failed_mail(order: &str, greeting: &str, change: &OrderStatusChanged) -> Mail {
+    let reason = change.reason.as_deref().unwrap_or_default();
+    if reason.contains(payhub_core::events::CARD_UNCONFIRMED) {
+        return Mail {
+            subject: format!("Pagamento com cartão do pedido {order} em verificação"),
+            body: format!(
+                "{greeting}\n\nNão conseguimos confirmar o pagamento com cartão do pedido {order} ({}).\n\
+                 A loja foi avisada e vai verificar com a operadora. Não pague de novo antes do contato da loja:\n\
+                 o cartão não será cobrado novamente.\n",
+                reais(change)
+            ),
+        };
+    }
+    let why = reason
+        .find(payhub_core::events::CARD_DECLINED)
+        .map(|i| &reason[i + payhub_core::events::CARD_DECLINED.len()..])
+        .unwrap_or("a operadora não aprovou o pagamento");
+    Mail {
+        subject: format!("Pagamento com cartão recusado: pedido {order}"),
+        body: format!(
+            "{greeting}\n\nO pagamento com cartão do pedido {order} ({}) foi recusado: {why}.\n\
+             Nenhum valor foi cobrado. Você pode fazer um novo pedido com outro cartão.\n",
+            reais(change)
+        ),
+    }
 }
 
 /// The buyer's e-mail for this change, if the buyer is told about it.
@@ -126,6 +161,9 @@ pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
                 reais(change)
             ),
         }),
+        OrderStatus::Failed if change.provider.method() == payhub_core::PaymentMethod::Card => {
+            Some(card_failed_mail(order, &greeting, change))
+        }
         OrderStatus::Failed => Some(Mail {
             subject: format!("Não foi possível processar o pagamento do pedido {order}"),
             body: format!(

@@ -254,6 +254,29 @@ impl Sweeper {
             else {
                 continue;
             };
+            if provider.method() == payhub_core::PaymentMethod::Card {
+                // A card is charged only while the door holds it: nothing can
+                // be published again. Its card_attempts row (or none) tells a
+                // person what happened; the card is never charged again.
+                let first = self.note(r.id, KIND, "card order without an outcome").await?;
+                if first {
+                    self.alert(
+                        r.id,
+                        Some(r.shop_id),
+                        KIND,
+                        format!(
+                            "Card order {} (shop correlationID {}) has no card outcome after {} s: the card call \
+                             was interrupted. Check the payment at the provider before anything else; payhub \
+                             will not charge the card again.",
+                            r.id,
+                            r.correlation_id,
+                            self.config.accepted_after.as_secs()
+                        ),
+                    )
+                    .await?;
+                }
+                continue;
+            }
             let first = self.note(r.id, KIND, "order.accepted published again").await?;
             let mut env = Envelope::for_order(
                 EventPayload::OrderAccepted(OrderAccepted {
@@ -268,6 +291,7 @@ impl Sweeper {
                     },
                     expires_in_secs: u32::try_from(r.expires_in_secs).unwrap_or(86_400),
                     description: r.summary,
+                    method: provider.method(),
                 }),
                 r.id,
                 r.shop_id,

@@ -142,6 +142,11 @@ pub struct OrderAccepted {
     pub customer: ChargeCustomer,
     pub expires_in_secs: u32,
     pub description: String,
+    /// A card order is charged by the door that received the card (over
+    /// charge-creator's internal card call), never from this event: the
+    /// event carries no card.
+    #[serde(default)]
+    pub method: crate::order::PaymentMethod,
 }
 
 /// The view of a charge that the shop and the buyer see.
@@ -170,6 +175,12 @@ pub struct ChargeFailed {
     /// True when retrying cannot help (the provider refused the request).
     pub permanent: bool,
 }
+
+/// How a failed card payment's reason begins when the card was declined.
+pub const CARD_DECLINED: &str = "the card was declined: ";
+/// How a failed card payment's reason begins when its outcome is unknown
+/// (the provider's answer was lost): the buyer may have been charged.
+pub const CARD_UNCONFIRMED: &str = "the card payment is not confirmed: ";
 
 /// A payment fact about payhub's own charge, normalised.
 ///
@@ -213,6 +224,8 @@ pub enum PaymentSource {
     Webhook,
     /// The sweeper re-checked a stale order with the provider.
     Sweeper,
+    /// The provider's own answer to payhub's card sale, under payhub's credentials.
+    CardSale,
 }
 
 /// Who an alert is for.

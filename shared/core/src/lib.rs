@@ -16,5 +16,5 @@ pub mod validation;
 
 pub use events::{Envelope, EventPayload};
 pub use money::{Currency, Money};
-pub use order::{NewOrder, OrderStatus, Provider};
+pub use order::{NewOrder, OrderStatus, PaymentMethod, Provider};
 pub use validation::{FieldError, ValidationErrors};

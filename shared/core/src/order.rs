@@ -17,20 +17,61 @@ use serde_json::{Map, Value};
 pub enum Provider {
     /// PIX through OpenPix / Woovi.
     Openpix,
+    /// Cards through PixelPay's Direct API (sale, authorise and capture).
+    Pixelpay,
 }
 
 impl Provider {
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Openpix => "openpix",
+            Provider::Pixelpay => "pixelpay",
+        }
+    }
+
+    /// How the provider is paid: a PIX charge, or a card charged at once.
+    pub fn method(self) -> PaymentMethod {
+        match self {
+            Provider::Openpix => PaymentMethod::Pix,
+            Provider::Pixelpay => PaymentMethod::Card,
+        }
+    }
+
+    /// The currencies the provider settles in.
+    pub fn currencies(self) -> &'static [Currency] {
+        match self {
+            Provider::Openpix => &[Currency::Brl],
+            Provider::Pixelpay => &[Currency::Hnl, Currency::Usd, Currency::Nio],
         }
     }
 
     pub fn parse(s: &str) -> Result<Provider, &'static str> {
         match s {
             "openpix" => Ok(Provider::Openpix),
-            "pixelpay" | "pagoseguro" => Err("is not enabled on this payhub yet; use openpix"),
-            _ => Err("must be one of: openpix"),
+            "pixelpay" => Ok(Provider::Pixelpay),
+            "pagoseguro" => Err("is not enabled on this payhub yet; use openpix or pixelpay"),
+            _ => Err("must be one of: openpix, pixelpay"),
+        }
+    }
+}
+
+/// How a buyer pays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentMethod {
+    /// A PIX charge the buyer pays later; a webhook says when.
+    #[default]
+    Pix,
+    /// A card charged while the order is placed. The card itself is never
+    /// part of an order, an event or a stored row.
+    Card,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Pix => "pix",
+            PaymentMethod::Card => "card",
         }
     }
 }
@@ -263,12 +304,17 @@ impl NewOrder {
         let currency = match r.string(obj, "currency", "currency", false) {
             None => Some(Currency::Brl),
             Some(code) => {
-                // Orders go to OpenPix only (see `Provider`), which settles in
-                // BRL; the PixelPay currencies are known to `Currency` but not
-                // accepted here until an order can name PixelPay.
-                let c = Currency::parse(&code).filter(|c| *c == Currency::Brl);
+                // Each provider settles in its own currencies (OpenPix: BRL;
+                // PixelPay: HNL, USD and NIO).
+                let accepted = provider.map_or(&[Currency::Brl][..], |p| p.currencies());
+                let c = Currency::parse(&code).filter(|c| accepted.contains(c));
                 if c.is_none() {
-                    r.err("currency", "unsupported", "must be BRL");
+                    let names: Vec<&str> = accepted.iter().map(|c| c.code()).collect();
+                    r.err(
+                        "currency",
+                        "unsupported",
+                        format!("must be one of: {}", names.join(", ")),
+                    );
                 }
                 c
             }
@@ -710,11 +756,18 @@ mod tests {
     #[test]
     fn provider_and_currency() {
         let mut body = valid_order();
+        // PixelPay settles in HNL, USD, NIO and BRL; OpenPix in BRL only.
         body["provider"] = json!("pixelpay");
         body["currency"] = json!("USD");
+        let order = NewOrder::from_json(&body).unwrap();
+        assert_eq!((order.provider, order.currency), (Provider::Pixelpay, Currency::Usd));
+        assert_eq!(order.provider.method(), PaymentMethod::Card);
+        body["provider"] = json!("openpix");
         let errs = NewOrder::from_json(&body).unwrap_err();
-        assert!(errs.has("provider", "unsupported"));
-        assert!(errs.has("currency", "unsupported"));
+        assert!(errs.has("currency", "unsupported"), "{errs}");
+        body["provider"] = json!("pagoseguro");
+        body["currency"] = json!("BRL");
+        assert!(NewOrder::from_json(&body).unwrap_err().has("provider", "unsupported"));
     }
 
     #[test]
