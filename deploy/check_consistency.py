@@ -61,7 +61,7 @@ SECRETS_DIR = "/etc/payhub/secrets"
 # (POST /internal/v1/confirm): charge-creator serves it, webhook-verifier and
 # reporter (its sweeper) call it; each needs PAYHUB_INTERNAL_TOKEN
 # (shared/service/src/internal.rs), required in production.
-INTERNAL_TOKEN_SERVICES = {"charge-creator", "webhook-verifier", "reporter"}
+INTERNAL_TOKEN_SERVICES = {"charge-creator", "webhook-verifier", "reporter", "ingress"}
 # Where the callers reach charge-creator's listener.
 CHARGE_CREATOR_URL = "PAYHUB_CHARGE_CREATOR_URL"
 # The metrics the dashboard must show (each must also be exported by the code).
