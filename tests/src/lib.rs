@@ -49,6 +49,10 @@ pub struct TestOptions {
     /// own PostgreSQL role (`options=-c role=payhub_<service>`), so the
     /// grants are what the services run under.
     pub as_service_roles: bool,
+    /// `(service, AMQP URL)` for in-process services that connect as a
+    /// RabbitMQ user of their own (e.g. under the permissions `payhubctl
+    /// broker permissions` prints); the others use [`amqp_url`].
+    pub amqp_urls: Vec<(&'static str, String)>,
 }
 
 impl Default for TestOptions {
@@ -64,6 +68,7 @@ impl Default for TestOptions {
                 ..Default::default()
             },
             as_service_roles: false,
+            amqp_urls: Vec::new(),
         }
     }
 }
@@ -221,6 +226,9 @@ impl TestApp {
                 .map(|(_, role)| *role)
                 .with_context(|| format!("no role for {name}"))?;
             c.database_url = format!("{}?options=-c%20role%3D{role}", c.database_url);
+        }
+        if let Some((_, amqp)) = self.opts.amqp_urls.iter().find(|(service, _)| *service == name) {
+            c.amqp_url = amqp.clone();
         }
         let shutdown = self.shutdown.clone();
         let url = |a: std::net::SocketAddr| format!("http://{a}");
