@@ -53,6 +53,9 @@ pub struct TestOptions {
     /// RabbitMQ user of their own (e.g. under the permissions `payhubctl
     /// broker permissions` prints); the others use [`amqp_url`].
     pub amqp_urls: Vec<(&'static str, String)>,
+    /// The delay between the sandbox's PixelPay webhook attempts (PixelPay:
+    /// 5 minutes).
+    pub pixelpay_webhook_retry_delay: Duration,
 }
 
 impl Default for TestOptions {
@@ -69,6 +72,7 @@ impl Default for TestOptions {
             },
             as_service_roles: false,
             amqp_urls: Vec::new(),
+            pixelpay_webhook_retry_delay: Duration::from_millis(300),
         }
     }
 }
@@ -92,6 +96,7 @@ pub struct TestApp {
     opts: TestOptions,
     common: CommonConfig,
     charge_creator_addr: std::net::SocketAddr,
+    verifier_addr: std::net::SocketAddr,
 }
 
 /// The six services, in the order the harness starts them by default.
@@ -149,7 +154,9 @@ impl TestApp {
         }
 
         let sandbox_stop = CancellationToken::new();
-        let sandbox = Sandbox::start(SandboxConfig::local_ephemeral(APP_ID), sandbox_stop.clone()).await?;
+        let mut sandbox_config = SandboxConfig::local_ephemeral(APP_ID);
+        sandbox_config.pixelpay_webhook_retry_delay = opts.pixelpay_webhook_retry_delay;
+        let sandbox = Sandbox::start(sandbox_config, sandbox_stop.clone()).await?;
         let shop = payhub_store::shops::create(
             &store,
             "Loja Teste",
@@ -178,6 +185,12 @@ impl TestApp {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?
         };
+        // webhook-verifier's too: it is the public webhook base URL that
+        // ingress and charge-creator hand out.
+        let verifier_addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?
+        };
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let mut app = TestApp {
             id,
@@ -198,6 +211,7 @@ impl TestApp {
             opts: opts.clone(),
             common: c,
             charge_creator_addr,
+            verifier_addr,
         };
         anyhow::ensure!(
             opts.external.iter().all(|e| *e == "order-updater"),
@@ -234,6 +248,7 @@ impl TestApp {
         let url = |a: std::net::SocketAddr| format!("http://{a}");
         let charge_creator_url = url(self.charge_creator_addr);
         let token = payhub_service::internal::DEVELOPMENT_TOKEN.to_string();
+        let public_webhooks = url(self.verifier_addr);
         let (addr, task) = match name {
             "ingress" => {
                 let app = ingress::Application::build(
@@ -243,6 +258,7 @@ impl TestApp {
                         charge_creator_url: charge_creator_url.clone(),
                         internal_token: token.into(),
                         card_timeout: Duration::from_secs(10),
+                        public_webhook_base_url: Some(public_webhooks.clone()),
                     },
                     shutdown,
                 )
@@ -251,6 +267,8 @@ impl TestApp {
                 (app.local_addr(), tokio::spawn(app.run_until_stopped()))
             }
             "webhook-verifier" => {
+                let mut c = c;
+                c.http_addr = self.verifier_addr;
                 let keys = payhub_connectors::rsa::TrustedKeys::from_pem(payhub_sandbox::FIXTURE_PUBLIC_KEY_PEM)?;
                 let app = webhook_verifier::Application::build(
                     webhook_verifier::Config {
@@ -283,6 +301,7 @@ impl TestApp {
                         provider_key: payhub_store::Secrets::development_of(payhub_store::secrets::KeyKind::Provider),
                         account_cache_ttl: Duration::from_millis(200),
                         pixelpay: None,
+                        public_webhook_base_url: Some(public_webhooks.clone()),
                     },
                     shutdown,
                 )

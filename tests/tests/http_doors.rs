@@ -40,6 +40,7 @@ async fn strict_ingress(app: &TestApp, limits: HttpLimits) -> (String, String, C
             charge_creator_url: "http://127.0.0.1:9".into(),
             internal_token: payhub_service::internal::DEVELOPMENT_TOKEN.to_string().into(),
             card_timeout: Duration::from_secs(5),
+            public_webhook_base_url: None,
         },
         ingress::Options {
             stock_urls: STRICT,

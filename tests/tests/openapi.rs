@@ -105,6 +105,27 @@ async fn payment_webhook(app: &TestApp, order: &Value) -> (Vec<u8>, String) {
         .expect("the held payment webhook")
 }
 
+/// The shop's own PixelPay account: the sandbox's public merchant.
+fn set_pixelpay(app: &TestApp) {
+    let path = std::env::temp_dir().join(format!("payhub-pp-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&path, payhub_sandbox::PIXELPAY_SANDBOX_SECRET_KEY).unwrap();
+    let out = app.payhubctl(&[
+        "shop",
+        "set-provider",
+        &app.shop.shop.id.to_string(),
+        "pixelpay",
+        "--secret-file",
+        path.to_str().unwrap(),
+        "--key-id",
+        payhub_sandbox::PIXELPAY_SANDBOX_KEY_ID,
+        "--endpoint",
+        &app.sandbox.provider_url(),
+        "--allow",
+    ]);
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
     let app = TestApp::spawn().await;
@@ -538,6 +559,107 @@ async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
     .await;
     let no_key = app.http.get(format!("{report_url}?date={today}")).send().await.unwrap();
     s.record("no API key", REPORTER, "GET", report, 401, no_key).await;
+
+    // --- POST /webhooks/pixelpay/{token} ------------------------------------
+    // A PixelPay card order, paid by its sale; PixelPay's callbacks for it
+    // arrive at the order's own URL.
+    let callbacks = "/webhooks/pixelpay/{token}";
+    set_pixelpay(&app);
+    let card_order = json!({
+        "correlationID": "oa-card",
+        "provider": "pixelpay",
+        "currency": "HNL",
+        "items": [{"title": "Camiseta Roja", "price": "150.00", "qty": 1, "total": "150.00"}],
+        "total": "150.00",
+        "customer": {"name": "Pedro Perez", "email": "pedro.perez@example.com", "taxID": "470.436.220-50",
+                     "phone": "+504 9999-9999"},
+        "card": {"number": payhub_sandbox::PIXELPAY_TEST_VISA, "cvv": "739", "expire": "3012", "holder": "Pedro Perez",
+                 "billing": {"address": "Col. Palmira 12", "country": "HN", "state": "HN-FM", "city": "Tegucigalpa"}}
+    });
+    let sold: Value = app.post_order(&card_order).await.json().await.unwrap();
+    assert_eq!(sold["cardPayment"]["outcome"], "approved", "{sold}");
+    app.wait_for_status("oa-card", "paid").await;
+    let card_view = s
+        .record(
+            "a PixelPay order",
+            INGRESS,
+            "GET",
+            path,
+            200,
+            app.get_order("oa-card").await,
+        )
+        .await;
+    let callback = card_view["payment"]["callbackUrl"].as_str().unwrap().to_string();
+    let post_callback = |url: String, body: Vec<u8>| {
+        app.http
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+    };
+    let sale = json!({"uuid": sold["cardPayment"]["paymentUuid"], "status": "paid", "currency": "HNL",
+                      "amount": 150.00})
+    .to_string()
+    .into_bytes();
+    for (name, expected) in [
+        ("the sale's own payment", "accepted"),
+        ("the same payment again", "duplicate"),
+    ] {
+        let ack = s
+            .record(
+                name,
+                VERIFIER,
+                "POST",
+                callbacks,
+                200,
+                post_callback(callback.clone(), sale.clone()).await.unwrap(),
+            )
+            .await;
+        assert_eq!(ack["status"], expected, "{ack}");
+    }
+    let forged = br#"{"uuid": "1dab5ed0", "ref": "REF-0001-0006350867", "status": "paid"}"#.to_vec();
+    let ack = s
+        .record(
+            "a payment PixelPay does not confirm",
+            VERIFIER,
+            "POST",
+            callbacks,
+            200,
+            post_callback(callback.clone(), forged).await.unwrap(),
+        )
+        .await;
+    assert_eq!(ack["status"], "rejected", "{ack}");
+    let error = serde_json::to_vec(&fixture("pixelpay/error-webhook.json")).unwrap();
+    let ack = s
+        .record(
+            "the error webhook",
+            VERIFIER,
+            "POST",
+            callbacks,
+            200,
+            post_callback(callback.clone(), error).await.unwrap(),
+        )
+        .await;
+    assert_eq!(ack["status"], "stored", "{ack}");
+    s.record(
+        "not JSON",
+        VERIFIER,
+        "POST",
+        callbacks,
+        400,
+        post_callback(callback.clone(), b"not json".to_vec()).await.unwrap(),
+    )
+    .await;
+    let unknown = format!("{}/webhooks/pixelpay/{}", app.verifier_url, "ab".repeat(32));
+    s.record(
+        "an unknown callback URL",
+        VERIFIER,
+        "POST",
+        callbacks,
+        404,
+        post_callback(unknown, sale.clone()).await.unwrap(),
+    )
+    .await;
 
     // --- /metrics, /healthz, /readyz on every service ------------------------
     for (service, base) in &app.ops_urls {

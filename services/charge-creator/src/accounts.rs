@@ -7,6 +7,7 @@
 //! rotation takes effect within that time.
 
 use payhub_connectors::openpix::OpenPixClient;
+use payhub_connectors::pixelpay::PixelPayAccount;
 use payhub_store::accounts::{self, Account, Credentials, PLATFORM};
 use payhub_store::{Secrets, Store, StoreError};
 use std::collections::HashMap;
@@ -119,6 +120,31 @@ impl Providers {
             .ok_or_else(|| AccountError::Unusable(format!("the charge's account {id} no longer exists")))?;
         lock(&self.by_id).insert(id, (now, Some(account.clone())));
         Ok(Using::Shop(account))
+    }
+
+    /// The PixelPay credentials of `using`: the shop's own account, or the
+    /// platform's (`platform`, from the settings) when the shop has none.
+    pub fn pixelpay(&self, using: &Using, platform: Option<&PixelPayAccount>) -> Result<PixelPayAccount, AccountError> {
+        match using {
+            Using::Platform => platform.cloned().ok_or_else(|| {
+                AccountError::Unusable(
+                    "the shop has no PixelPay account (payhubctl shop set-provider <shop> pixelpay) and the platform has none"
+                        .into(),
+                )
+            }),
+            Using::Shop(account) => match &account.credentials {
+                Credentials::Pixelpay {
+                    key_id,
+                    secret_key,
+                    endpoint,
+                } => Ok(PixelPayAccount::new(endpoint.clone(), key_id.clone(), secret_key.clone())),
+                other => Err(AccountError::Unusable(format!(
+                    "account {} holds {} credentials, not PixelPay",
+                    account.id,
+                    other.provider()
+                ))),
+            },
+        }
     }
 
     /// The OpenPix client acting for `using`.

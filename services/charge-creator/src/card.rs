@@ -56,6 +56,9 @@ pub struct CardState {
     /// The platform's PixelPay account, for shops without their own.
     pub platform_pixelpay: Option<PixelPayAccount>,
     pub token: secrecy::SecretString,
+    /// `PAYHUB_PUBLIC_WEBHOOK_BASE_URL`: the sale tells PixelPay the order's
+    /// callback URL under it (`order_callback`).
+    pub public_webhook_base_url: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -71,6 +74,7 @@ struct OrderRow {
     customer_name: String,
     customer_email: String,
     summary: String,
+    callback_token: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -139,7 +143,7 @@ pub async fn card_route(
     };
     let order: Option<OrderRow> = match sqlx::query_as(
         "SELECT shop_id, correlation_id, provider, status, currency::text AS currency, total_minor, tax_minor,
-                freight_minor, customer_name, customer_email, summary
+                freight_minor, customer_name, customer_email, summary, callback_token
          FROM orders WHERE id = $1",
     )
     .bind(req.order_id)
@@ -268,7 +272,13 @@ pub async fn card_route(
             zip: req.billing.zip.clone(),
             phone: req.billing.phone.clone(),
         },
-        order_callback: None,
+        // Where PixelPay may tell about this sale: the order's unguessable
+        // callback URL, confirmed with `status` like a collection webhook.
+        order_callback: st
+            .public_webhook_base_url
+            .as_deref()
+            .zip(order.callback_token.as_deref())
+            .map(|(base, token)| payhub_service::callbacks::pixelpay_callback_url(base, token)),
         card: source,
     };
     let called = match req.operation {

@@ -18,7 +18,7 @@ use serde_json::json;
 use std::sync::{Arc, LazyLock};
 use time::OffsetDateTime;
 
-static CONFIRMATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+pub(crate) static CONFIRMATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "payhub_payment_confirmations_total",
         "Payment facts checked with the provider, by provider, claim and verdict (confirmed, pending, rejected, unavailable).",
@@ -31,6 +31,10 @@ pub struct ConfirmState {
     pub store: Store,
     pub providers: Arc<Providers>,
     pub token: secrecy::SecretString,
+    /// PixelPay's `status`, for the payments PixelPay's callbacks name.
+    pub pixelpay: payhub_connectors::pixelpay::PixelPayClient,
+    /// The platform's PixelPay account, for shops without their own.
+    pub platform_pixelpay: Option<payhub_connectors::pixelpay::PixelPayAccount>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -43,7 +47,7 @@ struct ChargeRow {
     provider_account: String,
 }
 
-fn unavailable(why: impl Into<String>) -> Response {
+pub(crate) fn unavailable(why: impl Into<String>) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::RETRY_AFTER, "5")],
@@ -52,7 +56,7 @@ fn unavailable(why: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn answer(a: ConfirmAnswer) -> Response {
+pub(crate) fn answer(a: ConfirmAnswer) -> Response {
     Json(a).into_response()
 }
 
@@ -68,6 +72,10 @@ pub async fn confirm_route(
             Json(json!({"error": "internal token required"})),
         )
             .into_response();
+    }
+    // A PixelPay callback: PixelPay's `status` decides, under the order's account.
+    if let Some(claim) = &req.pixelpay {
+        return crate::callbacks::confirm(&st, &req, claim).await;
     }
     let claim_label = match req.claim {
         ClaimKind::Paid => "paid",

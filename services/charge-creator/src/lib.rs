@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod accounts;
+mod callbacks;
 pub mod card;
 pub mod confirm;
 
@@ -45,6 +46,10 @@ pub struct Config {
     /// The platform's PixelPay account, for shops without their own
     /// (`PAYHUB_PIXELPAY_KEY_ID`, `PAYHUB_PIXELPAY_SECRET_KEY`, `PAYHUB_PIXELPAY_ENDPOINT`).
     pub pixelpay: Option<payhub_connectors::pixelpay::PixelPayAccount>,
+    /// How providers reach webhook-verifier (`PAYHUB_PUBLIC_WEBHOOK_BASE_URL`):
+    /// the card sale's `order_callback` and the OpenPix webhooks registered
+    /// at each shop's account are under it. `None`: neither is given.
+    pub public_webhook_base_url: Option<String>,
 }
 
 impl Config {
@@ -64,6 +69,7 @@ impl Config {
             })?,
             account_cache_ttl: env.millis("PAYHUB_ACCOUNT_CACHE_MS", Duration::from_secs(30))?,
             pixelpay: platform_pixelpay(env)?,
+            public_webhook_base_url: payhub_service::callbacks::public_webhook_base_url(env)?,
         })
     }
 }
@@ -385,11 +391,14 @@ impl Application {
             pixelpay: payhub_connectors::pixelpay::PixelPayClient::new(config.provider_timeout)?,
             platform_pixelpay: config.pixelpay.clone(),
             token: config.internal_token.clone(),
+            public_webhook_base_url: config.public_webhook_base_url.clone(),
         });
         let confirm = Arc::new(confirm::ConfirmState {
             store: infra.store.clone(),
             providers: providers.clone(),
             token: config.internal_token.clone(),
+            pixelpay: payhub_connectors::pixelpay::PixelPayClient::new(config.provider_timeout)?,
+            platform_pixelpay: config.pixelpay.clone(),
         });
         let handler = ChargeHandler {
             store: infra.store.clone(),

@@ -30,6 +30,9 @@ pub struct Config {
     pub internal_token: secrecy::SecretString,
     /// How long the door waits for the card's outcome (`PAYHUB_CARD_TIMEOUT_MS`).
     pub card_timeout: std::time::Duration,
+    /// How providers reach webhook-verifier (`PAYHUB_PUBLIC_WEBHOOK_BASE_URL`):
+    /// a PixelPay order's view shows its callback URL under it.
+    pub public_webhook_base_url: Option<String>,
 }
 
 impl Config {
@@ -40,6 +43,7 @@ impl Config {
             charge_creator_url: env.url("PAYHUB_CHARGE_CREATOR_URL", "http://127.0.0.1:9101")?,
             internal_token: payhub_service::internal::token(env)?.into(),
             card_timeout: env.millis("PAYHUB_CARD_TIMEOUT_MS", std::time::Duration::from_secs(25))?,
+            public_webhook_base_url: payhub_service::callbacks::public_webhook_base_url(env)?,
         })
     }
 }
@@ -95,6 +99,7 @@ impl Application {
                 config.internal_token.clone(),
                 config.card_timeout,
             )?,
+            public_webhook_base_url: config.public_webhook_base_url.clone(),
         };
         let handler = amqp::ShopOrderHandler {
             stock,

@@ -24,6 +24,8 @@ pub struct AppState {
     pub stock: crate::stock::StockClient,
     /// charge-creator's internal card call.
     pub cards: payhub_connectors::internal::CardClient,
+    /// `PAYHUB_PUBLIC_WEBHOOK_BASE_URL`, for PixelPay orders' callback URLs.
+    pub public_webhook_base_url: Option<String>,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -72,7 +74,7 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
         None => None,
     };
     // The answer shows the order as stored, before the pipeline moves it.
-    let mut view = order_view(&st.store, id).await?;
+    let mut view = order_view(&st.store, id, st.public_webhook_base_url.as_deref()).await?;
     if let Some(answer) = card_answer {
         view["cardPayment"] = answer;
     }
@@ -146,7 +148,7 @@ async fn get_order(
     let Some((id,)) = id else {
         return Err(ApiError::NotFound(format!("no order {correlation_id} for this shop")));
     };
-    Ok(axum::Json(order_view(&st.store, id).await?).into_response())
+    Ok(axum::Json(order_view(&st.store, id, st.public_webhook_base_url.as_deref()).await?).into_response())
 }
 
 /// The stored items as the API shows them: like the request, amounts as
@@ -216,6 +218,7 @@ struct OrderRow {
     provider_charge_id: Option<String>,
     method: Option<String>,
     provider_account: Option<String>,
+    callback_token: Option<String>,
     customer_name: String,
     customer_email: String,
     customer_phone: Option<String>,
@@ -227,15 +230,44 @@ struct OrderRow {
     h_at: Vec<OffsetDateTime>,
 }
 
+/// Which provider account and method take the money: for a PIX order once
+/// its charge exists; for a PixelPay order always, with the order's callback
+/// URL, which the shop gives PixelPay as a QuickPay collection's success
+/// and error webhook URL (payhub gives it with a card sale itself). The URL
+/// is the order's secret: only this view shows it.
+fn payment_view(o: &OrderRow, callback_base: Option<&str>) -> Value {
+    if o.provider == payhub_core::Provider::Pixelpay.as_str() {
+        let callback = callback_base
+            .zip(o.callback_token.as_deref())
+            .map(|(base, token)| payhub_service::callbacks::pixelpay_callback_url(base, token));
+        return json!({
+            "provider": o.provider,
+            "method": o.method.as_deref().unwrap_or(payhub_core::PaymentMethod::Card.as_str()),
+            "account": o.provider_account,
+            "callbackUrl": callback,
+        });
+    }
+    match &o.method {
+        Some(method) => json!({
+            "provider": o.provider,
+            "method": method,
+            "account": o.provider_account,
+        }),
+        None => Value::Null,
+    }
+}
+
 /// The order as the shop's back office and the buyer's "my orders" see it.
 /// One statement: the order, its charge and its history together.
-pub async fn order_view(store: &Store, id: Uuid) -> Result<Value, ApiError> {
+/// `callback_base` is `PAYHUB_PUBLIC_WEBHOOK_BASE_URL`, under which a PixelPay
+/// order's callback URL is shown.
+pub async fn order_view(store: &Store, id: Uuid, callback_base: Option<&str>) -> Result<Value, ApiError> {
     let o: OrderRow = sqlx::query_as(
         "SELECT o.id, o.correlation_id, o.provider, o.status, o.currency::text AS currency, o.items_minor, o.tax_minor,
                 o.freight_minor, o.discount_minor, o.total_minor, o.status_reason, o.summary, o.items, o.created_at,
                 o.updated_at, o.paid_at, o.end_to_end_id, o.provider_fee_minor,
                 c.br_code, c.qr_code_image_url, c.payment_link_url, c.expires_at, c.provider_charge_id,
-                c.method, c.provider_account,
+                c.method, c.provider_account, o.callback_token,
                 o.customer_name, o.customer_email, o.customer_phone, o.customer_tax_id, o.customer_birth_date,
                 h.h_from, h.h_to, h.h_reason, h.h_at
          FROM orders o
@@ -298,11 +330,7 @@ pub async fn order_view(store: &Store, id: Uuid) -> Result<Value, ApiError> {
         })),
         // Which of the provider's accounts and which method took (or will
         // take) the money: `platform` or the shop's own account.
-        "payment": o.method.as_ref().map(|method| json!({
-            "provider": o.provider,
-            "method": method,
-            "account": o.provider_account,
-        })),
+        "payment": payment_view(&o, callback_base),
         "customer": {
             "name": o.customer_name,
             "email": o.customer_email,

@@ -349,6 +349,7 @@ impl Sweeper {
                     claim: ClaimKind::Status,
                     provider_charge_id: None,
                     end_to_end_id: None,
+                    pixelpay: None,
                 })
                 .await;
             let answer = match answer {

@@ -20,8 +20,12 @@
 //! - `duplicate`, 200: the same (provider, transaction, event) again;
 //! - `unconfirmed`, 503: the provider could not be asked; it retries;
 //! - `accepted`, `test_call`, `ignored`, `unreadable`.
+//!
+//! `POST /webhooks/pixelpay/{token}` takes PixelPay's unsigned callbacks at
+//! each order's unguessable URL (module `pixelpay`).
 
 mod limit;
+mod pixelpay;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -67,7 +71,7 @@ static WEBHOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 static REJECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "payhub_provider_webhooks_rejected_total",
-        "Provider webhooks rejected, by provider and cause (signature, not_ours, rate_limited).",
+        "Provider webhooks rejected, by provider and cause (signature, not_ours, rate_limited, unknown_url).",
         &["provider", "cause"]
     )
     .expect("metric registers once")
@@ -126,6 +130,8 @@ struct AppState {
 /// One received webhook, recorded with its verdict whatever it is.
 struct Received<'a> {
     id: Uuid,
+    /// `openpix` or `pixelpay`.
+    provider: &'static str,
     signature: Option<&'a str>,
     body: &'a [u8],
 }
@@ -165,7 +171,7 @@ impl Received<'_> {
         // Only what payhub acts on is kept whole.
         let keep_whole = matches!(
             v.verdict,
-            "accepted" | "duplicate" | "test_call" | "ignored" | "unconfirmed"
+            "accepted" | "duplicate" | "test_call" | "ignored" | "unconfirmed" | "provider_error"
         );
         let kept = if keep_whole {
             self.body
@@ -175,7 +181,7 @@ impl Received<'_> {
         let r = sqlx::query(
             "INSERT INTO webhook_events (id, provider, verdict, reason, event_type, provider_reference, signature, body,
                                          dedupe_key, body_sha256, body_size, body_truncated)
-             VALUES ($1, 'openpix', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             VALUES ($1, $12, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (provider, dedupe_key) WHERE verdict = 'accepted' AND dedupe_key IS NOT NULL DO NOTHING",
         )
         .bind(self.id)
@@ -189,10 +195,11 @@ impl Received<'_> {
         .bind(Sha256::digest(self.body).as_slice())
         .bind(i32::try_from(self.body.len()).unwrap_or(i32::MAX))
         .bind(kept.len() < self.body.len())
+        .bind(self.provider)
         .execute(ex)
         .await?;
         if r.rows_affected() == 1 {
-            WEBHOOKS.with_label_values(&["openpix", v.verdict]).inc();
+            WEBHOOKS.with_label_values(&[self.provider, v.verdict]).inc();
         }
         Ok(r.rows_affected() == 1)
     }
@@ -228,6 +235,7 @@ async fn openpix_webhook(State(st): State<AppState>, headers: HeaderMap, body: B
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     let received = Received {
         id,
+        provider: "openpix",
         signature,
         body: &body,
     };
@@ -319,6 +327,7 @@ async fn payment(
         claim,
         provider_charge_id: charge_id,
         end_to_end_id: e2e,
+        pixelpay: None,
     };
     let answer = match st.confirm.confirm(&req).await {
         Ok(a) => a,
@@ -434,6 +443,7 @@ impl Application {
         let limiter = limit::PerSource::new(config.rate_per_sec, config.rate_burst);
         let routes = Router::new()
             .route("/webhooks/openpix", post(openpix_webhook))
+            .route("/webhooks/pixelpay/{token}", post(pixelpay::webhook))
             .layer(DefaultBodyLimit::max(1024 * 1024))
             .layer(axum::middleware::from_fn_with_state(limiter, limit::enforce))
             .with_state(state);

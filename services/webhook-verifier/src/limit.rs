@@ -70,7 +70,12 @@ pub async fn enforce(State(limiter): State<PerSource>, req: Request, next: Next)
         // Without the peer address every caller shares one bucket.
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     if !limiter.allow(source, Instant::now()) {
-        super::REJECTIONS.with_label_values(&["openpix", "rate_limited"]).inc();
+        let provider = if req.uri().path().starts_with("/webhooks/pixelpay") {
+            "pixelpay"
+        } else {
+            "openpix"
+        };
+        super::REJECTIONS.with_label_values(&[provider, "rate_limited"]).inc();
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, "1")],

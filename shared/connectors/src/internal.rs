@@ -31,6 +31,23 @@ pub struct ConfirmRequest {
     pub provider_charge_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_to_end_id: Option<String>,
+    /// A PixelPay payment a callback named (a QuickPay collection webhook,
+    /// or the card sale's `order_callback`): confirmed with PixelPay's
+    /// `status` under the order's account instead of OpenPix's re-queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixelpay: Option<PixelPayClaim>,
+}
+
+/// What a PixelPay callback says was paid. Only the ids are taken from it:
+/// the amount, the currency and the account come from payhub's own records,
+/// and PixelPay's `status` decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PixelPayClaim {
+    /// The payment's `uuid` (what `status` takes as `payment_uuid`).
+    pub payment_uuid: String,
+    /// The collection's `ref` (PixelPay's order id of a collection), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! store and broker handles with readiness, the ops HTTP server, and a
 //! two-phase shutdown (stop intake and drain, then close connections).
 
+pub mod callbacks;
 pub mod internal;
 pub mod outbound;
 pub mod problem;
