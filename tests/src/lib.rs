@@ -53,6 +53,9 @@ pub struct TestOptions {
     /// RabbitMQ user of their own (e.g. under the permissions `payhubctl
     /// broker permissions` prints); the others use [`amqp_url`].
     pub amqp_urls: Vec<(&'static str, String)>,
+    /// How often charge-creator checks the shops' OpenPix webhooks (it
+    /// checks once at start; by default rarely after that).
+    pub webhook_check_interval: Duration,
     /// The delay between the sandbox's PixelPay webhook attempts (PixelPay:
     /// 5 minutes).
     pub pixelpay_webhook_retry_delay: Duration,
@@ -72,6 +75,7 @@ impl Default for TestOptions {
             },
             as_service_roles: false,
             amqp_urls: Vec::new(),
+            webhook_check_interval: Duration::from_secs(3600),
             pixelpay_webhook_retry_delay: Duration::from_millis(300),
         }
     }
@@ -302,6 +306,7 @@ impl TestApp {
                         account_cache_ttl: Duration::from_millis(200),
                         pixelpay: None,
                         public_webhook_base_url: Some(public_webhooks.clone()),
+                        webhook_check_interval: self.opts.webhook_check_interval,
                     },
                     shutdown,
                 )

@@ -27,6 +27,7 @@ pub mod accounts;
 mod callbacks;
 pub mod card;
 pub mod confirm;
+pub mod registrar;
 
 pub const SERVICE: &str = "charge-creator";
 
@@ -50,6 +51,9 @@ pub struct Config {
     /// the card sale's `order_callback` and the OpenPix webhooks registered
     /// at each shop's account are under it. `None`: neither is given.
     pub public_webhook_base_url: Option<String>,
+    /// How often the shops' OpenPix webhooks are checked and registered
+    /// (`PAYHUB_WEBHOOK_CHECK_INTERVAL_MS`).
+    pub webhook_check_interval: Duration,
 }
 
 impl Config {
@@ -70,8 +74,19 @@ impl Config {
             account_cache_ttl: env.millis("PAYHUB_ACCOUNT_CACHE_MS", Duration::from_secs(30))?,
             pixelpay: platform_pixelpay(env)?,
             public_webhook_base_url: payhub_service::callbacks::public_webhook_base_url(env)?,
+            webhook_check_interval: positive(
+                "PAYHUB_WEBHOOK_CHECK_INTERVAL_MS",
+                env.millis("PAYHUB_WEBHOOK_CHECK_INTERVAL_MS", Duration::from_secs(15 * 60))?,
+            )?,
         })
     }
+}
+
+fn positive(name: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        return Err(Env::bad(name, "must be above 0"));
+    }
+    Ok(d)
 }
 
 /// The platform's PixelPay account: both the Key ID and the Secret Key, or neither.
@@ -400,6 +415,13 @@ impl Application {
             pixelpay: payhub_connectors::pixelpay::PixelPayClient::new(config.provider_timeout)?,
             platform_pixelpay: config.pixelpay.clone(),
         });
+        let registrar = registrar::Registrar {
+            store: infra.store.clone(),
+            providers: providers.clone(),
+            base_url: config.public_webhook_base_url.clone(),
+            interval: config.webhook_check_interval,
+        };
+        infra.tasks.spawn(registrar.run(infra.shutdown.clone()));
         let handler = ChargeHandler {
             store: infra.store.clone(),
             outbox,

@@ -35,6 +35,7 @@ mod signing;
 mod smtp;
 mod state;
 mod util;
+mod webhook_api;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,6 +58,7 @@ pub use pixelpay::{
     PIXELPAY_WEBHOOK_ATTEMPTS, PIXELPAY_WEBHOOK_RETRY_DELAY, PaidCollection, PixelPayCollection, PixelPayDelivery,
     PixelPayDeliveryAttempt, PixelPayItem, PixelPayTransaction, md5_hex, pixelpay_payment_hash,
 };
+pub use webhook_api::RegisteredWebhook;
 
 use crate::state::{Inner, lock};
 
@@ -226,9 +228,12 @@ impl Sandbox {
             queries: AtomicUsize::new(0),
             held: Mutex::default(),
             pixelpay: pixelpay::PixelPayState::new(cfg.pixelpay_webhook_retry_delay),
+            openpix_webhooks: webhook_api::WebhookApiState::default(),
         });
 
-        let provider_app = provider::router(inner.clone()).merge(pixelpay::router(inner.clone()));
+        let provider_app = provider::router(inner.clone())
+            .merge(pixelpay::router(inner.clone()))
+            .merge(webhook_api::router(inner.clone()));
         let provider_stop = shutdown.clone();
         let provider = tokio::spawn(async move {
             let served = axum::serve(provider_listener, provider_app)

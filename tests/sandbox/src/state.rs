@@ -61,6 +61,8 @@ pub(crate) struct Inner {
     /// The PixelPay-compatible API's merchants, transactions, faults and
     /// collection-webhook deliveries.
     pub pixelpay: crate::pixelpay::PixelPayState,
+    /// OpenPix's webhook registration API: each account's webhooks.
+    pub openpix_webhooks: crate::webhook_api::WebhookApiState,
 }
 
 /// While `hold` is set, pay/expire/resend queue their webhook here.

@@ -1,6 +1,9 @@
 //! OpenPix / Woovi: PIX charges and their webhooks (providers.md §1).
 
+mod registration;
 mod transformers;
+
+pub use registration::{NewWebhook, OpenPixWebhook, WEBHOOK_EVENTS};
 
 use crate::psync::{PaymentQuery, ProviderCharge, ProviderTransaction};
 use crate::rsa::TrustedKeys;

@@ -172,6 +172,81 @@ fn money(v: Option<&Value>) -> Option<Money> {
     v.and_then(Value::as_i64).map(|c| Money::from_minor(c, Currency::Brl))
 }
 
+/// `POST /api/v1/webhook` body: `{"webhook": {name, event, url,
+/// authorization?, isActive}}` (providers.md §1.3).
+#[derive(Debug, Serialize)]
+pub(super) struct NewWebhookBody<'a> {
+    webhook: NewWebhookWire<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewWebhookWire<'a> {
+    name: &'a str,
+    event: &'a str,
+    url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization: Option<&'a str>,
+    is_active: bool,
+}
+
+impl<'a> NewWebhookBody<'a> {
+    pub(super) fn from_request(req: &'a super::NewWebhook) -> NewWebhookBody<'a> {
+        NewWebhookBody {
+            webhook: NewWebhookWire {
+                name: &req.name,
+                event: &req.event,
+                url: &req.url,
+                authorization: req.authorization.as_ref().map(secrecy::ExposeSecret::expose_secret),
+                is_active: true,
+            },
+        }
+    }
+}
+
+/// One webhook of a listing or a creation answer. `authorization` is never
+/// read: payhub does not keep OpenPix's copy of a secret.
+fn webhook_of(w: &Value) -> Option<super::OpenPixWebhook> {
+    let text = |k: &str| w.get(k).and_then(Value::as_str).map(str::to_string);
+    Some(super::OpenPixWebhook {
+        id: text("id").or_else(|| text("_id")),
+        name: text("name"),
+        event: text("event")?,
+        url: text("url")?,
+        // A webhook whose answer does not say is taken as switched on, as
+        // OpenPix creates them.
+        is_active: w.get("isActive").and_then(Value::as_bool).unwrap_or(true),
+    })
+}
+
+/// `GET /api/v1/webhook`: `{"webhooks": [...], "pageInfo": {...}}` (the
+/// Node SDK types the list as `pixQrCodes`; both are read). Returns the
+/// page's webhooks and whether another page follows.
+pub(super) fn parse_webhook_list(text: &str) -> Result<(Vec<super::OpenPixWebhook>, bool), ConnectorError> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| ConnectorError::Transient(format!("OpenPix's answer is not JSON: {e}")))?;
+    let list = v
+        .get("webhooks")
+        .or_else(|| v.get("pixQrCodes"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| ConnectorError::Transient("OpenPix's answer has no webhook list".into()))?;
+    let more = v
+        .get("pageInfo")
+        .and_then(|p| p.get("hasNextPage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok((list.iter().filter_map(webhook_of).collect(), more))
+}
+
+/// `POST /api/v1/webhook`: `{"webhook": {...}}`.
+pub(super) fn parse_created_webhook(text: &str) -> Result<super::OpenPixWebhook, ConnectorError> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| ConnectorError::Transient(format!("OpenPix's answer is not JSON: {e}")))?;
+    v.get("webhook")
+        .and_then(webhook_of)
+        .ok_or_else(|| ConnectorError::Transient("OpenPix's answer has no webhook".into()))
+}
+
 pub(super) fn parse_webhook(body: &[u8]) -> Result<WebhookEvent, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
     // Older payloads say `evento`, newer `event`.
