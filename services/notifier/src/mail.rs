@@ -80,8 +80,13 @@ impl Mailer {
 
 /// The amount as buyers read it: `R$ 10,00`, `L 10.00`, `US$ 10.00`, `C$ 10.00`.
 fn reais(change: &OrderStatusChanged) -> String {
-    let major = change.amount.to_major_string();
-    match change.amount.currency() {
+    money_text(change.amount)
+}
+
+/// Any amount as buyers read it (see [`reais`]).
+fn money_text(amount: payhub_core::Money) -> String {
+    let major = amount.to_major_string();
+    match amount.currency() {
         payhub_core::Currency::Brl => format!("R$ {}", major.replace('.', ",")),
         payhub_core::Currency::Hnl => format!("L {major}"),
         payhub_core::Currency::Usd => format!("US$ {major}"),
@@ -171,6 +176,32 @@ pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
                 reais(change)
             ),
         }),
+        OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
+            let refund = change.refund.as_ref()?;
+            let rest = if change.to == OrderStatus::Refunded {
+                "O valor total do pedido foi devolvido.".to_string()
+            } else {
+                format!(
+                    "Total devolvido até agora: {} de {}.",
+                    money_text(refund.refunded_total),
+                    reais(change)
+                )
+            };
+            Some(Mail {
+                subject: format!("Reembolso de {}: pedido {order}", money_text(refund.amount)),
+                body: format!(
+                    "{greeting}\n\nA loja reembolsou {} do pedido {order}.\n{rest}\n{}\
+                     O valor volta pelo mesmo meio de pagamento (PIX ou cartão); o prazo depende do seu banco.\n",
+                    money_text(refund.amount),
+                    refund
+                        .reason
+                        .as_deref()
+                        .filter(|r| !r.is_empty())
+                        .map(|r| format!("Motivo: {r}\n"))
+                        .unwrap_or_default(),
+                ),
+            })
+        }
         OrderStatus::Accepted | OrderStatus::UnderReview => None,
     }
 }

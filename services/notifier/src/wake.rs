@@ -11,7 +11,13 @@ pub fn postback(change: &OrderStatusChanged) -> Option<(u8, Value)> {
     let status = match change.to {
         OrderStatus::Paid => 3,
         OrderStatus::Failed | OrderStatus::Expired => 2,
-        OrderStatus::Accepted | OrderStatus::AwaitingPayment | OrderStatus::UnderReview => return None,
+        // Wake asks for refunds itself (its `/chargeback` call); a refund the
+        // shop made through payhub has no postback status of its own.
+        OrderStatus::Accepted
+        | OrderStatus::AwaitingPayment
+        | OrderStatus::UnderReview
+        | OrderStatus::PartiallyRefunded
+        | OrderStatus::Refunded => return None,
     };
     let mut info = Vec::new();
     if let Some(e2e) = &change.end_to_end_id {

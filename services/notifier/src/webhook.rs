@@ -42,6 +42,22 @@ pub fn shop_payload(env: &Envelope, change: &OrderStatusChanged) -> Value {
                 "expiresAt": c.expires_at.and_then(|t| t.format(&Rfc3339).ok()),
             })),
             "endToEndId": change.end_to_end_id,
+            // The refund behind a `partially_refunded` or `refunded` change.
+            "refund": change.refund.as_ref().map(|r| json!({
+                "id": r.refund_id,
+                "idempotencyKey": r.idempotency_key,
+                "amount": {
+                    "value": r.amount.to_major_string(),
+                    "minor": r.amount.minor(),
+                    "currency": r.amount.currency().code(),
+                },
+                "refunded": {
+                    "value": r.refunded_total.to_major_string(),
+                    "minor": r.refunded_total.minor(),
+                    "currency": r.refunded_total.currency().code(),
+                },
+                "reason": r.reason,
+            })),
         }
     })
 }

@@ -94,6 +94,21 @@ fn target_order(env: &Envelope) -> Result<Uuid, Failure> {
     Err(Failure::Permanent(format!("{} names no order", env.kind())))
 }
 
+/// The refund a `refund.completed` reports, as the status change carries it
+/// on to the shop's webhook, the buyer's e-mail and the daily figures.
+fn refund_notice(payload: &EventPayload) -> Option<payhub_core::events::RefundNotice> {
+    match payload {
+        EventPayload::RefundCompleted(r) => Some(payhub_core::events::RefundNotice {
+            refund_id: r.refund_id,
+            idempotency_key: r.idempotency_key.clone(),
+            amount: r.amount,
+            refunded_total: r.refunded_total,
+            reason: r.reason.clone(),
+        }),
+        _ => None,
+    }
+}
+
 /// Most events applied in one transaction.
 pub const MAX_BATCH: usize = 128;
 
@@ -181,6 +196,7 @@ impl UpdateHandler {
                 charge,
                 end_to_end_id: end_to_end,
                 order_created_at: order.created_at,
+                refund: refund_notice(&env.payload),
             }),
             order.id,
             order.shop_id,

@@ -104,9 +104,10 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                 });
                 match facts.status {
                     // Money received twice must be visible to a person.
-                    Paid if end_to_end_id.is_some()
-                        && facts.end_to_end_id.is_some()
-                        && *end_to_end_id != facts.end_to_end_id =>
+                    Paid | PartiallyRefunded | Refunded
+                        if end_to_end_id.is_some()
+                            && facts.end_to_end_id.is_some()
+                            && *end_to_end_id != facts.end_to_end_id =>
                     {
                         move_to(
                             UnderReview,
@@ -118,7 +119,9 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                             details,
                         )
                     }
-                    Paid => Decision::Ignore("already paid; a repeated payment notice changes nothing"),
+                    Paid | PartiallyRefunded | Refunded => {
+                        Decision::Ignore("already paid; a repeated payment notice changes nothing")
+                    }
                     UnderReview => Decision::Ignore("already flagged for review"),
                     Failed => move_to(
                         UnderReview,
@@ -164,6 +167,47 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                 _ => Decision::Ignore("an expiry notice for an order that is no longer waiting"),
             },
         },
+        // Money given back: every confirmed refund is one move (its own
+        // history row and notice), even when the status stays the same (a
+        // second partial refund). The status only ever advances: a refund
+        // confirmed late never takes a refunded order back to partial.
+        EventPayload::RefundCompleted(r) => {
+            if r.amount.currency() != facts.total.currency() || r.refunded_total.currency() != facts.total.currency() {
+                return Decision::Ignore("a refund in another currency than the order's changes nothing");
+            }
+            let details = json!({
+                "refundId": r.refund_id,
+                "idempotencyKey": r.idempotency_key,
+                "amountMinor": r.amount.minor(),
+                "refundedMinor": r.refunded_total.minor(),
+                "providerRefundId": r.provider_refund_id,
+            });
+            let what = format!(
+                "refund of {} confirmed ({} of {} refunded)",
+                r.amount, r.refunded_total, facts.total
+            );
+            let reason = match r.reason.as_deref() {
+                Some(why) if !why.is_empty() => format!("{what}: {why}"),
+                _ => what,
+            };
+            match facts.status {
+                Paid | PartiallyRefunded | Refunded => {
+                    let to = if facts.status == Refunded || r.refunded_total.minor() >= facts.total.minor() {
+                        Refunded
+                    } else {
+                        PartiallyRefunded
+                    };
+                    move_to(to, Some(reason), details)
+                }
+                // A person is looking at the order already; the refund is on
+                // its record for them.
+                UnderReview => move_to(UnderReview, Some(reason), details),
+                Accepted | AwaitingPayment | Expired | Failed => {
+                    Decision::Ignore("a refund of an order that was never paid changes nothing")
+                }
+            }
+        }
+        EventPayload::RefundFailed(_) => Decision::Ignore("a refused refund gives nothing back"),
         EventPayload::OrderAccepted(_)
         | EventPayload::OrderStatusChanged(_)
         | EventPayload::OrderRejected(_)
@@ -174,7 +218,7 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use payhub_core::events::{ChargeFailed, PaymentConfirmation, PaymentReported};
+    use payhub_core::events::{ChargeFailed, PaymentConfirmation, PaymentReported, RefundCompleted, RefundFailed};
     use uuid::Uuid;
 
     fn facts(status: OrderStatus) -> OrderFacts {
@@ -312,6 +356,90 @@ mod tests {
         assert_eq!(
             to(&decide(&facts(OrderStatus::Failed), &paid(1000, None))),
             Some(OrderStatus::UnderReview)
+        );
+    }
+
+    fn refunded(amount: i64, total: i64) -> EventPayload {
+        EventPayload::RefundCompleted(RefundCompleted {
+            provider: Provider::Openpix,
+            refund_id: Uuid::nil(),
+            idempotency_key: "r-1".into(),
+            amount: Money::from_minor(amount, Currency::Brl),
+            refunded_total: Money::from_minor(total, Currency::Brl),
+            paid: Money::from_minor(1000, Currency::Brl),
+            provider_refund_id: Some("D1".into()),
+            reason: Some("defeito".into()),
+        })
+    }
+
+    #[test]
+    fn a_refund_of_part_then_the_rest_moves_to_partially_refunded_then_refunded() {
+        let d = decide(&facts(OrderStatus::Paid), &refunded(300, 300));
+        assert_eq!(to(&d), Some(OrderStatus::PartiallyRefunded));
+        let Decision::Move { reason, details, .. } = d else {
+            panic!("a move");
+        };
+        assert!(reason.as_deref().unwrap().contains("BRL 3.00"), "{reason:?}");
+        assert!(reason.as_deref().unwrap().ends_with(": defeito"), "{reason:?}");
+        assert_eq!(details["refundedMinor"], 300);
+        // A second partial refund is a move of its own, in the same status.
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::PartiallyRefunded), &refunded(200, 500))),
+            Some(OrderStatus::PartiallyRefunded)
+        );
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::PartiallyRefunded), &refunded(500, 1000))),
+            Some(OrderStatus::Refunded)
+        );
+        // All at once.
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Paid), &refunded(1000, 1000))),
+            Some(OrderStatus::Refunded)
+        );
+    }
+
+    #[test]
+    fn a_refund_never_takes_an_order_back_and_never_touches_an_unpaid_one() {
+        // Confirmed late (after the refund that completed it): recorded, still refunded.
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Refunded), &refunded(300, 300))),
+            Some(OrderStatus::Refunded)
+        );
+        for unpaid in [
+            OrderStatus::Accepted,
+            OrderStatus::AwaitingPayment,
+            OrderStatus::Expired,
+            OrderStatus::Failed,
+        ] {
+            assert_eq!(to(&decide(&facts(unpaid), &refunded(1000, 1000))), None, "{unpaid:?}");
+        }
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::UnderReview), &refunded(1000, 1000))),
+            Some(OrderStatus::UnderReview)
+        );
+        let mut usd = refunded(1000, 1000);
+        if let EventPayload::RefundCompleted(r) = &mut usd {
+            r.amount = Money::from_minor(1000, Currency::Usd);
+        }
+        assert_eq!(to(&decide(&facts(OrderStatus::Paid), &usd)), None);
+    }
+
+    #[test]
+    fn a_refused_refund_changes_nothing() {
+        let failed = EventPayload::RefundFailed(RefundFailed {
+            provider: Provider::Openpix,
+            refund_id: Uuid::nil(),
+            idempotency_key: "r-1".into(),
+            amount: Money::from_minor(1000, Currency::Brl),
+            reason: "saldo insuficiente".into(),
+        });
+        for status in OrderStatus::ALL {
+            assert_eq!(to(&decide(&facts(status), &failed)), None, "{status:?}");
+        }
+        // And a payment notice after a refund does not pay the order again.
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Refunded), &paid(1000, Some(1000)))),
+            None
         );
     }
 }

@@ -3,7 +3,9 @@
 //! update commit together), served as JSON or CSV.
 //!
 //! A row counts the orders that *entered* a status that day and their
-//! amount: `accepted` counts new orders, `paid` money received, and so on.
+//! amount: `accepted` counts new orders, `paid` money received, and so on;
+//! `partially_refunded` and `refunded` count refunds and the money they
+//! gave back, each refund once, under the status it moved its order to.
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -71,7 +73,9 @@ type RowKey = (Date, Uuid, &'static str, &'static str, &'static str);
 fn contribution(env: &payhub_core::Envelope) -> Result<Option<(RowKey, i64)>, Failure> {
     let (status, amount, provider) = match &env.payload {
         EventPayload::OrderAccepted(a) => (OrderStatus::Accepted, a.amount, a.provider),
-        EventPayload::OrderStatusChanged(c) => (c.to, c.amount, c.provider),
+        // A refund counts the money it gave back, not the order's total: a
+        // `partially_refunded` or `refunded` row adds up refunds that day.
+        EventPayload::OrderStatusChanged(c) => (c.to, c.refund.as_ref().map_or(c.amount, |r| r.amount), c.provider),
         // Charges and payment notices are reflected through the status
         // changes they cause; nothing to count on their own.
         _ => return Ok(None),

@@ -94,10 +94,14 @@ pub enum EventPayload {
     OrderRejected(OrderRejected),
     #[serde(rename = "alert.raised")]
     AlertRaised(AlertRaised),
+    #[serde(rename = "refund.completed")]
+    RefundCompleted(RefundCompleted),
+    #[serde(rename = "refund.failed")]
+    RefundFailed(RefundFailed),
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 9] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
@@ -105,6 +109,8 @@ impl EventPayload {
         "order.status_changed",
         "order.rejected",
         "alert.raised",
+        "refund.completed",
+        "refund.failed",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -116,6 +122,8 @@ impl EventPayload {
             EventPayload::OrderStatusChanged(_) => "order.status_changed",
             EventPayload::OrderRejected(_) => "order.rejected",
             EventPayload::AlertRaised(_) => "alert.raised",
+            EventPayload::RefundCompleted(_) => "refund.completed",
+            EventPayload::RefundFailed(_) => "refund.failed",
         }
     }
 }
@@ -267,6 +275,53 @@ pub enum PaymentReport {
     Expired,
 }
 
+/// The provider gave money of a paid order back to the buyer (charge-creator,
+/// after the provider confirmed the refund under the charge's account).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundCompleted {
+    pub provider: Provider,
+    /// payhub's id of the refund (`refunds.id`); also the refund's
+    /// correlationID at the provider.
+    pub refund_id: Uuid,
+    /// The shop's key for this refund.
+    pub idempotency_key: String,
+    pub amount: Money,
+    /// Every confirmed refund of the order, this one included.
+    pub refunded_total: Money,
+    /// What the buyer paid (the charge).
+    pub paid: Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_refund_id: Option<String>,
+    /// The shop's reason, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The provider refused a refund; nothing was given back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundFailed {
+    pub provider: Provider,
+    pub refund_id: Uuid,
+    pub idempotency_key: String,
+    pub amount: Money,
+    /// Why, in the provider's words.
+    pub reason: String,
+}
+
+/// A refund as an order's status change tells it (the shop's webhook, the
+/// buyer's e-mail, the daily figures).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundNotice {
+    pub refund_id: Uuid,
+    pub idempotency_key: String,
+    /// This refund's amount.
+    pub amount: Money,
+    /// Every confirmed refund of the order, this one included.
+    pub refunded_total: Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Which door an order came in through.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -337,6 +392,10 @@ pub struct OrderStatusChanged {
     pub end_to_end_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub order_created_at: OffsetDateTime,
+    /// The refund that moved the order (to `partially_refunded` or
+    /// `refunded`); absent for every other change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund: Option<RefundNotice>,
 }
 
 #[cfg(test)]
@@ -383,5 +442,35 @@ mod tests {
         let back = Envelope::from_json(&env.to_json()).unwrap();
         assert_eq!(back.kind(), "payment.reported");
         assert_eq!(back, env);
+    }
+
+    #[test]
+    fn refund_events_round_trip_under_their_kinds() {
+        let brl = |m| Money::from_minor(m, Currency::Brl);
+        for payload in [
+            EventPayload::RefundCompleted(RefundCompleted {
+                provider: Provider::Openpix,
+                refund_id: Uuid::nil(),
+                idempotency_key: "r-1".into(),
+                amount: brl(1000),
+                refunded_total: brl(1000),
+                paid: brl(22779),
+                provider_refund_id: Some("D123".into()),
+                reason: None,
+            }),
+            EventPayload::RefundFailed(RefundFailed {
+                provider: Provider::Pixelpay,
+                refund_id: Uuid::nil(),
+                idempotency_key: "r-2".into(),
+                amount: brl(1000),
+                reason: "no".into(),
+            }),
+        ] {
+            let env = Envelope::new(payload);
+            let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
+            assert_eq!(json["type"], env.kind());
+            assert!(EventPayload::KINDS.contains(&env.kind()));
+            assert_eq!(Envelope::from_json(&env.to_json()).unwrap(), env);
+        }
     }
 }

@@ -84,7 +84,7 @@ pub enum OrderStatus {
     Accepted,
     /// The charge exists at the provider; the buyer can pay.
     AwaitingPayment,
-    /// Paid in full. Final.
+    /// Paid in full. Final for the payment; a refund may follow.
     Paid,
     /// The charge expired unpaid. Final.
     Expired,
@@ -92,16 +92,23 @@ pub enum OrderStatus {
     Failed,
     /// A payment arrived that does not match the order; a person must look.
     UnderReview,
+    /// Paid, and part of the money was given back (refunds confirmed by the
+    /// provider); more may still be refunded.
+    PartiallyRefunded,
+    /// Paid, and all of the money was given back. Final.
+    Refunded,
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 6] = [
+    pub const ALL: [OrderStatus; 8] = [
         OrderStatus::Accepted,
         OrderStatus::AwaitingPayment,
         OrderStatus::Paid,
         OrderStatus::Expired,
         OrderStatus::Failed,
         OrderStatus::UnderReview,
+        OrderStatus::PartiallyRefunded,
+        OrderStatus::Refunded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +119,8 @@ impl OrderStatus {
             OrderStatus::Expired => "expired",
             OrderStatus::Failed => "failed",
             OrderStatus::UnderReview => "under_review",
+            OrderStatus::PartiallyRefunded => "partially_refunded",
+            OrderStatus::Refunded => "refunded",
         }
     }
 
@@ -120,7 +129,10 @@ impl OrderStatus {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, OrderStatus::Paid | OrderStatus::Expired | OrderStatus::Failed)
+        matches!(
+            self,
+            OrderStatus::Paid | OrderStatus::Expired | OrderStatus::Failed | OrderStatus::Refunded
+        )
     }
 }
 

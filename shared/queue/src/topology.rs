@@ -95,7 +95,15 @@ impl QueueSpec {
     };
     pub const ORDER_UPDATER: QueueSpec = QueueSpec {
         base: "order-updater.events",
-        bindings: &["charge.created", "charge.failed", "payment.reported"],
+        // refund.failed changes no order, but every event must reach a
+        // queue (publishes are mandatory): order-updater takes it as a no-op.
+        bindings: &[
+            "charge.created",
+            "charge.failed",
+            "payment.reported",
+            "refund.completed",
+            "refund.failed",
+        ],
         retired_bindings: &[],
         source: Source::Events,
     };
