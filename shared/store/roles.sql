@@ -28,7 +28,8 @@ BEGIN
         -- are read by all, their webhook secrets sealed under a key only the
         -- notifier holds.
         EXECUTE format('GRANT SELECT ON shops, orders, order_history, charges, webhook_events, deliveries,
-                               processed_events, outbox, report_daily, stale_orders, provider_webhooks, card_attempts TO %I', r);
+                               processed_events, outbox, report_daily, stale_orders, provider_webhooks, card_attempts,
+                               refunds TO %I', r);
         -- Every publisher stores its events in the outbox and marks them
         -- published; every consumer records the events it applied.
         EXECUTE format('GRANT INSERT, UPDATE ON outbox TO %I', r);
@@ -45,9 +46,9 @@ $roles$;
 GRANT INSERT ON orders, order_history TO payhub_ingress;
 GRANT USAGE ON SEQUENCE order_history_id_seq TO payhub_ingress;
 
--- charge-creator owns charges and what it found of the webhooks at each
--- provider account; it alone reads the shops' sealed provider credentials.
-GRANT INSERT, UPDATE ON charges, provider_webhooks, card_attempts TO payhub_charge_creator;
+-- charge-creator owns charges, refunds and what it found of the webhooks at
+-- each provider account; it alone reads the shops' sealed provider credentials.
+GRANT INSERT, UPDATE ON charges, provider_webhooks, card_attempts, refunds TO payhub_charge_creator;
 GRANT SELECT ON provider_accounts TO payhub_charge_creator;
 
 -- webhook-verifier owns webhook_events (each webhook and its verdict).

@@ -6,7 +6,7 @@ use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
 use sqlx::Connection;
 use std::time::Duration;
 
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "shops",
     "orders",
     "order_history",
@@ -20,6 +20,7 @@ const TABLES: [&str; 13] = [
     "provider_accounts",
     "provider_webhooks",
     "card_attempts",
+    "refunds",
 ];
 
 /// What each role may do: (table, "insert"|"update"|"update:<column>").
@@ -38,6 +39,8 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("provider_webhooks", "update"),
             ("card_attempts", "insert"),
             ("card_attempts", "update"),
+            ("refunds", "insert"),
+            ("refunds", "update"),
         ],
         "payhub_webhook_verifier" => vec![("webhook_events", "insert")],
         "payhub_order_updater" => vec![

@@ -6,6 +6,10 @@
 //! together. A transient provider failure is retried through the queue's
 //! retry topology; on the last attempt, or on a permanent refusal, the order
 //! is reported failed (`charge.failed`) so it is blocked and people are told.
+//!
+//! It also serves the internal calls of the services that need a provider:
+//! payment confirmations (`confirm`), card charges (`card`) and refunds
+//! (`refund`).
 
 use accounts::{AccountError, Providers};
 use payhub_connectors::openpix::OpenPixClient;
@@ -27,6 +31,7 @@ pub mod accounts;
 mod callbacks;
 pub mod card;
 pub mod confirm;
+pub mod refund;
 pub mod registrar;
 
 pub const SERVICE: &str = "charge-creator";
@@ -408,6 +413,16 @@ impl Application {
             token: config.internal_token.clone(),
             public_webhook_base_url: config.public_webhook_base_url.clone(),
         });
+        let refund = Arc::new(refund::RefundState {
+            store: infra.store.clone(),
+            outbox: outbox.clone(),
+            providers: providers.clone(),
+            pixelpay: payhub_connectors::pixelpay::PixelPayClient::new(config.provider_timeout)?,
+            platform_pixelpay: config.pixelpay.clone(),
+            token: config.internal_token.clone(),
+            // A void may take a status read and the void itself.
+            in_flight: config.provider_timeout * 3,
+        });
         let confirm = Arc::new(confirm::ConfirmState {
             store: infra.store.clone(),
             providers: providers.clone(),
@@ -441,6 +456,14 @@ impl Application {
                         axum::routing::post(card::card_route),
                     )
                     .with_state(card),
+            )
+            .merge(
+                axum::Router::new()
+                    .route(
+                        payhub_connectors::internal::REFUND_PATH,
+                        axum::routing::post(refund::refund_route),
+                    )
+                    .with_state(refund),
             );
         let mut app = payhub_service::App::start(infra, config.common.http_addr, routes).await?;
         app.consume(QueueSpec::CHARGE_CREATOR, config.common.prefetch, handler);

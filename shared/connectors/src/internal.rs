@@ -324,3 +324,197 @@ impl CardClient {
             .map_err(|_| "charge-creator's answer is unreadable".to_string())
     }
 }
+
+/// The internal refund call: ingress (the order API) asks charge-creator,
+/// the one service holding provider credentials, to give money of a paid
+/// order back, under the account that took it. `POST /internal/v1/refund`.
+pub const REFUND_PATH: &str = "/internal/v1/refund";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    pub order_id: Uuid,
+    /// The shop's key: the same key for the same order is the same refund.
+    pub idempotency_key: String,
+    /// In the order's currency's minor units; `None` refunds what is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_minor: Option<i64>,
+    /// The shop's reason, passed on to the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Where a refund stands (`refunds.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    /// Recorded; the provider's answer is not known yet (it was not
+    /// reached, or its answer was lost). The same key again asks again.
+    Requested,
+    /// The provider accepted the refund and has not settled it yet.
+    Processing,
+    /// The provider gave the money back.
+    Confirmed,
+    /// The provider refused; nothing was given back. `detail` says why.
+    Refused,
+}
+
+impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Requested => "requested",
+            RefundStatus::Processing => "processing",
+            RefundStatus::Confirmed => "confirmed",
+            RefundStatus::Refused => "refused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RefundStatus> {
+        [
+            RefundStatus::Requested,
+            RefundStatus::Processing,
+            RefundStatus::Confirmed,
+            RefundStatus::Refused,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// A refund as charge-creator recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundAnswer {
+    pub refund_id: Uuid,
+    pub idempotency_key: String,
+    pub status: RefundStatus,
+    pub amount: payhub_core::Money,
+    /// What the buyer paid.
+    pub paid: payhub_core::Money,
+    /// Every confirmed refund of the order.
+    pub refunded: payhub_core::Money,
+    /// What may still be refunded (refunds refused do not count against it).
+    pub remaining: payhub_core::Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_refund_id: Option<String>,
+    /// The shop's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The provider's word: why it refused, or what is still open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: time::OffsetDateTime,
+    /// True when this answer repeats an earlier call's outcome (the
+    /// provider was not asked again).
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+/// Why charge-creator did not record a refund. The body of its non-2xx
+/// answers: `{"error", "code"?, "field"?}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefundError {
+    /// 404: no such order.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the order cannot be refunded so (not paid, more than what
+    /// remains, the key already names another refund, one in progress).
+    #[error("{0}")]
+    Conflict(String),
+    /// 422: one field cannot be taken for this order.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: String,
+        code: String,
+        message: String,
+    },
+    /// No outcome: charge-creator, its database or the provider could not
+    /// be asked. The same request (same key) again is safe.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The error body charge-creator answers with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundRefusal {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The client side, for ingress.
+#[derive(Clone)]
+pub struct RefundClient {
+    http: reqwest::Client,
+    url: String,
+    token: SecretString,
+}
+
+impl std::fmt::Debug for RefundClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefundClient")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RefundClient {
+    pub fn new(
+        charge_creator_url: &str,
+        token: SecretString,
+        timeout: Duration,
+    ) -> Result<RefundClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(3)))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()?;
+        Ok(RefundClient {
+            http,
+            url: format!("{}{REFUND_PATH}", charge_creator_url.trim_end_matches('/')),
+            token,
+        })
+    }
+
+    pub async fn refund(&self, req: &RefundRequest) -> Result<RefundAnswer, RefundError> {
+        let resp = self
+            .http
+            .post(&self.url)
+            .bearer_auth(self.token.expose_secret())
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| {
+                RefundError::Unavailable(if e.is_timeout() {
+                    "charge-creator did not answer in time".to_string()
+                } else {
+                    "charge-creator could not be reached".to_string()
+                })
+            })?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return resp
+                .json::<RefundAnswer>()
+                .await
+                .map_err(|e| RefundError::Unavailable(format!("charge-creator's answer is unreadable: {e}")));
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let refusal: RefundRefusal = serde_json::from_str(&text).unwrap_or(RefundRefusal {
+            error: text.chars().take(300).collect(),
+            code: None,
+            field: None,
+        });
+        Err(match status {
+            404 => RefundError::NotFound(refusal.error),
+            409 => RefundError::Conflict(refusal.error),
+            422 => RefundError::Invalid {
+                field: refusal.field.unwrap_or_else(|| "amount".into()),
+                code: refusal.code.unwrap_or_else(|| "refused".into()),
+                message: refusal.error,
+            },
+            _ => RefundError::Unavailable(format!("charge-creator answered {status}: {}", refusal.error)),
+        })
+    }
+}

@@ -12,6 +12,7 @@ use crate::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use payhub_core::Money;
 use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
@@ -126,6 +127,66 @@ fn refusal(status: reqwest::StatusCode, text: &str) -> ConnectorError {
         ConnectorError::Transient(msg)
     } else {
         ConnectorError::Permanent(msg)
+    }
+}
+
+/// What payhub asks OpenPix to give back of a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    /// The refund's own idempotency key at OpenPix (not the charge's):
+    /// the same key again is the same refund.
+    pub correlation_id: String,
+    pub amount: Money,
+    /// Shown with the refund; OpenPix keeps at most 140 characters.
+    pub comment: Option<String>,
+}
+
+/// Where a refund stands at OpenPix (`IN_PROCESSING|CONFIRMED|REJECTED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundStatus {
+    /// Accepted and on its way; not yet settled. Any status OpenPix's
+    /// documentation does not name is taken as this (never as settled).
+    InProcessing,
+    Confirmed,
+    Rejected,
+}
+
+/// OpenPix's answer to a charge refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPixRefund {
+    pub status: RefundStatus,
+    /// The status as OpenPix wrote it.
+    pub raw_status: String,
+    pub amount: Money,
+    pub correlation_id: Option<String>,
+    /// The refund's PIX endToEndId (`D…`): the refund webhooks name it.
+    pub end_to_end_id: Option<String>,
+}
+
+impl OpenPixClient {
+    /// `POST /api/v1/charge/{chargeCorrelationID}/refund` (providers-2.md
+    /// §1.3 a): gives `req.amount` of the charge back to the payer. OpenPix
+    /// refuses (4xx, [`ConnectorError::Permanent`] with its message) what it
+    /// will not do, e.g. more than the charge has left. A timeout or 5xx is
+    /// [`ConnectorError::Transient`]: the refund may or may not exist, and the
+    /// same `correlation_id` again asks about the same refund.
+    #[tracing::instrument(skip_all, fields(provider = "openpix", refund = %req.correlation_id))]
+    pub async fn refund_charge(
+        &self,
+        charge_correlation_id: &str,
+        req: &RefundRequest,
+    ) -> Result<OpenPixRefund, ConnectorError> {
+        let body = transformers::RefundBody::from_request(req);
+        let url = format!(
+            "{}/api/v1/charge/{}/refund",
+            self.base_url,
+            segment(charge_correlation_id)
+        );
+        let (status, text) = self.call(self.http.post(&url).json(&body)).await?;
+        if status.is_success() {
+            return transformers::parse_refund(&text, req.amount.currency());
+        }
+        Err(refusal(status, &text))
     }
 }
 

@@ -161,6 +161,58 @@ pub(super) fn parse_queried_transaction(text: &str) -> Result<ProviderTransactio
     })
 }
 
+/// `POST /api/v1/charge/{id}/refund` body: the refund's own correlationID,
+/// the value in centavos and an optional comment.
+#[derive(Debug, Serialize)]
+pub(super) struct RefundBody<'a> {
+    #[serde(rename = "correlationID")]
+    correlation_id: &'a str,
+    value: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<String>,
+}
+
+impl<'a> RefundBody<'a> {
+    pub(super) fn from_request(req: &'a super::RefundRequest) -> RefundBody<'a> {
+        RefundBody {
+            correlation_id: &req.correlation_id,
+            value: req.amount.minor(),
+            comment: req
+                .comment
+                .as_deref()
+                .map(|c| c.chars().filter(|ch| !ch.is_control()).take(140).collect()),
+        }
+    }
+}
+
+/// `{"refund": {"status", "value", "correlationID", "endToEndId", ...}}`.
+pub(super) fn parse_refund(text: &str, currency: Currency) -> Result<super::OpenPixRefund, ConnectorError> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| ConnectorError::Transient(format!("OpenPix's answer is not JSON: {e}")))?;
+    let r = v
+        .get("refund")
+        .filter(|r| r.is_object())
+        .ok_or_else(|| ConnectorError::Transient("OpenPix's answer has no refund".into()))?;
+    let raw_status = r.get("status").and_then(Value::as_str).unwrap_or("").to_string();
+    let status = match raw_status.as_str() {
+        "CONFIRMED" => super::RefundStatus::Confirmed,
+        "REJECTED" => super::RefundStatus::Rejected,
+        _ => super::RefundStatus::InProcessing,
+    };
+    let value = r
+        .get("value")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| ConnectorError::Transient("OpenPix's refund has no value".into()))?;
+    let text_of = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
+    Ok(super::OpenPixRefund {
+        status,
+        raw_status,
+        amount: Money::from_minor(value, currency),
+        correlation_id: text_of("correlationID"),
+        end_to_end_id: text_of("endToEndId"),
+    })
+}
+
 pub(super) fn error_message(text: &str) -> String {
     serde_json::from_str::<Value>(text)
         .ok()
@@ -308,5 +360,59 @@ pub(super) fn parse_webhook(body: &[u8]) -> Result<WebhookEvent, String> {
             event_type: event,
             why: format!("charge status {status:?} needs no action"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openpix::{RefundRequest, RefundStatus};
+
+    #[test]
+    fn a_refund_goes_out_with_its_own_correlation_id_and_a_bounded_comment() {
+        let req = RefundRequest {
+            correlation_id: "refund-1".into(),
+            amount: Money::from_minor(1000, Currency::Brl),
+            comment: Some(format!("defeito\n{}", "x".repeat(200))),
+        };
+        let body = serde_json::to_value(RefundBody::from_request(&req)).unwrap();
+        assert_eq!(body["correlationID"], "refund-1");
+        assert_eq!(body["value"], 1000);
+        let comment = body["comment"].as_str().unwrap();
+        assert_eq!(comment.chars().count(), 140);
+        assert!(!comment.contains('\n'));
+    }
+
+    #[test]
+    fn refund_answers_map_to_their_status() {
+        let answer = |status: &str| {
+            format!(
+                r#"{{"refund":{{"status":"{status}","value":100,"correlationID":"r-1","endToEndId":"E2311444720230418","time":"2023-04-18T14:00:00.000Z","comment":"c"}}}}"#
+            )
+        };
+        let r = parse_refund(&answer("CONFIRMED"), Currency::Brl).unwrap();
+        assert_eq!(r.status, RefundStatus::Confirmed);
+        assert_eq!(r.amount.minor(), 100);
+        assert_eq!(r.correlation_id.as_deref(), Some("r-1"));
+        assert_eq!(r.end_to_end_id.as_deref(), Some("E2311444720230418"));
+        assert_eq!(
+            parse_refund(&answer("REJECTED"), Currency::Brl).unwrap().status,
+            RefundStatus::Rejected
+        );
+        assert_eq!(
+            parse_refund(&answer("IN_PROCESSING"), Currency::Brl).unwrap().status,
+            RefundStatus::InProcessing
+        );
+        // A status the docs do not name is never taken as settled.
+        assert_eq!(
+            parse_refund(&answer("SOMETHING_NEW"), Currency::Brl).unwrap().status,
+            RefundStatus::InProcessing
+        );
+        assert!(
+            parse_refund(r#"{"charge":{}}"#, Currency::Brl)
+                .unwrap_err()
+                .is_transient()
+        );
+        assert!(parse_refund("not json", Currency::Brl).unwrap_err().is_transient());
     }
 }
