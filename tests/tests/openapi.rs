@@ -339,6 +339,78 @@ async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
         .await;
     assert!(view["endToEndId"].is_string() && view["paidAt"].is_string(), "{view}");
 
+    // --- POST /v1/orders/{correlationID}/refunds ----------------------------
+    let refunds = "/v1/orders/{correlationID}/refunds";
+    let refund_url = format!("{orders_url}/oa-1/refunds");
+    let post_refund = |url: String, body: Value| app.http.post(url).bearer_auth(&key).json(&body).send();
+    let partial = json!({"idempotencyKey": "oa-refund-1", "amount": "27.79", "reason": "produto com defeito"});
+    let refunded = s
+        .record(
+            "partial refund",
+            INGRESS,
+            "POST",
+            refunds,
+            201,
+            post_refund(refund_url.clone(), partial.clone()).await.unwrap(),
+        )
+        .await;
+    s.with_request(&partial);
+    assert_eq!(refunded["status"], "confirmed", "{refunded}");
+    s.record(
+        "the same key again",
+        INGRESS,
+        "POST",
+        refunds,
+        200,
+        post_refund(refund_url.clone(), partial.clone()).await.unwrap(),
+    )
+    .await;
+    let too_much = json!({"idempotencyKey": "oa-refund-2", "amount": "1000.00"});
+    s.record(
+        "more than remains",
+        INGRESS,
+        "POST",
+        refunds,
+        409,
+        post_refund(refund_url.clone(), too_much.clone()).await.unwrap(),
+    )
+    .await;
+    s.with_request(&too_much);
+    s.record(
+        "invalid",
+        INGRESS,
+        "POST",
+        refunds,
+        422,
+        post_refund(refund_url.clone(), json!({"amount": "1.001"}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    s.record(
+        "another shop's order",
+        INGRESS,
+        "POST",
+        refunds,
+        404,
+        post_refund(format!("{orders_url}/oa-other/refunds"), partial.clone())
+            .await
+            .unwrap(),
+    )
+    .await;
+    let no_key = app.http.post(&refund_url).json(&partial).send().await.unwrap();
+    s.record("no API key", INGRESS, "POST", refunds, 401, no_key).await;
+    app.wait_for_status("oa-1", "partially_refunded").await;
+    s.record(
+        "partially refunded",
+        INGRESS,
+        "GET",
+        path,
+        200,
+        app.get_order("oa-1").await,
+    )
+    .await;
+
     // --- POST /wake/payment, /wake/authorize, /wake/capture ------------------
     let secret = payhub_store::shops::set_wake_secret(&app.store, app.shop.shop.id, "pagamentos")
         .await

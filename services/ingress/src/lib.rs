@@ -1,12 +1,15 @@
 //! ingress: the shops' door. `POST /v1/orders` validates an order into
 //! domain types, stores it with its first history entry and the
 //! `order.accepted` event in one transaction, and publishes the event;
-//! `GET /v1/orders/{correlationID}` shows the order, its charge and history.
+//! `GET /v1/orders/{correlationID}` shows the order, its charge and history;
+//! `POST /v1/orders/{correlationID}/refunds` gives money back through
+//! charge-creator's internal refund call.
 
 mod accept;
 mod amqp;
 mod card;
 mod orders;
+mod refunds;
 pub mod stock;
 mod wake;
 
@@ -28,7 +31,8 @@ pub struct Config {
     pub charge_creator_url: String,
     /// Authenticates the internal card call (`PAYHUB_INTERNAL_TOKEN`).
     pub internal_token: secrecy::SecretString,
-    /// How long the door waits for the card's outcome (`PAYHUB_CARD_TIMEOUT_MS`).
+    /// How long the door waits for the card's outcome, and a refund's
+    /// (`PAYHUB_CARD_TIMEOUT_MS`).
     pub card_timeout: std::time::Duration,
     /// How providers reach webhook-verifier (`PAYHUB_PUBLIC_WEBHOOK_BASE_URL`):
     /// a PixelPay order's view shows its callback URL under it.
@@ -109,7 +113,18 @@ impl Application {
             max_attempts: config.common.topology.retry.max_attempts,
             max_body_bytes: config.max_body_bytes,
         };
-        let routes = orders::router(state.clone(), config.max_body_bytes).merge(wake::router(state));
+        let refunds = refunds::RefundsState {
+            store: infra.store.clone(),
+            // A refund waits for the provider like a card does.
+            refunds: payhub_connectors::internal::RefundClient::new(
+                &config.charge_creator_url,
+                config.internal_token.clone(),
+                config.card_timeout,
+            )?,
+        };
+        let routes = orders::router(state.clone(), config.max_body_bytes)
+            .merge(refunds::router(refunds, config.max_body_bytes))
+            .merge(wake::router(state));
         let mut app = match options.http {
             None => payhub_service::App::start(infra, config.common.http_addr, routes).await?,
             Some(http) => payhub_service::App::start_with(infra, config.common.http_addr, routes, http).await?,

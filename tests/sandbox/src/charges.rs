@@ -239,6 +239,7 @@ pub(crate) fn build_charge(new: NewCharge, base_url: &str, now: OffsetDateTime) 
         end_to_end_id: None,
         webhooks_sent: 0,
         extra_payments: Vec::new(),
+        refunds: Vec::new(),
     }
 }
 

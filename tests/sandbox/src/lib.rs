@@ -1,8 +1,10 @@
 //! payhub's sandbox: the outside world for demos and end-to-end tests.
 //!
 //! * a stateful **OpenPix/Woovi-compatible provider** (`POST /api/v1/charge`,
-//!   `GET /api/v1/charge/{id}`, `GET /api/v1/webhook/public-keys`) that
-//!   "pays" or expires charges on demand and sends webhooks signed exactly
+//!   `GET /api/v1/charge/{id}`, `POST /api/v1/charge/{id}/refund`,
+//!   `GET /api/v1/webhook/public-keys`) that "pays" or expires charges on
+//!   demand, refunds them (refusals on request:
+//!   [`Sandbox::refund_refuse_next`]) and sends webhooks signed exactly
 //!   like OpenPix's (`x-webhook-signature`, RSA-SHA256);
 //! * a **shop endpoint** that records the Standard Webhooks payhub sends and
 //!   checks their signatures;
@@ -49,8 +51,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::{PixelPayFault, ProviderFault, ShopFault};
 pub use model::{
-    ExtraPayment, ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE, STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge,
-    WakePostback, WebhookAttempt,
+    ExtraPayment, REFUND_CONFIRMED, REFUND_IN_PROCESSING, ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE,
+    STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge, SandboxRefund, WakePostback, WebhookAttempt,
 };
 pub use pixelpay::{
     PIXELPAY_OTHER_KEY_ID, PIXELPAY_OTHER_SECRET_KEY, PIXELPAY_SANDBOX_AUTH_HASH, PIXELPAY_SANDBOX_CARD_TOKEN,
@@ -226,6 +228,10 @@ impl Sandbox {
             provider_fault: Mutex::default(),
             query_fault: Mutex::default(),
             queries: AtomicUsize::new(0),
+            refund_requests: AtomicUsize::new(0),
+            refund_fault: Mutex::default(),
+            refund_refusals: Mutex::default(),
+            refunds_in_processing: AtomicUsize::new(0),
             held: Mutex::default(),
             pixelpay: pixelpay::PixelPayState::new(cfg.pixelpay_webhook_retry_delay),
             openpix_webhooks: webhook_api::WebhookApiState::default(),
@@ -525,5 +531,46 @@ impl Sandbox {
     /// The other merchant's charges.
     pub fn other_account_charges(&self) -> Vec<SandboxCharge> {
         lock(&self.inner.other_charges).all()
+    }
+
+    // --- Refunds ---------------------------------------------------------
+
+    /// How many `POST /api/v1/charge/{id}/refund` calls arrived (refused and
+    /// faulted ones included), in either account.
+    pub fn refund_requests(&self) -> usize {
+        self.inner.refund_requests.load(Ordering::SeqCst)
+    }
+
+    /// The refunds of one charge of payhub's account, in order.
+    pub fn refunds(&self, correlation_id: &str) -> Vec<SandboxRefund> {
+        lock(&self.inner.charges)
+            .get(correlation_id)
+            .map(|c| c.refunds.clone())
+            .unwrap_or_default()
+    }
+
+    /// The refunds of one charge of the other merchant's account.
+    pub fn other_account_refunds(&self, correlation_id: &str) -> Vec<SandboxRefund> {
+        lock(&self.inner.other_charges)
+            .get(correlation_id)
+            .map(|c| c.refunds.clone())
+            .unwrap_or_default()
+    }
+
+    /// The next refund request is refused with `400 {"error": message}`, as
+    /// OpenPix refuses one it will not make (and gives nothing back).
+    pub fn refund_refuse_next(&self, message: &str) {
+        lock(&self.inner.refund_refusals).push_back(message.to_string());
+    }
+
+    /// The next `n` refund requests get `fault` (and refund nothing).
+    pub fn refund_fail_next(&self, n: u32, fault: ProviderFault) {
+        lock(&self.inner.refund_fault).fail_next(n, fault);
+    }
+
+    /// The next `n` refunds are accepted as `IN_PROCESSING`; the same
+    /// correlationID again then finds them `CONFIRMED`.
+    pub fn refund_process_next(&self, n: usize) {
+        self.inner.refunds_in_processing.store(n, Ordering::SeqCst);
     }
 }

@@ -55,6 +55,27 @@ pub struct SandboxCharge {
     pub webhooks_sent: u32,
     /// Payments received after the first one (a PIX paid twice), in order.
     pub extra_payments: Vec<ExtraPayment>,
+    /// Refunds of this charge (`POST /api/v1/charge/{id}/refund`), in order.
+    pub refunds: Vec<SandboxRefund>,
+}
+
+/// Refund status strings, as OpenPix spells them for charge refunds.
+pub const REFUND_CONFIRMED: &str = "CONFIRMED";
+pub const REFUND_IN_PROCESSING: &str = "IN_PROCESSING";
+
+/// One refund of a charge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SandboxRefund {
+    /// The refund's own correlationID (its idempotency key at the provider).
+    pub correlation_id: String,
+    /// Centavos given back.
+    pub value: i64,
+    /// `CONFIRMED` (or `IN_PROCESSING` under [`crate::Sandbox::refund_process_next`]).
+    pub status: String,
+    /// The refund's PIX endToEndId (`D...`).
+    pub end_to_end_id: String,
+    pub comment: Option<String>,
+    pub time: String,
 }
 
 /// A further PIX payment to a charge that was already paid.

@@ -18,7 +18,10 @@ use time::OffsetDateTime;
 
 use crate::charges::{self, ChargeView, charge_view};
 use crate::faults::{self, ProviderFault, ShopFault};
-use crate::model::{STATUS_ACTIVE, SandboxCharge, WebhookAttempt};
+use crate::model::{
+    REFUND_CONFIRMED, REFUND_IN_PROCESSING, STATUS_ACTIVE, STATUS_COMPLETED, SandboxCharge, SandboxRefund,
+    WebhookAttempt,
+};
 use crate::state::{Account, Inner, OpError, lock};
 use crate::util::{self, html_escape, json_error};
 
@@ -38,6 +41,7 @@ pub(crate) fn router(state: Shared) -> Router {
         // OpenPix API.
         .route("/api/v1/charge", post(create_charge))
         .route("/api/v1/charge/{id}", get(get_charge))
+        .route("/api/v1/charge/{id}/refund", post(refund_charge))
         .route("/api/v1/transaction/{id}", get(get_transaction))
         .route("/api/v1/webhook/public-keys", get(public_keys))
         // What paymentLinkUrl / qrCodeImage point at.
@@ -178,6 +182,133 @@ async fn get_charge(State(state): State<Shared>, Path(id): Path<String>, headers
         Ok(charge) => Json(json!({ "charge": charge })).into_response(),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("rendering the charge: {e}")),
     }
+}
+
+/// `{"refund": {...}}`, as OpenPix answers a charge refund.
+fn refund_reply(r: &SandboxRefund) -> Response {
+    Json(json!({
+        "refund": {
+            "status": r.status,
+            "value": r.value,
+            "correlationID": r.correlation_id,
+            "endToEndId": r.end_to_end_id,
+            "time": r.time,
+            "comment": r.comment,
+        }
+    }))
+    .into_response()
+}
+
+/// `POST /api/v1/charge/{id}/refund` `{"correlationID", "value"?, "comment"?}`
+/// (providers-2.md §1.3 a): gives back part or all of what a paid charge
+/// received, never more than what is left. The refund's correlationID is its
+/// idempotency key: the same one again answers the same refund (one
+/// `IN_PROCESSING` is `CONFIRMED` when asked again).
+async fn refund_charge(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.refund_requests.fetch_add(1, Ordering::SeqCst);
+    let fault = lock(&state.refund_fault).take();
+    match fault {
+        None => {}
+        Some(ProviderFault::Status(code)) => {
+            return json_error(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                format!("sandbox provider fault: answering {code}"),
+            );
+        }
+        Some(ProviderFault::Timeout) => {
+            faults::hold_until_shutdown(&state.shutdown).await;
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sandbox provider fault: a held request was released",
+            );
+        }
+    }
+    let account = match authorize(&state, &headers) {
+        Ok(a) => a,
+        Err(denied) => return *denied,
+    };
+    if let Some(message) = lock(&state.refund_refusals).pop_front() {
+        tracing::info!(%message, "refusing a refund on request");
+        return json_error(StatusCode::BAD_REQUEST, message);
+    }
+    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&body) else {
+        return json_error(StatusCode::BAD_REQUEST, "the body must be a JSON object");
+    };
+    let Some(refund_id) = req
+        .get("correlationID")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .map(str::to_string)
+    else {
+        return json_error(StatusCode::BAD_REQUEST, "correlationID is required");
+    };
+    let value = match req.get("value") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_i64() {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "value must be an integer number of centavos > 0",
+                );
+            }
+        },
+    };
+    let comment = req.get("comment").and_then(Value::as_str).map(str::to_string);
+    if comment.as_ref().is_some_and(|c| c.chars().count() > 140) {
+        return json_error(StatusCode::BAD_REQUEST, "comment must be at most 140 characters");
+    }
+    let mut book = lock(state.book(account));
+    let Some(c) = book.get_mut(&id) else {
+        return json_error(StatusCode::NOT_FOUND, "charge not found");
+    };
+    if let Some(r) = c.refunds.iter_mut().find(|r| r.correlation_id == refund_id) {
+        if r.status == REFUND_IN_PROCESSING {
+            r.status = REFUND_CONFIRMED.to_string();
+        }
+        return refund_reply(r);
+    }
+    if c.status != STATUS_COMPLETED {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "Cobrança não foi paga, não pode ser reembolsada",
+        );
+    }
+    let left = c.paid_value.unwrap_or(c.value) - c.refunds.iter().map(|r| r.value).sum::<i64>();
+    let value = value.unwrap_or(left);
+    if value <= 0 || value > left {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!("O valor do reembolso ({value}) é maior que o valor disponível para reembolso ({left})"),
+        );
+    }
+    let processing = state
+        .refunds_in_processing
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let now = OffsetDateTime::now_utc();
+    let refund = SandboxRefund {
+        correlation_id: refund_id,
+        value,
+        status: if processing {
+            REFUND_IN_PROCESSING
+        } else {
+            REFUND_CONFIRMED
+        }
+        .to_string(),
+        end_to_end_id: format!("D{}", &charges::new_end_to_end_id(now)[1..]),
+        comment,
+        time: util::iso_millis(now),
+    };
+    tracing::info!(charge = %id, refund = %refund.correlation_id, value, status = %refund.status, "sandbox refund");
+    let reply = refund_reply(&refund);
+    c.refunds.push(refund);
+    reply
 }
 
 /// The re-query fault, if one is set: the reply to send instead.

@@ -56,6 +56,14 @@ pub(crate) struct Inner {
     pub query_fault: Mutex<FaultPlan<ProviderFault>>,
     /// Re-queries received (`GET` charge and transaction).
     pub queries: AtomicUsize,
+    /// `POST /api/v1/charge/{id}/refund` calls received, whatever their outcome.
+    pub refund_requests: AtomicUsize,
+    /// The active fault of the refund API.
+    pub refund_fault: Mutex<FaultPlan<ProviderFault>>,
+    /// Messages the next refund requests are refused with (400), in order.
+    pub refund_refusals: Mutex<std::collections::VecDeque<String>>,
+    /// How many of the next refunds answer `IN_PROCESSING` instead of settling.
+    pub refunds_in_processing: AtomicUsize,
     /// Webhooks held back instead of sent.
     pub held: Mutex<HeldWebhooks>,
     /// The PixelPay-compatible API's merchants, transactions, faults and
