@@ -344,6 +344,78 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         );
     }
 
+    // Cards through PixelPay, under the shop's own PixelPay account (the
+    // sandbox's PixelPay simulator, PixelPay's public sandbox merchant).
+    let key = payhub_store::Secrets::development_of(payhub_store::secrets::KeyKind::Provider);
+    let account = payhub_store::accounts::set(
+        &store,
+        &key,
+        shop.shop.id,
+        &payhub_store::accounts::Credentials::Pixelpay {
+            key_id: payhub_sandbox::PIXELPAY_SANDBOX_KEY_ID.into(),
+            secret_key: payhub_sandbox::PIXELPAY_SANDBOX_SECRET_KEY.to_string().into(),
+            endpoint: format!("http://{SANDBOX}"),
+        },
+    )
+    .await?;
+    sqlx::query("UPDATE shops SET allowed_providers = array_append(allowed_providers, 'pixelpay') WHERE id = $1")
+        .bind(shop.shop.id)
+        .execute(&store.pool)
+        .await?;
+    step(
+        start,
+        &format!("the shop's own PixelPay account set: {account} (as `payhubctl shop set-provider` does)"),
+    );
+    for (label, total) in [("card sale", "150.00"), ("declined card", "2.00")] {
+        let cid = format!("{correlation_id}-{}", total.replace('.', ""));
+        let body = serde_json::json!({
+            "correlationID": cid, "provider": "pixelpay", "currency": "HNL",
+            "items": [{"title": "Camiseta Roja", "price": total, "qty": 1, "total": total}],
+            "total": total,
+            "customer": {"name": "Pedro Perez", "email": "pedro.perez@example.com", "taxID": "470.436.220-50",
+                         "phone": "+504 9999-9999"},
+            "card": {"number": payhub_sandbox::PIXELPAY_TEST_VISA, "cvv": "999", "expire": "3012",
+                     "holder": "Pedro Perez",
+                     "billing": {"address": "Col. Palmira 12", "country": "HN", "state": "HN-FM",
+                                 "city": "Tegucigalpa"}}
+        });
+        let r = http
+            .post("http://127.0.0.1:8080/v1/orders")
+            .bearer_auth(&shop.api_key)
+            .timeout(Duration::from_secs(30))
+            .json(&body)
+            .send()
+            .await?;
+        let v: Value = r.json().await?;
+        let card = &v["cardPayment"];
+        let want = if total == "2.00" { "failed" } else { "paid" };
+        let settled = poll(&format!("the {label} to settle"), Duration::from_secs(20), || async {
+            let r = http
+                .get(format!("http://127.0.0.1:8080/v1/orders/{cid}"))
+                .bearer_auth(&shop.api_key)
+                .send()
+                .await
+                .ok()?;
+            r.json::<Value>().await.ok().filter(|o| o["status"] == want)
+        })
+        .await?;
+        step(
+            start,
+            &format!(
+                "{label} L {total}: card {} {} -> {} (authorisation {}; order {}{})",
+                card["card"].as_str().unwrap_or("?"),
+                card["brand"].as_str().unwrap_or("?"),
+                card["outcome"].as_str().unwrap_or("?"),
+                card["authorizationCode"].as_str().unwrap_or("-"),
+                settled["status"].as_str().unwrap_or("?"),
+                settled["statusReason"]
+                    .as_str()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default(),
+            ),
+        );
+    }
+
     println!("\nservice counters (/metrics):");
     for (name, addr) in SERVICES {
         let text = http.get(format!("http://{addr}/metrics")).send().await?.text().await?;
