@@ -122,8 +122,9 @@ pub async fn accept_with(
         "INSERT INTO orders (id, shop_id, correlation_id, provider, channel, currency, items_minor, tax_minor, freight_minor,
              discount_minor, total_minor, status, customer_name, customer_email, customer_tax_id, customer_phone,
              customer_birth_date, shipping_address, items, summary, expires_in_secs, request_hash, external_order_number,
-             provider_fee_minor)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
+             provider_fee_minor, extra)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,
+                 $25)
          ON CONFLICT (shop_id, correlation_id) DO NOTHING
          RETURNING id",
     )
@@ -151,6 +152,7 @@ pub async fn accept_with(
     .bind(&hash)
     .bind(external_order_number)
     .bind(fee.minor())
+    .bind(serde_json::to_value(&order.extra).expect("serialises"))
     .fetch_optional(&mut *tx)
     .await?;
 

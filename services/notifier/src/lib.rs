@@ -424,15 +424,16 @@ impl Handler for NotifyHandler {
 
         // Everything this change calls for, sent at once.
         let mut planned = Vec::new();
-        if let Some(url) = shop.webhook_url.clone() {
+        let payload = match shop.webhook_format {
+            payhub_store::shops::WebhookFormat::Payhub => Some(shop_payload(env, change)),
+            payhub_store::shops::WebhookFormat::Pixelpay => webhook::pixelpay_payload(env, change, &shop.name),
+        };
+        if let (Some(url), Some(payload)) = (shop.webhook_url.clone(), payload) {
             planned.push(Planned {
                 kind: Kind::ShopWebhook,
                 target: url.clone(),
                 webhook_id: Some(webhook::webhook_id(env.id)),
-                send: Send::Webhook {
-                    url,
-                    payload: shop_payload(env, change),
-                },
+                send: Send::Webhook { url, payload },
             });
         }
         if let Some(mail) = mail::buyer_mail(env, change) {

@@ -20,6 +20,7 @@ pub fn webhook_id(event_id: Uuid) -> String {
 
 /// The JSON a shop receives.
 pub fn shop_payload(env: &Envelope, change: &OrderStatusChanged) -> Value {
+    let details = change.details.as_deref();
     json!({
         "type": "order.status_changed",
         "timestamp": env.occurred_at.format(&Rfc3339).unwrap_or_default(),
@@ -58,8 +59,126 @@ pub fn shop_payload(env: &Envelope, change: &OrderStatusChanged) -> Value {
                 },
                 "reason": r.reason,
             })),
+            "items": details.map(|d| items_json(&d.items)).unwrap_or_default(),
+            "tax": details.and_then(|d| d.tax).map(|t| t.to_major_string()),
+            "customer": {
+                "name": change.customer_name,
+                "email": change.customer_email,
+                "phone": details.and_then(|d| d.customer_phone.clone()),
+            },
+            "createdAt": change.order_created_at.format(&Rfc3339).ok(),
+            "paidAt": details.and_then(|d| d.paid_at).and_then(|t| t.format(&Rfc3339).ok()),
+            "transaction": details.map(|d| json!({
+                "providerChargeId": d.provider_charge_id,
+                "transactionId": d.transaction_id,
+                "authorizationCode": d.auth_code,
+            })),
+            "card": details.and_then(|d| d.card_masked.as_ref().map(|masked| json!({
+                "masked": masked,
+                "brand": d.card_brand,
+            }))),
+            "paymentLinkUrl": details.and_then(|d| d.payment_link_url.clone()),
+            "extra": details.map(|d| json!(d.extra)).unwrap_or_else(|| json!({})),
         }
     })
+}
+
+fn items_json(items: &[payhub_core::order::Item]) -> Value {
+    Value::Array(
+        items
+            .iter()
+            .map(|i| {
+                json!({
+                    "code": i.code,
+                    "title": i.title,
+                    "description": i.description,
+                    "price": i.unit_price.to_major_string(),
+                    "qty": i.qty,
+                    "tax": i.tax.to_major_string(),
+                    "total": i.total.to_major_string(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A decimal number of major units, as PixelPay's webhooks write money.
+fn pixelpay_number(m: payhub_core::Money) -> Value {
+    serde_json::Number::from_f64(m.minor() as f64 / 100.0).map_or(Value::Null, Value::Number)
+}
+
+/// PixelPay's `YYYY-MM-DD HH:MM:SS` (UTC).
+fn pixelpay_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// What a shop that chose PixelPay's format receives (seed 003): the
+/// success webhook when paid, the error webhook when failed; other
+/// statuses have no PixelPay counterpart and are not sent (`None`).
+pub fn pixelpay_payload(env: &Envelope, change: &OrderStatusChanged, shop_name: &str) -> Option<Value> {
+    let slug: String = shop_name
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let details = change.details.as_deref();
+    match change.to {
+        payhub_core::OrderStatus::Paid => Some(json!({
+            "ref": env.correlation_id,
+            "uuid": details
+                .and_then(|d| d.provider_charge_id.clone())
+                .or_else(|| env.order_id.map(|id| id.to_string())),
+            "status": "paid",
+            "description": change.summary,
+            "note": null,
+            "currency": change.amount.currency().code(),
+            "tax_amount": details.and_then(|d| d.tax).map(pixelpay_number),
+            "amount": pixelpay_number(change.amount),
+            "items": details.map(|d| d.items.iter().map(|i| json!({
+                "code": i.code,
+                "title": i.title,
+                "description": i.description,
+                "tax": pixelpay_number(i.tax),
+                "price": pixelpay_number(i.unit_price),
+                "qty": i.qty,
+                "total": pixelpay_number(i.total),
+            })).collect::<Vec<_>>()).unwrap_or_default(),
+            "customer_name": change.customer_name,
+            "customer_email": change.customer_email,
+            "customer_phone": details.and_then(|d| d.customer_phone.clone()),
+            "client_ip": null,
+            "client_device": null,
+            "created_at": pixelpay_time(change.order_created_at),
+            "paid_at": details.and_then(|d| d.paid_at).map(pixelpay_time),
+            "transaction_id": details.and_then(|d| d.transaction_id.clone()),
+            "card_account": details.and_then(|d| d.card_masked.clone()),
+            "card_brand": details.and_then(|d| d.card_brand.clone()),
+            // PixelPay's answers to payhub do not say credit or debit.
+            "card_type": null,
+            "company_name": shop_name,
+            "company_slug": slug,
+            // The merchant's PixelPay Key ID is charge-creator's to know, not the notifier's.
+            "company_key": null,
+            "is_overdue": false,
+            "payment_url": details.and_then(|d| d.payment_link_url.clone()),
+            "attach_url": null,
+            "extra": details.map(|d| json!(d.extra)).unwrap_or_else(|| json!({})),
+        })),
+        payhub_core::OrderStatus::Failed => Some(json!({
+            "success": false,
+            "message": change.reason.clone().unwrap_or_else(|| "the payment failed".into()),
+        })),
+        _ => None,
+    }
 }
 
 /// The JSON a shop receives when one of its order messages was refused.

@@ -8,8 +8,8 @@
 
 mod transitions;
 
-use payhub_core::Envelope;
-use payhub_core::events::{EventPayload, OrderStatusChanged};
+use payhub_core::events::{EventPayload, OrderDetails, OrderStatusChanged};
+use payhub_core::{Envelope, Money};
 use payhub_queue::{Failure, Handler, Incoming, QueueSpec};
 use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::{Store, outbox};
@@ -79,6 +79,16 @@ struct OrderRow {
     created_at: OffsetDateTime,
     end_to_end_id: Option<String>,
     provider_charge_id: Option<String>,
+    items: serde_json::Value,
+    tax_minor: i64,
+    customer_phone: Option<String>,
+    paid_at: Option<OffsetDateTime>,
+    extra: serde_json::Value,
+    payment_link_url: Option<String>,
+    transaction_id: Option<String>,
+    auth_code: Option<String>,
+    card_masked: Option<String>,
+    card_brand: Option<String>,
 }
 
 /// The order an event concerns: `order_id`, or for a provider notice the
@@ -121,7 +131,8 @@ impl UpdateHandler {
         let row: Option<OrderRow> = sqlx::query_as(
             "SELECT o.id, o.shop_id, o.correlation_id, o.provider, o.status, o.currency::text AS currency, o.total_minor,
                     o.customer_name, o.customer_email, o.summary, o.channel, o.created_at, o.end_to_end_id,
-                    c.provider_charge_id
+                    c.provider_charge_id, o.items, o.tax_minor, o.customer_phone, o.paid_at, o.extra,
+                    c.payment_link_url, c.transaction_id, c.auth_code, c.card_masked, c.card_brand
              FROM orders o LEFT JOIN charges c ON c.order_id = o.id
              WHERE o.id = $1 FOR UPDATE OF o",
         )
@@ -158,6 +169,7 @@ impl UpdateHandler {
             return Ok(None);
         };
         let end_to_end = paid.as_ref().and_then(|p| p.end_to_end_id.clone());
+        let paid_now = OffsetDateTime::now_utc();
         sqlx::query(
             "WITH moved AS (
                 UPDATE orders SET status = $2, status_reason = $3, updated_at = now(),
@@ -169,7 +181,7 @@ impl UpdateHandler {
         .bind(order.id)
         .bind(to.as_str())
         .bind(reason.as_deref())
-        .bind(paid.as_ref().map(|p| p.paid_at.unwrap_or_else(OffsetDateTime::now_utc)))
+        .bind(paid.as_ref().map(|p| p.paid_at.unwrap_or(paid_now)))
         .bind(end_to_end.as_deref())
         .bind(facts.status.as_str())
         .bind(env.id)
@@ -181,6 +193,22 @@ impl UpdateHandler {
         let charge = match &env.payload {
             EventPayload::ChargeCreated(c) => Some(c.charge.clone()),
             _ => None,
+        };
+        let details = OrderDetails {
+            items: serde_json::from_value(order.items.clone()).unwrap_or_default(),
+            tax: Some(Money::from_minor(order.tax_minor, facts.total.currency())),
+            customer_phone: order.customer_phone.clone(),
+            paid_at: paid.as_ref().map(|p| p.paid_at.unwrap_or(paid_now)).or(order.paid_at),
+            provider_charge_id: order.provider_charge_id.clone(),
+            transaction_id: order.transaction_id.clone(),
+            auth_code: order.auth_code.clone(),
+            card_masked: order.card_masked.clone(),
+            card_brand: order.card_brand.clone(),
+            payment_link_url: charge
+                .as_ref()
+                .map(|c| c.payment_link_url.clone())
+                .or(order.payment_link_url.clone()),
+            extra: serde_json::from_value(order.extra.clone()).unwrap_or_default(),
         };
         let mut out = Envelope::for_order(
             EventPayload::OrderStatusChanged(OrderStatusChanged {
@@ -197,6 +225,7 @@ impl UpdateHandler {
                 end_to_end_id: end_to_end,
                 order_created_at: order.created_at,
                 refund: refund_notice(&env.payload),
+                details: Some(Box::new(details)),
             }),
             order.id,
             order.shop_id,

@@ -396,6 +396,43 @@ pub struct OrderStatusChanged {
     /// `refunded`); absent for every other change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund: Option<RefundNotice>,
+    /// What the shop's webhook carries beyond the status (issue 10 §5).
+    /// Absent in events from before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Box<OrderDetails>>,
+}
+
+/// The order as a merchant needs it with each status: items, tax, buyer,
+/// times, the provider's ids, the masked card, the payment link, and the
+/// shop's own `extra` metadata, unchanged. Never a card number.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDetails {
+    #[serde(default)]
+    pub items: Vec<crate::order::Item>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax: Option<Money>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_phone: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub paid_at: Option<OffsetDateTime>,
+    /// The provider's id of payhub's charge (OpenPix charge id, PixelPay `payment_uuid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_charge_id: Option<String>,
+    /// The provider's transaction id (PixelPay `transaction_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    /// The issuer's authorisation code, for cards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_code: Option<String>,
+    /// `4234 •••• •••• 1234`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_masked: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_brand: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_link_url: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, String>,
 }
 
 #[cfg(test)]

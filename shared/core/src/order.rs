@@ -184,6 +184,47 @@ pub struct NewOrder {
     pub shipping_address: Option<Address>,
     /// Seconds the PIX charge stays payable.
     pub expires_in_secs: u32,
+    /// The shop's own metadata for the order, returned unchanged in its
+    /// webhooks (as PixelPay's `extra`): at most 20 keys of 1 to 40
+    /// characters, values of at most 200 visible characters.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, String>,
+}
+
+/// Most keys of an order's `extra`.
+pub const MAX_EXTRA_KEYS: usize = 20;
+
+fn parse_extra(r: &mut Reader<'_>, v: Option<&Value>) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return out;
+    };
+    let Some(obj) = v.as_object() else {
+        r.err("extra", "type", "must be an object of strings");
+        return out;
+    };
+    if obj.len() > MAX_EXTRA_KEYS {
+        r.err("extra", "size", format!("must have at most {MAX_EXTRA_KEYS} keys"));
+        return out;
+    }
+    for (k, v) in obj {
+        let field = format!("extra.{}", k.chars().take(40).collect::<String>());
+        if k.is_empty() || k.chars().count() > 40 || check_visible_text(k).is_err() {
+            r.err(field, "format", "keys must be 1 to 40 visible characters");
+            continue;
+        }
+        match v.as_str() {
+            Some(s) if s.chars().count() > 200 => r.err(field, "length", "must be at most 200 characters"),
+            Some(s) => match check_visible_text(s) {
+                Ok(()) => {
+                    out.insert(k.clone(), s.to_string());
+                }
+                Err(e) => r.err(field, "format", e),
+            },
+            None => r.err(field, "type", "must be a string"),
+        }
+    }
+    out
 }
 
 pub const MAX_ITEMS: usize = 200;
@@ -353,6 +394,8 @@ impl NewOrder {
             },
         };
 
+        let extra = parse_extra(&mut r, obj.get("extra"));
+
         // The sums are checked only when every part parsed.
         let mut tax = None;
         if let (Some(items), Some(freight), Some(discount), Some(total)) = (&items, freight, discount, total) {
@@ -436,6 +479,7 @@ impl NewOrder {
                 customer,
                 shipping_address,
                 expires_in_secs,
+                extra,
             }),
             _ => {
                 errors.push("", "invalid", "the order is incomplete");

@@ -208,6 +208,7 @@ mod tests {
             allowed_providers: vec!["openpix".into()],
             wake_store: None,
             order_rules: Default::default(),
+            webhook_format: crate::shops::WebhookFormat::Payhub,
             secrets_opened: true,
         }
     }

@@ -18,6 +18,44 @@ use ring::rand::SecureRandom;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// What a shop's status webhooks look like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// payhub's `order.status_changed` for every status.
+    #[default]
+    Payhub,
+    /// PixelPay's own success and error webhooks (seed 003), for shops that
+    /// already integrate PixelPay: only `paid` and `failed` are sent.
+    Pixelpay,
+}
+
+impl WebhookFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Payhub => "payhub",
+            WebhookFormat::Pixelpay => "pixelpay",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<WebhookFormat> {
+        match s {
+            "payhub" => Some(WebhookFormat::Payhub),
+            "pixelpay" => Some(WebhookFormat::Pixelpay),
+            _ => None,
+        }
+    }
+}
+
+/// Sets the body of the shop's status webhooks.
+pub async fn set_webhook_format(store: &Store, id: Uuid, format: WebhookFormat) -> Result<(), StoreError> {
+    let r = sqlx::query("UPDATE shops SET webhook_format = $2 WHERE id = $1")
+        .bind(id)
+        .bind(format.as_str())
+        .execute(&store.pool)
+        .await?;
+    found(id, r)
+}
+
 /// The default (and, for older rows, the only) provider.
 pub const DEFAULT_PROVIDER: &str = "openpix";
 
@@ -38,6 +76,8 @@ pub struct Shop {
     pub wake_store: Option<String>,
     /// Delivery coverage, stock and provider fees (seed 004).
     pub order_rules: payhub_core::rules::OrderRules,
+    /// The body of the shop's status webhooks.
+    pub webhook_format: WebhookFormat,
     /// False when read by a process without `PAYHUB_SECRETS_KEY` (every
     /// service but the notifier in production): the secret fields then hold
     /// a random stand-in nobody knows and [`Shop::signing_secrets`] is empty.
@@ -177,6 +217,7 @@ struct Row {
     wake_store: Option<String>,
     wake_secret_hash: Option<Vec<u8>>,
     order_rules: serde_json::Value,
+    webhook_format: String,
 }
 
 fn from_row(store: &Store, r: Row) -> Result<Shop, StoreError> {
@@ -210,6 +251,7 @@ fn from_row(store: &Store, r: Row) -> Result<Shop, StoreError> {
         wake_store: r.wake_store,
         order_rules: serde_json::from_value(r.order_rules)
             .map_err(|e| StoreError::Db(sqlx::Error::Decode(format!("shop {} order rules: {e}", r.id).into())))?,
+        webhook_format: WebhookFormat::parse(&r.webhook_format).unwrap_or_default(),
         secrets_opened,
     })
 }
@@ -219,7 +261,8 @@ macro_rules! select_shops {
         concat!(
             "SELECT id, name, webhook_url, webhook_secret, webhook_secret_enc,
                     CASE WHEN webhook_secret_prev_valid_until > now() THEN webhook_secret_prev_enc END AS previous_enc,
-                    admin_email, active, allowed_providers, wake_store, wake_secret_hash, order_rules
+                    admin_email, active, allowed_providers, wake_store, wake_secret_hash, order_rules,
+                    webhook_format
              FROM shops ",
             $rest
         )
@@ -308,6 +351,7 @@ pub async fn create_with(store: &Store, new: &CreateShop) -> Result<NewShopCrede
             allowed_providers,
             wake_store: new.wake_store.clone(),
             order_rules: Default::default(),
+            webhook_format: WebhookFormat::Payhub,
             secrets_opened: true,
         },
         api_key,
@@ -585,6 +629,7 @@ mod tests {
             allowed_providers: vec!["openpix".into()],
             wake_store: None,
             order_rules: Default::default(),
+            webhook_format: WebhookFormat::Payhub,
             secrets_opened: true,
         }
     }

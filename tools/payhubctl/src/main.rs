@@ -249,6 +249,16 @@ enum ShopCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Choose the body of the shop's status webhooks: `payhub` (every
+    /// status, payhub's `order.status_changed`) or `pixelpay` (PixelPay's own
+    /// success and error webhooks, for shops that already integrate
+    /// PixelPay; only `paid` and `failed` are sent). Signed either way.
+    SetWebhookFormat {
+        shop_id: uuid::Uuid,
+        format: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// The shop's provider accounts (never their secrets) and what
     /// charge-creator found of their webhooks at the provider.
     Providers {
@@ -668,6 +678,15 @@ async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
                     )
                 },
             );
+            Ok(())
+        }
+        ShopCommand::SetWebhookFormat { shop_id, format, json } => {
+            let parsed = shops::WebhookFormat::parse(&format)
+                .with_context(|| format!("unknown webhook format {format:?}: payhub or pixelpay"))?;
+            shops::set_webhook_format(&store, shop_id, parsed).await?;
+            emit(json, json!({"id": shop_id, "webhookFormat": parsed.as_str()}), || {
+                format!("webhooks of {shop_id} now have the {} format", parsed.as_str())
+            });
             Ok(())
         }
         ShopCommand::Providers { shop_id, json } => {
