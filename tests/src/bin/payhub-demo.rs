@@ -344,6 +344,37 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         );
     }
 
+    // A partial refund of the PIX order, then the rest.
+    for (key, amount) in [("devolucao-1", Some("27.79")), ("devolucao-2", None)] {
+        let mut body = serde_json::json!({"idempotencyKey": key, "reason": "produto com defeito"});
+        if let Some(a) = amount {
+            body["amount"] = serde_json::json!(a);
+        }
+        let r = http
+            .post(format!("http://127.0.0.1:8080/v1/orders/{correlation_id}/refunds"))
+            .bearer_auth(&shop.api_key)
+            .timeout(Duration::from_secs(30))
+            .json(&body)
+            .send()
+            .await?;
+        let code = r.status().as_u16();
+        let v: Value = r.json().await?;
+        let want = if amount.is_some() { "partially_refunded" } else { "refunded" };
+        let settled = poll(&format!("the refund {key}"), Duration::from_secs(20), || async {
+            get_order().await.filter(|o| o["status"] == want)
+        })
+        .await?;
+        step(
+            start,
+            &format!(
+                "refund {key} ({}): answered {code}, {} -> order {}",
+                amount.unwrap_or("the rest"),
+                v["status"].as_str().unwrap_or("?"),
+                settled["status"].as_str().unwrap_or("?")
+            ),
+        );
+    }
+
     // Cards through PixelPay, under the shop's own PixelPay account (the
     // sandbox's PixelPay simulator, PixelPay's public sandbox merchant).
     let key = payhub_store::Secrets::development_of(payhub_store::secrets::KeyKind::Provider);
