@@ -359,7 +359,11 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
             .await?;
         let code = r.status().as_u16();
         let v: Value = r.json().await?;
-        let want = if amount.is_some() { "partially_refunded" } else { "refunded" };
+        let want = if amount.is_some() {
+            "partially_refunded"
+        } else {
+            "refunded"
+        };
         let settled = poll(&format!("the refund {key}"), Duration::from_secs(20), || async {
             get_order().await.filter(|o| o["status"] == want)
         })
