@@ -740,6 +740,42 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// `payhubctl shop set-provider <this shop> <provider> --secret-file F
+    /// <args>`, the secret written to a temporary file (never an argument).
+    pub fn set_provider(&self, provider: &str, secret: &str, args: &[&str]) -> std::process::Output {
+        let path = std::env::temp_dir().join(format!("payhub-secret-{}", Uuid::new_v4()));
+        std::fs::write(&path, format!("{secret}\n")).expect("the secret file is written");
+        let shop = self.shop.shop.id.to_string();
+        let mut all = vec!["shop", "set-provider", shop.as_str(), provider, "--secret-file"];
+        let file = path.to_string_lossy().into_owned();
+        all.push(&file);
+        all.extend_from_slice(args);
+        let out = self.payhubctl(&all);
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    /// The shop's own PixelPay account: the sandbox's public sandbox
+    /// merchant, allowed for the shop. Returns the account's id.
+    pub fn use_sandbox_pixelpay(&self) -> String {
+        let endpoint = self.sandbox.provider_url();
+        let out = self.set_provider(
+            "pixelpay",
+            payhub_sandbox::PIXELPAY_SANDBOX_SECRET_KEY,
+            &[
+                "--key-id",
+                payhub_sandbox::PIXELPAY_SANDBOX_KEY_ID,
+                "--endpoint",
+                &endpoint,
+                "--allow",
+                "--json",
+            ],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("set-provider answers JSON");
+        v["account"].as_str().expect("the account's id").to_string()
+    }
+
     /// Runs `payhubctl` against this test's installation.
     pub fn payhubctl(&self, args: &[&str]) -> std::process::Output {
         self.payhubctl_with_env(args, &[])

@@ -7,35 +7,10 @@ use payhub_sandbox::{PIXELPAY_OTHER_KEY_ID, PIXELPAY_SANDBOX_KEY_ID, PIXELPAY_SA
 use payhub_tests::leaks::{assert_nowhere, logs};
 use payhub_tests::{TestApp, eventually};
 use serde_json::{Value, json};
-use std::io::Write;
 use std::time::Duration;
 
 const CVV: &str = "739";
 const EXPIRE: &str = "3012";
-
-/// The shop's own PixelPay account: the simulator's public sandbox merchant.
-fn set_pixelpay(app: &TestApp) {
-    let path = std::env::temp_dir().join(format!("payhub-pp-{}", uuid::Uuid::new_v4()));
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(PIXELPAY_SANDBOX_SECRET_KEY.as_bytes())
-        .unwrap();
-    let out = app.payhubctl(&[
-        "shop",
-        "set-provider",
-        &app.shop.shop.id.to_string(),
-        "pixelpay",
-        "--secret-file",
-        path.to_str().unwrap(),
-        "--key-id",
-        PIXELPAY_SANDBOX_KEY_ID,
-        "--endpoint",
-        &app.sandbox.provider_url(),
-        "--allow",
-    ]);
-    let _ = std::fs::remove_file(&path);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
 
 fn card_order(cid: &str, total: &str) -> Value {
     json!({
@@ -74,7 +49,7 @@ fn card_traces() -> Vec<String> {
 async fn a_card_sale_is_approved_paid_once_and_the_card_rests_nowhere() {
     logs();
     let app = TestApp::spawn().await;
-    set_pixelpay(&app);
+    app.use_sandbox_pixelpay();
 
     let (status, view) = post(&app, &card_order("card-ok", "150.00")).await;
     assert_eq!(status, 201, "{view:#}");
@@ -133,7 +108,7 @@ async fn a_card_sale_is_approved_paid_once_and_the_card_rests_nowhere() {
 async fn a_declined_card_fails_the_order_with_the_reason_and_is_never_retried() {
     logs();
     let app = TestApp::spawn().await;
-    set_pixelpay(&app);
+    app.use_sandbox_pixelpay();
     // 2.00: the simulator declines, as PixelPay's sandbox does.
     let (status, view) = post(&app, &card_order("card-no", "2.00")).await;
     assert_eq!(status, 201, "{view:#}");
@@ -166,7 +141,7 @@ async fn a_declined_card_fails_the_order_with_the_reason_and_is_never_retried() 
 async fn a_timeout_is_settled_by_status_and_the_buyer_is_charged_once() {
     logs();
     let app = TestApp::spawn().await;
-    set_pixelpay(&app);
+    app.use_sandbox_pixelpay();
     // 8.00: PixelPay answers 408 after charging; its status says approved.
     let (status, view) = post(&app, &card_order("card-408", "8.00")).await;
     assert_eq!(status, 201, "{view:#}");
@@ -186,7 +161,7 @@ async fn a_timeout_is_settled_by_status_and_the_buyer_is_charged_once() {
 async fn card_input_is_checked_field_by_field_at_the_door_and_nothing_is_stored() {
     logs();
     let app = TestApp::spawn().await;
-    set_pixelpay(&app);
+    app.use_sandbox_pixelpay();
     let mut body = card_order("card-bad", "10.00");
     body["card"]["number"] = json!("4111111111111112");
     body["card"]["expire"] = json!("1901");

@@ -107,23 +107,7 @@ async fn payment_webhook(app: &TestApp, order: &Value) -> (Vec<u8>, String) {
 
 /// The shop's own PixelPay account: the sandbox's public merchant.
 fn set_pixelpay(app: &TestApp) {
-    let path = std::env::temp_dir().join(format!("payhub-pp-{}", uuid::Uuid::new_v4()));
-    std::fs::write(&path, payhub_sandbox::PIXELPAY_SANDBOX_SECRET_KEY).unwrap();
-    let out = app.payhubctl(&[
-        "shop",
-        "set-provider",
-        &app.shop.shop.id.to_string(),
-        "pixelpay",
-        "--secret-file",
-        path.to_str().unwrap(),
-        "--key-id",
-        payhub_sandbox::PIXELPAY_SANDBOX_KEY_ID,
-        "--endpoint",
-        &app.sandbox.provider_url(),
-        "--allow",
-    ]);
-    let _ = std::fs::remove_file(&path);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    app.use_sandbox_pixelpay();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

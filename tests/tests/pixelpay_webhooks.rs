@@ -10,12 +10,11 @@
 //! taken), so what pays them is a collection the buyer paid at PixelPay.
 
 use payhub_sandbox::{
-    PIXELPAY_OTHER_KEY_ID, PIXELPAY_SANDBOX_KEY_ID, PIXELPAY_SANDBOX_SECRET_KEY, PIXELPAY_TEST_VISA,
-    PixelPayCollection, PixelPayDelivery, PixelPayItem,
+    PIXELPAY_OTHER_KEY_ID, PIXELPAY_SANDBOX_KEY_ID, PIXELPAY_TEST_VISA, PixelPayCollection, PixelPayDelivery,
+    PixelPayItem,
 };
 use payhub_tests::{PLATFORM_ADMIN, TestApp, TestOptions, eventually};
 use serde_json::{Map, Value, json};
-use std::io::Write;
 use std::time::Duration;
 
 const TOTAL_MINOR: i64 = 15000;
@@ -24,29 +23,7 @@ const ADMIN: &str = "admin@loja.example.com";
 /// The shop's own PixelPay account (the simulator's public sandbox
 /// merchant); returns its account id.
 fn set_pixelpay(app: &TestApp) -> String {
-    let path = std::env::temp_dir().join(format!("payhub-pp-{}", uuid::Uuid::new_v4()));
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(PIXELPAY_SANDBOX_SECRET_KEY.as_bytes())
-        .unwrap();
-    let out = app.payhubctl(&[
-        "shop",
-        "set-provider",
-        &app.shop.shop.id.to_string(),
-        "pixelpay",
-        "--secret-file",
-        path.to_str().unwrap(),
-        "--key-id",
-        PIXELPAY_SANDBOX_KEY_ID,
-        "--endpoint",
-        &app.sandbox.provider_url(),
-        "--allow",
-        "--json",
-    ]);
-    let _ = std::fs::remove_file(&path);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["account"].as_str().unwrap().to_string()
+    app.use_sandbox_pixelpay()
 }
 
 fn card_order(cid: &str) -> Value {

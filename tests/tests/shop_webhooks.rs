@@ -4,34 +4,10 @@
 //! that chose it, PixelPay's own success and error webhook bodies, still
 //! signed per Standard Webhooks.
 
-use payhub_sandbox::{PIXELPAY_SANDBOX_KEY_ID, PIXELPAY_SANDBOX_SECRET_KEY, PIXELPAY_TEST_VISA};
+use payhub_sandbox::PIXELPAY_TEST_VISA;
 use payhub_tests::{TestApp, eventually, sample_order};
 use serde_json::{Value, json};
-use std::io::Write;
 use std::time::Duration;
-
-fn set_pixelpay(app: &TestApp) {
-    let path = std::env::temp_dir().join(format!("payhub-pp-{}", uuid::Uuid::new_v4()));
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(PIXELPAY_SANDBOX_SECRET_KEY.as_bytes())
-        .unwrap();
-    let out = app.payhubctl(&[
-        "shop",
-        "set-provider",
-        &app.shop.shop.id.to_string(),
-        "pixelpay",
-        "--secret-file",
-        path.to_str().unwrap(),
-        "--key-id",
-        PIXELPAY_SANDBOX_KEY_ID,
-        "--endpoint",
-        &app.sandbox.provider_url(),
-        "--allow",
-    ]);
-    let _ = std::fs::remove_file(&path);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
 
 fn card_order(cid: &str, total: &str) -> Value {
     json!({
@@ -95,7 +71,7 @@ async fn a_pix_webhook_carries_items_buyer_times_ids_link_and_extra() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_card_webhook_carries_the_masked_card_and_the_authorisation() {
     let app = TestApp::spawn().await;
-    set_pixelpay(&app);
+    app.use_sandbox_pixelpay();
     assert_eq!(app.post_order(&card_order("hook-card", "99.99")).await.status(), 201);
     let paid: Value = serde_json::from_str(&hook(&app, "hook-card", "paid").await.body).unwrap();
     let d = &paid["data"];
@@ -113,7 +89,7 @@ async fn a_card_webhook_carries_the_masked_card_and_the_authorisation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shop_may_choose_pixelpays_own_success_and_error_webhooks() {
     let app = TestApp::spawn().await;
-    set_pixelpay(&app);
+    app.use_sandbox_pixelpay();
     let out = app.payhubctl(&["shop", "set-webhook-format", &app.shop.shop.id.to_string(), "pixelpay"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let bad = app.payhubctl(&["shop", "set-webhook-format", &app.shop.shop.id.to_string(), "xml"]);

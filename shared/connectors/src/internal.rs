@@ -83,44 +83,50 @@ impl ConfirmAnswer {
     }
 }
 
-/// The client side, for webhook-verifier and reporter.
+/// One authenticated JSON call to charge-creator's internal listener: the
+/// transport every internal client shares.
 #[derive(Clone)]
-pub struct ConfirmClient {
+struct InternalClient {
     http: reqwest::Client,
     url: String,
     token: SecretString,
 }
 
-impl std::fmt::Debug for ConfirmClient {
+impl std::fmt::Debug for InternalClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConfirmClient")
+        f.debug_struct("InternalClient")
             .field("url", &self.url)
             .finish_non_exhaustive()
     }
 }
 
-impl ConfirmClient {
-    pub fn new(
+/// What came of an internal call that was answered: the answer, or the
+/// status and body of a non-2xx reply.
+type Answered<T> = Result<T, (u16, String)>;
+
+impl InternalClient {
+    fn new(
         charge_creator_url: &str,
+        path: &str,
         token: SecretString,
         timeout: Duration,
-    ) -> Result<ConfirmClient, reqwest::Error> {
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()?;
-        Ok(ConfirmClient {
+        Ok(InternalClient {
             http,
-            url: format!("{}{CONFIRM_PATH}", charge_creator_url.trim_end_matches('/')),
+            url: format!("{}{path}", charge_creator_url.trim_end_matches('/')),
             token,
         })
     }
 
-    /// `Err` when the answer could not be had (charge-creator or the
-    /// provider unavailable): ask again later.
-    pub async fn confirm(&self, req: &ConfirmRequest) -> Result<ConfirmAnswer, String> {
+    /// `Err` when no answer could be had; its text never contains the
+    /// request (which may carry a card).
+    async fn post<Req: Serialize, Ans: serde::de::DeserializeOwned>(&self, req: &Req) -> Result<Answered<Ans>, String> {
         let resp = self
             .http
             .post(&self.url)
@@ -138,15 +144,40 @@ impl ConfirmClient {
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
-            return Err(format!(
-                "charge-creator answered {}: {}",
-                status.as_u16(),
-                text.chars().take(300).collect::<String>()
-            ));
+            return Ok(Err((status.as_u16(), text)));
         }
-        resp.json::<ConfirmAnswer>()
+        resp.json::<Ans>()
             .await
-            .map_err(|e| format!("charge-creator's answer is unreadable: {e}"))
+            .map(Ok)
+            .map_err(|_| "charge-creator's answer is unreadable".to_string())
+    }
+}
+
+/// The first 300 characters of a refusal's body, for an error message.
+fn excerpt(text: &str) -> String {
+    text.chars().take(300).collect()
+}
+
+/// The client side, for webhook-verifier and reporter.
+#[derive(Clone, Debug)]
+pub struct ConfirmClient(InternalClient);
+
+impl ConfirmClient {
+    pub fn new(
+        charge_creator_url: &str,
+        token: SecretString,
+        timeout: Duration,
+    ) -> Result<ConfirmClient, reqwest::Error> {
+        InternalClient::new(charge_creator_url, CONFIRM_PATH, token, timeout).map(ConfirmClient)
+    }
+
+    /// `Err` when the answer could not be had (charge-creator or the
+    /// provider unavailable): ask again later.
+    pub async fn confirm(&self, req: &ConfirmRequest) -> Result<ConfirmAnswer, String> {
+        self.0
+            .post(req)
+            .await?
+            .map_err(|(status, text)| format!("charge-creator answered {status}: {}", excerpt(&text)))
     }
 }
 
@@ -261,34 +292,12 @@ pub struct CardAnswer {
 }
 
 /// The client side, for ingress.
-#[derive(Clone)]
-pub struct CardClient {
-    http: reqwest::Client,
-    url: String,
-    token: SecretString,
-}
-
-impl std::fmt::Debug for CardClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CardClient")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Clone, Debug)]
+pub struct CardClient(InternalClient);
 
 impl CardClient {
     pub fn new(charge_creator_url: &str, token: SecretString, timeout: Duration) -> Result<CardClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()?;
-        Ok(CardClient {
-            http,
-            url: format!("{}{CARD_PATH}", charge_creator_url.trim_end_matches('/')),
-            token,
-        })
+        InternalClient::new(charge_creator_url, CARD_PATH, token, timeout).map(CardClient)
     }
 
     /// `Err` when no answer could be had (the text never contains the card).
@@ -296,32 +305,10 @@ impl CardClient {
     /// stays for charge-creator's record and the sweeper to settle, and the
     /// caller must not send the card again.
     pub async fn charge(&self, req: &CardRequest) -> Result<CardAnswer, String> {
-        let resp = self
-            .http
-            .post(&self.url)
-            .bearer_auth(self.token.expose_secret())
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    "charge-creator did not answer in time".to_string()
-                } else {
-                    "charge-creator could not be reached".to_string()
-                }
-            })?;
-        let status = resp.status();
-        if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            return Err(format!(
-                "charge-creator answered {}: {}",
-                status.as_u16(),
-                text.chars().take(300).collect::<String>()
-            ));
-        }
-        resp.json::<CardAnswer>()
-            .await
-            .map_err(|_| "charge-creator's answer is unreadable".to_string())
+        self.0
+            .post(req)
+            .await?
+            .map_err(|(status, text)| format!("charge-creator answered {status}: {}", excerpt(&text)))
     }
 }
 
@@ -444,20 +431,8 @@ pub struct RefundRefusal {
 }
 
 /// The client side, for ingress.
-#[derive(Clone)]
-pub struct RefundClient {
-    http: reqwest::Client,
-    url: String,
-    token: SecretString,
-}
-
-impl std::fmt::Debug for RefundClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RefundClient")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Clone, Debug)]
+pub struct RefundClient(InternalClient);
 
 impl RefundClient {
     pub fn new(
@@ -465,44 +440,16 @@ impl RefundClient {
         token: SecretString,
         timeout: Duration,
     ) -> Result<RefundClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()?;
-        Ok(RefundClient {
-            http,
-            url: format!("{}{REFUND_PATH}", charge_creator_url.trim_end_matches('/')),
-            token,
-        })
+        InternalClient::new(charge_creator_url, REFUND_PATH, token, timeout).map(RefundClient)
     }
 
     pub async fn refund(&self, req: &RefundRequest) -> Result<RefundAnswer, RefundError> {
-        let resp = self
-            .http
-            .post(&self.url)
-            .bearer_auth(self.token.expose_secret())
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| {
-                RefundError::Unavailable(if e.is_timeout() {
-                    "charge-creator did not answer in time".to_string()
-                } else {
-                    "charge-creator could not be reached".to_string()
-                })
-            })?;
-        let status = resp.status().as_u16();
-        if (200..300).contains(&status) {
-            return resp
-                .json::<RefundAnswer>()
-                .await
-                .map_err(|e| RefundError::Unavailable(format!("charge-creator's answer is unreadable: {e}")));
-        }
-        let text = resp.text().await.unwrap_or_default();
+        let (status, text) = match self.0.post(req).await.map_err(RefundError::Unavailable)? {
+            Ok(answer) => return Ok(answer),
+            Err(refused) => refused,
+        };
         let refusal: RefundRefusal = serde_json::from_str(&text).unwrap_or(RefundRefusal {
-            error: text.chars().take(300).collect(),
+            error: excerpt(&text),
             code: None,
             field: None,
         });
