@@ -122,9 +122,12 @@ pub async fn accept_with(
         "INSERT INTO orders (id, shop_id, correlation_id, provider, channel, currency, items_minor, tax_minor, freight_minor,
              discount_minor, total_minor, status, customer_name, customer_email, customer_tax_id, customer_phone,
              customer_birth_date, shipping_address, items, summary, expires_in_secs, request_hash, external_order_number,
-             provider_fee_minor, extra)
+             provider_fee_minor, extra, callback_token)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,
-                 $25)
+                 $25,
+                 -- The unguessable key of the order's PixelPay callback URL (244 random bits); PIX orders have none.
+                 CASE WHEN $4 = 'pixelpay'
+                      THEN replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '') END)
          ON CONFLICT (shop_id, correlation_id) DO NOTHING
          RETURNING id",
     )
