@@ -359,32 +359,50 @@ async fn payment(
     }));
     env.order_id = Some(order_id);
     env.trace = payhub_telemetry::trace::current_context();
+    let fact = (event_type, reference, key.as_str());
+    if !accept_reported(st, received, fact, &env, "the same payment fact was accepted before").await? {
+        return Ok(reply(StatusCode::OK, json!({"status": "duplicate"})));
+    }
+    tracing::info!(reference, event_type, "payment confirmed and reported");
+    Ok(reply(StatusCode::OK, json!({"status": "accepted", "id": received.id})))
+}
+
+/// Stores a confirmed payment webhook (event type, reference, dedupe key) as `accepted`
+/// with its `payment.reported` in one transaction, and hands the event to
+/// the broker before the provider is answered (otherwise the provider
+/// retries, and the relay publishes it meanwhile). `Ok(false)`: another copy
+/// was accepted before; this one is stored as `duplicate` and changes nothing.
+pub(crate) async fn accept_reported(
+    st: &AppState,
+    received: &Received<'_>,
+    (event_type, reference, key): (&str, &str, &str),
+    env: &Envelope,
+    duplicate_reason: &str,
+) -> Result<bool, ApiError> {
+    let verdict = |verdict: &'static str| Verdict {
+        event_type: Some(event_type),
+        reference: Some(reference),
+        ..Verdict::plain(verdict, None)
+    };
     let mut tx = st.store.begin().await?;
     let v = Verdict {
-        dedupe_key: Some(&key),
+        dedupe_key: Some(key),
         ..verdict("accepted")
     };
     if !received.record(&mut *tx, v).await? {
-        // Another copy was accepted meanwhile.
         drop(tx);
         received
-            .record(
-                &st.store.pool,
-                verdict("duplicate").with_reason(Some("the same payment fact was accepted before")),
-            )
+            .record(&st.store.pool, verdict("duplicate").with_reason(Some(duplicate_reason)))
             .await?;
-        return Ok(reply(StatusCode::OK, json!({"status": "duplicate"})));
+        return Ok(false);
     }
-    outbox::add(&mut tx, &env).await?;
+    outbox::add(&mut tx, env).await?;
     tx.commit().await?;
-    // 200 only once the broker holds the event; otherwise the provider
-    // retries (and the relay publishes it meanwhile).
     st.outbox
-        .publish_now(std::slice::from_ref(&env))
+        .publish_now(std::slice::from_ref(env))
         .await
         .map_err(|e| ApiError::Unavailable(format!("could not hand the event to the broker: {e}")))?;
-    tracing::info!(reference, event_type, "payment confirmed and reported");
-    Ok(reply(StatusCode::OK, json!({"status": "accepted", "id": received.id})))
+    Ok(true)
 }
 
 /// Stores a genuine webhook that is not payhub's, or that the provider

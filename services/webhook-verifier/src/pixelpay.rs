@@ -205,29 +205,18 @@ async fn success(st: &AppState, received: &Received<'_>, order: &Order, v: &Valu
         &order.correlation_id,
     );
     env.trace = payhub_telemetry::trace::current_context();
-    let mut tx = st.store.begin().await?;
-    let v = Verdict {
-        dedupe_key: Some(&key),
-        ..verdict("accepted")
-    };
-    if !received.record(&mut *tx, v).await? {
-        drop(tx);
-        received
-            .record(
-                &st.store.pool,
-                verdict("duplicate").with_reason(Some("the same PixelPay payment was accepted before")),
-            )
-            .await?;
+    let fact = (SUCCESS, reference.as_str(), key.as_str());
+    if !super::accept_reported(
+        st,
+        received,
+        fact,
+        &env,
+        "the same PixelPay payment was accepted before",
+    )
+    .await?
+    {
         return Ok(reply(StatusCode::OK, json!({"status": "duplicate"})));
     }
-    outbox::add(&mut tx, &env).await?;
-    tx.commit().await?;
-    // 200 only once the broker holds the event; otherwise PixelPay retries
-    // (and the relay publishes it meanwhile).
-    st.outbox
-        .publish_now(std::slice::from_ref(&env))
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("could not hand the event to the broker: {e}")))?;
     tracing::info!(payment_uuid = %uuid, "PixelPay payment confirmed and reported");
     Ok(reply(StatusCode::OK, json!({"status": "accepted", "id": received.id})))
 }
