@@ -227,6 +227,9 @@ impl Handler for ShopOrderHandler {
             Err(AcceptError::Rules(errs)) => Err(self
                 .refuse(m, &shop, correlation_id, "the order breaks the shop's rules", &errs)
                 .await),
+            Err(AcceptError::Unsupported(errs)) => Err(self
+                .refuse(m, &shop, correlation_id, "the provider cannot take this order", &errs)
+                .await),
             Err(e) => {
                 let mut errs = ValidationErrors::default();
                 errs.push("correlationID", "conflict", e.to_string());

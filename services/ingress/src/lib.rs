@@ -63,6 +63,11 @@ pub struct Options {
     /// HTTP limits and ops address; `None` reads them from the environment
     /// (as every service does, see `payhub_service::App::start`).
     pub http: Option<payhub_service::HttpOptions>,
+    /// How long a Wake `/payment` or `/authorize` with a card waits for the
+    /// card's outcome before answering `statusId` 1 (the outcome then comes
+    /// by postback): `PAYHUB_WAKE_CARD_BUDGET_MS`, 2,500 ms when `None`,
+    /// inside Wake's 3-second timeout.
+    pub wake_card_budget: Option<std::time::Duration>,
 }
 
 impl Options {
@@ -74,6 +79,7 @@ impl Options {
             )
             .map_err(|(name, reason)| Env::bad(name, reason))?,
             http: Some(payhub_service::HttpOptions::from_env(env)?),
+            wake_card_budget: Some(env.millis("PAYHUB_WAKE_CARD_BUDGET_MS", wake::CARD_BUDGET)?),
         })
     }
 }
@@ -104,6 +110,7 @@ impl Application {
                 config.card_timeout,
             )?,
             public_webhook_base_url: config.public_webhook_base_url.clone(),
+            wake_card_budget: options.wake_card_budget.unwrap_or(wake::CARD_BUDGET),
         };
         let handler = amqp::ShopOrderHandler {
             stock,

@@ -26,6 +26,8 @@ pub struct AppState {
     pub cards: payhub_connectors::internal::CardClient,
     /// `PAYHUB_PUBLIC_WEBHOOK_BASE_URL`, for PixelPay orders' callback URLs.
     pub public_webhook_base_url: Option<String>,
+    /// How long a Wake card call waits for the card's outcome.
+    pub wake_card_budget: std::time::Duration,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -125,7 +127,7 @@ pub fn accept_error(e: AcceptError) -> ApiError {
             errs.push("provider", "not_allowed", format!("{p} is not enabled for this shop"));
             ApiError::Validation(errs)
         }
-        AcceptError::Rules(errs) => ApiError::Validation(errs),
+        AcceptError::Rules(errs) | AcceptError::Unsupported(errs) => ApiError::Validation(errs),
         AcceptError::StockUnavailable(why) => ApiError::Unavailable(format!(
             "the shop's stock service could not confirm the items ({why}); try again"
         )),

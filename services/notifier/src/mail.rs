@@ -127,6 +127,8 @@ pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
     let order = env.correlation_id.as_deref().unwrap_or("");
     let greeting = format!("Olá, {}!", change.customer_name);
     match change.to {
+        // Wake's checkout tells the buyer; the e-mail comes with the capture.
+        OrderStatus::Authorized => None,
         OrderStatus::AwaitingPayment => {
             let charge = change.charge.as_ref()?;
             Some(Mail {

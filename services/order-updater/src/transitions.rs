@@ -72,7 +72,30 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                 Some(format!("the charge could not be created: {}", f.reason)),
                 json!({"permanent": f.permanent}),
             ),
+            Authorized => move_to(
+                Failed,
+                Some(format!("the authorisation could not be captured: {}", f.reason)),
+                json!({"permanent": f.permanent}),
+            ),
             _ => Decision::Ignore("the order is past charge creation"),
+        },
+        // The amount is held on the buyer's card; a capture pays the order.
+        EventPayload::PaymentAuthorized(a) => match facts.status {
+            Accepted if a.amount == facts.total => move_to(
+                Authorized,
+                None,
+                json!({"providerChargeId": a.provider_charge_id, "authCode": a.auth_code,
+                       "transactionId": a.transaction_id, "account": a.account}),
+            ),
+            Accepted => move_to(
+                UnderReview,
+                Some(format!(
+                    "amount mismatch: order total {}, authorised {}",
+                    facts.total, a.amount
+                )),
+                json!({"providerChargeId": a.provider_charge_id}),
+            ),
+            _ => Decision::Ignore("an authorisation for an order that is not waiting for one"),
         },
         // A payment counts only when payhub confirmed it with the provider,
         // about the charge payhub created for this very order.
@@ -128,7 +151,7 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                         Some("a payment arrived for an order whose charge had failed".into()),
                         details,
                     ),
-                    Accepted | AwaitingPayment | Expired => {
+                    Accepted | AwaitingPayment | Authorized | Expired => {
                         let paid_amount = paid_value.unwrap_or(*charge_value);
                         if charge_value.currency() != facts.total.currency()
                             || *charge_value != facts.total
@@ -202,7 +225,7 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                 // A person is looking at the order already; the refund is on
                 // its record for them.
                 UnderReview => move_to(UnderReview, Some(reason), details),
-                Accepted | AwaitingPayment | Expired | Failed => {
+                Accepted | AwaitingPayment | Authorized | Expired | Failed => {
                     Decision::Ignore("a refund of an order that was never paid changes nothing")
                 }
             }
@@ -264,6 +287,41 @@ mod tests {
         let mut no_charge = facts(OrderStatus::Accepted);
         no_charge.charge_id = None;
         assert_eq!(to(&decide(&no_charge, &paid(1000, Some(1000)))), None);
+    }
+
+    fn authorised(minor: i64) -> EventPayload {
+        EventPayload::PaymentAuthorized(payhub_core::events::PaymentAuthorized {
+            provider: Provider::Pixelpay,
+            provider_charge_id: "ch-1".into(),
+            amount: Money::from_minor(minor, Currency::Brl),
+            account: "platform".into(),
+            auth_code: Some("123456".into()),
+            transaction_id: None,
+        })
+    }
+
+    #[test]
+    fn an_authorisation_holds_the_order_until_its_confirmed_capture_pays_it() {
+        use OrderStatus::*;
+        assert_eq!(to(&decide(&facts(Accepted), &authorised(1000))), Some(Authorized));
+        assert_eq!(to(&decide(&facts(Accepted), &authorised(999))), Some(UnderReview));
+        assert_eq!(to(&decide(&facts(Authorized), &authorised(1000))), None, "once");
+        assert_eq!(to(&decide(&facts(Paid), &authorised(1000))), None);
+        // The capture's confirmed report pays; an unconfirmed one does not.
+        assert_eq!(to(&decide(&facts(Authorized), &paid(1000, Some(1000)))), Some(Paid));
+        let mut unconfirmed = paid(1000, Some(1000));
+        if let EventPayload::PaymentReported(r) = &mut unconfirmed {
+            r.confirmation = None;
+        }
+        assert_eq!(to(&decide(&facts(Authorized), &unconfirmed)), None);
+        // A declined capture fails the order; an expiry notice changes nothing.
+        let failed = EventPayload::ChargeFailed(ChargeFailed {
+            provider: Provider::Pixelpay,
+            reason: "declined".into(),
+            permanent: true,
+        });
+        assert_eq!(to(&decide(&facts(Authorized), &failed)), Some(Failed));
+        assert_eq!(to(&decide(&facts(Authorized), &expired())), None);
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub enum EventPayload {
     ChargeFailed(ChargeFailed),
     #[serde(rename = "payment.reported")]
     PaymentReported(PaymentReported),
+    #[serde(rename = "payment.authorized")]
+    PaymentAuthorized(PaymentAuthorized),
     #[serde(rename = "order.status_changed")]
     OrderStatusChanged(OrderStatusChanged),
     #[serde(rename = "order.rejected")]
@@ -101,11 +103,12 @@ pub enum EventPayload {
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
         "payment.reported",
+        "payment.authorized",
         "order.status_changed",
         "order.rejected",
         "alert.raised",
@@ -119,6 +122,7 @@ impl EventPayload {
             EventPayload::ChargeCreated(_) => "charge.created",
             EventPayload::ChargeFailed(_) => "charge.failed",
             EventPayload::PaymentReported(_) => "payment.reported",
+            EventPayload::PaymentAuthorized(_) => "payment.authorized",
             EventPayload::OrderStatusChanged(_) => "order.status_changed",
             EventPayload::OrderRejected(_) => "order.rejected",
             EventPayload::AlertRaised(_) => "alert.raised",
@@ -126,6 +130,24 @@ impl EventPayload {
             EventPayload::RefundFailed(_) => "refund.failed",
         }
     }
+}
+
+/// A card authorisation the provider approved under payhub's credentials
+/// (its answer carried the order's `payment_hash` and exactly the amount):
+/// the money is held, not taken, until a capture pays the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentAuthorized {
+    pub provider: Provider,
+    /// The provider's id of the authorisation (PixelPay's `payment_uuid`),
+    /// which the capture takes.
+    pub provider_charge_id: String,
+    pub amount: Money,
+    /// The account it was made under ([`PaymentConfirmation::account`]).
+    pub account: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
 }
 
 /// What the provider needs to know about the payer.
@@ -234,6 +256,8 @@ pub enum PaymentSource {
     Sweeper,
     /// The provider's own answer to payhub's card sale, under payhub's credentials.
     CardSale,
+    /// The provider's own answer to payhub's capture of an authorisation.
+    CardCapture,
 }
 
 /// Who an alert is for.

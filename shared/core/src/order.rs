@@ -37,14 +37,6 @@ impl Provider {
         }
     }
 
-    /// The currencies the provider settles in.
-    pub fn currencies(self) -> &'static [Currency] {
-        match self {
-            Provider::Openpix => &[Currency::Brl],
-            Provider::Pixelpay => &[Currency::Hnl, Currency::Usd, Currency::Nio],
-        }
-    }
-
     pub fn parse(s: &str) -> Result<Provider, &'static str> {
         match s {
             "openpix" => Ok(Provider::Openpix),
@@ -84,6 +76,9 @@ pub enum OrderStatus {
     Accepted,
     /// The charge exists at the provider; the buyer can pay.
     AwaitingPayment,
+    /// A card authorisation holds the amount at the provider; the order is
+    /// paid once it is captured (Wake's `/authorize`, then `/capture`).
+    Authorized,
     /// Paid in full. Final for the payment; a refund may follow.
     Paid,
     /// The charge expired unpaid. Final.
@@ -100,9 +95,10 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 8] = [
+    pub const ALL: [OrderStatus; 9] = [
         OrderStatus::Accepted,
         OrderStatus::AwaitingPayment,
+        OrderStatus::Authorized,
         OrderStatus::Paid,
         OrderStatus::Expired,
         OrderStatus::Failed,
@@ -115,6 +111,7 @@ impl OrderStatus {
         match self {
             OrderStatus::Accepted => "accepted",
             OrderStatus::AwaitingPayment => "awaiting_payment",
+            OrderStatus::Authorized => "authorized",
             OrderStatus::Paid => "paid",
             OrderStatus::Expired => "expired",
             OrderStatus::Failed => "failed",
@@ -357,12 +354,12 @@ impl NewOrder {
         let currency = match r.string(obj, "currency", "currency", false) {
             None => Some(Currency::Brl),
             Some(code) => {
-                // Each provider settles in its own currencies (OpenPix: BRL;
-                // PixelPay: HNL, USD and NIO).
-                let accepted = provider.map_or(&[Currency::Brl][..], |p| p.currencies());
-                let c = Currency::parse(&code).filter(|c| accepted.contains(c));
+                // Which of them the provider settles for this shop is the
+                // door's question (payhub_connectors::capabilities): a
+                // provider's accounts may differ.
+                let c = Currency::parse(&code);
                 if c.is_none() {
-                    let names: Vec<&str> = accepted.iter().map(|c| c.code()).collect();
+                    let names: Vec<&str> = Currency::ALL.iter().map(|c| c.code()).collect();
                     r.err(
                         "currency",
                         "unsupported",
@@ -812,15 +809,18 @@ mod tests {
     #[test]
     fn provider_and_currency() {
         let mut body = valid_order();
-        // PixelPay settles in HNL, USD, NIO and BRL; OpenPix in BRL only.
+        // Which currencies a provider settles is checked at the door
+        // (tests/tests/http_doors.rs); here, a currency payhub knows.
         body["provider"] = json!("pixelpay");
         body["currency"] = json!("USD");
         let order = NewOrder::from_json(&body).unwrap();
         assert_eq!((order.provider, order.currency), (Provider::Pixelpay, Currency::Usd));
         assert_eq!(order.provider.method(), PaymentMethod::Card);
-        body["provider"] = json!("openpix");
+        body["currency"] = json!("XYZ");
         let errs = NewOrder::from_json(&body).unwrap_err();
         assert!(errs.has("currency", "unsupported"), "{errs}");
+        assert!(errs.to_string().contains("BRL, HNL, USD, NIO"), "{errs}");
+        body["currency"] = json!("USD");
         body["provider"] = json!("pagoseguro");
         body["currency"] = json!("BRL");
         assert!(NewOrder::from_json(&body).unwrap_err().has("provider", "unsupported"));

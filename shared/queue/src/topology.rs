@@ -101,6 +101,7 @@ impl QueueSpec {
             "charge.created",
             "charge.failed",
             "payment.reported",
+            "payment.authorized",
             "refund.completed",
             "refund.failed",
         ],

@@ -391,6 +391,7 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
             secret_key: payhub_sandbox::PIXELPAY_SANDBOX_SECRET_KEY.to_string().into(),
             endpoint: format!("http://{SANDBOX}"),
         },
+        None,
     )
     .await?;
     sqlx::query("UPDATE shops SET allowed_providers = array_append(allowed_providers, 'pixelpay') WHERE id = $1")
