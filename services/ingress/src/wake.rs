@@ -423,17 +423,22 @@ async fn capture(State(st): State<AppState>, headers: HeaderMap, body: Bytes) ->
         Ok(c) => c,
         Err(why) => return reply(StatusCode::OK, NOT_AUTHORISED, why),
     };
-    let status: Result<Option<(uuid::Uuid, String)>, _> =
-        sqlx::query_as("SELECT id, status FROM orders WHERE shop_id = $1 AND correlation_id = $2")
-            .bind(shop.id)
-            .bind(&chave)
-            .fetch_optional(&st.store.pool)
-            .await;
+    // An open card authorisation is read from the charge itself, so that a
+    // capture right after `/authorize` does not wait for the order's status.
+    let status: Result<Option<(uuid::Uuid, String, bool)>, _> = sqlx::query_as(
+        "SELECT o.id, o.status, coalesce(c.authorized_at IS NOT NULL AND c.captured_at IS NULL, false)
+         FROM orders o LEFT JOIN charges c ON c.order_id = o.id
+         WHERE o.shop_id = $1 AND o.correlation_id = $2",
+    )
+    .bind(shop.id)
+    .bind(&chave)
+    .fetch_optional(&st.store.pool)
+    .await;
     match status {
-        Ok(Some((order_id, status))) => match OrderStatus::parse(&status) {
+        Ok(Some((order_id, status, open_authorisation))) => match OrderStatus::parse(&status) {
             Some(OrderStatus::Paid) => reply(StatusCode::OK, PAID, "Pago"),
             // A card authorisation: take the money now.
-            Some(OrderStatus::Authorized) => {
+            Some(OrderStatus::Authorized | OrderStatus::Accepted) if open_authorisation => {
                 let called = tokio::time::timeout(st.wake_card_budget, st.cards.capture(order_id)).await;
                 card_reply(order_id, CardOperation::Sale, called)
             }

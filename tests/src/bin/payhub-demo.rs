@@ -143,6 +143,24 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         start,
         &format!("shop onboarded: {} (API key and webhook secret issued)", shop.shop.id),
     );
+    // The shop's own OpenPix account (the sandbox's merchant); the platform's
+    // AppID is one the sandbox does not know, so every PIX charge below is
+    // made, re-queried and refunded under the shop's own account.
+    let key = payhub_store::Secrets::development_of(payhub_store::secrets::KeyKind::Provider);
+    let openpix_account = payhub_store::accounts::set(
+        &store,
+        &key,
+        shop.shop.id,
+        &payhub_store::accounts::Credentials::Openpix {
+            app_id: "sandbox-app-id".to_string().into(),
+        },
+        None,
+    )
+    .await?;
+    step(
+        start,
+        &format!("the shop's own OpenPix account set: {openpix_account} (as `payhubctl shop set-provider` does)"),
+    );
 
     let sandbox_env = vec![
         ("SANDBOX_PROVIDER_ADDR", SANDBOX.to_string()),
@@ -164,7 +182,11 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
             ("PAYHUB_AMQP_URL", amqp_url.clone()),
             ("PAYHUB_HTTP_ADDR", addr.to_string()),
             ("PAYHUB_OPENPIX_BASE_URL", format!("http://{SANDBOX}")),
-            ("PAYHUB_OPENPIX_APP_ID", "sandbox-app-id".to_string()),
+            (
+                "PAYHUB_OPENPIX_APP_ID",
+                "platform-app-id-unknown-to-the-sandbox".to_string(),
+            ),
+            ("PAYHUB_WAKE_POSTBACK_URL", format!("http://{SHOP}")),
             (
                 "PAYHUB_OPENPIX_PUBLIC_KEYS",
                 payhub_sandbox::FIXTURE_PUBLIC_KEY_PEM.to_string(),
@@ -381,7 +403,6 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
 
     // Cards through PixelPay, under the shop's own PixelPay account (the
     // sandbox's PixelPay simulator, PixelPay's public sandbox merchant).
-    let key = payhub_store::Secrets::development_of(payhub_store::secrets::KeyKind::Provider);
     let account = payhub_store::accounts::set(
         &store,
         &key,
@@ -452,6 +473,8 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         );
     }
 
+    wake_card_checkout(start, &http, &store, &key).await?;
+
     println!("\nservice counters (/metrics):");
     for (name, addr) in SERVICES {
         let text = http.get(format!("http://{addr}/metrics")).send().await?.text().await?;
@@ -469,5 +492,96 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         );
     }
     step(start, "stopping every process (SIGTERM)");
+    Ok(())
+}
+
+/// A Wake store paying by card: a second shop whose PixelPay account is a
+/// bank's white-label one that settles BRL; Wake's `/payment` with a card
+/// (sold while Wake waits), then `/authorize` and `/capture`.
+async fn wake_card_checkout(
+    start: Instant,
+    http: &reqwest::Client,
+    store: &payhub_store::Store,
+    key: &payhub_store::Secrets,
+) -> anyhow::Result<()> {
+    let shop = payhub_store::shops::create(
+        store,
+        "Loja Wake",
+        Some(&format!("http://{SHOP}/shop/webhooks")),
+        Some("admin@loja-wake.example.com"),
+    )
+    .await?;
+    payhub_store::accounts::set(
+        store,
+        key,
+        shop.shop.id,
+        &payhub_store::accounts::Credentials::Pixelpay {
+            key_id: payhub_sandbox::PIXELPAY_BRL_KEY_ID.into(),
+            secret_key: payhub_sandbox::PIXELPAY_BRL_SECRET_KEY.to_string().into(),
+            endpoint: format!("http://{SANDBOX}"),
+        },
+        Some(&["BRL".to_string()]),
+    )
+    .await?;
+    sqlx::query("UPDATE shops SET allowed_providers = array_append(allowed_providers, 'pixelpay') WHERE id = $1")
+        .bind(shop.shop.id)
+        .execute(&store.pool)
+        .await?;
+    let secret = payhub_store::shops::set_wake_secret(store, shop.shop.id, "pagamentos").await?;
+    step(
+        start,
+        "Wake store onboarded: its own PixelPay account settles BRL (--currencies BRL), Wake secret issued",
+    );
+    let seed: Value = serde_json::from_str(include_str!("../../fixtures/wake/payment.json"))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let chave = |n: u32| format!("{:08x}-0000-4000-8000-{:012x}", now as u32, n);
+    let wake = |path: &'static str, body: Value| {
+        let secret = secret.clone();
+        async move {
+            let v: Value = http
+                .post(format!("http://127.0.0.1:8080/wake/{path}"))
+                .bearer_auth(&secret)
+                .timeout(Duration::from_secs(5))
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::Ok(v)
+        }
+    };
+    let mut cart = seed.clone();
+    cart["chave"] = serde_json::json!(chave(1));
+    cart["pagamento"]["form"]["number"] = serde_json::json!(payhub_sandbox::PIXELPAY_TEST_VISA);
+    let sold = wake("payment", cart.clone()).await?;
+    step(
+        start,
+        &format!(
+            "Wake /payment with a card: statusId {} ({})",
+            sold["statusId"],
+            sold["message"].as_str().unwrap_or("?")
+        ),
+    );
+    cart["chave"] = serde_json::json!(chave(2));
+    let authorised = wake("authorize", serde_json::json!([cart])).await?;
+    let captured = wake(
+        "capture",
+        serde_json::json!({"Id": 1, "Loja": "pagamentos", "Chave": chave(2), "Pedido": 108648}),
+    )
+    .await?;
+    step(
+        start,
+        &format!(
+            "Wake /authorize: statusId {} ({}); /capture: statusId {} ({})",
+            authorised["statusId"],
+            authorised["message"].as_str().unwrap_or("?"),
+            captured["statusId"],
+            captured["message"].as_str().unwrap_or("?")
+        ),
+    );
+    anyhow::ensure!(
+        sold["statusId"] == 3 && authorised["statusId"] == 4 && captured["statusId"] == 3,
+        "the Wake card checkout did not go through"
+    );
     Ok(())
 }
