@@ -337,7 +337,7 @@ pub async fn order_view(store: &Store, id: Uuid, callback_base: Option<&str>) ->
             "name": o.customer_name,
             "email": o.customer_email,
             "phone": o.customer_phone,
-            "taxID": o.customer_tax_id,
+            "taxID": (!o.customer_tax_id.is_empty()).then_some(&o.customer_tax_id),
             "birthDate": o.customer_birth_date.map(|d| d.to_string()),
         },
         "paidAt": ts(o.paid_at),

@@ -375,7 +375,7 @@ impl NewOrder {
         let freight = r.money(obj, "freight", "freight", cur, false);
         let discount = r.money(obj, "discount", "discount", cur, false);
         let total = r.money(obj, "total", "total", cur, true);
-        let customer = parse_customer(&mut r, obj.get("customer"));
+        let customer = parse_customer(&mut r, obj.get("customer"), cur);
         let shipping_address = match obj.get("shippingAddress") {
             None | Some(Value::Null) => Some(None),
             Some(v) => parse_address(&mut r, v, "shippingAddress").map(Some),
@@ -592,7 +592,10 @@ fn parse_items(r: &mut Reader<'_>, value: Option<&Value>, cur: Currency) -> Opti
     all_ok.then_some(out)
 }
 
-fn parse_customer(r: &mut Reader<'_>, value: Option<&Value>) -> Option<Customer> {
+/// `currency` decides what `taxID` is: a CPF or CNPJ, required, for a sale
+/// in reais (PIX and Brazilian invoicing need it); for other currencies the
+/// buyer's national id, optional (a Honduran buyer has no CPF).
+fn parse_customer(r: &mut Reader<'_>, value: Option<&Value>, currency: Currency) -> Option<Customer> {
     let obj = match value {
         Some(Value::Object(o)) => o,
         None | Some(Value::Null) => {
@@ -610,9 +613,15 @@ fn parse_customer(r: &mut Reader<'_>, value: Option<&Value>) -> Option<Customer>
     let email = r
         .string(obj, "email", "customer.email", true)
         .and_then(|e| Email::parse(&e).map_err(|m| r.err("customer.email", "format", m)).ok());
-    let tax_id = r
-        .string(obj, "taxID", "customer.taxID", true)
-        .and_then(|t| TaxId::parse(&t).map_err(|m| r.err("customer.taxID", "invalid", m)).ok());
+    let brazilian = currency == Currency::Brl;
+    let tax_id = match r.string(obj, "taxID", "customer.taxID", brazilian) {
+        None if !brazilian => Some(TaxId::none()),
+        None => None,
+        Some(t) if brazilian => TaxId::parse(&t).map_err(|m| r.err("customer.taxID", "invalid", m)).ok(),
+        Some(t) => TaxId::parse_national(&t)
+            .map_err(|m| r.err("customer.taxID", "invalid", m))
+            .ok(),
+    };
     let phone = match r.string(obj, "phone", "customer.phone", false) {
         None => Some(None),
         Some(p) => parse_phone(&p)
@@ -824,6 +833,30 @@ mod tests {
         body["provider"] = json!("pagoseguro");
         body["currency"] = json!("BRL");
         assert!(NewOrder::from_json(&body).unwrap_err().has("provider", "unsupported"));
+    }
+
+    #[test]
+    fn a_buyer_outside_brazil_needs_no_cpf() {
+        let mut body = valid_order();
+        body["provider"] = json!("pixelpay");
+        body["currency"] = json!("HNL");
+        body["customer"]["taxID"] = json!("0801-1990-12345");
+        let o = NewOrder::from_json(&body).unwrap();
+        assert_eq!(o.customer.tax_id, TaxId::National("0801199012345".into()));
+        body["customer"].as_object_mut().unwrap().remove("taxID");
+        assert_eq!(NewOrder::from_json(&body).unwrap().customer.tax_id, TaxId::none());
+        body["customer"]["taxID"] = json!("x");
+        assert!(NewOrder::from_json(&body).unwrap_err().has("customer.taxID", "invalid"));
+        // In reais a CPF or CNPJ stays required and checked.
+        body["currency"] = json!("BRL");
+        body["customer"]["taxID"] = json!("0801-1990-12345");
+        assert!(NewOrder::from_json(&body).unwrap_err().has("customer.taxID", "invalid"));
+        body["customer"].as_object_mut().unwrap().remove("taxID");
+        assert!(
+            NewOrder::from_json(&body)
+                .unwrap_err()
+                .has("customer.taxID", "required")
+        );
     }
 
     #[test]
