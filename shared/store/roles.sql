@@ -30,6 +30,8 @@ BEGIN
         EXECUTE format('GRANT SELECT ON shops, orders, order_history, charges, webhook_events, deliveries,
                                processed_events, outbox, report_daily, stale_orders, provider_webhooks, card_attempts,
                                refunds TO %I', r);
+        -- Issue 12: late and on-time deliveries (reporter's).
+        EXECUTE format('GRANT SELECT ON delivery_outcomes TO %I', r);
         -- Every publisher stores its events in the outbox and marks them
         -- published; every consumer records the events it applied.
         EXECUTE format('GRANT INSERT, UPDATE ON outbox TO %I', r);
@@ -57,6 +59,9 @@ GRANT INSERT ON webhook_events TO payhub_webhook_verifier;
 -- order-updater moves an order's status (those columns only) and writes its history.
 GRANT UPDATE (status, status_reason, updated_at, paid_at, end_to_end_id) ON orders TO payhub_order_updater;
 GRANT INSERT ON order_history TO payhub_order_updater;
+-- ... and, after payment, the shipment and the delivery promise (issue 12).
+GRANT UPDATE (carrier, tracking_code, tracking_url, promised_delivery_on, shipped_at, delivered_at)
+    ON orders TO payhub_order_updater;
 GRANT USAGE ON SEQUENCE order_history_id_seq TO payhub_order_updater;
 
 -- notifier owns deliveries.
@@ -64,3 +69,4 @@ GRANT INSERT, UPDATE ON deliveries TO payhub_notifier;
 
 -- reporter owns the daily figures and the sweeper's findings.
 GRANT INSERT, UPDATE ON report_daily, stale_orders TO payhub_reporter;
+GRANT INSERT ON delivery_outcomes TO payhub_reporter;

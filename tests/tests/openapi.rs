@@ -536,6 +536,112 @@ async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
         .await;
     assert_eq!(reply["statusId"], 3, "{reply}");
 
+    // --- POST /v1/orders/{correlationID}/fulfilment (issue 12) ---------------
+    // The paid Wake order is shipped and delivered; the refunded one cannot be.
+    let fulfilment = "/v1/orders/{correlationID}/fulfilment";
+    let post_fulfilment = |cid: &str, body: &Value| {
+        app.http
+            .post(format!("{orders_url}/{cid}/fulfilment"))
+            .bearer_auth(&key)
+            .json(body)
+            .send()
+    };
+    let ship = json!({"status": "shipped", "carrier": "Correios", "trackingCode": "QB123456789BR",
+                      "trackingUrl": "https://rastreamento.example.com/QB123456789BR", "by": "joao"});
+    s.record(
+        "shipped",
+        INGRESS,
+        "POST",
+        fulfilment,
+        202,
+        post_fulfilment(&chave, &ship).await.unwrap(),
+    )
+    .await;
+    s.with_request(&ship);
+    app.wait_for_status(&chave, "shipped").await;
+    s.record(
+        "the same report again",
+        INGRESS,
+        "POST",
+        fulfilment,
+        200,
+        post_fulfilment(&chave, &ship).await.unwrap(),
+    )
+    .await;
+    s.record(
+        "illegal move",
+        INGRESS,
+        "POST",
+        fulfilment,
+        409,
+        post_fulfilment("oa-1", &ship).await.unwrap(),
+    )
+    .await;
+    s.record(
+        "invalid",
+        INGRESS,
+        "POST",
+        fulfilment,
+        422,
+        post_fulfilment(&chave, &json!({"status": "shipped"})).await.unwrap(),
+    )
+    .await;
+    s.record(
+        "another shop's order",
+        INGRESS,
+        "POST",
+        fulfilment,
+        404,
+        post_fulfilment("oa-other", &ship).await.unwrap(),
+    )
+    .await;
+    let no_key = app
+        .http
+        .post(format!("{orders_url}/{chave}/fulfilment"))
+        .json(&ship)
+        .send()
+        .await
+        .unwrap();
+    s.record("no API key", INGRESS, "POST", fulfilment, 401, no_key).await;
+    s.record("shipped", INGRESS, "GET", path, 200, app.get_order(&chave).await)
+        .await;
+
+    // --- GET /v1/reports/deliveries (issue 12) -------------------------------
+    let deliveries = "/v1/reports/deliveries";
+    let deliveries_url = format!("{}/v1/reports/deliveries", app.reporter_url);
+    s.record(
+        "all time",
+        REPORTER,
+        "GET",
+        deliveries,
+        200,
+        app.http.get(&deliveries_url).bearer_auth(&key).send().await.unwrap(),
+    )
+    .await;
+    s.record(
+        "bad range",
+        REPORTER,
+        "GET",
+        deliveries,
+        422,
+        app.http
+            .get(format!("{deliveries_url}?from=2026-12-02&to=2026-12-01"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    s.record(
+        "no API key",
+        REPORTER,
+        "GET",
+        deliveries,
+        401,
+        app.http.get(&deliveries_url).send().await.unwrap(),
+    )
+    .await;
+
     // --- GET /v1/reports/daily ----------------------------------------------
     let today = time::OffsetDateTime::now_utc().date().to_string();
     let report_url = format!("{}/v1/reports/daily", app.reporter_url);

@@ -6,7 +6,7 @@ use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
 use sqlx::Connection;
 use std::time::Duration;
 
-const TABLES: [&str; 14] = [
+const TABLES: [&str; 15] = [
     "shops",
     "orders",
     "order_history",
@@ -21,6 +21,7 @@ const TABLES: [&str; 14] = [
     "provider_webhooks",
     "card_attempts",
     "refunds",
+    "delivery_outcomes",
 ];
 
 /// What each role may do: (table, "insert"|"update"|"update:<column>").
@@ -49,6 +50,12 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("orders", "update:updated_at"),
             ("orders", "update:paid_at"),
             ("orders", "update:end_to_end_id"),
+            ("orders", "update:carrier"),
+            ("orders", "update:tracking_code"),
+            ("orders", "update:tracking_url"),
+            ("orders", "update:promised_delivery_on"),
+            ("orders", "update:shipped_at"),
+            ("orders", "update:delivered_at"),
             ("order_history", "insert"),
         ],
         "payhub_notifier" => vec![("deliveries", "insert"), ("deliveries", "update")],
@@ -57,6 +64,7 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("report_daily", "update"),
             ("stale_orders", "insert"),
             ("stale_orders", "update"),
+            ("delivery_outcomes", "insert"),
         ],
         other => panic!("unknown role {other}"),
     });

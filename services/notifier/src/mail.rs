@@ -204,7 +204,72 @@ pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
                 ),
             })
         }
+        OrderStatus::Fulfilling
+        | OrderStatus::Shipped
+        | OrderStatus::Delivered
+        | OrderStatus::Returned
+        | OrderStatus::Cancelled => Some(fulfilment_mail(order, &greeting, change)),
         OrderStatus::Accepted | OrderStatus::UnderReview => None,
+    }
+}
+
+/// The buyer's e-mail when the shop moves a paid order on (issue 12):
+/// forwarded, shipped (with the carrier, the tracking code and link),
+/// delivered, returned, cancelled.
+fn fulfilment_mail(order: &str, greeting: &str, change: &OrderStatusChanged) -> Mail {
+    let s = change.shipment.as_deref().cloned().unwrap_or_default();
+    let promise = s
+        .promised_delivery_on
+        .map(|d| {
+            format!(
+                "Previsão de entrega: até {:02}/{:02}/{}.\n",
+                d.day(),
+                u8::from(d.month()),
+                d.year()
+            )
+        })
+        .unwrap_or_default();
+    let note = s
+        .note
+        .as_deref()
+        .map(|n| format!("Observação da loja: {n}\n"))
+        .unwrap_or_default();
+    let (subject, what) = match change.to {
+        OrderStatus::Fulfilling => (
+            format!("Pedido {order} encaminhado para entrega"),
+            format!("A loja está preparando o seu pedido {order} para envio.\n{promise}"),
+        ),
+        OrderStatus::Shipped => (
+            format!("Pedido {order} enviado: acompanhe a entrega"),
+            format!(
+                "O seu pedido {order} foi enviado.\nTransportadora: {}\nCódigo de rastreio: {}\n{}{promise}",
+                s.carrier.as_deref().unwrap_or("-"),
+                s.tracking_code.as_deref().unwrap_or("-"),
+                s.tracking_url
+                    .as_deref()
+                    .map(|u| format!("Acompanhe a entrega: {u}\n"))
+                    .unwrap_or_default(),
+            ),
+        ),
+        OrderStatus::Delivered => (
+            format!("Pedido {order} entregue"),
+            format!("O seu pedido {order} foi entregue. Obrigado pela compra!\n"),
+        ),
+        OrderStatus::Returned => (
+            format!("Pedido {order} devolvido"),
+            format!("O seu pedido {order} foi devolvido à loja.\n"),
+        ),
+        _ => (
+            format!("Pedido {order} cancelado"),
+            format!(
+                "O seu pedido {order} ({}) foi cancelado pela loja.\nSe houver valor a devolver, a loja fará o reembolso pelo mesmo meio de pagamento.\n",
+                reais(change)
+            ),
+        ),
+    };
+    Mail {
+        subject,
+        body: format!("{greeting}\n\n{what}{note}"),
     }
 }
 

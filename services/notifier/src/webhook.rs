@@ -79,6 +79,16 @@ pub fn shop_payload(env: &Envelope, change: &OrderStatusChanged) -> Value {
             }))),
             "paymentLinkUrl": details.and_then(|d| d.payment_link_url.clone()),
             "extra": details.map(|d| json!(d.extra)).unwrap_or_else(|| json!({})),
+            // Issue 12: the shipment and the delivery promise, once paid.
+            "shipment": change.shipment.as_deref().map(|s| json!({
+                "carrier": s.carrier,
+                "trackingCode": s.tracking_code,
+                "trackingUrl": s.tracking_url,
+                "promisedDeliveryOn": s.promised_delivery_on.map(|d| d.to_string()),
+                "deliveredOn": s.delivered_on.map(|d| d.to_string()),
+                "note": s.note,
+                "by": s.actor,
+            })),
         }
     })
 }

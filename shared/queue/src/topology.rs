@@ -104,6 +104,8 @@ impl QueueSpec {
             "payment.authorized",
             "refund.completed",
             "refund.failed",
+            // A shop's report of its paid order's fulfilment (issue 12).
+            "fulfilment.reported",
         ],
         retired_bindings: &[],
         source: Source::Events,
