@@ -32,6 +32,8 @@ BEGIN
                                refunds TO %I', r);
         -- Issue 12: late and on-time deliveries (reporter's).
         EXECUTE format('GRANT SELECT ON delivery_outcomes TO %I', r);
+        -- Issue 12: payment receipts (notifier's).
+        EXECUTE format('GRANT SELECT ON receipts TO %I', r);
         -- Every publisher stores its events in the outbox and marks them
         -- published; every consumer records the events it applied.
         EXECUTE format('GRANT INSERT, UPDATE ON outbox TO %I', r);
@@ -66,6 +68,7 @@ GRANT USAGE ON SEQUENCE order_history_id_seq TO payhub_order_updater;
 
 -- notifier owns deliveries.
 GRANT INSERT, UPDATE ON deliveries TO payhub_notifier;
+GRANT INSERT ON receipts TO payhub_notifier;
 
 -- reporter owns the daily figures and the sweeper's findings.
 GRANT INSERT, UPDATE ON report_daily, stale_orders TO payhub_reporter;

@@ -536,6 +536,62 @@ async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
         .await;
     assert_eq!(reply["statusId"], 3, "{reply}");
 
+    // --- GET /v1/orders/{correlationID}/receipt (issue 12) ------------------
+    let receipt = "/v1/orders/{correlationID}/receipt";
+    let get_receipt = |cid: &str, query: &str| {
+        app.http
+            .get(format!("{orders_url}/{cid}/receipt{query}"))
+            .bearer_auth(&key)
+            .send()
+    };
+    s.record(
+        "A4",
+        INGRESS,
+        "GET",
+        receipt,
+        200,
+        get_receipt("oa-1", "").await.unwrap(),
+    )
+    .await;
+    s.record(
+        "80 mm",
+        INGRESS,
+        "GET",
+        receipt,
+        200,
+        get_receipt("oa-1", "?layout=80mm").await.unwrap(),
+    )
+    .await;
+    s.record(
+        "not paid",
+        INGRESS,
+        "GET",
+        receipt,
+        409,
+        get_receipt("oa-2", "").await.unwrap(),
+    )
+    .await;
+    s.record(
+        "bad layout",
+        INGRESS,
+        "GET",
+        receipt,
+        422,
+        get_receipt("oa-1", "?layout=letter").await.unwrap(),
+    )
+    .await;
+    s.record(
+        "another shop's order",
+        INGRESS,
+        "GET",
+        receipt,
+        404,
+        get_receipt("oa-other", "").await.unwrap(),
+    )
+    .await;
+    let no_key = app.http.get(format!("{orders_url}/oa-1/receipt")).send().await.unwrap();
+    s.record("no API key", INGRESS, "GET", receipt, 401, no_key).await;
+
     // --- POST /v1/orders/{correlationID}/fulfilment (issue 12) ---------------
     // The paid Wake order is shipped and delivered; the refunded one cannot be.
     let fulfilment = "/v1/orders/{correlationID}/fulfilment";

@@ -6,7 +6,7 @@ use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
 use sqlx::Connection;
 use std::time::Duration;
 
-const TABLES: [&str; 15] = [
+const TABLES: [&str; 16] = [
     "shops",
     "orders",
     "order_history",
@@ -22,6 +22,7 @@ const TABLES: [&str; 15] = [
     "card_attempts",
     "refunds",
     "delivery_outcomes",
+    "receipts",
 ];
 
 /// What each role may do: (table, "insert"|"update"|"update:<column>").
@@ -58,7 +59,11 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("orders", "update:delivered_at"),
             ("order_history", "insert"),
         ],
-        "payhub_notifier" => vec![("deliveries", "insert"), ("deliveries", "update")],
+        "payhub_notifier" => vec![
+            ("deliveries", "insert"),
+            ("deliveries", "update"),
+            ("receipts", "insert"),
+        ],
         "payhub_reporter" => vec![
             ("report_daily", "insert"),
             ("report_daily", "update"),

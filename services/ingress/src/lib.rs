@@ -12,6 +12,7 @@ mod amqp;
 mod card;
 mod fulfilment;
 mod orders;
+mod receipt;
 mod refunds;
 pub mod stock;
 mod wake;
@@ -138,6 +139,7 @@ impl Application {
         };
         let routes = orders::router(state.clone(), config.max_body_bytes)
             .merge(fulfilment::router(fulfilment, config.max_body_bytes))
+            .merge(receipt::router(infra.store.clone()))
             .merge(refunds::router(refunds, config.max_body_bytes))
             .merge(wake::router(state));
         let mut app = match options.http {

@@ -164,9 +164,24 @@ struct Planned {
 
 /// What one delivery sends.
 enum Send {
-    Webhook { url: String, payload: serde_json::Value },
-    Mail { to: String, mail: mail::Mail },
-    Wake { url: String, body: serde_json::Value },
+    Webhook {
+        url: String,
+        payload: serde_json::Value,
+    },
+    Mail {
+        to: String,
+        mail: mail::Mail,
+    },
+    /// An e-mail with files (the buyer's payment confirmation and its receipt).
+    MailWith {
+        to: String,
+        mail: mail::Mail,
+        attachments: Vec<mail::Attachment>,
+    },
+    Wake {
+        url: String,
+        body: serde_json::Value,
+    },
 }
 
 /// A delivery that was attempted, ready to be recorded.
@@ -212,6 +227,7 @@ impl NotifyHandler {
                     .await
             }
             Send::Mail { to, mail } => self.mailer.send(to, mail).await,
+            Send::MailWith { to, mail, attachments } => self.mailer.send_with(to, mail, attachments).await,
             Send::Wake { url, body } => self.webhooks.post_json(url, body).await,
         }
     }
@@ -296,6 +312,59 @@ impl NotifyHandler {
 }
 
 impl NotifyHandler {
+    /// When an order is paid: its receipt in both layouts, rendered from the
+    /// stored order and stored with its hash (the first stored stays, so the
+    /// buyer gets the bytes every later download returns), as attachments.
+    async fn receipts(
+        &self,
+        env: &Envelope,
+        change: &payhub_core::events::OrderStatusChanged,
+    ) -> Result<Option<Vec<mail::Attachment>>, Failure> {
+        let (OrderStatus::Paid, Some(order_id)) = (change.to, env.order_id) else {
+            return Ok(None);
+        };
+        let cid = env.correlation_id.as_deref().unwrap_or("pedido");
+        let mut out = Vec::new();
+        for layout in payhub_documents::Layout::ALL {
+            let rendered = match payhub_store::receipts::stored(&self.store, order_id, layout)
+                .await
+                .map_err(db)?
+            {
+                Some(r) => r,
+                None => {
+                    let Some(r) = payhub_store::receipts::render(&self.store, order_id, layout)
+                        .await
+                        .map_err(db)?
+                    else {
+                        return Ok(None);
+                    };
+                    payhub_store::receipts::record(&self.store, order_id, layout, &r)
+                        .await
+                        .map_err(db)?
+                }
+            };
+            let safe: String = cid
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            out.push(mail::Attachment {
+                filename: match layout {
+                    payhub_documents::Layout::A4 => format!("comprovante-{safe}.pdf"),
+                    payhub_documents::Layout::Roll80 => format!("comprovante-{safe}-80mm.pdf"),
+                },
+                content_type: "application/pdf",
+                bytes: rendered.bytes,
+            });
+        }
+        Ok(Some(out))
+    }
+
     /// An alert for a person: the platform's admin or the shop's, by
     /// e-mail, once per event.
     async fn notify_alert(&self, msg: &Incoming, alert: &payhub_core::events::AlertRaised) -> Result<(), Failure> {
@@ -353,6 +422,7 @@ impl NotifyHandler {
     async fn attempt_mail(&self, planned: &Planned) -> Attempt {
         match &planned.send {
             Send::Mail { to, mail } => self.mailer.send(to, mail).await,
+            Send::MailWith { to, mail, attachments } => self.mailer.send_with(to, mail, attachments).await,
             _ => Attempt {
                 ok: false,
                 status_code: None,
@@ -437,16 +507,19 @@ impl Handler for NotifyHandler {
             });
         }
         if let Some(mail) = mail::buyer_mail(env, change) {
+            let to = change.customer_email.clone();
+            // The payment's confirmation carries its receipt (issue 12 §2).
+            let send = match self.receipts(env, change).await? {
+                Some(attachments) => Send::MailWith { to, mail, attachments },
+                None => Send::Mail { to, mail },
+            };
             planned.push(Planned {
                 kind: Kind::BuyerEmail,
                 target: payhub_core::identity::Email::parse(&change.customer_email)
                     .map(|e| e.masked())
                     .unwrap_or_else(|_| "invalid".into()),
                 webhook_id: None,
-                send: Send::Mail {
-                    to: change.customer_email.clone(),
-                    mail,
-                },
+                send,
             });
         }
         if let Some(admin) = shop.admin_email.clone()
