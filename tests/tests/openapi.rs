@@ -662,6 +662,152 @@ async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
     s.record("shipped", INGRESS, "GET", path, 200, app.get_order(&chave).await)
         .await;
 
+    // --- GET, POST /survey/{token} (issue 12) --------------------------------
+    // The Wake order is delivered; its buyer's invitation links the survey.
+    s.record(
+        "delivered",
+        INGRESS,
+        "POST",
+        fulfilment,
+        202,
+        post_fulfilment(&chave, &json!({"status": "delivered"})).await.unwrap(),
+    )
+    .await;
+    app.wait_for_status(&chave, "delivered").await;
+    let invitation = || {
+        app.sandbox.emails().into_iter().find(|m| {
+            m.subject
+                .as_deref()
+                .is_some_and(|s| s.contains("Como foi o seu pedido") && s.contains(chave.as_str()))
+        })
+    };
+    assert!(eventually(Duration::from_secs(20), || async { invitation().is_some() }).await);
+    let text = payhub_tests::email_text(&invitation().unwrap().data);
+    let link = text[text.find("http://").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let survey = "/survey/{token}";
+    let form = |body: &'static str| {
+        app.http
+            .post(&link)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    s.record(
+        "the form",
+        INGRESS,
+        "GET",
+        survey,
+        200,
+        app.http.get(&link).send().await.unwrap(),
+    )
+    .await;
+    s.record(
+        "no score",
+        INGRESS,
+        "POST",
+        survey,
+        422,
+        form("comment=x").await.unwrap(),
+    )
+    .await;
+    s.record(
+        "answered",
+        INGRESS,
+        "POST",
+        survey,
+        200,
+        form("score=10&comment=Muito+bom").await.unwrap(),
+    )
+    .await;
+    s.record("again", INGRESS, "POST", survey, 409, form("score=1").await.unwrap())
+        .await;
+    s.record(
+        "answered already",
+        INGRESS,
+        "GET",
+        survey,
+        409,
+        app.http.get(&link).send().await.unwrap(),
+    )
+    .await;
+    let unknown = format!("{}/survey/{}", app.ingress_url, "0".repeat(64));
+    s.record(
+        "unknown",
+        INGRESS,
+        "GET",
+        survey,
+        404,
+        app.http.get(&unknown).send().await.unwrap(),
+    )
+    .await;
+    s.record(
+        "unknown",
+        INGRESS,
+        "POST",
+        survey,
+        404,
+        app.http
+            .post(&unknown)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body("score=5")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            app.sandbox
+                .shop_webhooks()
+                .iter()
+                .any(|h| h.body.contains("survey.answered"))
+        })
+        .await,
+        "the shop hears of the answer"
+    );
+
+    // --- GET /v1/reports/survey (issue 12) -----------------------------------
+    let survey_report = "/v1/reports/survey";
+    let survey_url = format!("{}/v1/reports/survey", app.reporter_url);
+    let results = s
+        .record(
+            "all time",
+            REPORTER,
+            "GET",
+            survey_report,
+            200,
+            app.http.get(&survey_url).bearer_auth(&key).send().await.unwrap(),
+        )
+        .await;
+    assert_eq!(results["nps"], 100, "{results}");
+    s.record(
+        "bad date",
+        REPORTER,
+        "GET",
+        survey_report,
+        422,
+        app.http
+            .get(format!("{survey_url}?from=yesterday"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    s.record(
+        "no API key",
+        REPORTER,
+        "GET",
+        survey_report,
+        401,
+        app.http.get(&survey_url).send().await.unwrap(),
+    )
+    .await;
+
     // --- GET /v1/reports/deliveries (issue 12) -------------------------------
     let deliveries = "/v1/reports/deliveries";
     let deliveries_url = format!("{}/v1/reports/deliveries", app.reporter_url);

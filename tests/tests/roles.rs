@@ -6,7 +6,7 @@ use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
 use sqlx::Connection;
 use std::time::Duration;
 
-const TABLES: [&str; 16] = [
+const TABLES: [&str; 18] = [
     "shops",
     "orders",
     "order_history",
@@ -23,6 +23,8 @@ const TABLES: [&str; 16] = [
     "refunds",
     "delivery_outcomes",
     "receipts",
+    "survey_invitations",
+    "survey_answers",
 ];
 
 /// What each role may do: (table, "insert"|"update"|"update:<column>").
@@ -33,7 +35,11 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
         ("processed_events", "insert"),
     ];
     a.extend(match role {
-        "payhub_ingress" => vec![("orders", "insert"), ("order_history", "insert")],
+        "payhub_ingress" => vec![
+            ("orders", "insert"),
+            ("order_history", "insert"),
+            ("survey_answers", "insert"),
+        ],
         "payhub_charge_creator" => vec![
             ("charges", "insert"),
             ("charges", "update"),
@@ -63,6 +69,8 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("deliveries", "insert"),
             ("deliveries", "update"),
             ("receipts", "insert"),
+            ("survey_invitations", "insert"),
+            ("survey_invitations", "update"),
         ],
         "payhub_reporter" => vec![
             ("report_daily", "insert"),

@@ -15,6 +15,7 @@ mod orders;
 mod receipt;
 mod refunds;
 pub mod stock;
+pub mod survey;
 mod wake;
 
 use payhub_core::url_safety::WebhookUrlPolicy;
@@ -140,6 +141,10 @@ impl Application {
         let routes = orders::router(state.clone(), config.max_body_bytes)
             .merge(fulfilment::router(fulfilment, config.max_body_bytes))
             .merge(receipt::router(infra.store.clone()))
+            .merge(survey::router(survey::SurveyState {
+                store: infra.store.clone(),
+                outbox: outbox.clone(),
+            }))
             .merge(refunds::router(refunds, config.max_body_bytes))
             .merge(wake::router(state));
         let mut app = match options.http {

@@ -191,6 +191,27 @@ pub fn pixelpay_payload(env: &Envelope, change: &OrderStatusChanged, shop_name: 
     }
 }
 
+/// The JSON a shop receives when a buyer answered the satisfaction survey.
+pub fn survey_payload(env: &Envelope, answer: &payhub_core::events::SurveyAnswered) -> Value {
+    json!({
+        "type": "survey.answered",
+        "timestamp": env.occurred_at.format(&Rfc3339).unwrap_or_default(),
+        "data": {
+            "orderId": env.order_id,
+            "correlationID": env.correlation_id,
+            "score": answer.score,
+            // NPS: 9-10 promoter, 7-8 passive, 0-6 detractor.
+            "category": match answer.score {
+                9..=10 => "promoter",
+                7..=8 => "passive",
+                _ => "detractor",
+            },
+            "comment": answer.comment,
+            "language": answer.language,
+        }
+    })
+}
+
 /// The JSON a shop receives when one of its order messages was refused.
 pub fn rejected_payload(env: &Envelope, rejected: &payhub_core::events::OrderRejected) -> Value {
     json!({

@@ -253,7 +253,8 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
         EventPayload::OrderAccepted(_)
         | EventPayload::OrderStatusChanged(_)
         | EventPayload::OrderRejected(_)
-        | EventPayload::AlertRaised(_) => Decision::Ignore("not an order-updater event"),
+        | EventPayload::AlertRaised(_)
+        | EventPayload::SurveyAnswered(_) => Decision::Ignore("not an order-updater event"),
     }
 }
 

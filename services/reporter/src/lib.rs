@@ -404,6 +404,79 @@ async fn deliveries(
     .into_response())
 }
 
+/// `GET /v1/reports/survey?from=&to=`: the shop's satisfaction survey
+/// (issue 12 §4) over the invitations sent in the period: how many were
+/// asked and answered, the response rate, NPS (% promoters 9–10 minus %
+/// detractors 0–6, over the answers) and the latest comments.
+async fn survey(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<DeliveriesQuery>,
+) -> Result<Response, ApiError> {
+    let shop = payhub_service::problem::authenticate(&st.store, &headers).await?;
+    let mut errs = ValidationErrors::default();
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let mut day = |field: &'static str, v: &Option<String>| -> Option<Date> {
+        v.as_deref().and_then(|d| {
+            Date::parse(d, fmt)
+                .map_err(|_| errs.push(field, "format", "must be a date as YYYY-MM-DD"))
+                .ok()
+        })
+    };
+    let from = day("from", &q.from);
+    let to = day("to", &q.to);
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        errs.push("to", "range", "must not be before from");
+    }
+    errs.into_result(()).map_err(ApiError::Validation)?;
+    let (invited, answered, promoters, passives, detractors): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(a.order_id), count(*) FILTER (WHERE a.score >= 9),
+                count(*) FILTER (WHERE a.score BETWEEN 7 AND 8), count(*) FILTER (WHERE a.score <= 6)
+         FROM survey_invitations i LEFT JOIN survey_answers a ON a.order_id = i.order_id
+         WHERE i.shop_id = $1 AND ($2::date IS NULL OR i.invited_at::date >= $2)
+           AND ($3::date IS NULL OR i.invited_at::date <= $3)",
+    )
+    .bind(shop.id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(&st.store.pool)
+    .await?;
+    let comments: Vec<(String, i16, String, time::OffsetDateTime)> = sqlx::query_as(
+        "SELECT o.correlation_id, a.score, a.comment, a.answered_at
+         FROM survey_answers a JOIN survey_invitations i ON i.order_id = a.order_id JOIN orders o ON o.id = a.order_id
+         WHERE a.shop_id = $1 AND a.comment IS NOT NULL AND ($2::date IS NULL OR i.invited_at::date >= $2)
+           AND ($3::date IS NULL OR i.invited_at::date <= $3)
+         ORDER BY a.answered_at DESC LIMIT 50",
+    )
+    .bind(shop.id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&st.store.pool)
+    .await?;
+    let rate = |n: i64, of: i64| if of > 0 { Some(n as f64 / of as f64) } else { None };
+    Ok(axum::Json(json!({
+        "shopId": shop.id,
+        "from": from.map(|d| d.to_string()),
+        "to": to.map(|d| d.to_string()),
+        "invited": invited,
+        "answered": answered,
+        "responseRate": rate(answered, invited),
+        "promoters": promoters,
+        "passives": passives,
+        "detractors": detractors,
+        "nps": (answered > 0).then(|| ((promoters - detractors) as f64 * 100.0 / answered as f64).round() as i64),
+        "comments": comments.iter().map(|(cid, score, comment, at)| json!({
+            "correlationID": cid,
+            "score": score,
+            "comment": comment,
+            "answeredAt": at.format(&time::format_description::well_known::Rfc3339).ok(),
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
 /// The running service; see [`payhub_service::App`].
 pub struct Application(payhub_service::App);
 
@@ -428,6 +501,7 @@ impl Application {
         let routes = Router::new()
             .route("/v1/reports/daily", get(daily))
             .route("/v1/reports/deliveries", get(deliveries))
+            .route("/v1/reports/survey", get(survey))
             .with_state(AppState {
                 store: infra.store.clone(),
             });

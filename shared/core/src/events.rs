@@ -102,6 +102,8 @@ pub enum EventPayload {
     RefundFailed(RefundFailed),
     #[serde(rename = "fulfilment.reported")]
     FulfilmentReported(FulfilmentReported),
+    #[serde(rename = "survey.answered")]
+    SurveyAnswered(SurveyAnswered),
 }
 
 impl EventPayload {
@@ -117,6 +119,7 @@ impl EventPayload {
         "refund.completed",
         "refund.failed",
         "fulfilment.reported",
+        "survey.answered",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -132,6 +135,7 @@ impl EventPayload {
             EventPayload::RefundCompleted(_) => "refund.completed",
             EventPayload::RefundFailed(_) => "refund.failed",
             EventPayload::FulfilmentReported(_) => "fulfilment.reported",
+            EventPayload::SurveyAnswered(_) => "survey.answered",
         }
     }
 }
@@ -343,6 +347,18 @@ pub struct RefundFailed {
 pub struct FulfilmentReported {
     pub channel: OrderChannel,
     pub update: crate::fulfilment::FulfilmentUpdate,
+}
+
+/// A buyer answered the satisfaction survey of an order (ingress's survey
+/// page; one answer per order). The shop is told by webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurveyAnswered {
+    /// 0 to 10: would the buyer recommend the shop.
+    pub score: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The page's language (`pt-BR`, `es`).
+    pub language: String,
 }
 
 /// The shipment an order's status change carries (`shipped` and after),

@@ -112,7 +112,12 @@ impl QueueSpec {
     };
     pub const NOTIFIER: QueueSpec = QueueSpec {
         base: "notifier.status",
-        bindings: &["order.status_changed", "order.rejected", "alert.raised"],
+        bindings: &[
+            "order.status_changed",
+            "order.rejected",
+            "alert.raised",
+            "survey.answered",
+        ],
         retired_bindings: &[],
         source: Source::Events,
     };
