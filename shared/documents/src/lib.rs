@@ -449,7 +449,7 @@ mod tests {
             provider: "openpix".into(),
             provider_charge_id: Some("Q2hhcmdlOjYwM2U3NDlhNDI1NjAyYmJiZjRlN2JlZA==".into()),
             customer_name: "Maria Oliveira".into(),
-            customer_tax_id: "470.***.***-50".into(),
+            customer_tax_id: "470******50".into(),
             paid_at: time::macros::datetime!(2026-12-02 18:04:05 UTC),
             utc_offset_hours: -3,
         }
