@@ -113,7 +113,10 @@ pub async fn render(store: &Store, order_id: Uuid, layout: Layout) -> Result<Opt
     let Some(receipt) = load(store, order_id).await? else {
         return Ok(None);
     };
-    payhub_documents::render(&receipt, layout)
+    // Laying out and subsetting the font is CPU work: off the async workers.
+    tokio::task::spawn_blocking(move || payhub_documents::render(&receipt, layout))
+        .await
+        .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("the receipt renderer stopped: {e}"))))?
         .map(Some)
         .map_err(|e| StoreError::Db(sqlx::Error::Protocol(e.to_string())))
 }
