@@ -83,6 +83,7 @@ DASHBOARD_METRICS = {
     "payhub_provider_webhooks_total",
     "payhub_provider_webhooks_rejected_total",
     "payhub_payment_confirmations_total",
+    "payhub_order_deliveries_total",
 }
 # Labels Prometheus attaches to every scraped series (prometheus.yml).
 TARGET_LABELS = {"job", "instance", "service", "namespace", "pod"}

@@ -6,7 +6,7 @@ use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
 use sqlx::Connection;
 use std::time::Duration;
 
-const TABLES: [&str; 14] = [
+const TABLES: [&str; 18] = [
     "shops",
     "orders",
     "order_history",
@@ -21,6 +21,10 @@ const TABLES: [&str; 14] = [
     "provider_webhooks",
     "card_attempts",
     "refunds",
+    "delivery_outcomes",
+    "receipts",
+    "survey_invitations",
+    "survey_answers",
 ];
 
 /// What each role may do: (table, "insert"|"update"|"update:<column>").
@@ -31,7 +35,11 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
         ("processed_events", "insert"),
     ];
     a.extend(match role {
-        "payhub_ingress" => vec![("orders", "insert"), ("order_history", "insert")],
+        "payhub_ingress" => vec![
+            ("orders", "insert"),
+            ("order_history", "insert"),
+            ("survey_answers", "insert"),
+        ],
         "payhub_charge_creator" => vec![
             ("charges", "insert"),
             ("charges", "update"),
@@ -49,14 +57,27 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("orders", "update:updated_at"),
             ("orders", "update:paid_at"),
             ("orders", "update:end_to_end_id"),
+            ("orders", "update:carrier"),
+            ("orders", "update:tracking_code"),
+            ("orders", "update:tracking_url"),
+            ("orders", "update:promised_delivery_on"),
+            ("orders", "update:shipped_at"),
+            ("orders", "update:delivered_at"),
             ("order_history", "insert"),
         ],
-        "payhub_notifier" => vec![("deliveries", "insert"), ("deliveries", "update")],
+        "payhub_notifier" => vec![
+            ("deliveries", "insert"),
+            ("deliveries", "update"),
+            ("receipts", "insert"),
+            ("survey_invitations", "insert"),
+            ("survey_invitations", "update"),
+        ],
         "payhub_reporter" => vec![
             ("report_daily", "insert"),
             ("report_daily", "update"),
             ("stale_orders", "insert"),
             ("stale_orders", "update"),
+            ("delivery_outcomes", "insert"),
         ],
         other => panic!("unknown role {other}"),
     });

@@ -3,14 +3,19 @@
 //! `order.accepted` event in one transaction, and publishes the event;
 //! `GET /v1/orders/{correlationID}` shows the order, its charge and history;
 //! `POST /v1/orders/{correlationID}/refunds` gives money back through
-//! charge-creator's internal refund call.
+//! charge-creator's internal refund call;
+//! `POST /v1/orders/{correlationID}/fulfilment` reports a paid order's
+//! fulfilment (forwarded, shipped, delivered, returned, cancelled).
 
 mod accept;
 mod amqp;
 mod card;
+mod fulfilment;
 mod orders;
+mod receipt;
 mod refunds;
 pub mod stock;
+pub mod survey;
 mod wake;
 
 use payhub_core::url_safety::WebhookUrlPolicy;
@@ -115,7 +120,7 @@ impl Application {
         let handler = amqp::ShopOrderHandler {
             stock,
             store: infra.store.clone(),
-            outbox,
+            outbox: outbox.clone(),
             own_user: infra.broker.user().map(str::to_string),
             max_attempts: config.common.topology.retry.max_attempts,
             max_body_bytes: config.max_body_bytes,
@@ -129,7 +134,17 @@ impl Application {
                 config.card_timeout,
             )?,
         };
+        let fulfilment = fulfilment::FulfilmentState {
+            store: infra.store.clone(),
+            outbox: outbox.clone(),
+        };
         let routes = orders::router(state.clone(), config.max_body_bytes)
+            .merge(fulfilment::router(fulfilment, config.max_body_bytes))
+            .merge(receipt::router(infra.store.clone()))
+            .merge(survey::router(survey::SurveyState {
+                store: infra.store.clone(),
+                outbox: outbox.clone(),
+            }))
             .merge(refunds::router(refunds, config.max_body_bytes))
             .merge(wake::router(state));
         let mut app = match options.http {

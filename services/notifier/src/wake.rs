@@ -24,6 +24,12 @@ pub fn postback(change: &OrderStatusChanged) -> Option<(u8, Value)> {
         | OrderStatus::UnderReview
         | OrderStatus::PartiallyRefunded
         | OrderStatus::Refunded => return None,
+        // Fulfilment is the Wake store's own: its postback speaks of payment only.
+        OrderStatus::Fulfilling
+        | OrderStatus::Shipped
+        | OrderStatus::Delivered
+        | OrderStatus::Returned
+        | OrderStatus::Cancelled => return None,
     };
     let mut info = Vec::new();
     let mut add = |name: &str, value: &str| info.push(json!({"Nome": name, "Valor": value}));

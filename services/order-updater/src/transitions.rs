@@ -47,6 +47,9 @@ pub enum Decision {
         paid: Option<PaidFacts>,
     },
     Ignore(&'static str),
+    /// A shop's report that cannot apply (an illegal move): the shop is
+    /// told why, and nothing changes.
+    Refuse(String),
 }
 
 fn move_to(to: OrderStatus, reason: Option<String>, details: Value) -> Decision {
@@ -127,10 +130,10 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                 });
                 match facts.status {
                     // Money received twice must be visible to a person.
-                    Paid | PartiallyRefunded | Refunded
-                        if end_to_end_id.is_some()
-                            && facts.end_to_end_id.is_some()
-                            && *end_to_end_id != facts.end_to_end_id =>
+                    s if (s.is_after_payment() || matches!(s, PartiallyRefunded | Refunded))
+                        && end_to_end_id.is_some()
+                        && facts.end_to_end_id.is_some()
+                        && *end_to_end_id != facts.end_to_end_id =>
                     {
                         move_to(
                             UnderReview,
@@ -142,7 +145,7 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                             details,
                         )
                     }
-                    Paid | PartiallyRefunded | Refunded => {
+                    Paid | PartiallyRefunded | Refunded | Fulfilling | Shipped | Delivered | Returned | Cancelled => {
                         Decision::Ignore("already paid; a repeated payment notice changes nothing")
                     }
                     UnderReview => Decision::Ignore("already flagged for review"),
@@ -214,7 +217,9 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                 _ => what,
             };
             match facts.status {
-                Paid | PartiallyRefunded | Refunded => {
+                // After payment (shipped, returned, cancelled, ...) money
+                // may be given back too; the refund then says where it stands.
+                Paid | PartiallyRefunded | Refunded | Fulfilling | Shipped | Delivered | Returned | Cancelled => {
                     let to = if facts.status == Refunded || r.refunded_total.minor() >= facts.total.minor() {
                         Refunded
                     } else {
@@ -231,10 +236,25 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
             }
         }
         EventPayload::RefundFailed(_) => Decision::Ignore("a refused refund gives nothing back"),
+        EventPayload::FulfilmentReported(f) => match payhub_core::fulfilment::check_move(facts.status, f.update.to) {
+            Ok(()) => move_to(
+                f.update.to,
+                f.update.note.clone(),
+                json!({
+                    "channel": f.channel.as_str(),
+                    "carrier": f.update.carrier,
+                    "trackingCode": f.update.tracking_code,
+                    "trackingUrl": f.update.tracking_url,
+                    "by": f.update.by,
+                }),
+            ),
+            Err(why) => Decision::Refuse(why),
+        },
         EventPayload::OrderAccepted(_)
         | EventPayload::OrderStatusChanged(_)
         | EventPayload::OrderRejected(_)
-        | EventPayload::AlertRaised(_) => Decision::Ignore("not an order-updater event"),
+        | EventPayload::AlertRaised(_)
+        | EventPayload::SurveyAnswered(_) => Decision::Ignore("not an order-updater event"),
     }
 }
 
@@ -364,8 +384,52 @@ mod tests {
     fn to(d: &Decision) -> Option<OrderStatus> {
         match d {
             Decision::Move { to, .. } => Some(*to),
-            Decision::Ignore(_) => None,
+            Decision::Ignore(_) | Decision::Refuse(_) => None,
         }
+    }
+
+    fn report(to: OrderStatus) -> EventPayload {
+        EventPayload::FulfilmentReported(payhub_core::events::FulfilmentReported {
+            channel: payhub_core::events::OrderChannel::Api,
+            update: payhub_core::fulfilment::FulfilmentUpdate {
+                to,
+                carrier: None,
+                tracking_code: None,
+                tracking_url: None,
+                by: Some("maria".into()),
+                note: None,
+            },
+        })
+    }
+
+    #[test]
+    fn fulfilment_moves_a_paid_order_and_refuses_illegal_moves_with_the_reason() {
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Paid), &report(OrderStatus::Fulfilling))),
+            Some(OrderStatus::Fulfilling)
+        );
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Shipped), &report(OrderStatus::Delivered))),
+            Some(OrderStatus::Delivered)
+        );
+        match decide(&facts(OrderStatus::AwaitingPayment), &report(OrderStatus::Shipped)) {
+            Decision::Refuse(why) => assert!(why.contains("not paid"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide(&facts(OrderStatus::Delivered), &report(OrderStatus::Shipped)),
+            Decision::Refuse(_)
+        ));
+        // A shipped order that is paid again is money received twice.
+        let mut shipped = facts(OrderStatus::Shipped);
+        shipped.end_to_end_id = Some("E1".into());
+        assert_eq!(to(&decide(&shipped, &paid_with("E1"))), None);
+        assert_eq!(to(&decide(&shipped, &paid_with("E2"))), Some(OrderStatus::UnderReview));
+        // A returned order can be refunded.
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Returned), &refunded(1000, 1000))),
+            Some(OrderStatus::Refunded)
+        );
     }
 
     #[test]

@@ -100,10 +100,14 @@ pub enum EventPayload {
     RefundCompleted(RefundCompleted),
     #[serde(rename = "refund.failed")]
     RefundFailed(RefundFailed),
+    #[serde(rename = "fulfilment.reported")]
+    FulfilmentReported(FulfilmentReported),
+    #[serde(rename = "survey.answered")]
+    SurveyAnswered(SurveyAnswered),
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 10] = [
+    pub const KINDS: [&'static str; 11] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
@@ -114,6 +118,8 @@ impl EventPayload {
         "alert.raised",
         "refund.completed",
         "refund.failed",
+        "fulfilment.reported",
+        "survey.answered",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -128,6 +134,8 @@ impl EventPayload {
             EventPayload::AlertRaised(_) => "alert.raised",
             EventPayload::RefundCompleted(_) => "refund.completed",
             EventPayload::RefundFailed(_) => "refund.failed",
+            EventPayload::FulfilmentReported(_) => "fulfilment.reported",
+            EventPayload::SurveyAnswered(_) => "survey.answered",
         }
     }
 }
@@ -332,6 +340,51 @@ pub struct RefundFailed {
     pub reason: String,
 }
 
+/// A shop reported where its paid order stands (ingress, from the order
+/// API or an AMQP fulfilment message); order-updater moves the order if
+/// the move is legal, and refuses it (`order.rejected`) if not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FulfilmentReported {
+    pub channel: OrderChannel,
+    pub update: crate::fulfilment::FulfilmentUpdate,
+}
+
+/// A buyer answered the satisfaction survey of an order (ingress's survey
+/// page; one answer per order). The shop is told by webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurveyAnswered {
+    /// 0 to 10: would the buyer recommend the shop.
+    pub score: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The page's language (`pt-BR`, `es`).
+    pub language: String,
+}
+
+/// The shipment an order's status change carries (`shipped` and after),
+/// and the delivery date promised at payment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentNotice {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_url: Option<String>,
+    /// The shop's local date the order is to be delivered by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promised_delivery_on: Option<time::Date>,
+    /// The shop's local date it was delivered on (`delivered` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_on: Option<time::Date>,
+    /// The shop's note with the report (why returned, cancelled, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Who moved the order (`shop:api:maria`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
 /// A refund as an order's status change tells it (the shop's webhook, the
 /// buyer's e-mail, the daily figures).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -424,6 +477,10 @@ pub struct OrderStatusChanged {
     /// Absent in events from before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Box<OrderDetails>>,
+    /// The shipment and the promised delivery date (issue 12), once the
+    /// order is paid. Absent in events from before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipment: Option<Box<ShipmentNotice>>,
 }
 
 /// The order as a merchant needs it with each status: items, tax, buyer,

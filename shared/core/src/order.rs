@@ -92,10 +92,20 @@ pub enum OrderStatus {
     PartiallyRefunded,
     /// Paid, and all of the money was given back. Final.
     Refunded,
+    /// Paid and forwarded for delivery: the shop is preparing it.
+    Fulfilling,
+    /// Handed to a carrier (carrier and tracking code on the order).
+    Shipped,
+    /// The buyer received it.
+    Delivered,
+    /// Sent back to the shop after shipping.
+    Returned,
+    /// Paid, then cancelled before it shipped (a refund may follow).
+    Cancelled,
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 9] = [
+    pub const ALL: [OrderStatus; 14] = [
         OrderStatus::Accepted,
         OrderStatus::AwaitingPayment,
         OrderStatus::Authorized,
@@ -105,6 +115,11 @@ impl OrderStatus {
         OrderStatus::UnderReview,
         OrderStatus::PartiallyRefunded,
         OrderStatus::Refunded,
+        OrderStatus::Fulfilling,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+        OrderStatus::Returned,
+        OrderStatus::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,11 +133,30 @@ impl OrderStatus {
             OrderStatus::UnderReview => "under_review",
             OrderStatus::PartiallyRefunded => "partially_refunded",
             OrderStatus::Refunded => "refunded",
+            OrderStatus::Fulfilling => "fulfilling",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Delivered => "delivered",
+            OrderStatus::Returned => "returned",
+            OrderStatus::Cancelled => "cancelled",
         }
     }
 
     pub fn parse(s: &str) -> Option<OrderStatus> {
         OrderStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Paid, and in the order's life after payment (fulfilment, delivery,
+    /// return, cancellation): money was received for it.
+    pub fn is_after_payment(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Paid
+                | OrderStatus::Fulfilling
+                | OrderStatus::Shipped
+                | OrderStatus::Delivered
+                | OrderStatus::Returned
+                | OrderStatus::Cancelled
+        )
     }
 
     pub fn is_final(self) -> bool {

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod outbox;
+pub mod receipts;
 pub mod roles;
 pub mod secrets;
 pub mod shop_cache;
