@@ -107,7 +107,7 @@ pub enum EventPayload {
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 11] = [
+    pub const KINDS: [&'static str; 12] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
