@@ -64,3 +64,9 @@ GRANT INSERT, UPDATE ON deliveries TO payhub_notifier;
 
 -- reporter owns the daily figures and the sweeper's findings.
 GRANT INSERT, UPDATE ON report_daily, stale_orders TO payhub_reporter;
+
+-- charge-creator owns provider_health (its probes of each provider account);
+-- ingress reads it to refuse orders while a shop's provider is down.
+GRANT SELECT ON provider_health TO payhub_ingress, payhub_charge_creator, payhub_webhook_verifier,
+                                   payhub_order_updater, payhub_notifier, payhub_reporter;
+GRANT INSERT, UPDATE ON provider_health TO payhub_charge_creator;

@@ -6,7 +6,7 @@ use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
 use sqlx::Connection;
 use std::time::Duration;
 
-const TABLES: [&str; 14] = [
+const TABLES: [&str; 15] = [
     "shops",
     "orders",
     "order_history",
@@ -21,6 +21,7 @@ const TABLES: [&str; 14] = [
     "provider_webhooks",
     "card_attempts",
     "refunds",
+    "provider_health",
 ];
 
 /// What each role may do: (table, "insert"|"update"|"update:<column>").
@@ -41,6 +42,8 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("card_attempts", "update"),
             ("refunds", "insert"),
             ("refunds", "update"),
+            ("provider_health", "insert"),
+            ("provider_health", "update"),
         ],
         "payhub_webhook_verifier" => vec![("webhook_events", "insert")],
         "payhub_order_updater" => vec![

@@ -8,6 +8,7 @@
 mod accept;
 mod amqp;
 mod card;
+mod health;
 mod orders;
 mod refunds;
 pub mod stock;
@@ -104,6 +105,7 @@ impl Application {
                 config.card_timeout,
             )?,
             public_webhook_base_url: config.public_webhook_base_url.clone(),
+            health: payhub_store::health::HealthCache::new(infra.store.clone(), std::time::Duration::from_secs(1)),
         };
         let handler = amqp::ShopOrderHandler {
             stock,

@@ -6,6 +6,7 @@
 //! no way to prove a webhook genuine cannot be wired in by accident.
 
 pub mod internal;
+pub mod metrics;
 pub mod openpix;
 pub mod pixelpay;
 pub mod psync;

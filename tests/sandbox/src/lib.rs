@@ -30,6 +30,7 @@ mod charges;
 mod faults;
 mod mime;
 mod model;
+mod outage;
 mod pixelpay;
 mod provider;
 mod shop;
@@ -235,11 +236,14 @@ impl Sandbox {
             held: Mutex::default(),
             pixelpay: pixelpay::PixelPayState::new(cfg.pixelpay_webhook_retry_delay),
             openpix_webhooks: webhook_api::WebhookApiState::default(),
+            outages: Mutex::default(),
         });
 
         let provider_app = provider::router(inner.clone())
             .merge(pixelpay::router(inner.clone()))
-            .merge(webhook_api::router(inner.clone()));
+            .merge(webhook_api::router(inner.clone()))
+            .merge(outage::router(inner.clone()))
+            .layer(axum::middleware::from_fn_with_state(inner.clone(), outage::gate));
         let provider_stop = shutdown.clone();
         let provider = tokio::spawn(async move {
             let served = axum::serve(provider_listener, provider_app)
@@ -277,6 +281,14 @@ impl Sandbox {
                 tracing::error!(error = %e, "a sandbox server task failed");
             }
         }
+    }
+
+    /// Starts (`down = true`) or ends a simulated outage of `provider`
+    /// (`openpix` or `pixelpay`): while it lasts, every call to that
+    /// provider's API is answered 503 and changes nothing. The control
+    /// routes (`/sandbox/...`) and the pay pages keep working.
+    pub fn set_outage(&self, provider: &str, down: bool) {
+        outage::set(&self.inner, provider, down);
     }
 
     /// `http://127.0.0.1:PORT`, no trailing slash: the OpenPix base URL to

@@ -259,6 +259,16 @@ enum ShopCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What payhub does with the shop's orders while its provider account
+    /// is down: `hold` (accept; the charge is created when the provider is
+    /// back; the default) or `reject` (the HTTP doors answer 503 with
+    /// Retry-After). Card orders are refused while it is down either way.
+    SetProviderDown {
+        shop_id: uuid::Uuid,
+        policy: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// The shop's provider accounts (never their secrets) and what
     /// charge-creator found of their webhooks at the provider.
     Providers {
@@ -687,6 +697,22 @@ async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
             emit(json, json!({"id": shop_id, "webhookFormat": parsed.as_str()}), || {
                 format!("webhooks of {shop_id} now have the {} format", parsed.as_str())
             });
+            Ok(())
+        }
+        ShopCommand::SetProviderDown { shop_id, policy, json } => {
+            let parsed = payhub_store::health::DownPolicy::parse(&policy)
+                .with_context(|| format!("unknown policy {policy:?}: hold or reject"))?;
+            payhub_store::health::set_policy(&store, shop_id, parsed).await?;
+            emit(
+                json,
+                json!({"id": shop_id, "providerDownPolicy": parsed.as_str()}),
+                || {
+                    format!(
+                        "while its provider is down, {shop_id}'s orders are now: {}",
+                        parsed.as_str()
+                    )
+                },
+            );
             Ok(())
         }
         ShopCommand::Providers { shop_id, json } => {
