@@ -70,3 +70,9 @@ GRANT INSERT, UPDATE ON report_daily, stale_orders TO payhub_reporter;
 GRANT SELECT ON provider_health TO payhub_ingress, payhub_charge_creator, payhub_webhook_verifier,
                                    payhub_order_updater, payhub_notifier, payhub_reporter;
 GRANT INSERT, UPDATE ON provider_health TO payhub_charge_creator;
+
+-- reporter owns the settlement ledger and its exports (payhubctl, as the
+-- database owner, exports too).
+GRANT SELECT ON ledger_lines, ledger_exports TO payhub_ingress, payhub_charge_creator, payhub_webhook_verifier,
+                                              payhub_order_updater, payhub_notifier, payhub_reporter;
+GRANT INSERT, UPDATE ON ledger_lines, ledger_exports TO payhub_reporter;

@@ -6,7 +6,7 @@ use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
 use sqlx::Connection;
 use std::time::Duration;
 
-const TABLES: [&str; 15] = [
+const TABLES: [&str; 17] = [
     "shops",
     "orders",
     "order_history",
@@ -22,6 +22,8 @@ const TABLES: [&str; 15] = [
     "card_attempts",
     "refunds",
     "provider_health",
+    "ledger_lines",
+    "ledger_exports",
 ];
 
 /// What each role may do: (table, "insert"|"update"|"update:<column>").
@@ -60,6 +62,10 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("report_daily", "update"),
             ("stale_orders", "insert"),
             ("stale_orders", "update"),
+            ("ledger_lines", "insert"),
+            ("ledger_lines", "update"),
+            ("ledger_exports", "insert"),
+            ("ledger_exports", "update"),
         ],
         other => panic!("unknown role {other}"),
     });

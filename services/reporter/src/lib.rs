@@ -26,6 +26,7 @@ use time::Date;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod settlement;
 pub mod sweeper;
 
 pub const SERVICE: &str = "reporter";
@@ -93,6 +94,48 @@ fn contribution(env: &payhub_core::Envelope) -> Result<Option<(RowKey, i64)>, Fa
     Ok(Some((key, amount.minor())))
 }
 
+/// A ledger line an event makes (issue 13 §2): a payment when an order is
+/// paid, a refund when a refund is confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LedgerEntry {
+    order_id: Uuid,
+    kind: &'static str,
+    provider: &'static str,
+    method: &'static str,
+    gross: Money,
+    settlement_date: Date,
+    occurred_at: time::OffsetDateTime,
+}
+
+fn ledger_entry(env: &payhub_core::Envelope) -> Option<LedgerEntry> {
+    let EventPayload::OrderStatusChanged(c) = &env.payload else {
+        return None;
+    };
+    let order_id = env.order_id?;
+    let (kind, gross, at) = match (&c.refund, c.to) {
+        (Some(r), _) => (
+            "refund",
+            Money::from_minor(-r.amount.minor(), r.amount.currency()),
+            env.occurred_at,
+        ),
+        (None, OrderStatus::Paid) => (
+            "payment",
+            c.amount,
+            c.details.as_ref().and_then(|d| d.paid_at).unwrap_or(env.occurred_at),
+        ),
+        _ => return None,
+    };
+    Some(LedgerEntry {
+        order_id,
+        kind,
+        provider: c.provider.as_str(),
+        method: c.provider.method().as_str(),
+        gross,
+        settlement_date: at.date(),
+        occurred_at: at,
+    })
+}
+
 /// Most events counted in one transaction.
 pub const MAX_BATCH: usize = 256;
 
@@ -123,7 +166,11 @@ impl Handler for ReportHandler {
     async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), Failure>> {
         let mut results: Vec<Result<(), Failure>> = vec![Ok(()); msgs.len()];
         let mut counted = Vec::new();
+        let mut ledger = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
+            if let Some(l) = ledger_entry(&m.envelope) {
+                ledger.push((m.envelope.id, l));
+            }
             match contribution(&m.envelope) {
                 Ok(Some(c)) => counted.push((i, m.envelope.id, c)),
                 Ok(None) => {}
@@ -133,7 +180,7 @@ impl Handler for ReportHandler {
         if counted.is_empty() {
             return results;
         }
-        if let Err(f) = self.count(&counted).await {
+        if let Err(f) = self.count(&counted, &ledger).await {
             for (i, _, _) in &counted {
                 results[*i] = Err(f.clone());
             }
@@ -143,7 +190,11 @@ impl Handler for ReportHandler {
 }
 
 impl ReportHandler {
-    async fn count(&self, counted: &[(usize, Uuid, (RowKey, i64))]) -> Result<(), Failure> {
+    async fn count(
+        &self,
+        counted: &[(usize, Uuid, (RowKey, i64))],
+        ledger: &[(Uuid, LedgerEntry)],
+    ) -> Result<(), Failure> {
         let mut ids: Vec<Uuid> = counted.iter().map(|(_, id, _)| *id).collect();
         ids.sort();
         ids.dedup();
@@ -183,6 +234,38 @@ impl ReportHandler {
             .bind(currency)
             .bind(orders)
             .bind(amount)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        // The ledger lines of the fresh events, in the same transaction.
+        let mut written = std::collections::HashSet::new();
+        for (id, l) in ledger {
+            if !fresh.contains(id) || !written.insert(*id) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO ledger_lines (id, shop_id, order_id, correlation_id, kind, source_event_id, provider,
+                                           method, currency, gross_minor, fee_minor, net_minor, settlement_date,
+                                           occurred_at)
+                 SELECT $1, o.shop_id, o.id, o.correlation_id, $2, $3, $4,
+                        COALESCE((SELECT c.method FROM charges c WHERE c.order_id = o.id), $5), $6, $7,
+                        f.fee, $7 - f.fee, $8, $9
+                 FROM orders o
+                 CROSS JOIN LATERAL (SELECT CASE WHEN $2 = 'payment' THEN o.provider_fee_minor ELSE 0 END AS fee) f
+                 WHERE o.id = $10
+                 ON CONFLICT (source_event_id) DO NOTHING",
+            )
+            .bind(Uuid::now_v7())
+            .bind(l.kind)
+            .bind(id)
+            .bind(l.provider)
+            .bind(l.method)
+            .bind(l.gross.currency().code())
+            .bind(l.gross.minor())
+            .bind(l.settlement_date)
+            .bind(l.occurred_at)
+            .bind(l.order_id)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -317,7 +400,10 @@ impl Application {
             .route("/v1/reports/daily", get(daily))
             .with_state(AppState {
                 store: infra.store.clone(),
-            });
+            })
+            .merge(settlement::router(settlement::SettlementState {
+                store: infra.store.clone(),
+            }));
         let mut app = payhub_service::App::start(infra, config.common.http_addr, routes).await?;
         app.consume(QueueSpec::REPORTER, config.common.prefetch, handler);
         Ok(Application(app))

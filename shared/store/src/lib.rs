@@ -8,6 +8,7 @@ pub mod health;
 pub mod outbox;
 pub mod roles;
 pub mod secrets;
+pub mod settlement;
 pub mod shop_cache;
 pub mod shops;
 

@@ -40,12 +40,54 @@ enum Command {
     /// RabbitMQ administration.
     #[command(subcommand)]
     Broker(BrokerCommand),
+    /// The settlement ledger's exports for a finance system (issue 13 §2).
+    #[command(subcommand)]
+    Settlement(SettlementCommand),
     /// Show an order with its charge, history and deliveries.
     Order {
         /// The payhub order id, or the shop's correlationID together with --shop.
         id: String,
         #[arg(long)]
         shop: Option<uuid::Uuid>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SettlementCommand {
+    /// Export the shop's ledger lines settled from --from to --to that no
+    /// export carried before, and mark them processed. Prints the export
+    /// (CSV or JSON) to stdout, or to --out; its summary to stderr.
+    Export {
+        #[arg(long)]
+        shop: uuid::Uuid,
+        /// First settlement date, YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        /// Last settlement date, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// The same key again gives the same export.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// The shop's exports (summaries, JSON lines).
+    List {
+        #[arg(long)]
+        shop: uuid::Uuid,
+    },
+    /// An export again, byte for byte as it was first handed out.
+    Download {
+        #[arg(long)]
+        shop: uuid::Uuid,
+        id: uuid::Uuid,
+        #[arg(long, default_value = "csv")]
+        format: String,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
 }
 
@@ -338,6 +380,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(cmd) => dlq(cmd).await,
+        Command::Settlement(cmd) => settlement(&cli.database_url, cmd).await,
         Command::Broker(cmd) => broker_command(&env, cmd),
         Command::Order { id, shop } => {
             let store = Store::connect_lazy(&cli.database_url, 2)?;
@@ -459,6 +502,75 @@ fn warn_if_development_key(store: &Store) {
 }
 
 /// Prints `value` as JSON, or `text` for people.
+fn write_body(out: Option<&std::path::Path>, body: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    match out {
+        Some(path) => std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display())),
+        None => Ok(std::io::stdout().write_all(body)?),
+    }
+}
+
+fn pick(export: &payhub_store::settlement::Export, format: &str) -> anyhow::Result<Vec<u8>> {
+    match format {
+        "csv" => Ok(export.csv.clone()),
+        "json" => Ok(export.json.clone()),
+        other => anyhow::bail!("unknown format {other:?}: csv or json"),
+    }
+}
+
+async fn settlement(database_url: &str, cmd: SettlementCommand) -> anyhow::Result<()> {
+    use payhub_store::settlement::{self, Exported};
+    let store = Store::connect_lazy(database_url, 2)?;
+    let day = |s: &str, what: &str| {
+        time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+            .with_context(|| format!("--{what} must be a date as YYYY-MM-DD"))
+    };
+    match cmd {
+        SettlementCommand::Export {
+            shop,
+            from,
+            to,
+            format,
+            idempotency_key,
+            out,
+        } => {
+            let (from, to) = (day(&from, "from")?, day(&to, "to")?);
+            anyhow::ensure!(to >= from, "--to must not be before --from");
+            pick_format(&format)?;
+            match settlement::export(&store, shop, from, to, idempotency_key.as_deref(), "payhubctl").await? {
+                Exported::New(e) | Exported::Again(e) => {
+                    eprintln!("{}", e.summary());
+                    write_body(out.as_deref(), &pick(&e, &format)?)
+                }
+                Exported::Nothing => {
+                    eprintln!("{}", json!({"id": null, "lines": 0}));
+                    Ok(())
+                }
+            }
+        }
+        SettlementCommand::List { shop } => {
+            for e in settlement::list(&store, shop).await? {
+                println!("{}", e.summary());
+            }
+            Ok(())
+        }
+        SettlementCommand::Download { shop, id, format, out } => {
+            let e = settlement::get(&store, shop, id)
+                .await?
+                .with_context(|| format!("no export {id} for shop {shop}"))?;
+            write_body(out.as_deref(), &pick(&e, &format)?)
+        }
+    }
+}
+
+fn pick_format(format: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(format, "csv" | "json"),
+        "unknown format {format:?}: csv or json"
+    );
+    Ok(())
+}
+
 fn emit(json_out: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
     if json_out {
         println!("{value}");
