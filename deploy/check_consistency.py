@@ -99,6 +99,7 @@ DASHBOARD_METRICS = {
     "payhub_outbox_unpublished",
     "payhub_outbox_oldest_unpublished_seconds",
     "payhub_sweeper_actions_total",
+    "payhub_reconciliation_discrepancies",
 }
 # Labels Prometheus attaches to every scraped series (prometheus.yml).
 TARGET_LABELS = {"job", "instance", "service", "namespace", "pod"}
@@ -570,7 +571,8 @@ def check_prometheus() -> None:
               "PayhubProviderDown", "PayhubProviderErrorRate", "PayhubProviderLatencyHigh",
               "PayhubCardDeclineRateHigh", "PayhubWebhooksNotArriving", "PayhubPaidWithin2sBudgetBurn",
               "PayhubPaidWithin2sBudgetBurnSlow", "PayhubNotifiedWithin10sBudgetBurn",
-              "PayhubNotifiedWithin10sBudgetBurnSlow", "PayhubOutboxBacklog"):
+              "PayhubNotifiedWithin10sBudgetBurnSlow", "PayhubOutboxBacklog",
+              "PayhubReconciliationDiscrepancies"):
         if a not in names:
             err(f"alerts.yml: alert {a} missing")
     prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())

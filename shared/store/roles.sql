@@ -76,3 +76,8 @@ GRANT INSERT, UPDATE ON provider_health TO payhub_charge_creator;
 GRANT SELECT ON ledger_lines, ledger_exports TO payhub_ingress, payhub_charge_creator, payhub_webhook_verifier,
                                               payhub_order_updater, payhub_notifier, payhub_reporter;
 GRANT INSERT, UPDATE ON ledger_lines, ledger_exports TO payhub_reporter;
+
+-- reporter owns reconciliation (its runs and what they found).
+GRANT SELECT ON reconciliation_runs, reconciliation_discrepancies TO payhub_ingress, payhub_charge_creator,
+    payhub_webhook_verifier, payhub_order_updater, payhub_notifier, payhub_reporter;
+GRANT INSERT, UPDATE ON reconciliation_runs, reconciliation_discrepancies TO payhub_reporter;

@@ -351,6 +351,7 @@ impl TestApp {
                         sweep: self.opts.sweep.clone(),
                         charge_creator_url,
                         internal_token: token.into(),
+                        reconcile_interval: Duration::from_secs(3600),
                     },
                     shutdown,
                 )

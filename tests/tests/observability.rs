@@ -219,9 +219,9 @@ async fn query(app: &TestApp, prom: &str, expr: &str) -> Vec<Value> {
 
 /// Panels whose series only exist after a fault this run does not make
 /// (a dead letter, a replay, a broker reconnect, a database outage, a failed
-/// delivery, a stale order, a card sale): their queries must still parse and
+/// delivery, a stale order, a card sale, a reconciliation run): their queries must still parse and
 /// evaluate, which Prometheus checks below.
-const NEEDS_OTHER_FAULTS: [&str; 8] = [
+const NEEDS_OTHER_FAULTS: [&str; 9] = [
     "Dead letters by queue and reason",
     "Retries by queue and attempt",
     "Dead letters replayed by queue",
@@ -230,6 +230,7 @@ const NEEDS_OTHER_FAULTS: [&str; 8] = [
     "Card payments by outcome",
     "Sweeper actions",
     "Oldest stale order by kind",
+    "Open reconciliation discrepancies by kind",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,7 +6,7 @@ use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
 use sqlx::Connection;
 use std::time::Duration;
 
-const TABLES: [&str; 17] = [
+const TABLES: [&str; 19] = [
     "shops",
     "orders",
     "order_history",
@@ -24,6 +24,8 @@ const TABLES: [&str; 17] = [
     "provider_health",
     "ledger_lines",
     "ledger_exports",
+    "reconciliation_runs",
+    "reconciliation_discrepancies",
 ];
 
 /// What each role may do: (table, "insert"|"update"|"update:<column>").
@@ -66,6 +68,10 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("ledger_lines", "update"),
             ("ledger_exports", "insert"),
             ("ledger_exports", "update"),
+            ("reconciliation_runs", "insert"),
+            ("reconciliation_runs", "update"),
+            ("reconciliation_discrepancies", "insert"),
+            ("reconciliation_discrepancies", "update"),
         ],
         other => panic!("unknown role {other}"),
     });

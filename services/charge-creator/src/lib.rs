@@ -32,6 +32,7 @@ mod callbacks;
 pub mod card;
 pub mod confirm;
 pub mod health;
+pub mod listing;
 pub mod refund;
 pub mod registrar;
 
@@ -491,6 +492,10 @@ impl Application {
             .route(
                 payhub_connectors::internal::CONFIRM_PATH,
                 axum::routing::post(confirm::confirm_route),
+            )
+            .route(
+                payhub_connectors::internal::LISTING_PATH,
+                axum::routing::post(listing::listing_route),
             )
             .with_state(confirm)
             .merge(

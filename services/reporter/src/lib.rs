@@ -26,6 +26,7 @@ use time::Date;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod reconcile;
 pub mod settlement;
 pub mod sweeper;
 
@@ -38,6 +39,9 @@ pub struct Config {
     /// charge-creator's internal listener, which re-checks with providers.
     pub charge_creator_url: String,
     pub internal_token: secrecy::SecretString,
+    /// How often yesterday and today are reconciled with the providers
+    /// (`PAYHUB_RECONCILE_INTERVAL_MS`).
+    pub reconcile_interval: std::time::Duration,
 }
 
 impl Config {
@@ -59,6 +63,13 @@ impl Config {
             sweep,
             charge_creator_url: env.url("PAYHUB_CHARGE_CREATOR_URL", "http://127.0.0.1:9101")?,
             internal_token: payhub_service::internal::token(env)?.into(),
+            reconcile_interval: {
+                let d = env.millis("PAYHUB_RECONCILE_INTERVAL_MS", std::time::Duration::from_secs(3600))?;
+                if d.is_zero() {
+                    return Err(Env::bad("PAYHUB_RECONCILE_INTERVAL_MS", "must be above 0"));
+                }
+                d
+            },
         })
     }
 }
@@ -387,7 +398,7 @@ impl Application {
         };
         let sweeper = sweeper::Sweeper {
             store: infra.store.clone(),
-            outbox,
+            outbox: outbox.clone(),
             confirm: payhub_connectors::internal::ConfirmClient::new(
                 &config.charge_creator_url,
                 config.internal_token.clone(),
@@ -395,7 +406,26 @@ impl Application {
             )?,
             config: config.sweep.clone(),
         };
+        let reconciler = std::sync::Arc::new(reconcile::Reconciler {
+            store: infra.store.clone(),
+            outbox: outbox.clone(),
+            listing: payhub_connectors::internal::ListingClient::new(
+                &config.charge_creator_url,
+                config.internal_token.clone(),
+                std::time::Duration::from_secs(60),
+            )?,
+            confirm: payhub_connectors::internal::ConfirmClient::new(
+                &config.charge_creator_url,
+                config.internal_token.clone(),
+                std::time::Duration::from_secs(15),
+            )?,
+        });
         infra.tasks.spawn(sweeper.run(infra.shutdown.clone()));
+        infra.tasks.spawn(
+            reconciler
+                .clone()
+                .run_periodically(config.reconcile_interval, infra.shutdown.clone()),
+        );
         let routes = Router::new()
             .route("/v1/reports/daily", get(daily))
             .with_state(AppState {
@@ -403,7 +433,18 @@ impl Application {
             })
             .merge(settlement::router(settlement::SettlementState {
                 store: infra.store.clone(),
-            }));
+            }))
+            .merge(
+                Router::new()
+                    .route(
+                        reconcile::RECONCILE_PATH,
+                        axum::routing::post(reconcile::reconcile_route),
+                    )
+                    .with_state(std::sync::Arc::new(reconcile::ReconcileState {
+                        reconciler,
+                        token: config.internal_token.clone(),
+                    })),
+            );
         let mut app = payhub_service::App::start(infra, config.common.http_addr, routes).await?;
         app.consume(QueueSpec::REPORTER, config.common.prefetch, handler);
         Ok(Application(app))

@@ -28,6 +28,7 @@
 
 mod charges;
 mod faults;
+mod listing;
 mod mime;
 mod model;
 mod outage;
@@ -237,12 +238,14 @@ impl Sandbox {
             pixelpay: pixelpay::PixelPayState::new(cfg.pixelpay_webhook_retry_delay),
             openpix_webhooks: webhook_api::WebhookApiState::default(),
             outages: Mutex::default(),
+            listing: Mutex::default(),
         });
 
         let provider_app = provider::router(inner.clone())
             .merge(pixelpay::router(inner.clone()))
             .merge(webhook_api::router(inner.clone()))
             .merge(outage::router(inner.clone()))
+            .merge(listing::router(inner.clone()))
             .layer(axum::middleware::from_fn_with_state(inner.clone(), outage::gate));
         let provider_stop = shutdown.clone();
         let provider = tokio::spawn(async move {
@@ -289,6 +292,17 @@ impl Sandbox {
     /// routes (`/sandbox/...`) and the pay pages keep working.
     pub fn set_outage(&self, provider: &str, down: bool) {
         outage::set(&self.inner, provider, down);
+    }
+
+    /// Makes the charge listing (`GET /api/v1/charge`) disagree with the
+    /// charge `correlation_id`: `hide` it, `duplicate` it, or list it with
+    /// another `value` (centavos). [`Sandbox::clear_listing_faults`] ends them.
+    pub fn set_listing_fault(&self, correlation_id: &str, fault: &str, value: Option<i64>) -> anyhow::Result<()> {
+        listing::set(&self.inner, Some((correlation_id, fault, value))).map_err(anyhow::Error::msg)
+    }
+
+    pub fn clear_listing_faults(&self) {
+        let _ = listing::set(&self.inner, None);
     }
 
     /// `http://127.0.0.1:PORT`, no trailing slash: the OpenPix base URL to

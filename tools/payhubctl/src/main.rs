@@ -40,6 +40,15 @@ enum Command {
     /// RabbitMQ administration.
     #[command(subcommand)]
     Broker(BrokerCommand),
+    /// Reconcile a day (UTC) with the providers now, through reporter
+    /// (`PAYHUB_REPORTER_URL`, authenticated with `PAYHUB_INTERNAL_TOKEN`),
+    /// and print the run: its status and each discrepancy with its resolution.
+    /// Exits 1 when discrepancies stay open or the run is incomplete.
+    Reconcile {
+        /// The day, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+    },
     /// The settlement ledger's exports for a finance system (issue 13 §2).
     #[command(subcommand)]
     Settlement(SettlementCommand),
@@ -346,6 +355,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // URL is required.
     let command = match cli.command {
         Command::Broker(cmd) => return broker_command(&env, cmd),
+        Command::Reconcile { date } => return reconcile(&env, &date).await,
         other => other,
     };
     let database_url = match cli.database_url {
@@ -382,6 +392,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(cmd) => dlq(cmd).await,
         Command::Settlement(cmd) => settlement(&cli.database_url, cmd).await,
         Command::Broker(cmd) => broker_command(&env, cmd),
+        Command::Reconcile { .. } => unreachable!("handled before the database URL"),
         Command::Order { id, shop } => {
             let store = Store::connect_lazy(&cli.database_url, 2)?;
             let order_id: Option<(uuid::Uuid,)> = match (uuid::Uuid::parse_str(&id), shop) {
@@ -502,6 +513,33 @@ fn warn_if_development_key(store: &Store) {
 }
 
 /// Prints `value` as JSON, or `text` for people.
+async fn reconcile(env: &payhub_telemetry::Env, date: &str) -> anyhow::Result<()> {
+    time::Date::parse(date, time::macros::format_description!("[year]-[month]-[day]"))
+        .context("--date must be a date as YYYY-MM-DD")?;
+    let base = env.url("PAYHUB_REPORTER_URL", "http://127.0.0.1:8082")?;
+    let token = payhub_service::internal::token(env)?;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(300))
+        .no_proxy()
+        .build()?;
+    let r = http
+        .post(format!("{}/internal/v1/reconcile", base.trim_end_matches('/')))
+        .bearer_auth(token)
+        .json(&json!({"date": date}))
+        .send()
+        .await
+        .context("reporter could not be reached (PAYHUB_REPORTER_URL)")?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.context("reporter's answer is unreadable")?;
+    anyhow::ensure!(status.is_success(), "reporter answered {status}: {body}");
+    println!("{body}");
+    let clean = body["status"] == "clean" || (body["status"] == "discrepancies" && body["open"] == 0);
+    if !clean {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn write_body(out: Option<&std::path::Path>, body: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     match out {
