@@ -100,6 +100,7 @@ DASHBOARD_METRICS = {
     "payhub_outbox_oldest_unpublished_seconds",
     "payhub_sweeper_actions_total",
     "payhub_reconciliation_discrepancies",
+    "payhub_order_deliveries_total",
 }
 # Labels Prometheus attaches to every scraped series (prometheus.yml).
 TARGET_LABELS = {"job", "instance", "service", "namespace", "pod"}

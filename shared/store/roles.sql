@@ -30,6 +30,12 @@ BEGIN
         EXECUTE format('GRANT SELECT ON shops, orders, order_history, charges, webhook_events, deliveries,
                                processed_events, outbox, report_daily, stale_orders, provider_webhooks, card_attempts,
                                refunds TO %I', r);
+        -- Issue 12: late and on-time deliveries (reporter's).
+        EXECUTE format('GRANT SELECT ON delivery_outcomes TO %I', r);
+        -- Issue 12: payment receipts (notifier's).
+        EXECUTE format('GRANT SELECT ON receipts TO %I', r);
+        -- Issue 12: the satisfaction survey (invitations notifier's, answers ingress's).
+        EXECUTE format('GRANT SELECT ON survey_invitations, survey_answers TO %I', r);
         -- Every publisher stores its events in the outbox and marks them
         -- published; every consumer records the events it applied.
         EXECUTE format('GRANT INSERT, UPDATE ON outbox TO %I', r);
@@ -45,6 +51,8 @@ $roles$;
 -- ingress creates orders and their first history entry.
 GRANT INSERT ON orders, order_history TO payhub_ingress;
 GRANT USAGE ON SEQUENCE order_history_id_seq TO payhub_ingress;
+-- ... and keeps the buyers' survey answers (issue 12).
+GRANT INSERT ON survey_answers TO payhub_ingress;
 
 -- charge-creator owns charges, refunds and what it found of the webhooks at
 -- each provider account; it alone reads the shops' sealed provider credentials.
@@ -57,13 +65,19 @@ GRANT INSERT ON webhook_events TO payhub_webhook_verifier;
 -- order-updater moves an order's status (those columns only) and writes its history.
 GRANT UPDATE (status, status_reason, updated_at, paid_at, end_to_end_id) ON orders TO payhub_order_updater;
 GRANT INSERT ON order_history TO payhub_order_updater;
+-- ... and, after payment, the shipment and the delivery promise (issue 12).
+GRANT UPDATE (carrier, tracking_code, tracking_url, promised_delivery_on, shipped_at, delivered_at)
+    ON orders TO payhub_order_updater;
 GRANT USAGE ON SEQUENCE order_history_id_seq TO payhub_order_updater;
 
 -- notifier owns deliveries.
 GRANT INSERT, UPDATE ON deliveries TO payhub_notifier;
+GRANT INSERT ON receipts TO payhub_notifier;
+GRANT INSERT, UPDATE ON survey_invitations TO payhub_notifier;
 
 -- reporter owns the daily figures and the sweeper's findings.
 GRANT INSERT, UPDATE ON report_daily, stale_orders TO payhub_reporter;
+GRANT INSERT ON delivery_outcomes TO payhub_reporter;
 
 -- charge-creator owns provider_health (its probes of each provider account);
 -- ingress reads it to refuse orders while a shop's provider is down.

@@ -24,5 +24,26 @@ del bad["customer"]
 if validator.is_valid(bad):
     print("the schema accepts an order without a customer and with qty 0")
     failures += 1
+# Fulfilment messages (issue 12): their own schema and examples.
+fulfilment_schema_path = root / "fulfilment-message.schema.json"
+if fulfilment_schema_path.exists():
+    fschema = json.loads(fulfilment_schema_path.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(fschema)
+    fvalidator = jsonschema.Draft202012Validator(fschema, format_checker=jsonschema.FormatChecker())
+    fexamples = sorted((root / "fulfilment-examples").glob("*.json"))
+    for path in fexamples:
+        errors = list(fvalidator.iter_errors(json.loads(path.read_text(encoding="utf-8"))))
+        for e in errors:
+            print(f"fulfilment/{path.name}: {'/'.join(map(str, e.path))}: {e.message}")
+        failures += bool(errors)
+    for bad in (
+        {"type": "order.shipped", "correlationID": "c"},
+        {"type": "order.delivered", "correlationID": "c", "trackingCode": "X1"},
+        {"type": "order.paid", "correlationID": "c"},
+    ):
+        if fvalidator.is_valid(bad):
+            print(f"the fulfilment schema accepts {bad}")
+            failures += 1
+    examples = examples + fexamples
 print(f"{len(examples) - failures if failures <= len(examples) else 0} passed, {failures} failed")
 sys.exit(1 if failures else 0)

@@ -338,6 +338,10 @@ impl TestApp {
                         // The sandbox shop listens on loopback: development rules.
                         webhook_urls: Default::default(),
                         platform_admin_email: Some(PLATFORM_ADMIN.into()),
+                        survey: notifier::survey::SurveyConfig {
+                            base_url: self.ingress_url.clone(),
+                            ..Default::default()
+                        },
                     },
                     shutdown,
                 )

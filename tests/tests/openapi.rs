@@ -536,6 +536,314 @@ async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
         .await;
     assert_eq!(reply["statusId"], 3, "{reply}");
 
+    // --- GET /v1/orders/{correlationID}/receipt (issue 12) ------------------
+    let receipt = "/v1/orders/{correlationID}/receipt";
+    let get_receipt = |cid: &str, query: &str| {
+        app.http
+            .get(format!("{orders_url}/{cid}/receipt{query}"))
+            .bearer_auth(&key)
+            .send()
+    };
+    s.record(
+        "A4",
+        INGRESS,
+        "GET",
+        receipt,
+        200,
+        get_receipt("oa-1", "").await.unwrap(),
+    )
+    .await;
+    s.record(
+        "80 mm",
+        INGRESS,
+        "GET",
+        receipt,
+        200,
+        get_receipt("oa-1", "?layout=80mm").await.unwrap(),
+    )
+    .await;
+    s.record(
+        "not paid",
+        INGRESS,
+        "GET",
+        receipt,
+        409,
+        get_receipt("oa-2", "").await.unwrap(),
+    )
+    .await;
+    s.record(
+        "bad layout",
+        INGRESS,
+        "GET",
+        receipt,
+        422,
+        get_receipt("oa-1", "?layout=letter").await.unwrap(),
+    )
+    .await;
+    s.record(
+        "another shop's order",
+        INGRESS,
+        "GET",
+        receipt,
+        404,
+        get_receipt("oa-other", "").await.unwrap(),
+    )
+    .await;
+    let no_key = app.http.get(format!("{orders_url}/oa-1/receipt")).send().await.unwrap();
+    s.record("no API key", INGRESS, "GET", receipt, 401, no_key).await;
+
+    // --- POST /v1/orders/{correlationID}/fulfilment (issue 12) ---------------
+    // The paid Wake order is shipped and delivered; the refunded one cannot be.
+    let fulfilment = "/v1/orders/{correlationID}/fulfilment";
+    let post_fulfilment = |cid: &str, body: &Value| {
+        app.http
+            .post(format!("{orders_url}/{cid}/fulfilment"))
+            .bearer_auth(&key)
+            .json(body)
+            .send()
+    };
+    let ship = json!({"status": "shipped", "carrier": "Correios", "trackingCode": "QB123456789BR",
+                      "trackingUrl": "https://rastreamento.example.com/QB123456789BR", "by": "joao"});
+    s.record(
+        "shipped",
+        INGRESS,
+        "POST",
+        fulfilment,
+        202,
+        post_fulfilment(&chave, &ship).await.unwrap(),
+    )
+    .await;
+    s.with_request(&ship);
+    app.wait_for_status(&chave, "shipped").await;
+    s.record(
+        "the same report again",
+        INGRESS,
+        "POST",
+        fulfilment,
+        200,
+        post_fulfilment(&chave, &ship).await.unwrap(),
+    )
+    .await;
+    s.record(
+        "illegal move",
+        INGRESS,
+        "POST",
+        fulfilment,
+        409,
+        post_fulfilment("oa-1", &ship).await.unwrap(),
+    )
+    .await;
+    s.record(
+        "invalid",
+        INGRESS,
+        "POST",
+        fulfilment,
+        422,
+        post_fulfilment(&chave, &json!({"status": "shipped"})).await.unwrap(),
+    )
+    .await;
+    s.record(
+        "another shop's order",
+        INGRESS,
+        "POST",
+        fulfilment,
+        404,
+        post_fulfilment("oa-other", &ship).await.unwrap(),
+    )
+    .await;
+    let no_key = app
+        .http
+        .post(format!("{orders_url}/{chave}/fulfilment"))
+        .json(&ship)
+        .send()
+        .await
+        .unwrap();
+    s.record("no API key", INGRESS, "POST", fulfilment, 401, no_key).await;
+    s.record("shipped", INGRESS, "GET", path, 200, app.get_order(&chave).await)
+        .await;
+
+    // --- GET, POST /survey/{token} (issue 12) --------------------------------
+    // The Wake order is delivered; its buyer's invitation links the survey.
+    s.record(
+        "delivered",
+        INGRESS,
+        "POST",
+        fulfilment,
+        202,
+        post_fulfilment(&chave, &json!({"status": "delivered"})).await.unwrap(),
+    )
+    .await;
+    app.wait_for_status(&chave, "delivered").await;
+    let invitation = || {
+        app.sandbox.emails().into_iter().find(|m| {
+            m.subject
+                .as_deref()
+                .is_some_and(|s| s.contains("Como foi o seu pedido") && s.contains(chave.as_str()))
+        })
+    };
+    assert!(eventually(Duration::from_secs(20), || async { invitation().is_some() }).await);
+    let text = payhub_tests::email_text(&invitation().unwrap().data);
+    let link = text[text.find("http://").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let survey = "/survey/{token}";
+    let form = |body: &'static str| {
+        app.http
+            .post(&link)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    s.record(
+        "the form",
+        INGRESS,
+        "GET",
+        survey,
+        200,
+        app.http.get(&link).send().await.unwrap(),
+    )
+    .await;
+    s.record(
+        "no score",
+        INGRESS,
+        "POST",
+        survey,
+        422,
+        form("comment=x").await.unwrap(),
+    )
+    .await;
+    s.record(
+        "answered",
+        INGRESS,
+        "POST",
+        survey,
+        200,
+        form("score=10&comment=Muito+bom").await.unwrap(),
+    )
+    .await;
+    s.record("again", INGRESS, "POST", survey, 409, form("score=1").await.unwrap())
+        .await;
+    s.record(
+        "answered already",
+        INGRESS,
+        "GET",
+        survey,
+        409,
+        app.http.get(&link).send().await.unwrap(),
+    )
+    .await;
+    let unknown = format!("{}/survey/{}", app.ingress_url, "0".repeat(64));
+    s.record(
+        "unknown",
+        INGRESS,
+        "GET",
+        survey,
+        404,
+        app.http.get(&unknown).send().await.unwrap(),
+    )
+    .await;
+    s.record(
+        "unknown",
+        INGRESS,
+        "POST",
+        survey,
+        404,
+        app.http
+            .post(&unknown)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body("score=5")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            app.sandbox
+                .shop_webhooks()
+                .iter()
+                .any(|h| h.body.contains("survey.answered"))
+        })
+        .await,
+        "the shop hears of the answer"
+    );
+
+    // --- GET /v1/reports/survey (issue 12) -----------------------------------
+    let survey_report = "/v1/reports/survey";
+    let survey_url = format!("{}/v1/reports/survey", app.reporter_url);
+    let results = s
+        .record(
+            "all time",
+            REPORTER,
+            "GET",
+            survey_report,
+            200,
+            app.http.get(&survey_url).bearer_auth(&key).send().await.unwrap(),
+        )
+        .await;
+    assert_eq!(results["nps"], 100, "{results}");
+    s.record(
+        "bad date",
+        REPORTER,
+        "GET",
+        survey_report,
+        422,
+        app.http
+            .get(format!("{survey_url}?from=yesterday"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    s.record(
+        "no API key",
+        REPORTER,
+        "GET",
+        survey_report,
+        401,
+        app.http.get(&survey_url).send().await.unwrap(),
+    )
+    .await;
+
+    // --- GET /v1/reports/deliveries (issue 12) -------------------------------
+    let deliveries = "/v1/reports/deliveries";
+    let deliveries_url = format!("{}/v1/reports/deliveries", app.reporter_url);
+    s.record(
+        "all time",
+        REPORTER,
+        "GET",
+        deliveries,
+        200,
+        app.http.get(&deliveries_url).bearer_auth(&key).send().await.unwrap(),
+    )
+    .await;
+    s.record(
+        "bad range",
+        REPORTER,
+        "GET",
+        deliveries,
+        422,
+        app.http
+            .get(format!("{deliveries_url}?from=2026-12-02&to=2026-12-01"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    s.record(
+        "no API key",
+        REPORTER,
+        "GET",
+        deliveries,
+        401,
+        app.http.get(&deliveries_url).send().await.unwrap(),
+    )
+    .await;
+
     // --- GET /v1/reports/daily ----------------------------------------------
     let today = time::OffsetDateTime::now_utc().date().to_string();
     let report_url = format!("{}/v1/reports/daily", app.reporter_url);

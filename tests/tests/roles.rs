@@ -6,7 +6,7 @@ use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
 use sqlx::Connection;
 use std::time::Duration;
 
-const TABLES: [&str; 19] = [
+const TABLES: [&str; 23] = [
     "shops",
     "orders",
     "order_history",
@@ -26,6 +26,10 @@ const TABLES: [&str; 19] = [
     "ledger_exports",
     "reconciliation_runs",
     "reconciliation_discrepancies",
+    "delivery_outcomes",
+    "receipts",
+    "survey_invitations",
+    "survey_answers",
 ];
 
 /// What each role may do: (table, "insert"|"update"|"update:<column>").
@@ -36,7 +40,11 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
         ("processed_events", "insert"),
     ];
     a.extend(match role {
-        "payhub_ingress" => vec![("orders", "insert"), ("order_history", "insert")],
+        "payhub_ingress" => vec![
+            ("orders", "insert"),
+            ("order_history", "insert"),
+            ("survey_answers", "insert"),
+        ],
         "payhub_charge_creator" => vec![
             ("charges", "insert"),
             ("charges", "update"),
@@ -56,9 +64,21 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("orders", "update:updated_at"),
             ("orders", "update:paid_at"),
             ("orders", "update:end_to_end_id"),
+            ("orders", "update:carrier"),
+            ("orders", "update:tracking_code"),
+            ("orders", "update:tracking_url"),
+            ("orders", "update:promised_delivery_on"),
+            ("orders", "update:shipped_at"),
+            ("orders", "update:delivered_at"),
             ("order_history", "insert"),
         ],
-        "payhub_notifier" => vec![("deliveries", "insert"), ("deliveries", "update")],
+        "payhub_notifier" => vec![
+            ("deliveries", "insert"),
+            ("deliveries", "update"),
+            ("receipts", "insert"),
+            ("survey_invitations", "insert"),
+            ("survey_invitations", "update"),
+        ],
         "payhub_reporter" => vec![
             ("report_daily", "insert"),
             ("report_daily", "update"),
@@ -72,6 +92,7 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("reconciliation_runs", "update"),
             ("reconciliation_discrepancies", "insert"),
             ("reconciliation_discrepancies", "update"),
+            ("delivery_outcomes", "insert"),
         ],
         other => panic!("unknown role {other}"),
     });

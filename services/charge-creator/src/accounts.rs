@@ -137,7 +137,16 @@ impl Providers {
                     key_id,
                     secret_key,
                     endpoint,
-                } => Ok(PixelPayAccount::new(endpoint.clone(), key_id.clone(), secret_key.clone())),
+                } => {
+                    let mut currencies = Vec::new();
+                    for code in account.currencies.iter().flatten() {
+                        currencies.push(payhub_core::Currency::parse(code).ok_or_else(|| {
+                            AccountError::Unusable(format!("account {} declares an unknown currency {code:?}", account.id))
+                        })?);
+                    }
+                    Ok(PixelPayAccount::new(endpoint.clone(), key_id.clone(), secret_key.clone())
+                        .with_currencies(currencies))
+                }
                 other => Err(AccountError::Unusable(format!(
                     "account {} holds {} credentials, not PixelPay",
                     account.id,

@@ -17,7 +17,7 @@
 //!   a `payment_uuid`; otherwise the order is failed as "not confirmed", the
 //!   shop's admin is alerted, and the card is never sent again.
 
-use crate::accounts::{AccountError, Providers, Using};
+use crate::accounts::{AccountError, Providers};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -27,11 +27,10 @@ use payhub_connectors::internal::{CardAnswer, CardInput, CardOperation, CardRequ
 use payhub_connectors::pixelpay::{Billing, CardApproval, CardOutcome, PixelPayAccount, PixelPayClient, SaleRequest};
 use payhub_core::card::{Card, CardSource, CardToken};
 use payhub_core::events::{
-    AlertAudience, AlertRaised, CARD_DECLINED, CARD_UNCONFIRMED, ChargeFailed, EventPayload, PaymentConfirmation,
-    PaymentReport, PaymentReported, PaymentSource,
+    AlertAudience, AlertRaised, CARD_DECLINED, CARD_UNCONFIRMED, ChargeFailed, EventPayload, PaymentAuthorized,
+    PaymentConfirmation, PaymentReport, PaymentReported, PaymentSource,
 };
 use payhub_core::{Currency, Envelope, Money, Provider};
-use payhub_store::accounts::Credentials;
 use payhub_store::{Store, outbox};
 use prometheus::{IntCounterVec, register_int_counter_vec};
 use serde_json::json;
@@ -86,11 +85,11 @@ struct AttemptRow {
     payment_uuid: Option<String>,
 }
 
-fn refused(status: StatusCode, why: impl Into<String>) -> Response {
+pub(crate) fn refused(status: StatusCode, why: impl Into<String>) -> Response {
     (status, Json(json!({"error": why.into()}))).into_response()
 }
 
-fn answer(a: CardAnswer) -> Response {
+pub(crate) fn answer(a: CardAnswer) -> Response {
     Json(a).into_response()
 }
 
@@ -133,6 +132,14 @@ pub async fn card_route(
     headers: HeaderMap,
     Json(req): Json<CardRequest>,
 ) -> Response {
+    // The call runs to its end even when the caller goes away (a timeout,
+    // Wake's 3 seconds): once the card is sent, its outcome must be stored.
+    tokio::spawn(card_call(st, headers, req))
+        .await
+        .unwrap_or_else(|_| refused(StatusCode::INTERNAL_SERVER_ERROR, "the card call failed"))
+}
+
+async fn card_call(st: Arc<CardState>, headers: HeaderMap, req: CardRequest) -> Response {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     if !payhub_service::internal::bearer_matches(auth, secrecy::ExposeSecret::expose_secret(&st.token)) {
         return refused(StatusCode::UNAUTHORIZED, "internal token required");
@@ -204,34 +211,14 @@ pub async fn card_route(
         Err(e) => return refused(StatusCode::UNPROCESSABLE_ENTITY, e),
     };
     let (masked, brand) = display_of(&source);
-    let (using, account) = match st.providers.for_shop(order.shop_id, "pixelpay").await {
-        Ok(Using::Shop(a)) => match &a.credentials {
-            Credentials::Pixelpay {
-                key_id,
-                secret_key,
-                endpoint,
-            } => (
-                Using::Shop(a.clone()),
-                PixelPayAccount::new(endpoint.clone(), key_id.clone(), secret_key.clone()),
-            ),
-            _ => {
-                return refused(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "the shop's PixelPay account is unusable",
-                );
-            }
-        },
-        Ok(Using::Platform) => match &st.platform_pixelpay {
-            Some(a) => (Using::Platform, a.clone()),
-            None => {
-                return refused(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "the shop has no PixelPay account (payhubctl shop set-provider <shop> pixelpay)",
-                );
-            }
-        },
+    let using = match st.providers.for_shop(order.shop_id, "pixelpay").await {
+        Ok(u) => u,
         Err(AccountError::Unavailable(e)) => return refused(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(AccountError::Unusable(e)) => return refused(StatusCode::UNPROCESSABLE_ENTITY, e),
+    };
+    let account = match st.providers.pixelpay(&using, st.platform_pixelpay.as_ref()) {
+        Ok(a) => a,
+        Err(e) => return refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     };
     let account_name = using.name();
     // The attempt is on record before the card reaches the provider.
@@ -286,7 +273,7 @@ pub async fn card_route(
         CardOperation::Authorize => st.pixelpay.auth(&account, &sale).await,
     };
     drop(sale); // the card leaves memory here
-    let settled = settle(&st, &account, req.order_id, amount, called).await;
+    let settled = settle(&st, &account, req.order_id, amount, req.operation, called).await;
     CARD_CALLS
         .with_label_values(&["pixelpay", operation, settled.outcome])
         .inc();
@@ -296,6 +283,7 @@ pub async fn card_route(
         correlation_id: &order.correlation_id,
         account: &account_name,
         amount,
+        operation: req.operation,
     };
     if let Err(e) = record(&st, &ctx, &settled).await {
         // The provider answered but payhub could not store it: the attempt
@@ -343,6 +331,7 @@ async fn settle(
     account: &PixelPayAccount,
     order_id: Uuid,
     amount: Money,
+    operation: CardOperation,
     called: Result<CardOutcome, ConnectorError>,
 ) -> Settled {
     let plain = |outcome, reason: String, payment_uuid| Settled {
@@ -387,25 +376,16 @@ async fn settle(
             // The sale may have happened: PixelPay's own record decides.
             let order_ref = order_id.to_string();
             match st.pixelpay.status(account, &uuid).await {
-                Ok(Some(status)) => match status.settles(account, &order_ref, amount) {
+                Ok(Some(status)) => match match operation {
+                    CardOperation::Sale => status.settles(account, &order_ref, amount),
+                    CardOperation::Authorize => status.authorises(account, &order_ref, amount),
+                } {
                     Ok(true) => Settled {
                         outcome: "approved",
                         reason: None,
-                        payment_uuid: Some(uuid.clone()),
+                        payment_uuid: Some(uuid),
                         response_code: status.response_code.clone(),
-                        approval: Some(CardApproval {
-                            payment_uuid: uuid,
-                            transaction_id: status.transaction_id,
-                            auth_code: status.auth_code,
-                            terminal: status.terminal,
-                            reference: status.reference,
-                            approved_amount: amount,
-                            transaction_type: status.transaction_type.unwrap_or_else(|| "sale".into()),
-                            time: status.time,
-                            response_code: status.response_code,
-                            response_reason: status.response_reason,
-                            hash_verified: status.hash_verified,
-                        }),
+                        approval: Some(status.into_approval(amount)),
                     },
                     Ok(false) => plain(
                         "declined",
@@ -437,22 +417,49 @@ async fn settle(
     }
 }
 
-struct Ctx<'a> {
-    order_id: Uuid,
-    shop_id: Uuid,
-    correlation_id: &'a str,
-    account: &'a str,
-    amount: Money,
+pub(crate) struct Ctx<'a> {
+    pub(crate) order_id: Uuid,
+    pub(crate) shop_id: Uuid,
+    pub(crate) correlation_id: &'a str,
+    pub(crate) account: &'a str,
+    pub(crate) amount: Money,
+    pub(crate) operation: CardOperation,
 }
 
 impl Ctx<'_> {
-    fn envelope(&self, payload: EventPayload, key: &str) -> Envelope {
+    pub(crate) fn envelope(&self, payload: EventPayload, key: &str) -> Envelope {
         let mut e = Envelope::for_order(payload, self.order_id, self.shop_id, self.correlation_id);
         // One id per order and fact: a repeated store never publishes twice.
         e.id = Uuid::new_v5(&self.order_id, key.as_bytes());
         e.trace = payhub_telemetry::trace::current_context();
         e
     }
+}
+
+/// `payment.reported` for money the provider's own answer shows taken
+/// (a sale, or the capture of an authorisation), under payhub's credentials.
+pub(crate) fn paid_event(ctx: &Ctx<'_>, a: &CardApproval, source: PaymentSource, now: OffsetDateTime) -> Envelope {
+    ctx.envelope(
+        EventPayload::PaymentReported(PaymentReported {
+            provider: Provider::Pixelpay,
+            webhook_event_id: Uuid::new_v5(&ctx.order_id, b"card"),
+            provider_reference: ctx.order_id.to_string(),
+            report: PaymentReport::Completed {
+                charge_value: ctx.amount,
+                paid_value: Some(a.approved_amount),
+                end_to_end_id: None,
+                transaction_id: a.transaction_id.clone(),
+                paid_at: Some(now),
+            },
+            confirmation: Some(PaymentConfirmation {
+                provider_charge_id: a.payment_uuid.clone(),
+                account: ctx.account.to_string(),
+                confirmed_at: now,
+            }),
+            source,
+        }),
+        "card.approved",
+    )
 }
 
 /// Stores the outcome with its events, in one transaction.
@@ -474,8 +481,9 @@ async fn record(st: &CardState, ctx: &Ctx<'_>, s: &Settled) -> Result<(), sqlx::
         (Some(a), "approved") => {
             sqlx::query(
                 "INSERT INTO charges (order_id, provider, provider_reference, provider_charge_id, currency, amount_minor,
-                     provider_account, method, card_masked, card_brand, auth_code, transaction_id)
-                 SELECT $1, 'pixelpay', $1::text, $2, $3, $4, $5, 'card', card_masked, card_brand, $6, $7
+                     provider_account, method, card_masked, card_brand, auth_code, transaction_id, authorized_at)
+                 SELECT $1, 'pixelpay', $1::text, $2, $3, $4, $5, 'card', card_masked, card_brand, $6, $7,
+                        CASE WHEN $8 THEN now() END
                  FROM card_attempts WHERE order_id = $1
                  ON CONFLICT (order_id) DO NOTHING",
             )
@@ -486,30 +494,26 @@ async fn record(st: &CardState, ctx: &Ctx<'_>, s: &Settled) -> Result<(), sqlx::
             .bind(ctx.account)
             .bind(&a.auth_code)
             .bind(&a.transaction_id)
+            .bind(ctx.operation == CardOperation::Authorize)
             .execute(&mut *tx)
             .await?;
             let now = OffsetDateTime::now_utc();
-            events.push(ctx.envelope(
-                EventPayload::PaymentReported(PaymentReported {
-                    provider: Provider::Pixelpay,
-                    webhook_event_id: Uuid::new_v5(&ctx.order_id, b"card"),
-                    provider_reference: ctx.order_id.to_string(),
-                    report: PaymentReport::Completed {
-                        charge_value: ctx.amount,
-                        paid_value: Some(a.approved_amount),
-                        end_to_end_id: None,
-                        transaction_id: a.transaction_id.clone(),
-                        paid_at: Some(now),
-                    },
-                    confirmation: Some(PaymentConfirmation {
+            if ctx.operation == CardOperation::Authorize {
+                // The money is held, not taken: the capture pays the order.
+                events.push(ctx.envelope(
+                    EventPayload::PaymentAuthorized(PaymentAuthorized {
+                        provider: Provider::Pixelpay,
                         provider_charge_id: a.payment_uuid.clone(),
+                        amount: a.approved_amount,
                         account: ctx.account.to_string(),
-                        confirmed_at: now,
+                        auth_code: a.auth_code.clone(),
+                        transaction_id: a.transaction_id.clone(),
                     }),
-                    source: PaymentSource::CardSale,
-                }),
-                "card.approved",
-            ));
+                    "card.authorized",
+                ));
+            } else {
+                events.push(paid_event(ctx, a, PaymentSource::CardSale, now));
+            }
         }
         _ => {
             let reason = s.reason.clone().unwrap_or_else(|| "the card payment failed".into());

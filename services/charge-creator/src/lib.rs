@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod accounts;
 mod callbacks;
+pub mod capture;
 pub mod card;
 pub mod confirm;
 pub mod health;
@@ -503,6 +504,10 @@ impl Application {
                     .route(
                         payhub_connectors::internal::CARD_PATH,
                         axum::routing::post(card::card_route),
+                    )
+                    .route(
+                        payhub_connectors::internal::CAPTURE_PATH,
+                        axum::routing::post(capture::capture_route),
                     )
                     .with_state(card),
             )

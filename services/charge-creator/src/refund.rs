@@ -391,7 +391,15 @@ async fn begin(st: &RefundState, req: &RefundRequest) -> Result<Begun, Response>
             ),
         ));
     }
-    if provider == Provider::Pixelpay && amount != paid {
+    let caps = payhub_connectors::capabilities::of(provider);
+    if !caps.supports(payhub_connectors::capabilities::Operation::Refund) {
+        return Err(invalid(
+            "amount",
+            "refund_not_supported",
+            format!("{} gives no money back through its API", provider.as_str()),
+        ));
+    }
+    if amount != paid && !caps.supports(payhub_connectors::capabilities::Operation::PartialRefund) {
         return Err(invalid(
             "amount",
             "partial_not_supported",

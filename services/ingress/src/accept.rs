@@ -4,7 +4,7 @@
 
 use crate::stock::StockClient;
 use payhub_core::events::{ChargeCustomer, EventPayload, OrderAccepted, OrderChannel, OrderRejected};
-use payhub_core::{Envelope, NewOrder, OrderStatus, ValidationErrors};
+use payhub_core::{Currency, Envelope, NewOrder, OrderStatus, ValidationErrors};
 use payhub_store::outbox::{self, Outbox};
 use payhub_store::shops::Shop;
 use payhub_store::{Store, StoreError};
@@ -17,7 +17,7 @@ use uuid::Uuid;
 static ORDERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "payhub_orders_received_total",
-        "Orders received, by door (api, amqp, wake, ...) and outcome (accepted, replayed, invalid, conflict, provider_not_allowed, rules, stock_unavailable, provider_down, error).",
+        "Orders received, by door (api, amqp, wake, ...) and outcome (accepted, replayed, invalid, conflict, provider_not_allowed, unsupported, rules, stock_unavailable, provider_down, error).",
         &["door", "outcome"]
     )
     .expect("metric registers once")
@@ -78,6 +78,10 @@ pub enum AcceptError {
     Conflict(String),
     #[error("provider {0} is not enabled for this shop")]
     ProviderNotAllowed(String),
+    /// The provider cannot do what the order asks (a currency it does not
+    /// settle for this shop): field errors, nothing stored.
+    #[error("the provider cannot take this order: {0}")]
+    Unsupported(ValidationErrors),
     /// The order breaks one of the shop's own rules (coverage, stock).
     #[error("the order breaks the shop's rules: {0}")]
     Rules(ValidationErrors),
@@ -94,6 +98,26 @@ impl From<sqlx::Error> for AcceptError {
     fn from(e: sqlx::Error) -> Self {
         AcceptError::Store(e.into())
     }
+}
+
+/// Whether the provider settles the order's currency for this shop
+/// (payhub_connectors::capabilities): its documented currencies, or those
+/// the shop's account declares. The account is read only for a currency
+/// outside the documented ones, so an ordinary order costs no query.
+async fn check_currency(store: &Store, shop: &Shop, order: &NewOrder) -> Result<(), AcceptError> {
+    let caps = payhub_connectors::capabilities::of(order.provider);
+    if caps.settles(order.currency, None) {
+        return Ok(());
+    }
+    let declared: Option<Vec<Currency>> = if caps.account_currencies {
+        payhub_store::accounts::declared_currencies(store, shop.id, order.provider.as_str())
+            .await?
+            .map(|codes| codes.iter().filter_map(|c| Currency::parse(c)).collect())
+    } else {
+        None
+    };
+    caps.require_currency(order.currency, declared.as_deref(), "currency")
+        .map_err(AcceptError::Unsupported)
 }
 
 fn fingerprint(order: &NewOrder) -> Vec<u8> {
@@ -133,6 +157,7 @@ pub async fn accept_with(
             Ok(Accepted::Replayed(_)) => "replayed",
             Err(AcceptError::Conflict(_)) => "conflict",
             Err(AcceptError::ProviderNotAllowed(_)) => "provider_not_allowed",
+            Err(AcceptError::Unsupported(_)) => "unsupported",
             Err(AcceptError::Rules(_)) => "rules",
             Err(AcceptError::StockUnavailable(_)) => "stock_unavailable",
             Err(AcceptError::Store(_)) => "error",
@@ -152,6 +177,7 @@ async fn accept_counted(
     if !shop.allows_provider(order.provider.as_str()) {
         return Err(AcceptError::ProviderNotAllowed(order.provider.as_str().to_string()));
     }
+    check_currency(store, shop, order).await?;
     let rules = &shop.order_rules;
     let mut broken = rules.check(order);
     if broken.is_empty()

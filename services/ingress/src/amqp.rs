@@ -86,6 +86,69 @@ impl ShopOrderHandler {
     }
 }
 
+impl ShopOrderHandler {
+    /// A shop's fulfilment message: checked like over HTTP; a bad or
+    /// illegal one is refused with the reason (`order.rejected`) and parked.
+    async fn fulfilment(
+        &self,
+        m: &ShopMessage,
+        shop: &Shop,
+        correlation_id: Option<String>,
+        json: &Value,
+    ) -> Result<(), Failure> {
+        let update = payhub_core::fulfilment::FulfilmentUpdate::from_message(json);
+        let (update, cid) = match (update, correlation_id.clone()) {
+            (Ok(u), Some(cid)) => (u, cid),
+            (u, cid) => {
+                let mut errs = u.err().unwrap_or_default();
+                if cid.is_none() {
+                    errs.push(
+                        "correlationID",
+                        "required",
+                        "is required: the order the message is about",
+                    );
+                }
+                return Err(self
+                    .refuse(m, shop, correlation_id, "the fulfilment message is invalid", &errs)
+                    .await);
+            }
+        };
+        // The same message, redelivered or retried, is the same report.
+        let event_id = rejection_id(shop.id, m, "fulfilment.reported");
+        let outcome = crate::fulfilment::submit(
+            &self.store,
+            &self.outbox,
+            shop.id,
+            &cid,
+            update,
+            OrderChannel::Amqp,
+            event_id,
+        )
+        .await
+        .map_err(store_failure)?;
+        let (field, code, reason, message) = match outcome {
+            crate::fulfilment::Outcome::Reported { .. } | crate::fulfilment::Outcome::AlreadyThere { .. } => {
+                return Ok(());
+            }
+            crate::fulfilment::Outcome::NoOrder => (
+                "correlationID",
+                "not_found",
+                "the fulfilment message names no order",
+                format!("no order {cid} for this shop"),
+            ),
+            crate::fulfilment::Outcome::Illegal { reason, .. } => (
+                "status",
+                "illegal_transition",
+                "the fulfilment report cannot apply",
+                reason,
+            ),
+        };
+        let mut errs = ValidationErrors::default();
+        errs.push(field, code, message);
+        Err(self.refuse(m, shop, correlation_id, reason, &errs).await)
+    }
+}
+
 impl Handler for ShopOrderHandler {
     type Message = ShopMessage;
 
@@ -166,6 +229,15 @@ impl Handler for ShopOrderHandler {
                 other => Err(other),
             };
         }
+        // A fulfilment message (`order.shipped`, ...) reports on an order
+        // already paid; any other message is an order.
+        if json
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.starts_with("order."))
+        {
+            return self.fulfilment(m, &shop, correlation_id, &json).await;
+        }
         let order = match NewOrder::from_json(&json) {
             Ok(o) if o.provider.method() == payhub_core::PaymentMethod::Card => {
                 let mut errs = ValidationErrors::default();
@@ -226,6 +298,9 @@ impl Handler for ShopOrderHandler {
             }
             Err(AcceptError::Rules(errs)) => Err(self
                 .refuse(m, &shop, correlation_id, "the order breaks the shop's rules", &errs)
+                .await),
+            Err(AcceptError::Unsupported(errs)) => Err(self
+                .refuse(m, &shop, correlation_id, "the provider cannot take this order", &errs)
                 .await),
             Err(e) => {
                 let mut errs = ValidationErrors::default();

@@ -4,6 +4,7 @@
 //! to charge-creator and dropped with the request: it is never part of the
 //! order, an event, a log line or an error message.
 
+use payhub_connectors::capabilities::Operation;
 use payhub_connectors::internal::{BillingInput, CardInput};
 use payhub_core::card::{Card, CardToken};
 use payhub_core::{Currency, NewOrder, PaymentMethod, ValidationErrors};
@@ -61,12 +62,16 @@ pub fn parse(body: &Value, order: Option<&NewOrder>) -> Result<Option<CardPaymen
         );
         return Err(errors);
     }
+    let caps = order.map(|o| payhub_connectors::capabilities::of(o.provider));
     let Some(obj) = block.as_object() else {
         errors.push("card", "type", "must be an object");
         return Err(errors);
     };
     let today = time::OffsetDateTime::now_utc().date();
     let card = if let Some(token) = obj.get("token") {
+        if let Some(Err(e)) = caps.map(|c| c.require(Operation::CardToken, "card.token")) {
+            return Err(e);
+        }
         match token.as_str().map(CardToken::parse) {
             Some(Ok(t)) => Some(CardInput::Token {
                 token: t.as_str().to_string(),

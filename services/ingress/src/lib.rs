@@ -3,15 +3,20 @@
 //! `order.accepted` event in one transaction, and publishes the event;
 //! `GET /v1/orders/{correlationID}` shows the order, its charge and history;
 //! `POST /v1/orders/{correlationID}/refunds` gives money back through
-//! charge-creator's internal refund call.
+//! charge-creator's internal refund call;
+//! `POST /v1/orders/{correlationID}/fulfilment` reports a paid order's
+//! fulfilment (forwarded, shipped, delivered, returned, cancelled).
 
 mod accept;
 mod amqp;
 mod card;
+mod fulfilment;
 mod health;
 mod orders;
+mod receipt;
 mod refunds;
 pub mod stock;
+pub mod survey;
 mod wake;
 
 use payhub_core::url_safety::WebhookUrlPolicy;
@@ -64,6 +69,11 @@ pub struct Options {
     /// HTTP limits and ops address; `None` reads them from the environment
     /// (as every service does, see `payhub_service::App::start`).
     pub http: Option<payhub_service::HttpOptions>,
+    /// How long a Wake `/payment` or `/authorize` with a card waits for the
+    /// card's outcome before answering `statusId` 1 (the outcome then comes
+    /// by postback): `PAYHUB_WAKE_CARD_BUDGET_MS`, 2,500 ms when `None`,
+    /// inside Wake's 3-second timeout.
+    pub wake_card_budget: Option<std::time::Duration>,
 }
 
 impl Options {
@@ -75,6 +85,7 @@ impl Options {
             )
             .map_err(|(name, reason)| Env::bad(name, reason))?,
             http: Some(payhub_service::HttpOptions::from_env(env)?),
+            wake_card_budget: Some(env.millis("PAYHUB_WAKE_CARD_BUDGET_MS", wake::CARD_BUDGET)?),
         })
     }
 }
@@ -106,11 +117,12 @@ impl Application {
             )?,
             public_webhook_base_url: config.public_webhook_base_url.clone(),
             health: payhub_store::health::HealthCache::new(infra.store.clone(), std::time::Duration::from_secs(1)),
+            wake_card_budget: options.wake_card_budget.unwrap_or(wake::CARD_BUDGET),
         };
         let handler = amqp::ShopOrderHandler {
             stock,
             store: infra.store.clone(),
-            outbox,
+            outbox: outbox.clone(),
             own_user: infra.broker.user().map(str::to_string),
             max_attempts: config.common.topology.retry.max_attempts,
             max_body_bytes: config.max_body_bytes,
@@ -124,7 +136,17 @@ impl Application {
                 config.card_timeout,
             )?,
         };
+        let fulfilment = fulfilment::FulfilmentState {
+            store: infra.store.clone(),
+            outbox: outbox.clone(),
+        };
         let routes = orders::router(state.clone(), config.max_body_bytes)
+            .merge(fulfilment::router(fulfilment, config.max_body_bytes))
+            .merge(receipt::router(infra.store.clone()))
+            .merge(survey::router(survey::SurveyState {
+                store: infra.store.clone(),
+                outbox: outbox.clone(),
+            }))
             .merge(refunds::router(refunds, config.max_body_bytes))
             .merge(wake::router(state));
         let mut app = match options.http {

@@ -28,6 +28,8 @@ pub struct AppState {
     pub public_webhook_base_url: Option<String>,
     /// Which provider accounts are down (charge-creator's probes).
     pub health: payhub_store::health::HealthCache,
+    /// How long a Wake card call waits for the card's outcome.
+    pub wake_card_budget: std::time::Duration,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -142,7 +144,7 @@ pub fn accept_error(e: AcceptError) -> ApiError {
             errs.push("provider", "not_allowed", format!("{p} is not enabled for this shop"));
             ApiError::Validation(errs)
         }
-        AcceptError::Rules(errs) => ApiError::Validation(errs),
+        AcceptError::Rules(errs) | AcceptError::Unsupported(errs) => ApiError::Validation(errs),
         AcceptError::StockUnavailable(why) => ApiError::Unavailable(format!(
             "the shop's stock service could not confirm the items ({why}); try again"
         )),
@@ -245,6 +247,13 @@ struct OrderRow {
     h_to: Vec<String>,
     h_reason: Vec<Option<String>>,
     h_at: Vec<OffsetDateTime>,
+    h_by: Vec<String>,
+    carrier: Option<String>,
+    tracking_code: Option<String>,
+    tracking_url: Option<String>,
+    promised_delivery_on: Option<time::Date>,
+    shipped_at: Option<OffsetDateTime>,
+    delivered_at: Option<OffsetDateTime>,
 }
 
 /// Which provider account and method take the money: for a PIX order once
@@ -286,14 +295,16 @@ pub async fn order_view(store: &Store, id: Uuid, callback_base: Option<&str>) ->
                 c.br_code, c.qr_code_image_url, c.payment_link_url, c.expires_at, c.provider_charge_id,
                 c.method, c.provider_account, o.callback_token,
                 o.customer_name, o.customer_email, o.customer_phone, o.customer_tax_id, o.customer_birth_date,
-                h.h_from, h.h_to, h.h_reason, h.h_at
+                h.h_from, h.h_to, h.h_reason, h.h_at, h.h_by,
+                o.carrier, o.tracking_code, o.tracking_url, o.promised_delivery_on, o.shipped_at, o.delivered_at
          FROM orders o
          LEFT JOIN charges c ON c.order_id = o.id
          CROSS JOIN LATERAL (
              SELECT COALESCE(array_agg(from_status ORDER BY id), '{}') AS h_from,
                     COALESCE(array_agg(to_status ORDER BY id), '{}') AS h_to,
                     COALESCE(array_agg(reason ORDER BY id), '{}') AS h_reason,
-                    COALESCE(array_agg(at ORDER BY id), '{}') AS h_at
+                    COALESCE(array_agg(at ORDER BY id), '{}') AS h_at,
+                    COALESCE(array_agg(actor ORDER BY id), '{}') AS h_by
              FROM order_history WHERE order_id = o.id) h
          WHERE o.id = $1",
     )
@@ -316,7 +327,8 @@ pub async fn order_view(store: &Store, id: Uuid, callback_base: Option<&str>) ->
         .zip(&o.h_to)
         .zip(&o.h_reason)
         .zip(&o.h_at)
-        .map(|(((from, to), reason), at)| (from, to, reason, *at));
+        .zip(&o.h_by)
+        .map(|((((from, to), reason), at), by)| (from, to, reason, *at, by));
     Ok(json!({
         "id": o.id,
         // The unique payment code of the order: what the provider knows it by.
@@ -352,7 +364,7 @@ pub async fn order_view(store: &Store, id: Uuid, callback_base: Option<&str>) ->
             "name": o.customer_name,
             "email": o.customer_email,
             "phone": o.customer_phone,
-            "taxID": o.customer_tax_id,
+            "taxID": (!o.customer_tax_id.is_empty()).then_some(&o.customer_tax_id),
             "birthDate": o.customer_birth_date.map(|d| d.to_string()),
         },
         "paidAt": ts(o.paid_at),
@@ -360,7 +372,16 @@ pub async fn order_view(store: &Store, id: Uuid, callback_base: Option<&str>) ->
         "createdAt": ts(Some(o.created_at)),
         "updatedAt": ts(Some(o.updated_at)),
         "history": history.into_iter().map(|h| json!({
-            "from": h.0, "to": h.1, "reason": h.2, "at": ts(Some(h.3)),
+            "from": h.0, "to": h.1, "reason": h.2, "at": ts(Some(h.3)), "by": h.4,
         })).collect::<Vec<_>>(),
+        // Issue 12: the shipment and the delivery promise.
+        "shipment": {
+            "carrier": o.carrier,
+            "trackingCode": o.tracking_code,
+            "trackingUrl": o.tracking_url,
+            "promisedDeliveryOn": o.promised_delivery_on.map(|d| d.to_string()),
+            "shippedAt": ts(o.shipped_at),
+            "deliveredAt": ts(o.delivered_at),
+        },
     }))
 }

@@ -2,12 +2,21 @@
 //! `POST /wake/payment`, `/wake/authorize` and `/wake/capture`.
 //!
 //! Wake sends the cart; payhub turns it into the same order the HTTP API
-//! takes (so every validation applies), accepts it as a PIX order, and
-//! answers `{statusId, message}` well within Wake's 3-second timeout:
-//! 1 awaiting payment, 2 not authorised (with the reason), 3 paid,
-//! 4 authorised. The buyer gets the PIX code by e-mail, and Wake the
-//! postback when the order is paid. The card block (`pagamento.form`) is
-//! never read, stored or logged. Calls are idempotent on `chave`.
+//! takes (so every validation applies) and answers `{statusId, message}`
+//! well within Wake's 3-second timeout: 1 awaiting payment, 2 not
+//! authorised (with the reason), 3 paid, 4 authorised. Calls are idempotent
+//! on `chave`.
+//!
+//! - **Card** (issue 10 §4): when `pagamento.form` carries a card and the
+//!   shop takes PixelPay, the card is charged through the shop's PixelPay
+//!   account while Wake waits: `/payment` sells (3 approved, 2 declined with
+//!   the reason), `/authorize` authorises (4) and `/capture` captures (3).
+//!   An outcome slower than [`CARD_BUDGET`] is answered 1, and the postback
+//!   (with TID, NSU and the authorisation code) follows. The card lives in
+//!   this request's memory only: never stored, logged or put on a queue.
+//! - **PIX** otherwise (a PIX `paymentMethod`, or a shop without cards):
+//!   the buyer gets the PIX code by e-mail, and Wake the postback when the
+//!   order is paid; a card in the form is then never read.
 
 use crate::accept::{self, AcceptError, Accepted};
 use crate::orders::AppState;
@@ -17,6 +26,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use payhub_connectors::internal::{CardAnswer, CardOperation, CardRequest, CardVerdict};
 use payhub_core::events::OrderChannel;
 use payhub_core::{Currency, Money, NewOrder, OrderStatus};
 use payhub_store::shops::{self, Shop};
@@ -31,6 +41,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }
+
+/// How long a card call may take before Wake is answered 1 (Wake gives up
+/// after 3 s): `PAYHUB_WAKE_CARD_BUDGET_MS`.
+pub const CARD_BUDGET: std::time::Duration = std::time::Duration::from_millis(2500);
 
 /// Wake's status ids.
 const AWAITING_PAYMENT: u8 = 1;
@@ -176,6 +190,41 @@ pub fn to_order(w: &Value) -> Value {
     })
 }
 
+/// The card the buyer typed into Wake's checkout (`pagamento.form`), as the
+/// order API's `card` block, so that the same checks apply; `None` for a
+/// PIX payment or a form without a card number.
+fn card_block(cart: &Value) -> Option<Value> {
+    let form = cart.get("pagamento")?.get("form")?;
+    let method = text(form.get("paymentmethod")).unwrap_or_default().to_lowercase();
+    if method.contains("pix") {
+        return None;
+    }
+    let number = text(form.get("number"))?;
+    // `expiry` is MM/YYYY; `month` and `year` say the same apart.
+    let (month, year) = match (text(form.get("month")), text(form.get("year"))) {
+        (Some(m), Some(y)) => (m, y),
+        _ => {
+            let e = text(form.get("expiry")).unwrap_or_default();
+            let (m, y) = e.split_once('/').unwrap_or(("", ""));
+            (m.to_string(), y.to_string())
+        }
+    };
+    let yy: String = year
+        .chars()
+        .rev()
+        .take(2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    Some(json!({
+        "number": number,
+        "cvv": text(form.get("cvc")).unwrap_or_default(),
+        "expire": format!("{month:0>2}/{yy}"),
+        "holder": text(form.get("name")).unwrap_or_default(),
+    }))
+}
+
 /// A shop linked to a Wake store (`--wake-store`) takes calls for that store
 /// only, and a call that does not say its store is refused.
 fn check_store(shop: &Shop, cart: &Value) -> Result<(), &'static str> {
@@ -221,7 +270,19 @@ async fn place(st: &AppState, headers: &HeaderMap, body: &[u8], array_form: bool
     if let Err(why) = check_store(&shop, &cart).and(check_chave(&cart).map(|_| ())) {
         return reply(StatusCode::OK, NOT_AUTHORISED, why);
     }
-    let order = match NewOrder::from_json(&to_order(&cart)) {
+    let mut order_json = to_order(&cart);
+    // A card is charged through the shop's PixelPay account; a shop that
+    // takes no cards gets the order as PIX, the card unread.
+    if shop.allows_provider("pixelpay")
+        && let Some(card) = card_block(&cart)
+    {
+        order_json["provider"] = json!("pixelpay");
+        order_json["currency"] = json!("BRL");
+        order_json["card"] = card;
+    }
+    let pedido = text(cart.get("pedido"));
+    drop(cart);
+    let order = match NewOrder::from_json(&order_json) {
         Ok(o) => o,
         Err(errs) => {
             accept::count_invalid(OrderChannel::Wake);
@@ -229,13 +290,19 @@ async fn place(st: &AppState, headers: &HeaderMap, body: &[u8], array_form: bool
             return reply(StatusCode::OK, NOT_AUTHORISED, format!("pedido inválido: {errs}"));
         }
     };
+    let card = match crate::card::parse(&order_json, Some(&order)) {
+        Ok(c) => c,
+        // Field errors quote nothing of the card.
+        Err(errs) => return reply(StatusCode::OK, NOT_AUTHORISED, format!("cartão inválido: {errs}")),
+    };
+    drop(order_json); // the card's other copies are `body` and `card`
     match crate::health::refuse_if_down(
         &st.health,
         &st.store,
         shop.id,
         order.provider.as_str(),
         OrderChannel::Wake,
-        false,
+        card.is_some(),
     )
     .await
     {
@@ -254,7 +321,6 @@ async fn place(st: &AppState, headers: &HeaderMap, body: &[u8], array_form: bool
         }
         Err(e) => tracing::warn!(error = %e, "provider health could not be read; accepting as usual"),
     }
-    let pedido = text(cart.get("pedido"));
     match accept::accept_with(
         &st.store,
         &st.stock,
@@ -270,6 +336,22 @@ async fn place(st: &AppState, headers: &HeaderMap, body: &[u8], array_form: bool
                 tracing::info!(order_id = %id, "the same Wake call again; the first order stands");
             }
             accept::publish_in_background(&st.outbox, &accepted);
+            if let Some(card) = card {
+                let operation = if ok_status == AUTHORISED {
+                    CardOperation::Authorize
+                } else {
+                    CardOperation::Sale
+                };
+                let req = CardRequest {
+                    order_id: accepted.id(),
+                    card: card.card,
+                    billing: card.billing,
+                    operation,
+                };
+                let called = tokio::time::timeout(st.wake_card_budget, st.cards.charge(&req)).await;
+                drop(req); // the card leaves memory here
+                return card_reply(accepted.id(), operation, called);
+            }
             let message = if ok_status == AUTHORISED {
                 "Autorizado: aguardando o pagamento PIX (código enviado ao e-mail do comprador)"
             } else {
@@ -286,6 +368,60 @@ async fn place(st: &AppState, headers: &HeaderMap, body: &[u8], array_form: bool
             )
         }
         Err(e) => reply(StatusCode::OK, NOT_AUTHORISED, e.to_string()),
+    }
+}
+
+/// Wake's answer to a card call: 3 paid (or 4 authorised), 2 declined or
+/// refused with the reason, 1 while the outcome is not known (a slow
+/// provider; charge-creator stores it when it comes, and the postback
+/// tells Wake; the card is never sent again).
+fn card_reply(
+    order_id: uuid::Uuid,
+    operation: CardOperation,
+    called: Result<Result<CardAnswer, String>, tokio::time::error::Elapsed>,
+) -> Response {
+    let pending = "Pagamento com cartão em processamento; a confirmação chega por postback";
+    let answer = match called {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            tracing::warn!(%order_id, error = %e, "the Wake card payment got no answer");
+            return reply(StatusCode::OK, AWAITING_PAYMENT, pending);
+        }
+        Err(_) => {
+            tracing::info!(%order_id, "the Wake card payment is slower than Wake waits; postback follows");
+            return reply(StatusCode::OK, AWAITING_PAYMENT, pending);
+        }
+    };
+    let proof = [
+        answer.transaction_id.as_deref().map(|t| format!("TID {t}")),
+        answer.payment_uuid.as_deref().map(|n| format!("NSU {n}")),
+        answer.auth_code.as_deref().map(|a| format!("autorização {a}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ");
+    match (answer.verdict, operation) {
+        (CardVerdict::Approved, CardOperation::Sale) => {
+            reply(StatusCode::OK, PAID, format!("Pago com cartão ({proof})"))
+        }
+        (CardVerdict::Approved, CardOperation::Authorize) => reply(
+            StatusCode::OK,
+            AUTHORISED,
+            format!("Autorizado ({proof}); aguardando a captura"),
+        ),
+        (CardVerdict::Declined | CardVerdict::Refused, _) => reply(
+            StatusCode::OK,
+            NOT_AUTHORISED,
+            format!(
+                "Não autorizado: {}",
+                answer
+                    .reason
+                    .as_deref()
+                    .unwrap_or("o pagamento com cartão foi recusado")
+            ),
+        ),
+        (CardVerdict::Indeterminate, _) => reply(StatusCode::OK, AWAITING_PAYMENT, pending),
     }
 }
 
@@ -314,15 +450,25 @@ async fn capture(State(st): State<AppState>, headers: HeaderMap, body: Bytes) ->
         Ok(c) => c,
         Err(why) => return reply(StatusCode::OK, NOT_AUTHORISED, why),
     };
-    let status: Result<Option<(String,)>, _> =
-        sqlx::query_as("SELECT status FROM orders WHERE shop_id = $1 AND correlation_id = $2")
-            .bind(shop.id)
-            .bind(&chave)
-            .fetch_optional(&st.store.pool)
-            .await;
+    // An open card authorisation is read from the charge itself, so that a
+    // capture right after `/authorize` does not wait for the order's status.
+    let status: Result<Option<(uuid::Uuid, String, bool)>, _> = sqlx::query_as(
+        "SELECT o.id, o.status, coalesce(c.authorized_at IS NOT NULL AND c.captured_at IS NULL, false)
+         FROM orders o LEFT JOIN charges c ON c.order_id = o.id
+         WHERE o.shop_id = $1 AND o.correlation_id = $2",
+    )
+    .bind(shop.id)
+    .bind(&chave)
+    .fetch_optional(&st.store.pool)
+    .await;
     match status {
-        Ok(Some((status,))) => match OrderStatus::parse(&status) {
+        Ok(Some((order_id, status, open_authorisation))) => match OrderStatus::parse(&status) {
             Some(OrderStatus::Paid) => reply(StatusCode::OK, PAID, "Pago"),
+            // A card authorisation: take the money now.
+            Some(OrderStatus::Authorized | OrderStatus::Accepted) if open_authorisation => {
+                let called = tokio::time::timeout(st.wake_card_budget, st.cards.capture(order_id)).await;
+                card_reply(order_id, CardOperation::Sale, called)
+            }
             Some(OrderStatus::Accepted | OrderStatus::AwaitingPayment) => reply(
                 StatusCode::OK,
                 AWAITING_PAYMENT,

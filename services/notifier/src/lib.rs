@@ -11,6 +11,7 @@
 //! SMTP acceptance, never merely because it was recorded.
 
 mod mail;
+pub mod survey;
 mod url_safety;
 mod wake;
 mod webhook;
@@ -40,7 +41,7 @@ pub const DEFAULT_PREFETCH: u16 = 256;
 static DELIVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "payhub_deliveries_total",
-        "Delivery attempts, by kind (shop_webhook, buyer_email, admin_alert, delivery_failure_alert, wake_postback) and outcome (delivered, retry, failed). No shop label: which shop is in the deliveries table.",
+        "Delivery attempts, by kind (shop_webhook, buyer_email, admin_alert, delivery_failure_alert, wake_postback, survey_invitation) and outcome (delivered, retry, failed). No shop label: which shop is in the deliveries table.",
         &["kind", "outcome"]
     )
     .expect("metric registers once")
@@ -74,6 +75,8 @@ pub struct Config {
     pub webhook_urls: WebhookUrlPolicy,
     /// Where platform alerts go (`PAYHUB_PLATFORM_ADMIN_EMAIL`); unset, they are logged only.
     pub platform_admin_email: Option<String>,
+    /// The satisfaction survey's link (issue 12 §4).
+    pub survey: survey::SurveyConfig,
 }
 
 impl Config {
@@ -116,6 +119,16 @@ impl Config {
                 env.optional(payhub_core::url_safety::ALLOW_PRIVATE_VAR).as_deref(),
             )
             .map_err(|(name, reason)| Env::bad(name, reason))?,
+            survey: survey::SurveyConfig {
+                base_url: env.url("PAYHUB_SURVEY_BASE_URL", "http://127.0.0.1:8080")?,
+                valid_for: {
+                    let days: u64 = env.parse("PAYHUB_SURVEY_VALID_DAYS", 30)?;
+                    if !(1..=365).contains(&days) {
+                        return Err(Env::bad("PAYHUB_SURVEY_VALID_DAYS", "must be 1 to 365"));
+                    }
+                    Duration::from_secs(days * 86_400)
+                },
+            },
             platform_admin_email: match env.optional("PAYHUB_PLATFORM_ADMIN_EMAIL") {
                 None => None,
                 Some(a) => Some(
@@ -138,6 +151,8 @@ enum Kind {
     DeliveryFailureAlert,
     /// Wake Commerce's postback for a Wake order.
     WakePostback,
+    /// The satisfaction survey's invitation to the buyer (issue 12).
+    SurveyInvitation,
 }
 
 impl Kind {
@@ -148,6 +163,7 @@ impl Kind {
             Kind::AdminAlert => "admin_alert",
             Kind::DeliveryFailureAlert => "delivery_failure_alert",
             Kind::WakePostback => "wake_postback",
+            Kind::SurveyInvitation => "survey_invitation",
         }
     }
 }
@@ -166,6 +182,7 @@ pub struct NotifyHandler {
     pub max_attempts: u32,
     pub wake_postback_url: String,
     pub platform_admin_email: Option<String>,
+    pub survey: survey::SurveyConfig,
 }
 
 /// A delivery this event calls for, before it is recorded.
@@ -178,9 +195,24 @@ struct Planned {
 
 /// What one delivery sends.
 enum Send {
-    Webhook { url: String, payload: serde_json::Value },
-    Mail { to: String, mail: mail::Mail },
-    Wake { url: String, body: serde_json::Value },
+    Webhook {
+        url: String,
+        payload: serde_json::Value,
+    },
+    Mail {
+        to: String,
+        mail: mail::Mail,
+    },
+    /// An e-mail with files (the buyer's payment confirmation and its receipt).
+    MailWith {
+        to: String,
+        mail: mail::Mail,
+        attachments: Vec<mail::Attachment>,
+    },
+    Wake {
+        url: String,
+        body: serde_json::Value,
+    },
 }
 
 /// A delivery that was attempted, ready to be recorded.
@@ -226,6 +258,7 @@ impl NotifyHandler {
                     .await
             }
             Send::Mail { to, mail } => self.mailer.send(to, mail).await,
+            Send::MailWith { to, mail, attachments } => self.mailer.send_with(to, mail, attachments).await,
             Send::Wake { url, body } => self.webhooks.post_json(url, body).await,
         }
     }
@@ -317,6 +350,59 @@ impl NotifyHandler {
 }
 
 impl NotifyHandler {
+    /// When an order is paid: its receipt in both layouts, rendered from the
+    /// stored order and stored with its hash (the first stored stays, so the
+    /// buyer gets the bytes every later download returns), as attachments.
+    async fn receipts(
+        &self,
+        env: &Envelope,
+        change: &payhub_core::events::OrderStatusChanged,
+    ) -> Result<Option<Vec<mail::Attachment>>, Failure> {
+        let (OrderStatus::Paid, Some(order_id)) = (change.to, env.order_id) else {
+            return Ok(None);
+        };
+        let cid = env.correlation_id.as_deref().unwrap_or("pedido");
+        let mut out = Vec::new();
+        for layout in payhub_documents::Layout::ALL {
+            let rendered = match payhub_store::receipts::stored(&self.store, order_id, layout)
+                .await
+                .map_err(db)?
+            {
+                Some(r) => r,
+                None => {
+                    let Some(r) = payhub_store::receipts::render(&self.store, order_id, layout)
+                        .await
+                        .map_err(db)?
+                    else {
+                        return Ok(None);
+                    };
+                    payhub_store::receipts::record(&self.store, order_id, layout, &r)
+                        .await
+                        .map_err(db)?
+                }
+            };
+            let safe: String = cid
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            out.push(mail::Attachment {
+                filename: match layout {
+                    payhub_documents::Layout::A4 => format!("comprovante-{safe}.pdf"),
+                    payhub_documents::Layout::Roll80 => format!("comprovante-{safe}-80mm.pdf"),
+                },
+                content_type: "application/pdf",
+                bytes: rendered.bytes,
+            });
+        }
+        Ok(Some(out))
+    }
+
     /// An alert for a person: the platform's admin or the shop's, by
     /// e-mail, once per event.
     async fn notify_alert(&self, msg: &Incoming, alert: &payhub_core::events::AlertRaised) -> Result<(), Failure> {
@@ -374,12 +460,48 @@ impl NotifyHandler {
     async fn attempt_mail(&self, planned: &Planned) -> Attempt {
         match &planned.send {
             Send::Mail { to, mail } => self.mailer.send(to, mail).await,
+            Send::MailWith { to, mail, attachments } => self.mailer.send_with(to, mail, attachments).await,
             _ => Attempt {
                 ok: false,
                 status_code: None,
                 error: Some("not an e-mail".into()),
             },
         }
+    }
+
+    /// A buyer answered the survey: the shop hears it, signed like every
+    /// webhook, with the same retry rules.
+    async fn notify_survey(&self, msg: &Incoming, answer: &payhub_core::events::SurveyAnswered) -> Result<(), Failure> {
+        let env = &msg.envelope;
+        let shop_id = env
+            .shop_id
+            .ok_or_else(|| Failure::Permanent("survey.answered without a shop".into()))?;
+        let shop = payhub_store::shops::by_id(&self.store, shop_id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Failure::Permanent(format!("unknown shop {shop_id}")))?;
+        let Some(url) = shop.webhook_url.clone() else {
+            return Ok(());
+        };
+        let planned = [Planned {
+            kind: Kind::ShopWebhook,
+            target: url.clone(),
+            webhook_id: Some(webhook::webhook_id(env.id)),
+            send: Send::Webhook {
+                url,
+                payload: webhook::survey_payload(env, answer),
+            },
+        }];
+        let last = msg.attempt >= self.max_attempts;
+        for (_, attempt) in self.deliver(env, &shop, &planned, last).await? {
+            if !attempt.ok {
+                return Err(Failure::Transient(format!(
+                    "shop webhook: {}",
+                    attempt.error.unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// An order message was refused: the shop hears why, signed like every
@@ -432,6 +554,7 @@ impl Handler for NotifyHandler {
             EventPayload::OrderStatusChanged(change) => change,
             EventPayload::OrderRejected(rejected) => return self.notify_rejected(msg, rejected).await,
             EventPayload::AlertRaised(alert) => return self.notify_alert(msg, alert).await,
+            EventPayload::SurveyAnswered(answer) => return self.notify_survey(msg, answer).await,
             _ => return Err(Failure::Permanent(format!("notifier cannot handle {}", env.kind()))),
         };
         let shop_id = env
@@ -458,16 +581,19 @@ impl Handler for NotifyHandler {
             });
         }
         if let Some(mail) = mail::buyer_mail(env, change) {
+            let to = change.customer_email.clone();
+            // The payment's confirmation carries its receipt (issue 12 §2).
+            let send = match self.receipts(env, change).await? {
+                Some(attachments) => Send::MailWith { to, mail, attachments },
+                None => Send::Mail { to, mail },
+            };
             planned.push(Planned {
                 kind: Kind::BuyerEmail,
                 target: payhub_core::identity::Email::parse(&change.customer_email)
                     .map(|e| e.masked())
                     .unwrap_or_else(|_| "invalid".into()),
                 webhook_id: None,
-                send: Send::Mail {
-                    to: change.customer_email.clone(),
-                    mail,
-                },
+                send,
             });
         }
         if let Some(admin) = shop.admin_email.clone()
@@ -482,6 +608,39 @@ impl Handler for NotifyHandler {
                     mail: mail::admin_alert(env, change, &shop.name),
                 },
             });
+        }
+        // Delivered: the buyer is asked, once, how it went (issue 12 §4).
+        if change.to == OrderStatus::Delivered
+            && let Some(order_id) = env.order_id
+            && !self
+                .delivered(env)
+                .await?
+                .iter()
+                .any(|k| k == Kind::SurveyInvitation.as_str())
+        {
+            let lang = survey::language(change.amount.currency());
+            if let Some(link) = survey::invite(&self.store, &self.survey, order_id, shop_id, lang)
+                .await
+                .map_err(db)?
+            {
+                planned.push(Planned {
+                    kind: Kind::SurveyInvitation,
+                    target: payhub_core::identity::Email::parse(&change.customer_email)
+                        .map(|e| e.masked())
+                        .unwrap_or_else(|_| "invalid".into()),
+                    webhook_id: None,
+                    send: Send::Mail {
+                        to: change.customer_email.clone(),
+                        mail: survey::mail(
+                            env.correlation_id.as_deref().unwrap_or(""),
+                            change,
+                            lang,
+                            &link,
+                            self.survey.valid_for.as_secs() / 86_400,
+                        ),
+                    },
+                });
+            }
         }
         // Wake Commerce stores learn the outcome through their postback.
         if change.channel == payhub_core::events::OrderChannel::Wake
@@ -567,6 +726,7 @@ impl Application {
             max_attempts: config.common.topology.retry.max_attempts,
             wake_postback_url: config.wake_postback_url.trim_end_matches('/').to_string(),
             platform_admin_email: config.platform_admin_email.clone(),
+            survey: config.survey.clone(),
         };
         let mut app = payhub_service::App::start(infra, config.common.http_addr, axum::Router::new()).await?;
         app.consume(QueueSpec::NOTIFIER, config.common.prefetch, handler);

@@ -13,6 +13,14 @@ pub struct Mail {
     pub body: String,
 }
 
+/// A file attached to an e-mail (the buyer's receipt).
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: &'static str,
+    pub bytes: Vec<u8>,
+}
+
 #[derive(Clone)]
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -37,6 +45,11 @@ impl Mailer {
     }
 
     pub(crate) async fn send(&self, to: &str, mail: &Mail) -> Attempt {
+        self.send_with(to, mail, &[]).await
+    }
+
+    /// Sends `mail` with files attached (multipart/mixed: the text, then each file).
+    pub(crate) async fn send_with(&self, to: &str, mail: &Mail, attachments: &[Attachment]) -> Attempt {
         let to: Mailbox = match to.parse() {
             Ok(m) => m,
             Err(e) => {
@@ -47,13 +60,33 @@ impl Mailer {
                 };
             }
         };
-        let message = match Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(&mail.subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(mail.body.clone())
-        {
+        let builder = Message::builder().from(self.from.clone()).to(to).subject(&mail.subject);
+        let built = if attachments.is_empty() {
+            builder.header(ContentType::TEXT_PLAIN).body(mail.body.clone())
+        } else {
+            let mut parts = lettre::message::MultiPart::mixed().singlepart(
+                lettre::message::SinglePart::builder()
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(mail.body.clone()),
+            );
+            for a in attachments {
+                let content_type = match ContentType::parse(a.content_type) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return Attempt {
+                            ok: false,
+                            status_code: None,
+                            error: Some(format!("bad attachment type {}: {e}", a.content_type)),
+                        };
+                    }
+                };
+                parts = parts.singlepart(
+                    lettre::message::Attachment::new(a.filename.clone()).body(a.bytes.clone(), content_type),
+                );
+            }
+            builder.multipart(parts)
+        };
+        let message = match built {
             Ok(m) => m,
             Err(e) => {
                 return Attempt {
@@ -127,6 +160,8 @@ pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
     let order = env.correlation_id.as_deref().unwrap_or("");
     let greeting = format!("Olá, {}!", change.customer_name);
     match change.to {
+        // Wake's checkout tells the buyer; the e-mail comes with the capture.
+        OrderStatus::Authorized => None,
         OrderStatus::AwaitingPayment => {
             let charge = change.charge.as_ref()?;
             Some(Mail {
@@ -149,7 +184,8 @@ pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
         OrderStatus::Paid => Some(Mail {
             subject: format!("Pagamento confirmado: pedido {order}"),
             body: format!(
-                "{greeting}\n\nO pagamento do pedido {order} foi confirmado.\nValor pago: {}\nItens: {}\n{}\nObrigado pela compra!\n",
+                "{greeting}\n\nO pagamento do pedido {order} foi confirmado.\nValor pago: {}\nItens: {}\n{}\n\
+                 O comprovante de pagamento segue em anexo (PDF em A4 e para impressora de 80 mm).\n\nObrigado pela compra!\n",
                 reais(change),
                 change.summary,
                 change
@@ -202,7 +238,72 @@ pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
                 ),
             })
         }
+        OrderStatus::Fulfilling
+        | OrderStatus::Shipped
+        | OrderStatus::Delivered
+        | OrderStatus::Returned
+        | OrderStatus::Cancelled => Some(fulfilment_mail(order, &greeting, change)),
         OrderStatus::Accepted | OrderStatus::UnderReview => None,
+    }
+}
+
+/// The buyer's e-mail when the shop moves a paid order on (issue 12):
+/// forwarded, shipped (with the carrier, the tracking code and link),
+/// delivered, returned, cancelled.
+fn fulfilment_mail(order: &str, greeting: &str, change: &OrderStatusChanged) -> Mail {
+    let s = change.shipment.as_deref().cloned().unwrap_or_default();
+    let promise = s
+        .promised_delivery_on
+        .map(|d| {
+            format!(
+                "Previsão de entrega: até {:02}/{:02}/{}.\n",
+                d.day(),
+                u8::from(d.month()),
+                d.year()
+            )
+        })
+        .unwrap_or_default();
+    let note = s
+        .note
+        .as_deref()
+        .map(|n| format!("Observação da loja: {n}\n"))
+        .unwrap_or_default();
+    let (subject, what) = match change.to {
+        OrderStatus::Fulfilling => (
+            format!("Pedido {order} encaminhado para entrega"),
+            format!("A loja está preparando o seu pedido {order} para envio.\n{promise}"),
+        ),
+        OrderStatus::Shipped => (
+            format!("Pedido {order} enviado: acompanhe a entrega"),
+            format!(
+                "O seu pedido {order} foi enviado.\nTransportadora: {}\nCódigo de rastreio: {}\n{}{promise}",
+                s.carrier.as_deref().unwrap_or("-"),
+                s.tracking_code.as_deref().unwrap_or("-"),
+                s.tracking_url
+                    .as_deref()
+                    .map(|u| format!("Acompanhe a entrega: {u}\n"))
+                    .unwrap_or_default(),
+            ),
+        ),
+        OrderStatus::Delivered => (
+            format!("Pedido {order} entregue"),
+            format!("O seu pedido {order} foi entregue. Obrigado pela compra!\n"),
+        ),
+        OrderStatus::Returned => (
+            format!("Pedido {order} devolvido"),
+            format!("O seu pedido {order} foi devolvido à loja.\n"),
+        ),
+        _ => (
+            format!("Pedido {order} cancelado"),
+            format!(
+                "O seu pedido {order} ({}) foi cancelado pela loja.\nSe houver valor a devolver, a loja fará o reembolso pelo mesmo meio de pagamento.\n",
+                reais(change)
+            ),
+        ),
+    };
+    Mail {
+        subject,
+        body: format!("{greeting}\n\n{what}{note}"),
     }
 }
 

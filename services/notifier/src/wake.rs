@@ -7,9 +7,15 @@ use payhub_core::events::OrderStatusChanged;
 use serde_json::{Value, json};
 
 /// The postback for this change, if Wake must hear of it: (status, body).
+///
+/// For a PIX payment the end-to-end id is both TID and NSU; for a card,
+/// TID is the provider's transaction id, NSU its payment id (PixelPay's
+/// `payment_uuid`) and Auth the authorisation code: "obrigatórios quando
+/// existirem", for Wake's reconciliation.
 pub fn postback(change: &OrderStatusChanged) -> Option<(u8, Value)> {
     let status = match change.to {
         OrderStatus::Paid => 3,
+        OrderStatus::Authorized => 4,
         OrderStatus::Failed | OrderStatus::Expired => 2,
         // Wake asks for refunds itself (its `/chargeback` call); a refund the
         // shop made through payhub has no postback status of its own.
@@ -18,14 +24,33 @@ pub fn postback(change: &OrderStatusChanged) -> Option<(u8, Value)> {
         | OrderStatus::UnderReview
         | OrderStatus::PartiallyRefunded
         | OrderStatus::Refunded => return None,
+        // Fulfilment is the Wake store's own: its postback speaks of payment only.
+        OrderStatus::Fulfilling
+        | OrderStatus::Shipped
+        | OrderStatus::Delivered
+        | OrderStatus::Returned
+        | OrderStatus::Cancelled => return None,
     };
     let mut info = Vec::new();
+    let mut add = |name: &str, value: &str| info.push(json!({"Nome": name, "Valor": value}));
     if let Some(e2e) = &change.end_to_end_id {
-        info.push(json!({"Nome": "TID", "Valor": e2e}));
-        info.push(json!({"Nome": "NSU", "Valor": e2e}));
+        add("TID", e2e);
+        add("NSU", e2e);
+    } else if let Some(d) = change.details.as_deref()
+        && matches!(change.to, OrderStatus::Paid | OrderStatus::Authorized)
+    {
+        if let Some(tid) = &d.transaction_id {
+            add("TID", tid);
+        }
+        if let Some(nsu) = &d.provider_charge_id {
+            add("NSU", nsu);
+        }
+        if let Some(auth) = &d.auth_code {
+            add("Auth", auth);
+        }
     }
     if let Some(reason) = &change.reason {
-        info.push(json!({"Nome": "Motivo", "Valor": reason}));
+        add("Motivo", reason);
     }
     Some((status, json!({"status": status, "informacoesAdicionais": info})))
 }

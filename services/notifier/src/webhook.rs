@@ -79,6 +79,16 @@ pub fn shop_payload(env: &Envelope, change: &OrderStatusChanged) -> Value {
             }))),
             "paymentLinkUrl": details.and_then(|d| d.payment_link_url.clone()),
             "extra": details.map(|d| json!(d.extra)).unwrap_or_else(|| json!({})),
+            // Issue 12: the shipment and the delivery promise, once paid.
+            "shipment": change.shipment.as_deref().map(|s| json!({
+                "carrier": s.carrier,
+                "trackingCode": s.tracking_code,
+                "trackingUrl": s.tracking_url,
+                "promisedDeliveryOn": s.promised_delivery_on.map(|d| d.to_string()),
+                "deliveredOn": s.delivered_on.map(|d| d.to_string()),
+                "note": s.note,
+                "by": s.actor,
+            })),
         }
     })
 }
@@ -179,6 +189,27 @@ pub fn pixelpay_payload(env: &Envelope, change: &OrderStatusChanged, shop_name: 
         })),
         _ => None,
     }
+}
+
+/// The JSON a shop receives when a buyer answered the satisfaction survey.
+pub fn survey_payload(env: &Envelope, answer: &payhub_core::events::SurveyAnswered) -> Value {
+    json!({
+        "type": "survey.answered",
+        "timestamp": env.occurred_at.format(&Rfc3339).unwrap_or_default(),
+        "data": {
+            "orderId": env.order_id,
+            "correlationID": env.correlation_id,
+            "score": answer.score,
+            // NPS: 9-10 promoter, 7-8 passive, 0-6 detractor.
+            "category": match answer.score {
+                9..=10 => "promoter",
+                7..=8 => "passive",
+                _ => "detractor",
+            },
+            "comment": answer.comment,
+            "language": answer.language,
+        }
+    })
 }
 
 /// The JSON a shop receives when one of its order messages was refused.

@@ -8,8 +8,8 @@
 
 mod transitions;
 
-use payhub_core::events::{EventPayload, OrderDetails, OrderStatusChanged};
-use payhub_core::{Envelope, Money};
+use payhub_core::events::{EventPayload, OrderDetails, OrderStatusChanged, ShipmentNotice};
+use payhub_core::{Envelope, Money, OrderStatus};
 use payhub_queue::{Failure, Handler, Incoming, QueueSpec};
 use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::{Store, outbox};
@@ -115,6 +115,12 @@ struct OrderRow {
     auth_code: Option<String>,
     card_masked: Option<String>,
     card_brand: Option<String>,
+    shipping_address: Option<serde_json::Value>,
+    order_rules: serde_json::Value,
+    carrier: Option<String>,
+    tracking_code: Option<String>,
+    tracking_url: Option<String>,
+    promised_delivery_on: Option<time::Date>,
 }
 
 /// The order an event concerns: `order_id`, or for a provider notice the
@@ -151,6 +157,8 @@ struct Moved {
     event: Envelope,
     reported_at: Option<OffsetDateTime>,
 }
+/// Namespace of the ids of the refusals of fulfilment reports.
+const REFUSAL_NAMESPACE: Uuid = Uuid::from_u128(0x2c5e_8a41_7b3f_4d19_9e06_f1a2_b3c4_d5e6);
 
 /// Most events applied in one transaction.
 pub const MAX_BATCH: usize = 128;
@@ -165,8 +173,10 @@ impl UpdateHandler {
             "SELECT o.id, o.shop_id, o.correlation_id, o.provider, o.status, o.currency::text AS currency, o.total_minor,
                     o.customer_name, o.customer_email, o.summary, o.channel, o.created_at, o.end_to_end_id,
                     c.provider_charge_id, o.items, o.tax_minor, o.customer_phone, o.paid_at, o.extra,
-                    c.payment_link_url, c.transaction_id, c.auth_code, c.card_masked, c.card_brand
-             FROM orders o LEFT JOIN charges c ON c.order_id = o.id
+                    c.payment_link_url, c.transaction_id, c.auth_code, c.card_masked, c.card_brand,
+                    o.shipping_address, s.order_rules, o.carrier, o.tracking_code, o.tracking_url,
+                    o.promised_delivery_on
+             FROM orders o LEFT JOIN charges c ON c.order_id = o.id JOIN shops s ON s.id = o.shop_id
              WHERE o.id = $1 FOR UPDATE OF o",
         )
         .bind(order_id)
@@ -188,25 +198,62 @@ impl UpdateHandler {
         facts.charge_id = order.provider_charge_id.clone();
         facts.end_to_end_id = order.end_to_end_id.clone();
         let decision = decide(&facts, &env.payload);
-        let Decision::Move {
-            to,
-            reason,
-            details,
-            paid,
-        } = decision
-        else {
-            if let Decision::Ignore(why) = decision {
+        let (to, reason, details, paid) = match decision {
+            Decision::Move {
+                to,
+                reason,
+                details,
+                paid,
+            } => (to, reason, details, paid),
+            Decision::Ignore(why) => {
                 tracing::info!(event_id = %env.id, status = %order.status, why, "event changes nothing");
+                NO_CHANGE.with_label_values(&[env.kind()]).inc();
+                return Ok(None);
             }
-            NO_CHANGE.with_label_values(&[env.kind()]).inc();
-            return Ok(None);
+            Decision::Refuse(why) => {
+                NO_CHANGE.with_label_values(&[env.kind()]).inc();
+                return self.refuse(tx, env, &order, &why).await.map(|event| {
+                    Some(Moved {
+                        event,
+                        reported_at: None,
+                    })
+                });
+            }
         };
+        let fulfilment = match &env.payload {
+            EventPayload::FulfilmentReported(f) => Some(f),
+            _ => None,
+        };
+        let rules: payhub_core::rules::OrderRules =
+            serde_json::from_value(order.order_rules.clone()).unwrap_or_default();
+        let actor = fulfilment
+            .map(|f| payhub_core::fulfilment::actor(f.channel.as_str(), f.update.by.as_deref()))
+            .unwrap_or_else(|| SERVICE.to_string());
+        // The delivery promise is made once, at payment, from the shop's rule.
+        let promised = match (&paid, &rules.delivery_time, order.promised_delivery_on) {
+            (Some(p), Some(rule), None) => {
+                let address = order.shipping_address.as_ref();
+                let field = |k: &str| address.and_then(|a| a.get(k)).and_then(|v| v.as_str());
+                Some(rule.promised_on(
+                    p.paid_at.unwrap_or_else(OffsetDateTime::now_utc),
+                    field("state"),
+                    field("zipcode"),
+                ))
+            }
+            _ => None,
+        };
+        let update = fulfilment.map(|f| &f.update);
         let end_to_end = paid.as_ref().and_then(|p| p.end_to_end_id.clone());
         let paid_now = OffsetDateTime::now_utc();
         sqlx::query(
             "WITH moved AS (
                 UPDATE orders SET status = $2, status_reason = $3, updated_at = now(),
-                       paid_at = COALESCE($4, paid_at), end_to_end_id = COALESCE($5, end_to_end_id)
+                       paid_at = COALESCE($4, paid_at), end_to_end_id = COALESCE($5, end_to_end_id),
+                       carrier = COALESCE($10, carrier), tracking_code = COALESCE($11, tracking_code),
+                       tracking_url = COALESCE($12, tracking_url),
+                       promised_delivery_on = COALESCE($13, promised_delivery_on),
+                       shipped_at = CASE WHEN $2 = 'shipped' THEN now() ELSE shipped_at END,
+                       delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END
                 WHERE id = $1 RETURNING id)
              INSERT INTO order_history (order_id, from_status, to_status, reason, event_id, actor, details)
              SELECT id, $6, $2, $3, $7, $8, $9 FROM moved",
@@ -218,8 +265,12 @@ impl UpdateHandler {
         .bind(end_to_end.as_deref())
         .bind(facts.status.as_str())
         .bind(env.id)
-        .bind(SERVICE)
+        .bind(&actor)
         .bind(&details)
+        .bind(update.and_then(|u| u.carrier.as_deref()))
+        .bind(update.and_then(|u| u.tracking_code.as_deref()))
+        .bind(update.and_then(|u| u.tracking_url.as_deref()))
+        .bind(promised)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -259,6 +310,25 @@ impl UpdateHandler {
                 order_created_at: order.created_at,
                 refund: refund_notice(&env.payload),
                 details: Some(Box::new(details)),
+                shipment: (to.is_after_payment() || paid.is_some()).then(|| {
+                    let offset = rules.delivery_time.as_ref().map_or(-3, |d| d.utc_offset_hours);
+                    let local_today = OffsetDateTime::now_utc()
+                        .to_offset(time::UtcOffset::from_hms(offset, 0, 0).unwrap_or(time::UtcOffset::UTC))
+                        .date();
+                    Box::new(ShipmentNotice {
+                        carrier: update.and_then(|u| u.carrier.clone()).or(order.carrier.clone()),
+                        tracking_code: update
+                            .and_then(|u| u.tracking_code.clone())
+                            .or(order.tracking_code.clone()),
+                        tracking_url: update
+                            .and_then(|u| u.tracking_url.clone())
+                            .or(order.tracking_url.clone()),
+                        promised_delivery_on: promised.or(order.promised_delivery_on),
+                        delivered_on: (to == OrderStatus::Delivered).then_some(local_today),
+                        note: update.and_then(|u| u.note.clone()),
+                        actor: fulfilment.is_some().then(|| actor.clone()),
+                    })
+                }),
             }),
             order.id,
             order.shop_id,
@@ -282,6 +352,40 @@ impl UpdateHandler {
             event: out,
             reported_at,
         }))
+    }
+
+    /// A shop's fulfilment report that cannot apply: the shop hears why
+    /// (`order.rejected`, stored with the event as processed). The same
+    /// report always yields the same refusal id.
+    async fn refuse(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        env: &Envelope,
+        order: &OrderRow,
+        why: &str,
+    ) -> Result<Envelope, Failure> {
+        let channel = match &env.payload {
+            EventPayload::FulfilmentReported(f) => f.channel,
+            _ => payhub_core::events::OrderChannel::Api,
+        };
+        let mut errors = payhub_core::ValidationErrors::default();
+        errors.push("status", "illegal_transition", why);
+        let mut out = Envelope::for_order(
+            EventPayload::OrderRejected(payhub_core::events::OrderRejected {
+                channel,
+                correlation_id: Some(order.correlation_id.clone()),
+                reason: format!("the fulfilment report cannot apply: {why}"),
+                errors: errors.to_rejected(),
+            }),
+            order.id,
+            order.shop_id,
+            &order.correlation_id,
+        );
+        out.id = Uuid::new_v5(&REFUSAL_NAMESPACE, env.id.as_bytes());
+        out.trace = payhub_telemetry::trace::current_context();
+        outbox::add(&mut *tx, &out).await.map_err(db)?;
+        tracing::warn!(event_id = %env.id, order_id = %order.id, status = %order.status, why, "fulfilment report refused");
+        Ok(out)
     }
 
     /// After commit: count the moves and publish what they produced.

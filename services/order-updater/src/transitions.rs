@@ -47,6 +47,9 @@ pub enum Decision {
         paid: Option<PaidFacts>,
     },
     Ignore(&'static str),
+    /// A shop's report that cannot apply (an illegal move): the shop is
+    /// told why, and nothing changes.
+    Refuse(String),
 }
 
 fn move_to(to: OrderStatus, reason: Option<String>, details: Value) -> Decision {
@@ -72,7 +75,30 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                 Some(format!("the charge could not be created: {}", f.reason)),
                 json!({"permanent": f.permanent}),
             ),
+            Authorized => move_to(
+                Failed,
+                Some(format!("the authorisation could not be captured: {}", f.reason)),
+                json!({"permanent": f.permanent}),
+            ),
             _ => Decision::Ignore("the order is past charge creation"),
+        },
+        // The amount is held on the buyer's card; a capture pays the order.
+        EventPayload::PaymentAuthorized(a) => match facts.status {
+            Accepted if a.amount == facts.total => move_to(
+                Authorized,
+                None,
+                json!({"providerChargeId": a.provider_charge_id, "authCode": a.auth_code,
+                       "transactionId": a.transaction_id, "account": a.account}),
+            ),
+            Accepted => move_to(
+                UnderReview,
+                Some(format!(
+                    "amount mismatch: order total {}, authorised {}",
+                    facts.total, a.amount
+                )),
+                json!({"providerChargeId": a.provider_charge_id}),
+            ),
+            _ => Decision::Ignore("an authorisation for an order that is not waiting for one"),
         },
         // A payment counts only when payhub confirmed it with the provider,
         // about the charge payhub created for this very order.
@@ -104,10 +130,10 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                 });
                 match facts.status {
                     // Money received twice must be visible to a person.
-                    Paid | PartiallyRefunded | Refunded
-                        if end_to_end_id.is_some()
-                            && facts.end_to_end_id.is_some()
-                            && *end_to_end_id != facts.end_to_end_id =>
+                    s if (s.is_after_payment() || matches!(s, PartiallyRefunded | Refunded))
+                        && end_to_end_id.is_some()
+                        && facts.end_to_end_id.is_some()
+                        && *end_to_end_id != facts.end_to_end_id =>
                     {
                         move_to(
                             UnderReview,
@@ -119,7 +145,7 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                             details,
                         )
                     }
-                    Paid | PartiallyRefunded | Refunded => {
+                    Paid | PartiallyRefunded | Refunded | Fulfilling | Shipped | Delivered | Returned | Cancelled => {
                         Decision::Ignore("already paid; a repeated payment notice changes nothing")
                     }
                     UnderReview => Decision::Ignore("already flagged for review"),
@@ -128,7 +154,7 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                         Some("a payment arrived for an order whose charge had failed".into()),
                         details,
                     ),
-                    Accepted | AwaitingPayment | Expired => {
+                    Accepted | AwaitingPayment | Authorized | Expired => {
                         let paid_amount = paid_value.unwrap_or(*charge_value);
                         if charge_value.currency() != facts.total.currency()
                             || *charge_value != facts.total
@@ -191,7 +217,9 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                 _ => what,
             };
             match facts.status {
-                Paid | PartiallyRefunded | Refunded => {
+                // After payment (shipped, returned, cancelled, ...) money
+                // may be given back too; the refund then says where it stands.
+                Paid | PartiallyRefunded | Refunded | Fulfilling | Shipped | Delivered | Returned | Cancelled => {
                     let to = if facts.status == Refunded || r.refunded_total.minor() >= facts.total.minor() {
                         Refunded
                     } else {
@@ -202,16 +230,31 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
                 // A person is looking at the order already; the refund is on
                 // its record for them.
                 UnderReview => move_to(UnderReview, Some(reason), details),
-                Accepted | AwaitingPayment | Expired | Failed => {
+                Accepted | AwaitingPayment | Authorized | Expired | Failed => {
                     Decision::Ignore("a refund of an order that was never paid changes nothing")
                 }
             }
         }
         EventPayload::RefundFailed(_) => Decision::Ignore("a refused refund gives nothing back"),
+        EventPayload::FulfilmentReported(f) => match payhub_core::fulfilment::check_move(facts.status, f.update.to) {
+            Ok(()) => move_to(
+                f.update.to,
+                f.update.note.clone(),
+                json!({
+                    "channel": f.channel.as_str(),
+                    "carrier": f.update.carrier,
+                    "trackingCode": f.update.tracking_code,
+                    "trackingUrl": f.update.tracking_url,
+                    "by": f.update.by,
+                }),
+            ),
+            Err(why) => Decision::Refuse(why),
+        },
         EventPayload::OrderAccepted(_)
         | EventPayload::OrderStatusChanged(_)
         | EventPayload::OrderRejected(_)
-        | EventPayload::AlertRaised(_) => Decision::Ignore("not an order-updater event"),
+        | EventPayload::AlertRaised(_)
+        | EventPayload::SurveyAnswered(_) => Decision::Ignore("not an order-updater event"),
     }
 }
 
@@ -266,6 +309,41 @@ mod tests {
         assert_eq!(to(&decide(&no_charge, &paid(1000, Some(1000)))), None);
     }
 
+    fn authorised(minor: i64) -> EventPayload {
+        EventPayload::PaymentAuthorized(payhub_core::events::PaymentAuthorized {
+            provider: Provider::Pixelpay,
+            provider_charge_id: "ch-1".into(),
+            amount: Money::from_minor(minor, Currency::Brl),
+            account: "platform".into(),
+            auth_code: Some("123456".into()),
+            transaction_id: None,
+        })
+    }
+
+    #[test]
+    fn an_authorisation_holds_the_order_until_its_confirmed_capture_pays_it() {
+        use OrderStatus::*;
+        assert_eq!(to(&decide(&facts(Accepted), &authorised(1000))), Some(Authorized));
+        assert_eq!(to(&decide(&facts(Accepted), &authorised(999))), Some(UnderReview));
+        assert_eq!(to(&decide(&facts(Authorized), &authorised(1000))), None, "once");
+        assert_eq!(to(&decide(&facts(Paid), &authorised(1000))), None);
+        // The capture's confirmed report pays; an unconfirmed one does not.
+        assert_eq!(to(&decide(&facts(Authorized), &paid(1000, Some(1000)))), Some(Paid));
+        let mut unconfirmed = paid(1000, Some(1000));
+        if let EventPayload::PaymentReported(r) = &mut unconfirmed {
+            r.confirmation = None;
+        }
+        assert_eq!(to(&decide(&facts(Authorized), &unconfirmed)), None);
+        // A declined capture fails the order; an expiry notice changes nothing.
+        let failed = EventPayload::ChargeFailed(ChargeFailed {
+            provider: Provider::Pixelpay,
+            reason: "declined".into(),
+            permanent: true,
+        });
+        assert_eq!(to(&decide(&facts(Authorized), &failed)), Some(Failed));
+        assert_eq!(to(&decide(&facts(Authorized), &expired())), None);
+    }
+
     #[test]
     fn a_second_payment_on_a_paid_order_goes_to_review() {
         assert_eq!(to(&decide(&facts(OrderStatus::Paid), &paid_with("E1"))), None);
@@ -306,8 +384,52 @@ mod tests {
     fn to(d: &Decision) -> Option<OrderStatus> {
         match d {
             Decision::Move { to, .. } => Some(*to),
-            Decision::Ignore(_) => None,
+            Decision::Ignore(_) | Decision::Refuse(_) => None,
         }
+    }
+
+    fn report(to: OrderStatus) -> EventPayload {
+        EventPayload::FulfilmentReported(payhub_core::events::FulfilmentReported {
+            channel: payhub_core::events::OrderChannel::Api,
+            update: payhub_core::fulfilment::FulfilmentUpdate {
+                to,
+                carrier: None,
+                tracking_code: None,
+                tracking_url: None,
+                by: Some("maria".into()),
+                note: None,
+            },
+        })
+    }
+
+    #[test]
+    fn fulfilment_moves_a_paid_order_and_refuses_illegal_moves_with_the_reason() {
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Paid), &report(OrderStatus::Fulfilling))),
+            Some(OrderStatus::Fulfilling)
+        );
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Shipped), &report(OrderStatus::Delivered))),
+            Some(OrderStatus::Delivered)
+        );
+        match decide(&facts(OrderStatus::AwaitingPayment), &report(OrderStatus::Shipped)) {
+            Decision::Refuse(why) => assert!(why.contains("not paid"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide(&facts(OrderStatus::Delivered), &report(OrderStatus::Shipped)),
+            Decision::Refuse(_)
+        ));
+        // A shipped order that is paid again is money received twice.
+        let mut shipped = facts(OrderStatus::Shipped);
+        shipped.end_to_end_id = Some("E1".into());
+        assert_eq!(to(&decide(&shipped, &paid_with("E1"))), None);
+        assert_eq!(to(&decide(&shipped, &paid_with("E2"))), Some(OrderStatus::UnderReview));
+        // A returned order can be refunded.
+        assert_eq!(
+            to(&decide(&facts(OrderStatus::Returned), &refunded(1000, 1000))),
+            Some(OrderStatus::Refunded)
+        );
     }
 
     #[test]

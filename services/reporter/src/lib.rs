@@ -176,6 +176,11 @@ impl Handler for ReportHandler {
     /// batches never wait on each other in a cycle.
     async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), Failure>> {
         let mut results: Vec<Result<(), Failure>> = vec![Ok(()); msgs.len()];
+        for (i, m) in msgs.iter().enumerate() {
+            if let Err(f) = self.delivery_outcome(&m.envelope).await {
+                results[i] = Err(f);
+            }
+        }
         let mut counted = Vec::new();
         let mut ledger = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
@@ -200,7 +205,53 @@ impl Handler for ReportHandler {
     }
 }
 
+/// Delivered orders, on time or late against the date promised at payment.
+/// No shop label: which shop is in `delivery_outcomes`.
+static DELIVERY_OUTCOMES: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "payhub_order_deliveries_total",
+        "Orders delivered, by timeliness against the date promised at payment (on_time, late).",
+        &["timeliness"]
+    )
+    .expect("metric registers once")
+});
+
 impl ReportHandler {
+    /// A delivered order with a promise is counted once (its order id is
+    /// the key), on time when delivered on or before the promised day.
+    async fn delivery_outcome(&self, env: &payhub_core::Envelope) -> Result<(), Failure> {
+        let EventPayload::OrderStatusChanged(c) = &env.payload else {
+            return Ok(());
+        };
+        let (Some(order_id), Some(shop_id), Some(s)) = (env.order_id, env.shop_id, c.shipment.as_deref()) else {
+            return Ok(());
+        };
+        let (OrderStatus::Delivered, Some(promised), Some(delivered)) = (c.to, s.promised_delivery_on, s.delivered_on)
+        else {
+            return Ok(());
+        };
+        let on_time = delivered <= promised;
+        let inserted = sqlx::query(
+            "INSERT INTO delivery_outcomes (order_id, shop_id, promised_on, delivered_on, on_time)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(shop_id)
+        .bind(promised)
+        .bind(delivered)
+        .bind(on_time)
+        .execute(&self.store.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if inserted == 1 {
+            DELIVERY_OUTCOMES
+                .with_label_values(&[if on_time { "on_time" } else { "late" }])
+                .inc();
+        }
+        Ok(())
+    }
+
     async fn count(
         &self,
         counted: &[(usize, Uuid, (RowKey, i64))],
@@ -386,6 +437,140 @@ async fn report_rows(store: &Store, date: Date, shop_id: Uuid) -> Result<Vec<Row
     .await?)
 }
 
+#[derive(Debug, Deserialize)]
+struct DeliveriesQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /v1/reports/deliveries?from=&to=`: the shop's delivered orders in
+/// the period (by delivery day), on time and late against the promise, and
+/// the orders late right now (not delivered by their promised day).
+async fn deliveries(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<DeliveriesQuery>,
+) -> Result<Response, ApiError> {
+    let shop = payhub_service::problem::authenticate(&st.store, &headers).await?;
+    let mut errs = ValidationErrors::default();
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let mut day = |field: &'static str, v: &Option<String>| -> Option<Date> {
+        v.as_deref().and_then(|d| {
+            Date::parse(d, fmt)
+                .map_err(|_| errs.push(field, "format", "must be a date as YYYY-MM-DD"))
+                .ok()
+        })
+    };
+    let from = day("from", &q.from);
+    let to = day("to", &q.to);
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        errs.push("to", "range", "must not be before from");
+    }
+    errs.into_result(()).map_err(ApiError::Validation)?;
+    let (delivered, on_time): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE on_time) FROM delivery_outcomes
+         WHERE shop_id = $1 AND ($2::date IS NULL OR delivered_on >= $2) AND ($3::date IS NULL OR delivered_on <= $3)",
+    )
+    .bind(shop.id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(&st.store.pool)
+    .await?;
+    let (late_open,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM stale_orders f JOIN orders o ON o.id = f.order_id
+         WHERE o.shop_id = $1 AND f.kind = 'late_delivery' AND f.resolved_at IS NULL",
+    )
+    .bind(shop.id)
+    .fetch_one(&st.store.pool)
+    .await?;
+    Ok(axum::Json(json!({
+        "shopId": shop.id,
+        "from": from.map(|d| d.to_string()),
+        "to": to.map(|d| d.to_string()),
+        "delivered": delivered,
+        "onTime": on_time,
+        "late": delivered - on_time,
+        "onTimeRate": if delivered > 0 { Some(on_time as f64 / delivered as f64) } else { None },
+        "lateNow": late_open,
+    }))
+    .into_response())
+}
+
+/// `GET /v1/reports/survey?from=&to=`: the shop's satisfaction survey
+/// (issue 12 §4) over the invitations sent in the period: how many were
+/// asked and answered, the response rate, NPS (% promoters 9–10 minus %
+/// detractors 0–6, over the answers) and the latest comments.
+async fn survey(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<DeliveriesQuery>,
+) -> Result<Response, ApiError> {
+    let shop = payhub_service::problem::authenticate(&st.store, &headers).await?;
+    let mut errs = ValidationErrors::default();
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let mut day = |field: &'static str, v: &Option<String>| -> Option<Date> {
+        v.as_deref().and_then(|d| {
+            Date::parse(d, fmt)
+                .map_err(|_| errs.push(field, "format", "must be a date as YYYY-MM-DD"))
+                .ok()
+        })
+    };
+    let from = day("from", &q.from);
+    let to = day("to", &q.to);
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        errs.push("to", "range", "must not be before from");
+    }
+    errs.into_result(()).map_err(ApiError::Validation)?;
+    let (invited, answered, promoters, passives, detractors): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(a.order_id), count(*) FILTER (WHERE a.score >= 9),
+                count(*) FILTER (WHERE a.score BETWEEN 7 AND 8), count(*) FILTER (WHERE a.score <= 6)
+         FROM survey_invitations i LEFT JOIN survey_answers a ON a.order_id = i.order_id
+         WHERE i.shop_id = $1 AND ($2::date IS NULL OR i.invited_at::date >= $2)
+           AND ($3::date IS NULL OR i.invited_at::date <= $3)",
+    )
+    .bind(shop.id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(&st.store.pool)
+    .await?;
+    let comments: Vec<(String, i16, String, time::OffsetDateTime)> = sqlx::query_as(
+        "SELECT o.correlation_id, a.score, a.comment, a.answered_at
+         FROM survey_answers a JOIN survey_invitations i ON i.order_id = a.order_id JOIN orders o ON o.id = a.order_id
+         WHERE a.shop_id = $1 AND a.comment IS NOT NULL AND ($2::date IS NULL OR i.invited_at::date >= $2)
+           AND ($3::date IS NULL OR i.invited_at::date <= $3)
+         ORDER BY a.answered_at DESC LIMIT 50",
+    )
+    .bind(shop.id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&st.store.pool)
+    .await?;
+    let rate = |n: i64, of: i64| if of > 0 { Some(n as f64 / of as f64) } else { None };
+    Ok(axum::Json(json!({
+        "shopId": shop.id,
+        "from": from.map(|d| d.to_string()),
+        "to": to.map(|d| d.to_string()),
+        "invited": invited,
+        "answered": answered,
+        "responseRate": rate(answered, invited),
+        "promoters": promoters,
+        "passives": passives,
+        "detractors": detractors,
+        "nps": (answered > 0).then(|| ((promoters - detractors) as f64 * 100.0 / answered as f64).round() as i64),
+        "comments": comments.iter().map(|(cid, score, comment, at)| json!({
+            "correlationID": cid,
+            "score": score,
+            "comment": comment,
+            "answeredAt": at.format(&time::format_description::well_known::Rfc3339).ok(),
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
 /// The running service; see [`payhub_service::App`].
 pub struct Application(payhub_service::App);
 
@@ -428,6 +613,8 @@ impl Application {
         );
         let routes = Router::new()
             .route("/v1/reports/daily", get(daily))
+            .route("/v1/reports/deliveries", get(deliveries))
+            .route("/v1/reports/survey", get(survey))
             .with_state(AppState {
                 store: infra.store.clone(),
             })

@@ -59,7 +59,13 @@ static SETTLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub const KINDS: [&str; 3] = ["accepted_without_charge", "awaiting_past_expiry", "paid_not_notified"];
+pub const KINDS: [&str; 4] = [
+    "accepted_without_charge",
+    "awaiting_past_expiry",
+    "paid_not_notified",
+    // A paid order not delivered by the date promised at payment (issue 12).
+    "late_delivery",
+];
 
 /// An arbitrary, fixed key for the sweeper's advisory lock.
 const LOCK_KEY: i64 = 0x7061_7968_7562_5357;
@@ -195,6 +201,7 @@ impl Sweeper {
             self.accepted_without_charge().await?;
             self.awaiting_payment().await?;
             self.paid_not_notified().await?;
+            self.late_deliveries().await?;
             self.refresh_metrics().await
         }
         .await;
@@ -508,6 +515,60 @@ impl Sweeper {
              WHERE s.order_id = o.id AND s.resolved_at IS NULL
                AND ((s.kind = 'accepted_without_charge' AND o.status <> 'accepted')
                  OR (s.kind = 'awaiting_past_expiry' AND o.status <> 'awaiting_payment'))",
+        )
+        .execute(&self.store.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Paid orders not delivered by the date promised at payment (in the
+    /// shop's time zone): the shop's admin is told once per order; the
+    /// finding is resolved when the order is delivered, returned, cancelled
+    /// or refunded.
+    async fn late_deliveries(&self) -> Result<(), sqlx::Error> {
+        const KIND: &str = "late_delivery";
+        let rows: Vec<(Uuid, Uuid, String, String, time::Date)> = sqlx::query_as(
+            "SELECT o.id, o.shop_id, o.correlation_id, o.status, o.promised_delivery_on
+             FROM orders o JOIN shops s ON s.id = o.shop_id
+             WHERE o.promised_delivery_on IS NOT NULL AND o.status IN ('paid', 'fulfilling', 'shipped')
+               AND o.promised_delivery_on < (now() AT TIME ZONE 'UTC'
+                     + make_interval(hours => COALESCE((s.order_rules->'deliveryTime'->>'utcOffsetHours')::int, -3)))::date
+               AND NOT EXISTS (SELECT 1 FROM stale_orders f WHERE f.order_id = o.id AND f.kind = 'late_delivery'
+                               AND f.alerted_at IS NOT NULL)
+             ORDER BY o.promised_delivery_on, o.id LIMIT $1",
+        )
+        .bind(self.config.batch)
+        .fetch_all(&self.store.pool)
+        .await?;
+        for (order, shop, correlation_id, status, promised) in rows {
+            let why = format!("not delivered by {promised} (status {status})");
+            if !self.note(order, KIND, &why).await? {
+                continue;
+            }
+            SETTLED.with_label_values(&[KIND, "alerted"]).inc();
+            let mut env = Envelope::for_order(
+                EventPayload::AlertRaised(AlertRaised {
+                    audience: AlertAudience::Shop,
+                    kind: KIND.into(),
+                    subject: format!("Pedido {correlation_id} atrasado: entrega prometida até {promised}"),
+                    detail: format!(
+                        "O pedido {correlation_id} (payhub {order}) devia ser entregue até {promised} e ainda está \
+                         {status}. Verifique com a transportadora e avise o comprador."
+                    ),
+                }),
+                order,
+                shop,
+                &correlation_id,
+            );
+            env.id = fact_id(&["alert", KIND, &order.to_string()]);
+            tracing::warn!(order_id = %order, %promised, "a paid order is late; the shop's admin is told");
+            self.emit(vec![env], Some((order, KIND))).await?;
+        }
+        sqlx::query(
+            "UPDATE stale_orders s SET resolved_at = now()
+             FROM orders o
+             WHERE s.order_id = o.id AND s.resolved_at IS NULL AND s.kind = 'late_delivery'
+               AND o.status NOT IN ('paid', 'fulfilling', 'shipped')",
         )
         .execute(&self.store.pool)
         .await?;

@@ -293,11 +293,36 @@ pub struct CardAnswer {
 
 /// The client side, for ingress.
 #[derive(Clone, Debug)]
-pub struct CardClient(InternalClient);
+pub struct CardClient {
+    card: InternalClient,
+    capture: InternalClient,
+}
+
+/// Capture of an order's card authorisation (Wake's `/capture`):
+/// `POST /internal/v1/capture`, answered with a [`CardAnswer`].
+pub const CAPTURE_PATH: &str = "/internal/v1/capture";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureRequest {
+    pub order_id: Uuid,
+}
 
 impl CardClient {
     pub fn new(charge_creator_url: &str, token: SecretString, timeout: Duration) -> Result<CardClient, reqwest::Error> {
-        InternalClient::new(charge_creator_url, CARD_PATH, token, timeout).map(CardClient)
+        Ok(CardClient {
+            card: InternalClient::new(charge_creator_url, CARD_PATH, token.clone(), timeout)?,
+            capture: InternalClient::new(charge_creator_url, CAPTURE_PATH, token, timeout)?,
+        })
+    }
+
+    /// Captures the order's authorisation, whole. `Err` when no answer could
+    /// be had; asking again is safe (charge-creator asks PixelPay's own
+    /// record before it sends a capture).
+    pub async fn capture(&self, order_id: Uuid) -> Result<CardAnswer, String> {
+        self.capture
+            .post(&CaptureRequest { order_id })
+            .await?
+            .map_err(|(status, text)| format!("charge-creator answered {status}: {}", excerpt(&text)))
     }
 
     /// `Err` when no answer could be had (the text never contains the card).
@@ -305,7 +330,7 @@ impl CardClient {
     /// stays for charge-creator's record and the sweeper to settle, and the
     /// caller must not send the card again.
     pub async fn charge(&self, req: &CardRequest) -> Result<CardAnswer, String> {
-        self.0
+        self.card
             .post(req)
             .await?
             .map_err(|(status, text)| format!("charge-creator answered {status}: {}", excerpt(&text)))

@@ -1,10 +1,15 @@
 //! Payment-provider connectors: one module per provider behind one trait.
 //!
+//! Each module declares what it supports ([`capabilities`]): a push
+//! payment (PIX), a synchronous card payment, or a redirect checkout, with
+//! its operations and currencies.
+//!
 //! A connector creates the charge, verifies a webhook and parses it into a
 //! normalised event. Provider wire types live only in each module's
 //! `transformers.rs`. Webhook verification has no default: a provider with
 //! no way to prove a webhook genuine cannot be wired in by accident.
 
+pub mod capabilities;
 pub mod internal;
 pub mod metrics;
 pub mod openpix;

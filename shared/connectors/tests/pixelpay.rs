@@ -342,7 +342,10 @@ async fn input_errors_and_bad_requests_are_permanent_and_clean() {
         .sale(&t.account, &sale("ord", Money::from_minor(100, Currency::Brl)))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("HNL, USD or NIO"), "{err}");
+    assert!(
+        err.to_string().contains("settles HNL, USD, NIO for this shop, not BRL"),
+        "{err}"
+    );
     let mut req = sale("ord", hnl(9999));
     req.items[0].total = hnl(999);
     assert!(t.client.sale(&t.account, &req).await.is_err());

@@ -88,6 +88,8 @@ pub enum EventPayload {
     ChargeFailed(ChargeFailed),
     #[serde(rename = "payment.reported")]
     PaymentReported(PaymentReported),
+    #[serde(rename = "payment.authorized")]
+    PaymentAuthorized(PaymentAuthorized),
     #[serde(rename = "order.status_changed")]
     OrderStatusChanged(OrderStatusChanged),
     #[serde(rename = "order.rejected")]
@@ -98,19 +100,26 @@ pub enum EventPayload {
     RefundCompleted(RefundCompleted),
     #[serde(rename = "refund.failed")]
     RefundFailed(RefundFailed),
+    #[serde(rename = "fulfilment.reported")]
+    FulfilmentReported(FulfilmentReported),
+    #[serde(rename = "survey.answered")]
+    SurveyAnswered(SurveyAnswered),
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 12] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
         "payment.reported",
+        "payment.authorized",
         "order.status_changed",
         "order.rejected",
         "alert.raised",
         "refund.completed",
         "refund.failed",
+        "fulfilment.reported",
+        "survey.answered",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -119,13 +128,34 @@ impl EventPayload {
             EventPayload::ChargeCreated(_) => "charge.created",
             EventPayload::ChargeFailed(_) => "charge.failed",
             EventPayload::PaymentReported(_) => "payment.reported",
+            EventPayload::PaymentAuthorized(_) => "payment.authorized",
             EventPayload::OrderStatusChanged(_) => "order.status_changed",
             EventPayload::OrderRejected(_) => "order.rejected",
             EventPayload::AlertRaised(_) => "alert.raised",
             EventPayload::RefundCompleted(_) => "refund.completed",
             EventPayload::RefundFailed(_) => "refund.failed",
+            EventPayload::FulfilmentReported(_) => "fulfilment.reported",
+            EventPayload::SurveyAnswered(_) => "survey.answered",
         }
     }
+}
+
+/// A card authorisation the provider approved under payhub's credentials
+/// (its answer carried the order's `payment_hash` and exactly the amount):
+/// the money is held, not taken, until a capture pays the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentAuthorized {
+    pub provider: Provider,
+    /// The provider's id of the authorisation (PixelPay's `payment_uuid`),
+    /// which the capture takes.
+    pub provider_charge_id: String,
+    pub amount: Money,
+    /// The account it was made under ([`PaymentConfirmation::account`]).
+    pub account: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
 }
 
 /// What the provider needs to know about the payer.
@@ -234,6 +264,8 @@ pub enum PaymentSource {
     Sweeper,
     /// The provider's own answer to payhub's card sale, under payhub's credentials.
     CardSale,
+    /// The provider's own answer to payhub's capture of an authorisation.
+    CardCapture,
 }
 
 /// Who an alert is for.
@@ -306,6 +338,51 @@ pub struct RefundFailed {
     pub amount: Money,
     /// Why, in the provider's words.
     pub reason: String,
+}
+
+/// A shop reported where its paid order stands (ingress, from the order
+/// API or an AMQP fulfilment message); order-updater moves the order if
+/// the move is legal, and refuses it (`order.rejected`) if not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FulfilmentReported {
+    pub channel: OrderChannel,
+    pub update: crate::fulfilment::FulfilmentUpdate,
+}
+
+/// A buyer answered the satisfaction survey of an order (ingress's survey
+/// page; one answer per order). The shop is told by webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurveyAnswered {
+    /// 0 to 10: would the buyer recommend the shop.
+    pub score: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The page's language (`pt-BR`, `es`).
+    pub language: String,
+}
+
+/// The shipment an order's status change carries (`shipped` and after),
+/// and the delivery date promised at payment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentNotice {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_url: Option<String>,
+    /// The shop's local date the order is to be delivered by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promised_delivery_on: Option<time::Date>,
+    /// The shop's local date it was delivered on (`delivered` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_on: Option<time::Date>,
+    /// The shop's note with the report (why returned, cancelled, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Who moved the order (`shop:api:maria`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// A refund as an order's status change tells it (the shop's webhook, the
@@ -400,6 +477,10 @@ pub struct OrderStatusChanged {
     /// Absent in events from before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Box<OrderDetails>>,
+    /// The shipment and the promised delivery date (issue 12), once the
+    /// order is paid. Absent in events from before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipment: Option<Box<ShipmentNotice>>,
 }
 
 /// The order as a merchant needs it with each status: items, tax, buyer,

@@ -95,7 +95,8 @@ string_conversions!(Cnpj);
 string_conversions!(Email);
 string_conversions!(CorrelationId);
 
-/// A CPF or a CNPJ, told apart by length.
+/// A CPF or a CNPJ, told apart by length; or, for a buyer outside Brazil,
+/// a national id (Honduras' DNI, a passport number ...), possibly none.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", content = "value")]
 pub enum TaxId {
@@ -103,6 +104,9 @@ pub enum TaxId {
     Cpf(Cpf),
     #[serde(rename = "BR:CNPJ")]
     Cnpj(Cnpj),
+    /// Letters and digits only, upper-cased; empty when the buyer gave none.
+    #[serde(rename = "national")]
+    National(String),
 }
 
 impl TaxId {
@@ -115,11 +119,36 @@ impl TaxId {
         }
     }
 
-    /// Digits only, as providers want them.
+    /// A buyer's id outside Brazil: a valid CPF or CNPJ is still read as
+    /// one; otherwise 4 to 30 letters and digits (spaces, dots and dashes
+    /// dropped). `None` (not given) is [`TaxId::none`].
+    pub fn parse_national(text: &str) -> Result<TaxId, &'static str> {
+        if let Ok(t) = TaxId::parse(text) {
+            return Ok(t);
+        }
+        let kept: String = text
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '.' | '-' | '/'))
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        if (4..=30).contains(&kept.len()) && kept.chars().all(|c| c.is_ascii_alphanumeric()) {
+            Ok(TaxId::National(kept))
+        } else {
+            Err("must be the buyer's national id: 4 to 30 letters and digits")
+        }
+    }
+
+    /// No id given (a buyer outside Brazil).
+    pub fn none() -> TaxId {
+        TaxId::National(String::new())
+    }
+
+    /// Digits only, as providers want them (a national id as given).
     pub fn digits(&self) -> &str {
         match self {
             TaxId::Cpf(c) => c.as_str(),
             TaxId::Cnpj(c) => c.as_str(),
+            TaxId::National(n) => n,
         }
     }
 

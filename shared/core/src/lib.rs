@@ -6,6 +6,7 @@
 pub mod brcode;
 pub mod card;
 pub mod events;
+pub mod fulfilment;
 pub mod identity;
 pub mod money;
 pub mod order;

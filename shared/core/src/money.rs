@@ -19,6 +19,9 @@ pub enum Currency {
 }
 
 impl Currency {
+    /// Every currency payhub handles.
+    pub const ALL: &[Currency] = &[Currency::Brl, Currency::Hnl, Currency::Usd, Currency::Nio];
+
     pub fn code(self) -> &'static str {
         match self {
             Currency::Brl => "BRL",

@@ -37,14 +37,6 @@ impl Provider {
         }
     }
 
-    /// The currencies the provider settles in.
-    pub fn currencies(self) -> &'static [Currency] {
-        match self {
-            Provider::Openpix => &[Currency::Brl],
-            Provider::Pixelpay => &[Currency::Hnl, Currency::Usd, Currency::Nio],
-        }
-    }
-
     pub fn parse(s: &str) -> Result<Provider, &'static str> {
         match s {
             "openpix" => Ok(Provider::Openpix),
@@ -84,6 +76,9 @@ pub enum OrderStatus {
     Accepted,
     /// The charge exists at the provider; the buyer can pay.
     AwaitingPayment,
+    /// A card authorisation holds the amount at the provider; the order is
+    /// paid once it is captured (Wake's `/authorize`, then `/capture`).
+    Authorized,
     /// Paid in full. Final for the payment; a refund may follow.
     Paid,
     /// The charge expired unpaid. Final.
@@ -97,35 +92,71 @@ pub enum OrderStatus {
     PartiallyRefunded,
     /// Paid, and all of the money was given back. Final.
     Refunded,
+    /// Paid and forwarded for delivery: the shop is preparing it.
+    Fulfilling,
+    /// Handed to a carrier (carrier and tracking code on the order).
+    Shipped,
+    /// The buyer received it.
+    Delivered,
+    /// Sent back to the shop after shipping.
+    Returned,
+    /// Paid, then cancelled before it shipped (a refund may follow).
+    Cancelled,
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 8] = [
+    pub const ALL: [OrderStatus; 14] = [
         OrderStatus::Accepted,
         OrderStatus::AwaitingPayment,
+        OrderStatus::Authorized,
         OrderStatus::Paid,
         OrderStatus::Expired,
         OrderStatus::Failed,
         OrderStatus::UnderReview,
         OrderStatus::PartiallyRefunded,
         OrderStatus::Refunded,
+        OrderStatus::Fulfilling,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+        OrderStatus::Returned,
+        OrderStatus::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Accepted => "accepted",
             OrderStatus::AwaitingPayment => "awaiting_payment",
+            OrderStatus::Authorized => "authorized",
             OrderStatus::Paid => "paid",
             OrderStatus::Expired => "expired",
             OrderStatus::Failed => "failed",
             OrderStatus::UnderReview => "under_review",
             OrderStatus::PartiallyRefunded => "partially_refunded",
             OrderStatus::Refunded => "refunded",
+            OrderStatus::Fulfilling => "fulfilling",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Delivered => "delivered",
+            OrderStatus::Returned => "returned",
+            OrderStatus::Cancelled => "cancelled",
         }
     }
 
     pub fn parse(s: &str) -> Option<OrderStatus> {
         OrderStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Paid, and in the order's life after payment (fulfilment, delivery,
+    /// return, cancellation): money was received for it.
+    pub fn is_after_payment(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Paid
+                | OrderStatus::Fulfilling
+                | OrderStatus::Shipped
+                | OrderStatus::Delivered
+                | OrderStatus::Returned
+                | OrderStatus::Cancelled
+        )
     }
 
     pub fn is_final(self) -> bool {
@@ -357,12 +388,12 @@ impl NewOrder {
         let currency = match r.string(obj, "currency", "currency", false) {
             None => Some(Currency::Brl),
             Some(code) => {
-                // Each provider settles in its own currencies (OpenPix: BRL;
-                // PixelPay: HNL, USD and NIO).
-                let accepted = provider.map_or(&[Currency::Brl][..], |p| p.currencies());
-                let c = Currency::parse(&code).filter(|c| accepted.contains(c));
+                // Which of them the provider settles for this shop is the
+                // door's question (payhub_connectors::capabilities): a
+                // provider's accounts may differ.
+                let c = Currency::parse(&code);
                 if c.is_none() {
-                    let names: Vec<&str> = accepted.iter().map(|c| c.code()).collect();
+                    let names: Vec<&str> = Currency::ALL.iter().map(|c| c.code()).collect();
                     r.err(
                         "currency",
                         "unsupported",
@@ -378,7 +409,7 @@ impl NewOrder {
         let freight = r.money(obj, "freight", "freight", cur, false);
         let discount = r.money(obj, "discount", "discount", cur, false);
         let total = r.money(obj, "total", "total", cur, true);
-        let customer = parse_customer(&mut r, obj.get("customer"));
+        let customer = parse_customer(&mut r, obj.get("customer"), cur);
         let shipping_address = match obj.get("shippingAddress") {
             None | Some(Value::Null) => Some(None),
             Some(v) => parse_address(&mut r, v, "shippingAddress").map(Some),
@@ -595,7 +626,10 @@ fn parse_items(r: &mut Reader<'_>, value: Option<&Value>, cur: Currency) -> Opti
     all_ok.then_some(out)
 }
 
-fn parse_customer(r: &mut Reader<'_>, value: Option<&Value>) -> Option<Customer> {
+/// `currency` decides what `taxID` is: a CPF or CNPJ, required, for a sale
+/// in reais (PIX and Brazilian invoicing need it); for other currencies the
+/// buyer's national id, optional (a Honduran buyer has no CPF).
+fn parse_customer(r: &mut Reader<'_>, value: Option<&Value>, currency: Currency) -> Option<Customer> {
     let obj = match value {
         Some(Value::Object(o)) => o,
         None | Some(Value::Null) => {
@@ -613,9 +647,15 @@ fn parse_customer(r: &mut Reader<'_>, value: Option<&Value>) -> Option<Customer>
     let email = r
         .string(obj, "email", "customer.email", true)
         .and_then(|e| Email::parse(&e).map_err(|m| r.err("customer.email", "format", m)).ok());
-    let tax_id = r
-        .string(obj, "taxID", "customer.taxID", true)
-        .and_then(|t| TaxId::parse(&t).map_err(|m| r.err("customer.taxID", "invalid", m)).ok());
+    let brazilian = currency == Currency::Brl;
+    let tax_id = match r.string(obj, "taxID", "customer.taxID", brazilian) {
+        None if !brazilian => Some(TaxId::none()),
+        None => None,
+        Some(t) if brazilian => TaxId::parse(&t).map_err(|m| r.err("customer.taxID", "invalid", m)).ok(),
+        Some(t) => TaxId::parse_national(&t)
+            .map_err(|m| r.err("customer.taxID", "invalid", m))
+            .ok(),
+    };
     let phone = match r.string(obj, "phone", "customer.phone", false) {
         None => Some(None),
         Some(p) => parse_phone(&p)
@@ -812,18 +852,45 @@ mod tests {
     #[test]
     fn provider_and_currency() {
         let mut body = valid_order();
-        // PixelPay settles in HNL, USD, NIO and BRL; OpenPix in BRL only.
+        // Which currencies a provider settles is checked at the door
+        // (tests/tests/http_doors.rs); here, a currency payhub knows.
         body["provider"] = json!("pixelpay");
         body["currency"] = json!("USD");
         let order = NewOrder::from_json(&body).unwrap();
         assert_eq!((order.provider, order.currency), (Provider::Pixelpay, Currency::Usd));
         assert_eq!(order.provider.method(), PaymentMethod::Card);
-        body["provider"] = json!("openpix");
+        body["currency"] = json!("XYZ");
         let errs = NewOrder::from_json(&body).unwrap_err();
         assert!(errs.has("currency", "unsupported"), "{errs}");
+        assert!(errs.to_string().contains("BRL, HNL, USD, NIO"), "{errs}");
+        body["currency"] = json!("USD");
         body["provider"] = json!("pagoseguro");
         body["currency"] = json!("BRL");
         assert!(NewOrder::from_json(&body).unwrap_err().has("provider", "unsupported"));
+    }
+
+    #[test]
+    fn a_buyer_outside_brazil_needs_no_cpf() {
+        let mut body = valid_order();
+        body["provider"] = json!("pixelpay");
+        body["currency"] = json!("HNL");
+        body["customer"]["taxID"] = json!("0801-1990-12345");
+        let o = NewOrder::from_json(&body).unwrap();
+        assert_eq!(o.customer.tax_id, TaxId::National("0801199012345".into()));
+        body["customer"].as_object_mut().unwrap().remove("taxID");
+        assert_eq!(NewOrder::from_json(&body).unwrap().customer.tax_id, TaxId::none());
+        body["customer"]["taxID"] = json!("x");
+        assert!(NewOrder::from_json(&body).unwrap_err().has("customer.taxID", "invalid"));
+        // In reais a CPF or CNPJ stays required and checked.
+        body["currency"] = json!("BRL");
+        body["customer"]["taxID"] = json!("0801-1990-12345");
+        assert!(NewOrder::from_json(&body).unwrap_err().has("customer.taxID", "invalid"));
+        body["customer"].as_object_mut().unwrap().remove("taxID");
+        assert!(
+            NewOrder::from_json(&body)
+                .unwrap_err()
+                .has("customer.taxID", "required")
+        );
     }
 
     #[test]

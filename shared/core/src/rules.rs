@@ -25,6 +25,10 @@ pub struct OrderRules {
     /// What each provider charges the shop, by provider name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub provider_fees: BTreeMap<String, Fee>,
+    /// How long the shop takes to deliver: each paid order gets a promised
+    /// delivery date from it (issue 12). None: no promise, never late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_time: Option<crate::fulfilment::DeliveryTime>,
 }
 
 /// States (UF) and CEP ranges the shop delivers to; an address matching
@@ -175,6 +179,13 @@ impl OrderRules {
                     "providerFees.{p}: percentBp must be 0..10000 and fixedMinor not negative"
                 ));
             }
+        }
+        if let Some(problem) = self
+            .delivery_time
+            .as_ref()
+            .and_then(|d| d.problems().into_iter().next())
+        {
+            return Err(problem);
         }
         Ok(())
     }

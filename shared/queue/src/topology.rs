@@ -101,15 +101,23 @@ impl QueueSpec {
             "charge.created",
             "charge.failed",
             "payment.reported",
+            "payment.authorized",
             "refund.completed",
             "refund.failed",
+            // A shop's report of its paid order's fulfilment (issue 12).
+            "fulfilment.reported",
         ],
         retired_bindings: &[],
         source: Source::Events,
     };
     pub const NOTIFIER: QueueSpec = QueueSpec {
         base: "notifier.status",
-        bindings: &["order.status_changed", "order.rejected", "alert.raised"],
+        bindings: &[
+            "order.status_changed",
+            "order.rejected",
+            "alert.raised",
+            "survey.answered",
+        ],
         retired_bindings: &[],
         source: Source::Events,
     };

@@ -151,6 +151,9 @@ pub struct Account {
     pub shop_id: Uuid,
     pub credentials: Credentials,
     pub rotated_at: time::OffsetDateTime,
+    /// The currency codes the account declares it settles; `None`: the
+    /// provider's documented ones.
+    pub currencies: Option<Vec<String>>,
 }
 
 impl Account {
@@ -169,6 +172,7 @@ pub struct AccountSummary {
     pub provider: String,
     pub public_id: Option<String>,
     pub endpoint: Option<String>,
+    pub currencies: Option<Vec<String>>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -205,8 +209,16 @@ pub fn key_from_env() -> Result<Secrets, SecretsError> {
 }
 
 /// Sets (or rotates, keeping the account's id) a shop's account at the
-/// credentials' provider. Returns the account's id.
-pub async fn set(store: &Store, key: &Secrets, shop_id: Uuid, credentials: &Credentials) -> Result<Uuid, StoreError> {
+/// credentials' provider, with the currencies it declares (`None` keeps
+/// what was declared; an empty list goes back to the provider's documented
+/// currencies). Returns the account's id.
+pub async fn set(
+    store: &Store,
+    key: &Secrets,
+    shop_id: Uuid,
+    credentials: &Credentials,
+    currencies: Option<&[String]>,
+) -> Result<Uuid, StoreError> {
     if let Err((field, why)) = credentials.validate() {
         return Err(StoreError::Invalid(format!("{field} {why}")));
     }
@@ -222,10 +234,12 @@ pub async fn set(store: &Store, key: &Secrets, shop_id: Uuid, credentials: &Cred
     let plain = serde_json::to_vec(credentials).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let sealed = key.seal(&plain, &context(id))?;
     let r = sqlx::query(
-        "INSERT INTO provider_accounts (id, shop_id, provider, public_id, endpoint, credentials_enc)
-         SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM shops WHERE id = $2)
+        "INSERT INTO provider_accounts (id, shop_id, provider, public_id, endpoint, credentials_enc, currencies)
+         SELECT $1, $2, $3, $4, $5, $6, NULLIF($7::text[], '{}') WHERE EXISTS (SELECT 1 FROM shops WHERE id = $2)
          ON CONFLICT (id) DO UPDATE SET public_id = EXCLUDED.public_id, endpoint = EXCLUDED.endpoint,
-             credentials_enc = EXCLUDED.credentials_enc, rotated_at = now()",
+             credentials_enc = EXCLUDED.credentials_enc, rotated_at = now(),
+             currencies = CASE WHEN $7::text[] IS NULL THEN provider_accounts.currencies
+                               ELSE NULLIF($7::text[], '{}') END",
     )
     .bind(id)
     .bind(shop_id)
@@ -233,6 +247,7 @@ pub async fn set(store: &Store, key: &Secrets, shop_id: Uuid, credentials: &Cred
     .bind(credentials.public_id())
     .bind(credentials.endpoint())
     .bind(&sealed)
+    .bind(currencies)
     .execute(&mut *tx)
     .await?;
     if r.rows_affected() == 0 {
@@ -250,46 +265,72 @@ pub async fn for_shop(
     shop_id: Uuid,
     provider: &str,
 ) -> Result<Option<Account>, StoreError> {
-    let row: Option<(Uuid, Vec<u8>, time::OffsetDateTime)> = sqlx::query_as(
-        "SELECT id, credentials_enc, rotated_at FROM provider_accounts WHERE shop_id = $1 AND provider = $2",
+    let row: Option<AccountRow> = sqlx::query_as(
+        "SELECT id, shop_id, provider, credentials_enc, rotated_at, currencies FROM provider_accounts
+         WHERE shop_id = $1 AND provider = $2",
     )
     .bind(shop_id)
     .bind(provider)
     .fetch_optional(&store.pool)
     .await?;
-    row.map(|(id, sealed, rotated_at)| {
-        Ok(Account {
-            id,
-            shop_id,
-            credentials: open(key, id, provider, &sealed)?,
-            rotated_at,
-        })
-    })
-    .transpose()
+    row.map(|r| r.open(key)).transpose()
 }
 
 /// One account by the id recorded with a charge, opened.
 pub async fn by_id(store: &Store, key: &Secrets, id: Uuid) -> Result<Option<Account>, StoreError> {
-    let row: Option<(Uuid, String, Vec<u8>, time::OffsetDateTime)> =
-        sqlx::query_as("SELECT shop_id, provider, credentials_enc, rotated_at FROM provider_accounts WHERE id = $1")
-            .bind(id)
+    let row: Option<AccountRow> = sqlx::query_as(
+        "SELECT id, shop_id, provider, credentials_enc, rotated_at, currencies FROM provider_accounts WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&store.pool)
+    .await?;
+    row.map(|r| r.open(key)).transpose()
+}
+
+/// A `provider_accounts` row, still sealed.
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    id: Uuid,
+    shop_id: Uuid,
+    provider: String,
+    credentials_enc: Vec<u8>,
+    rotated_at: time::OffsetDateTime,
+    currencies: Option<Vec<String>>,
+}
+
+impl AccountRow {
+    fn open(self, key: &Secrets) -> Result<Account, StoreError> {
+        Ok(Account {
+            credentials: open(key, self.id, &self.provider, &self.credentials_enc)?,
+            id: self.id,
+            shop_id: self.shop_id,
+            rotated_at: self.rotated_at,
+            currencies: self.currencies,
+        })
+    }
+}
+
+/// The currencies the shop's account at `provider` declares it settles:
+/// `None` when it declares none, or the shop has no account there (the
+/// provider's documented currencies apply). No key needed: nothing secret.
+pub async fn declared_currencies(
+    store: &Store,
+    shop_id: Uuid,
+    provider: &str,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let row: Option<(Option<Vec<String>>,)> =
+        sqlx::query_as("SELECT currencies FROM provider_accounts WHERE shop_id = $1 AND provider = $2")
+            .bind(shop_id)
+            .bind(provider)
             .fetch_optional(&store.pool)
             .await?;
-    row.map(|(shop_id, provider, sealed, rotated_at)| {
-        Ok(Account {
-            id,
-            shop_id,
-            credentials: open(key, id, &provider, &sealed)?,
-            rotated_at,
-        })
-    })
-    .transpose()
+    Ok(row.and_then(|(c,)| c))
 }
 
 /// Every account of a shop (or of all shops), without secrets.
 pub async fn list(store: &Store, shop_id: Option<Uuid>) -> Result<Vec<AccountSummary>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT id, shop_id, provider, public_id, endpoint, created_at, rotated_at FROM provider_accounts
+        "SELECT id, shop_id, provider, public_id, endpoint, currencies, created_at, rotated_at FROM provider_accounts
          WHERE $1::uuid IS NULL OR shop_id = $1 ORDER BY shop_id, provider",
     )
     .bind(shop_id)

@@ -178,6 +178,8 @@ fn parse_customer(c: &Map<String, Value>) -> Result<Value, String> {
         let kind = match parsed {
             payhub_core::identity::TaxId::Cpf(_) => "BR:CPF",
             payhub_core::identity::TaxId::Cnpj(_) => "BR:CNPJ",
+            // TaxId::parse reads CPFs and CNPJs only.
+            payhub_core::identity::TaxId::National(_) => return Err("customer.taxID must be a CPF or a CNPJ".into()),
         };
         out.insert(
             "taxID".into(),

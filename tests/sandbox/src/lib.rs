@@ -57,10 +57,11 @@ pub use model::{
     STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge, SandboxRefund, WakePostback, WebhookAttempt,
 };
 pub use pixelpay::{
-    PIXELPAY_OTHER_KEY_ID, PIXELPAY_OTHER_SECRET_KEY, PIXELPAY_SANDBOX_AUTH_HASH, PIXELPAY_SANDBOX_CARD_TOKEN,
-    PIXELPAY_SANDBOX_KEY_ID, PIXELPAY_SANDBOX_SECRET_KEY, PIXELPAY_TEST_MASTERCARD, PIXELPAY_TEST_VISA,
-    PIXELPAY_WEBHOOK_ATTEMPTS, PIXELPAY_WEBHOOK_RETRY_DELAY, PaidCollection, PixelPayCollection, PixelPayDelivery,
-    PixelPayDeliveryAttempt, PixelPayItem, PixelPayTransaction, md5_hex, pixelpay_payment_hash,
+    PIXELPAY_BRL_KEY_ID, PIXELPAY_BRL_SECRET_KEY, PIXELPAY_OTHER_KEY_ID, PIXELPAY_OTHER_SECRET_KEY,
+    PIXELPAY_SANDBOX_AUTH_HASH, PIXELPAY_SANDBOX_CARD_TOKEN, PIXELPAY_SANDBOX_KEY_ID, PIXELPAY_SANDBOX_SECRET_KEY,
+    PIXELPAY_TEST_MASTERCARD, PIXELPAY_TEST_VISA, PIXELPAY_WEBHOOK_ATTEMPTS, PIXELPAY_WEBHOOK_RETRY_DELAY,
+    PaidCollection, PixelPayCollection, PixelPayDelivery, PixelPayDeliveryAttempt, PixelPayItem, PixelPayTransaction,
+    md5_hex, pixelpay_payment_hash,
 };
 pub use webhook_api::RegisteredWebhook;
 

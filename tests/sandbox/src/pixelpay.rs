@@ -4,8 +4,9 @@
 //!
 //! * **Auth**: `x-auth-key` (the Key ID) and `x-auth-hash` (lowercase hex
 //!   MD5 of the Secret Key) must name one of two merchants: PixelPay's public
-//!   sandbox merchant ([`PIXELPAY_SANDBOX_KEY_ID`]) or a second one
-//!   ([`PIXELPAY_OTHER_KEY_ID`]). Anything else is 401. A merchant sees only
+//!   sandbox merchant ([`PIXELPAY_SANDBOX_KEY_ID`]), a second one
+//!   ([`PIXELPAY_OTHER_KEY_ID`]) or a white-label one that settles BRL
+//!   ([`PIXELPAY_BRL_KEY_ID`]). Anything else is 401. A merchant sees only
 //!   its own transactions: another merchant's `payment_uuid` is 404.
 //! * **Envelope**: every answer is `{success, message, data, errors}`.
 //! * **Outcomes** follow PixelPay's sandbox amount table (providers-2.md
@@ -70,7 +71,14 @@ pub const PIXELPAY_SANDBOX_AUTH_HASH: &str = "36cdf8271723276cb6f94904f8bde4b6";
 /// docs example), so tests can show one shop's account is not another's.
 pub const PIXELPAY_OTHER_KEY_ID: &str = "7812290000";
 pub const PIXELPAY_OTHER_SECRET_KEY: &str = "3422da00-4dc2-4602-d366-56ac7";
-/// A saved-card token both merchants may charge: the Visa test card
+/// A third merchant, on a bank's white-label host that settles BRL (PixelPay
+/// documents HNL, USD and NIO; such an account declares its own
+/// currencies), for Wake stores paying by card.
+pub const PIXELPAY_BRL_KEY_ID: &str = "5511000001";
+pub const PIXELPAY_BRL_SECRET_KEY: &str = "br-wh1te-l4bel-0000-p1x3l";
+/// What PixelPay documents; the BRL merchant settles BRL only.
+const DOCUMENTED_CURRENCIES: &[&str] = &["HNL", "USD", "NIO"];
+/// A saved-card token every merchant may charge: the Visa test card
 /// `4111 1111 1111 1111`.
 pub const PIXELPAY_SANDBOX_CARD_TOKEN: &str = "T-sandbox-visa-1111";
 /// PixelPay's test cards (providers-2.md §2.5), with a CVV that fits.
@@ -247,6 +255,7 @@ struct Merchant {
     auth_hash: String,
     company_name: &'static str,
     company_slug: &'static str,
+    currencies: &'static [&'static str],
 }
 
 /// The simulator's state, one field of [`Inner`].
@@ -265,12 +274,13 @@ pub(crate) struct PixelPayState {
 
 impl PixelPayState {
     pub(crate) fn new(retry_delay: Duration) -> PixelPayState {
-        let merchant = |key_id, secret_key, company_name, company_slug| Merchant {
+        let merchant = |key_id, secret_key, company_name, company_slug, currencies| Merchant {
             key_id,
             secret_key,
             auth_hash: md5_hex(secret_key),
             company_name,
             company_slug,
+            currencies,
         };
         PixelPayState {
             merchants: vec![
@@ -279,12 +289,21 @@ impl PixelPayState {
                     PIXELPAY_SANDBOX_SECRET_KEY,
                     "PixelPay Sandbox",
                     "sandbox",
+                    DOCUMENTED_CURRENCIES,
                 ),
                 merchant(
                     PIXELPAY_OTHER_KEY_ID,
                     PIXELPAY_OTHER_SECRET_KEY,
                     "My Company",
                     "my_company",
+                    DOCUMENTED_CURRENCIES,
+                ),
+                merchant(
+                    PIXELPAY_BRL_KEY_ID,
+                    PIXELPAY_BRL_SECRET_KEY,
+                    "Loja Brasil",
+                    "loja_brasil",
+                    &["BRL"],
                 ),
             ],
             transactions: Mutex::default(),
@@ -589,13 +608,20 @@ fn check_card(req: &Map<String, Value>, errors: &mut Errors) -> Option<CardCheck
 }
 
 /// Validates the order, customer and billing fields of a sale or auth.
-fn check_order<'a>(req: &'a Map<String, Value>, errors: &mut Errors) -> Option<(&'a str, &'a str, i64)> {
+fn check_order<'a>(
+    merchant: &Merchant,
+    req: &'a Map<String, Value>,
+    errors: &mut Errors,
+) -> Option<(&'a str, &'a str, i64)> {
     let order_id = required(req, errors, "order_id");
     let currency = required(req, errors, "order_currency");
     if let Some(c) = currency
-        && !matches!(c, "HNL" | "USD" | "NIO")
+        && !merchant.currencies.contains(&c)
     {
-        errors.add("order_currency", "El campo order_currency debe ser HNL, USD o NIO.");
+        errors.add(
+            "order_currency",
+            format!("El campo order_currency debe ser {}.", merchant.currencies.join(", ")),
+        );
     }
     let amount = amount_field(req, errors, "order_amount", true);
     if amount == Some(0) {
@@ -712,7 +738,7 @@ fn new_payment_uuid() -> String {
 /// `sale` and `auth`.
 fn op_sale(pp: &PixelPayState, merchant: &Merchant, req: &Map<String, Value>, kind: &str) -> Answer {
     let mut errors = Errors::default();
-    let order = check_order(req, &mut errors);
+    let order = check_order(merchant, req, &mut errors);
     let card = check_card(req, &mut errors);
     let (Some((order_id, currency, amount)), Some(card), true) = (order, card, errors.0.is_empty()) else {
         return Answer::invalid(errors.0);
@@ -944,8 +970,9 @@ impl Inner {
             .merchant(&c.merchant_key_id)
             .with_context(|| format!("no PixelPay merchant with Key ID {:?}", c.merchant_key_id))?;
         anyhow::ensure!(
-            matches!(c.currency.as_str(), "HNL" | "USD" | "NIO"),
-            "the currency must be HNL, USD or NIO"
+            merchant.currencies.contains(&c.currency.as_str()),
+            "the currency must be one of {}",
+            merchant.currencies.join(", ")
         );
         anyhow::ensure!(c.amount_minor > 0, "the amount must be greater than 0");
         let now = OffsetDateTime::now_utc();

@@ -143,6 +143,24 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         start,
         &format!("shop onboarded: {} (API key and webhook secret issued)", shop.shop.id),
     );
+    // The shop's own OpenPix account (the sandbox's merchant); the platform's
+    // AppID is one the sandbox does not know, so every PIX charge below is
+    // made, re-queried and refunded under the shop's own account.
+    let key = payhub_store::Secrets::development_of(payhub_store::secrets::KeyKind::Provider);
+    let openpix_account = payhub_store::accounts::set(
+        &store,
+        &key,
+        shop.shop.id,
+        &payhub_store::accounts::Credentials::Openpix {
+            app_id: "sandbox-app-id".to_string().into(),
+        },
+        None,
+    )
+    .await?;
+    step(
+        start,
+        &format!("the shop's own OpenPix account set: {openpix_account} (as `payhubctl shop set-provider` does)"),
+    );
 
     let sandbox_env = vec![
         ("SANDBOX_PROVIDER_ADDR", SANDBOX.to_string()),
@@ -164,7 +182,11 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
             ("PAYHUB_AMQP_URL", amqp_url.clone()),
             ("PAYHUB_HTTP_ADDR", addr.to_string()),
             ("PAYHUB_OPENPIX_BASE_URL", format!("http://{SANDBOX}")),
-            ("PAYHUB_OPENPIX_APP_ID", "sandbox-app-id".to_string()),
+            (
+                "PAYHUB_OPENPIX_APP_ID",
+                "platform-app-id-unknown-to-the-sandbox".to_string(),
+            ),
+            ("PAYHUB_WAKE_POSTBACK_URL", format!("http://{SHOP}")),
             (
                 "PAYHUB_OPENPIX_PUBLIC_KEYS",
                 payhub_sandbox::FIXTURE_PUBLIC_KEY_PEM.to_string(),
@@ -379,9 +401,10 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         );
     }
 
+    after_payment(&http, &store, &shop, start).await?;
+
     // Cards through PixelPay, under the shop's own PixelPay account (the
     // sandbox's PixelPay simulator, PixelPay's public sandbox merchant).
-    let key = payhub_store::Secrets::development_of(payhub_store::secrets::KeyKind::Provider);
     let account = payhub_store::accounts::set(
         &store,
         &key,
@@ -391,6 +414,7 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
             secret_key: payhub_sandbox::PIXELPAY_SANDBOX_SECRET_KEY.to_string().into(),
             endpoint: format!("http://{SANDBOX}"),
         },
+        None,
     )
     .await?;
     sqlx::query("UPDATE shops SET allowed_providers = array_append(allowed_providers, 'pixelpay') WHERE id = $1")
@@ -451,6 +475,8 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         );
     }
 
+    wake_card_checkout(start, &http, &store, &key).await?;
+
     println!("\nservice counters (/metrics):");
     for (name, addr) in SERVICES {
         let text = http.get(format!("http://{addr}/metrics")).send().await?.text().await?;
@@ -468,5 +494,385 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         );
     }
     step(start, "stopping every process (SIGTERM)");
+    Ok(())
+}
+
+/// A Wake store paying by card: a second shop whose PixelPay account is a
+/// bank's white-label one that settles BRL; Wake's `/payment` with a card
+/// (sold while Wake waits), then `/authorize` and `/capture`.
+async fn wake_card_checkout(
+    start: Instant,
+    http: &reqwest::Client,
+    store: &payhub_store::Store,
+    key: &payhub_store::Secrets,
+) -> anyhow::Result<()> {
+    let shop = payhub_store::shops::create(
+        store,
+        "Loja Wake",
+        Some(&format!("http://{SHOP}/shop/webhooks")),
+        Some("admin@loja-wake.example.com"),
+    )
+    .await?;
+    payhub_store::accounts::set(
+        store,
+        key,
+        shop.shop.id,
+        &payhub_store::accounts::Credentials::Pixelpay {
+            key_id: payhub_sandbox::PIXELPAY_BRL_KEY_ID.into(),
+            secret_key: payhub_sandbox::PIXELPAY_BRL_SECRET_KEY.to_string().into(),
+            endpoint: format!("http://{SANDBOX}"),
+        },
+        Some(&["BRL".to_string()]),
+    )
+    .await?;
+    sqlx::query("UPDATE shops SET allowed_providers = array_append(allowed_providers, 'pixelpay') WHERE id = $1")
+        .bind(shop.shop.id)
+        .execute(&store.pool)
+        .await?;
+    let secret = payhub_store::shops::set_wake_secret(store, shop.shop.id, "pagamentos").await?;
+    step(
+        start,
+        "Wake store onboarded: its own PixelPay account settles BRL (--currencies BRL), Wake secret issued",
+    );
+    let seed: Value = serde_json::from_str(include_str!("../../fixtures/wake/payment.json"))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let chave = |n: u32| format!("{:08x}-0000-4000-8000-{:012x}", now as u32, n);
+    let wake = |path: &'static str, body: Value| {
+        let secret = secret.clone();
+        async move {
+            let v: Value = http
+                .post(format!("http://127.0.0.1:8080/wake/{path}"))
+                .bearer_auth(&secret)
+                .timeout(Duration::from_secs(5))
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::Ok(v)
+        }
+    };
+    let mut cart = seed.clone();
+    cart["chave"] = serde_json::json!(chave(1));
+    cart["pagamento"]["form"]["number"] = serde_json::json!(payhub_sandbox::PIXELPAY_TEST_VISA);
+    let sold = wake("payment", cart.clone()).await?;
+    step(
+        start,
+        &format!(
+            "Wake /payment with a card: statusId {} ({})",
+            sold["statusId"],
+            sold["message"].as_str().unwrap_or("?")
+        ),
+    );
+    cart["chave"] = serde_json::json!(chave(2));
+    let authorised = wake("authorize", serde_json::json!([cart])).await?;
+    let captured = wake(
+        "capture",
+        serde_json::json!({"Id": 1, "Loja": "pagamentos", "Chave": chave(2), "Pedido": 108648}),
+    )
+    .await?;
+    step(
+        start,
+        &format!(
+            "Wake /authorize: statusId {} ({}); /capture: statusId {} ({})",
+            authorised["statusId"],
+            authorised["message"].as_str().unwrap_or("?"),
+            captured["statusId"],
+            captured["message"].as_str().unwrap_or("?")
+        ),
+    );
+    anyhow::ensure!(
+        sold["statusId"] == 3 && authorised["statusId"] == 4 && captured["statusId"] == 3,
+        "the Wake card checkout did not go through"
+    );
+    Ok(())
+}
+
+/// Issue 12: a second PIX order walked past payment: a delivery promise
+/// from the shop's rule, forwarded, an illegal move refused, shipped with
+/// its tracking link e-mailed, delivered on time.
+async fn after_payment(
+    http: &reqwest::Client,
+    store: &payhub_store::Store,
+    shop: &payhub_store::shops::NewShopCredentials,
+    start: Instant,
+) -> anyhow::Result<()> {
+    let mut rules = shop.shop.order_rules.clone();
+    rules.delivery_time = Some(serde_json::from_value(serde_json::json!({
+        "defaultDays": 5, "states": {"PR": 2}
+    }))?);
+    payhub_store::shops::set_order_rules(store, shop.shop.id, &rules).await?;
+    let cid = format!("demo-entrega-{}", time::OffsetDateTime::now_utc().unix_timestamp());
+    let r = http
+        .post("http://127.0.0.1:8080/v1/orders")
+        .bearer_auth(&shop.api_key)
+        .json(&payhub_tests::sample_order(&cid))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().as_u16() == 201, "ingress answered {}", r.status());
+    let get_order = || async {
+        http.get(format!("http://127.0.0.1:8080/v1/orders/{cid}"))
+            .bearer_auth(&shop.api_key)
+            .send()
+            .await
+            .ok()?
+            .json::<Value>()
+            .await
+            .ok()
+    };
+    let wait_for = |status: &'static str| {
+        let get_order = &get_order;
+        async move {
+            poll(&format!("order {status}"), Duration::from_secs(20), || async {
+                get_order().await.filter(|o| o["status"] == status)
+            })
+            .await
+        }
+    };
+    let order = wait_for("awaiting_payment").await?;
+    let order_id = order["id"].as_str().context("order id")?.to_string();
+    http.post(format!("http://{SANDBOX}/sandbox/charges/{order_id}/pay"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await?;
+    let paid = wait_for("paid").await?;
+    step(
+        start,
+        &format!(
+            "order {cid} paid; delivery promised by {} (shop rule: 2 business days to PR)",
+            paid["shipment"]["promisedDeliveryOn"].as_str().unwrap_or("?")
+        ),
+    );
+    // The receipt: e-mailed with the confirmation, and the same bytes every fetch.
+    let fetch_receipt = |layout: &'static str| {
+        let cid = cid.clone();
+        async move {
+            let r = http
+                .get(format!("http://127.0.0.1:8080/v1/orders/{cid}/receipt?layout={layout}"))
+                .bearer_auth(&shop.api_key)
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().as_u16() == 200, "the receipt answered {}", r.status());
+            let sha = r
+                .headers()
+                .get("x-payhub-receipt-sha256")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            anyhow::Ok((r.bytes().await?.to_vec(), sha))
+        }
+    };
+    let confirmation = poll(
+        "the confirmation e-mail with its receipt",
+        Duration::from_secs(20),
+        || async {
+            let mails: Value = http
+                .get(format!("http://{SANDBOX}/sandbox/emails"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            mails["emails"]
+                .as_array()?
+                .iter()
+                .find(|m| {
+                    m["subject"]
+                        .as_str()
+                        .is_some_and(|s| s.contains(&cid) && s.contains("Pagamento confirmado"))
+                })
+                .cloned()
+        },
+    )
+    .await?;
+    let attached = confirmation["data"]
+        .as_str()
+        .unwrap_or("")
+        .matches("application/pdf")
+        .count();
+    let (a4, sha) = fetch_receipt("a4").await?;
+    let (a4_again, _) = fetch_receipt("a4").await?;
+    let (roll, _) = fetch_receipt("80mm").await?;
+    anyhow::ensure!(a4 == a4_again, "the receipt changed between two fetches");
+    std::fs::write(".demo/comprovante-a4.pdf", &a4)?;
+    std::fs::write(".demo/comprovante-80mm.pdf", &roll)?;
+    step(
+        start,
+        &format!(
+            "receipt: {attached} PDFs attached to the confirmation; A4 {} bytes (sha256 {}), identical on a second fetch; 80 mm {} bytes (saved in .demo/)",
+            a4.len(),
+            &sha[..16.min(sha.len())],
+            roll.len()
+        ),
+    );
+
+    let report = |body: Value| {
+        let cid = cid.clone();
+        async move {
+            let r = http
+                .post(format!("http://127.0.0.1:8080/v1/orders/{cid}/fulfilment"))
+                .bearer_auth(&shop.api_key)
+                .json(&body)
+                .send()
+                .await?;
+            let code = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            anyhow::Ok((code, v))
+        }
+    };
+    let (code, _) = report(serde_json::json!({"status": "fulfilling", "by": "maria@loja-demo.example.com"})).await?;
+    anyhow::ensure!(code == 202, "fulfilling answered {code}");
+    wait_for("fulfilling").await?;
+    step(
+        start,
+        "forwarded for delivery (fulfilling), by maria@loja-demo.example.com",
+    );
+    let (code, problem) = report(serde_json::json!({"status": "delivered"})).await?;
+    anyhow::ensure!(code == 409, "an illegal move answered {code}");
+    step(
+        start,
+        &format!(
+            "an illegal move (fulfilling -> delivered) refused: {code} \"{}\"",
+            problem["detail"].as_str().unwrap_or("?")
+        ),
+    );
+    let (code, _) = report(serde_json::json!({
+        "status": "shipped", "carrier": "Correios", "trackingCode": "QB123456789BR",
+        "trackingUrl": "https://rastreamento.correios.com.br/app/index.php?objetos=QB123456789BR"
+    }))
+    .await?;
+    anyhow::ensure!(code == 202, "shipped answered {code}");
+    wait_for("shipped").await?;
+    let mail = poll("the tracking e-mail", Duration::from_secs(20), || async {
+        let mails: Value = http
+            .get(format!("http://{SANDBOX}/sandbox/emails"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        mails["emails"]
+            .as_array()?
+            .iter()
+            .find(|m| {
+                m["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.contains(&cid) && s.contains("enviado"))
+            })
+            .cloned()
+    })
+    .await?;
+    step(
+        start,
+        &format!(
+            "shipped with Correios QB123456789BR; e-mail to {}: \"{}\" (with the tracking link)",
+            mail["rcpt_to"][0].as_str().unwrap_or("?"),
+            mail["subject"].as_str().unwrap_or("")
+        ),
+    );
+    let (code, _) = report(serde_json::json!({"status": "delivered"})).await?;
+    anyhow::ensure!(code == 202, "delivered answered {code}");
+    let delivered = wait_for("delivered").await?;
+    let history: Vec<String> = delivered["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|e| {
+                    format!(
+                        "{} ({})",
+                        e["to"].as_str().unwrap_or("?"),
+                        e["by"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    step(start, &format!("delivered; history: {}", history.join(" -> ")));
+    // The survey: the invitation's link, answered once.
+    let invitation = poll("the survey invitation", Duration::from_secs(20), || async {
+        let mails: Value = http
+            .get(format!("http://{SANDBOX}/sandbox/emails"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        mails["emails"]
+            .as_array()?
+            .iter()
+            .find(|m| {
+                m["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.contains(&cid) && s.contains("Como foi"))
+            })
+            .cloned()
+    })
+    .await?;
+    let text = payhub_tests::email_text(invitation["data"].as_str().unwrap_or(""));
+    let link = text
+        .find("http://")
+        .and_then(|i| text[i..].split_whitespace().next())
+        .context("the survey link")?
+        .to_string();
+    let page = http.get(&link).send().await?.status().as_u16();
+    let answered = http
+        .post(&link)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("score=9&comment=Chegou+antes+do+prazo")
+        .send()
+        .await?
+        .status()
+        .as_u16();
+    let again = http
+        .post(&link)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("score=2")
+        .send()
+        .await?
+        .status()
+        .as_u16();
+    let results = poll("the survey results", Duration::from_secs(20), || async {
+        let r: Value = http
+            .get("http://127.0.0.1:8082/v1/reports/survey")
+            .bearer_auth(&shop.api_key)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (r["answered"].as_i64() >= Some(1)).then_some(r)
+    })
+    .await?;
+    step(
+        start,
+        &format!(
+            "survey: invitation e-mailed, page {page}, answer 9 -> {answered}, a second answer -> {again}; NPS {} over {} answer(s)",
+            results["nps"], results["answered"]
+        ),
+    );
+    let counts = poll("the deliveries report", Duration::from_secs(20), || async {
+        let r: Value = http
+            .get("http://127.0.0.1:8082/v1/reports/deliveries")
+            .bearer_auth(&shop.api_key)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (r["delivered"].as_i64() >= Some(1)).then_some(r)
+    })
+    .await?;
+    step(
+        start,
+        &format!(
+            "reporter: {} delivered, {} on time, {} late",
+            counts["delivered"], counts["onTime"], counts["late"]
+        ),
+    );
     Ok(())
 }

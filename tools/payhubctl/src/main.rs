@@ -294,6 +294,13 @@ enum ShopCommand {
         /// Pago Seguro's Account ID.
         #[arg(long)]
         account_id: Option<String>,
+        /// The currencies the account settles, when its contract says other
+        /// than the provider's documented ones (PixelPay: HNL,USD,NIO; a
+        /// bank's white-label host may settle e.g. BRL). Comma-separated;
+        /// `--currencies ''` goes back to the documented ones; left out, what
+        /// was declared stays.
+        #[arg(long, value_delimiter = ',')]
+        currencies: Option<Vec<String>>,
         /// Also add the provider to the shop's allowed providers.
         #[arg(long)]
         allow: bool,
@@ -795,11 +802,15 @@ async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
             key_id,
             endpoint,
             account_id,
+            currencies,
             allow,
             json,
         } => {
             let secret = read_secret(&secret_file)?;
             let credentials = provider_credentials(&provider, secret, key_id, endpoint, account_id)?;
+            let currencies = currencies
+                .map(|list| check_currencies(credentials.provider(), list))
+                .transpose()?;
             if let Some(endpoint) = credentials.endpoint() {
                 check_provider_endpoint(endpoint)?;
             }
@@ -813,7 +824,7 @@ async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
             let shop = shops::by_id(&store, shop_id)
                 .await?
                 .with_context(|| format!("no shop {shop_id}"))?;
-            let id = payhub_store::accounts::set(&store, &key, shop_id, &credentials).await?;
+            let id = payhub_store::accounts::set(&store, &key, shop_id, &credentials, currencies.as_deref()).await?;
             let provider = credentials.provider();
             if allow && !shop.allows_provider(provider) {
                 sqlx::query("UPDATE shops SET allowed_providers = array_append(allowed_providers, $2) WHERE id = $1")
@@ -826,7 +837,7 @@ async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
             emit(
                 json,
                 json!({"id": shop_id, "provider": provider, "account": id, "publicId": credentials.public_id(),
-                       "endpoint": credentials.endpoint(), "allowed": allowed}),
+                       "endpoint": credentials.endpoint(), "currencies": currencies, "allowed": allowed}),
                 || {
                     let note = if allowed {
                         String::new()
@@ -1137,6 +1148,39 @@ fn read_secret(path: &str) -> anyhow::Result<secrecy::SecretString> {
 }
 
 /// The credentials a provider takes, from the flags it needs.
+/// The currency codes an account declares, checked: known ISO-4217 codes
+/// payhub handles, for a provider whose accounts may declare their own.
+fn check_currencies(provider: &str, list: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let list: Vec<String> = list
+        .iter()
+        .map(|c| c.trim().to_ascii_uppercase())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if list.is_empty() {
+        return Ok(list);
+    }
+    let caps = payhub_core::Provider::parse(provider)
+        .map(payhub_connectors::capabilities::of)
+        .map_err(|e| anyhow::anyhow!("--currencies: {provider} {e}"))?;
+    anyhow::ensure!(
+        caps.account_currencies,
+        "--currencies: {provider} accounts settle what {provider} documents ({}); they declare no currencies",
+        caps.currencies.iter().map(|c| c.code()).collect::<Vec<_>>().join(", ")
+    );
+    for code in &list {
+        anyhow::ensure!(
+            payhub_core::Currency::parse(code).is_some(),
+            "--currencies: {code:?} is not a currency payhub handles ({})",
+            payhub_core::Currency::ALL
+                .iter()
+                .map(|c| c.code())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(list)
+}
+
 fn provider_credentials(
     provider: &str,
     secret: secrecy::SecretString,

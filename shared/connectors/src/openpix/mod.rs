@@ -5,6 +5,7 @@ mod transformers;
 
 pub use registration::{NewWebhook, OpenPixWebhook, WEBHOOK_EVENTS};
 
+use crate::capabilities::{Capabilities, Flow, Operation};
 use crate::metrics::Outcome;
 use crate::psync::{PaymentQuery, ProviderCharge, ProviderTransaction};
 use crate::rsa::TrustedKeys;
@@ -28,6 +29,22 @@ HKBAA82Jln+lGwS1MwIDAQAB
 ";
 
 pub const SIGNATURE_HEADER: &str = "x-webhook-signature";
+
+/// A push payment: a PIX charge now, the webhook later; refunds whole or in
+/// part; charges re-queried; webhooks registered through the API.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    provider: payhub_core::Provider::Openpix,
+    flow: Flow::Push,
+    operations: &[
+        Operation::CreateCharge,
+        Operation::Status,
+        Operation::Refund,
+        Operation::PartialRefund,
+        Operation::RegisterWebhooks,
+    ],
+    currencies: &[payhub_core::Currency::Brl],
+    account_currencies: false,
+};
 
 /// The charge API client.
 #[derive(Clone)]

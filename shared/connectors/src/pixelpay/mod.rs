@@ -16,7 +16,8 @@
 //! with `x-auth-key: <Key ID>` and `x-auth-hash: <lowercase hex MD5 of the
 //! Secret Key>`, JSON in and out (`{success, message, data, errors}`).
 //! Money goes out as two-decimal strings made exactly from payhub's minor
-//! units; PixelPay settles HNL, USD and NIO only.
+//! units; PixelPay documents HNL, USD and NIO, and an account may declare
+//! the currencies it settles ([`PixelPayAccount::currencies`]).
 //!
 //! What an answer means ([`CardOutcome`]):
 //! * 200 with `response_approved: true` is an approval only when its
@@ -62,6 +63,27 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use crate::ConnectorError;
+use crate::capabilities::{Capabilities, Flow, Operation};
+
+/// A synchronous card payment: sale, or authorise then capture; void (which
+/// is also the only refund, of the whole payment); status; saved-card
+/// tokens. PixelPay documents HNL, USD and NIO; a bank's white-label account
+/// may settle others, declared with the account.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    provider: payhub_core::Provider::Pixelpay,
+    flow: Flow::Card,
+    operations: &[
+        Operation::Sale,
+        Operation::Authorize,
+        Operation::Capture,
+        Operation::Void,
+        Operation::Refund,
+        Operation::Status,
+        Operation::CardToken,
+    ],
+    currencies: &[Currency::Hnl, Currency::Usd, Currency::Nio],
+    account_currencies: true,
+};
 
 /// PixelPay's public sandbox merchant (sdk-php and the docs publish it).
 pub const SANDBOX_KEY_ID: &str = "1234567890";
@@ -77,6 +99,9 @@ pub struct PixelPayAccount {
     /// The numeric Key ID (`x-auth-key`).
     pub key_id: String,
     pub secret_key: SecretString,
+    /// The currencies this account settles, when it declares its own (a
+    /// bank's white-label host); `None`: PixelPay's documented HNL, USD, NIO.
+    pub currencies: Option<Vec<Currency>>,
 }
 
 impl std::fmt::Debug for PixelPayAccount {
@@ -85,6 +110,7 @@ impl std::fmt::Debug for PixelPayAccount {
             .field("endpoint", &self.endpoint)
             .field("key_id", &self.key_id)
             .field("secret_key", &"<redacted>")
+            .field("currencies", &self.currencies)
             .finish()
     }
 }
@@ -110,7 +136,15 @@ impl PixelPayAccount {
             endpoint: endpoint.into(),
             key_id: key_id.into(),
             secret_key,
+            currencies: None,
         }
+    }
+
+    /// The account, settling `currencies` instead of PixelPay's documented
+    /// ones (an empty list means the documented ones).
+    pub fn with_currencies(mut self, currencies: Vec<Currency>) -> PixelPayAccount {
+        self.currencies = (!currencies.is_empty()).then_some(currencies);
+        self
     }
 
     /// PixelPay's public sandbox merchant at `endpoint`.
@@ -352,7 +386,50 @@ impl TransactionStatus {
     /// `payment_hash` and amount; `Ok(false)` when not approved or voided;
     /// an error when it claims approval but does not prove it (no or another
     /// hash, another order, currency or amount), for a person to settle.
+    ///
+    /// An approved authorisation that was never captured (`transaction_type`
+    /// `auth`) reserved the money but did not take it: it does not settle.
     pub fn settles(&self, account: &PixelPayAccount, order_id: &str, amount: Money) -> Result<bool, ConnectorError> {
+        if self.is_authorisation_only() {
+            return Ok(false);
+        }
+        self.proves(account, order_id, amount)
+    }
+
+    /// Whether this is an approved, uncaptured authorisation of exactly
+    /// `amount` for `order_id` under `account` (the checks of
+    /// [`TransactionStatus::settles`]).
+    pub fn authorises(&self, account: &PixelPayAccount, order_id: &str, amount: Money) -> Result<bool, ConnectorError> {
+        if !self.is_authorisation_only() {
+            return Ok(false);
+        }
+        self.proves(account, order_id, amount)
+    }
+
+    /// The approval this status shows, once [`TransactionStatus::settles`]
+    /// or [`TransactionStatus::authorises`] proved it for `amount`.
+    pub fn into_approval(self, amount: Money) -> CardApproval {
+        CardApproval {
+            transaction_type: self.transaction_type.unwrap_or_else(|| "sale".into()),
+            payment_uuid: self.payment_uuid,
+            transaction_id: self.transaction_id,
+            auth_code: self.auth_code,
+            terminal: self.terminal,
+            reference: self.reference,
+            approved_amount: amount,
+            time: self.time,
+            response_code: self.response_code,
+            response_reason: self.response_reason,
+            hash_verified: self.hash_verified,
+        }
+    }
+
+    /// An `auth` not (yet) captured or voided.
+    pub fn is_authorisation_only(&self) -> bool {
+        self.transaction_type.as_deref() == Some("auth")
+    }
+
+    fn proves(&self, account: &PixelPayAccount, order_id: &str, amount: Money) -> Result<bool, ConnectorError> {
         if !self.approved || self.is_voided() {
             return Ok(false);
         }
@@ -639,7 +716,7 @@ impl PixelPayClient {
         operation: &'static str,
     ) -> Result<CardOutcome, ConnectorError> {
         let url = account.url(operation)?;
-        let body = transformers::SaleBody::from_request(req)?;
+        let body = transformers::SaleBody::from_request(req, account)?;
         let scrub = Scrubber::for_account(account).with_sale(req);
         let expected = transformers::Expected {
             order_id: Some(req.order_id.trim()),

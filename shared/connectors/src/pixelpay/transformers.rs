@@ -15,21 +15,19 @@ use crate::ConnectorError;
 
 // --- Money -----------------------------------------------------------------
 
-/// PixelPay's currency code for `c`; PixelPay settles HNL, USD and NIO only.
-pub(super) fn currency_code(c: Currency) -> Result<&'static str, ConnectorError> {
-    match c {
-        Currency::Hnl | Currency::Usd | Currency::Nio => Ok(c.code()),
-        Currency::Brl => Err(ConnectorError::Permanent(format!(
-            "PixelPay takes HNL, USD or NIO, not {}",
-            c.code()
-        ))),
-    }
+/// PixelPay's currency code for `c`, when `account` settles it: PixelPay
+/// documents HNL, USD and NIO; a bank's white-label account may declare
+/// others ([`CAPABILITIES`](super::CAPABILITIES)).
+pub(super) fn currency_code(c: Currency, account: &PixelPayAccount) -> Result<&'static str, ConnectorError> {
+    super::CAPABILITIES
+        .require_currency(c, account.currencies.as_deref(), "order_currency")
+        .map(|()| c.code())
+        .map_err(|e| ConnectorError::Permanent(format!("PixelPay: {e}")))
 }
 
 /// `"1.00"`: an amount as PixelPay's order fields want it, exactly from the
 /// minor units (every PixelPay currency has two decimals).
 pub(super) fn amount_string(m: Money) -> Result<String, ConnectorError> {
-    currency_code(m.currency())?;
     if m.currency().exponent() != 2 {
         return Err(ConnectorError::Permanent(format!(
             "{} does not have two decimals",
@@ -192,9 +190,12 @@ fn item_body(i: usize, item: &SaleItem, currency: Currency) -> Result<ItemBody<'
 impl<'a> SaleBody<'a> {
     /// Checks what payhub can check before anything is sent (nothing is
     /// charged by a request that never leaves) and builds the body.
-    pub(super) fn from_request(req: &'a SaleRequest) -> Result<SaleBody<'a>, ConnectorError> {
+    pub(super) fn from_request(
+        req: &'a SaleRequest,
+        account: &PixelPayAccount,
+    ) -> Result<SaleBody<'a>, ConnectorError> {
         let currency = req.amount.currency();
-        let order_currency = currency_code(currency)?;
+        let order_currency = currency_code(currency, account)?;
         check_text("order_id", &req.order_id, 1, 100)?;
         if req.amount.minor() <= 0 {
             return Err(refuse("the amount must be greater than 0".into()));
@@ -712,6 +713,7 @@ mod tests {
             endpoint: "https://pixelpay.app".into(),
             key_id: "1234567890".into(),
             secret_key: SecretString::from("@s4ndb0x-abcd-1234-n1l4-p1x3l"),
+            currencies: None,
         }
     }
 
@@ -765,12 +767,18 @@ mod tests {
             "9999999.99"
         );
         assert_eq!(amount_string(Money::from_minor(1, Currency::Nio)).unwrap(), "0.01");
+        assert_eq!(amount_string(Money::from_minor(100, Currency::Brl)).unwrap(), "1.00");
+        // Only an account that declares BRL settles it.
         assert!(
-            amount_string(Money::from_minor(100, Currency::Brl))
+            currency_code(Currency::Brl, &account())
                 .unwrap_err()
                 .to_string()
-                .contains("BRL")
+                .contains("settles HNL, USD, NIO for this shop, not BRL")
         );
+        let mut brazilian = account();
+        brazilian.currencies = Some(vec![Currency::Brl]);
+        assert_eq!(currency_code(Currency::Brl, &brazilian).unwrap(), "BRL");
+        assert!(currency_code(Currency::Hnl, &brazilian).is_err());
         assert_eq!(amount_number(hnl(9999)).unwrap().to_string(), "99.99");
         assert_eq!(amount_number(hnl(100)).unwrap().to_string(), "1.0");
         for minor in [1, 10, 99, 12345, 999_999_999] {
@@ -800,7 +808,7 @@ mod tests {
     #[test]
     fn the_sale_body_has_pixelpays_fields() {
         let req = request();
-        let body = serde_json::to_value(SaleBody::from_request(&req).unwrap()).unwrap();
+        let body = serde_json::to_value(SaleBody::from_request(&req, &account()).unwrap()).unwrap();
         assert_eq!(
             body,
             json!({
@@ -827,7 +835,7 @@ mod tests {
                 "card_holder": "Pedro Perez",
             })
         );
-        let text = serde_json::to_string(&SaleBody::from_request(&req).unwrap()).unwrap();
+        let text = serde_json::to_string(&SaleBody::from_request(&req, &account()).unwrap()).unwrap();
         assert!(
             text.contains(r#""order_amount":"249.98""#) && text.contains(r#""tax":7.5"#),
             "{text}"
@@ -837,7 +845,7 @@ mod tests {
         req.card = CardSource::Token(CardToken::parse("T-abc-123").unwrap());
         req.order_extras.clear();
         req.items.clear();
-        let body = serde_json::to_value(SaleBody::from_request(&req).unwrap()).unwrap();
+        let body = serde_json::to_value(SaleBody::from_request(&req, &account()).unwrap()).unwrap();
         assert_eq!(body["card_token"], "T-abc-123");
         for absent in [
             "card_number",
@@ -886,7 +894,7 @@ mod tests {
         for (expect, change) in cases {
             let mut req = request();
             change(&mut req);
-            let err = SaleBody::from_request(&req).err().expect(expect);
+            let err = SaleBody::from_request(&req, &account()).err().expect(expect);
             assert!(!err.is_transient());
             assert!(err.to_string().contains(expect), "{expect}: {err}");
         }
@@ -911,7 +919,7 @@ mod tests {
         }];
         req.amount = Money::from_minor(9999, Currency::Usd);
         req.tax_amount = None;
-        let err = SaleBody::from_request(&req).err().unwrap();
+        let err = SaleBody::from_request(&req, &account()).err().unwrap();
         assert!(
             err.to_string()
                 .contains("items[0].total is 9.99 but price × qty is 99.99"),
@@ -1126,6 +1134,14 @@ mod tests {
             .unwrap();
         assert!(st.is_voided());
         assert_eq!(st.settles(&a, "ord-1", hnl(4000)), Ok(false));
+        assert_eq!(st.authorises(&a, "ord-1", hnl(4000)), Ok(false));
+        // An authorisation never captured reserved the money, took none.
+        let mut auth = data.clone();
+        auth["data"]["transaction_type"] = json!("auth");
+        let st = status_outcome(200, &auth.to_string(), "P-1", &a, &s).unwrap().unwrap();
+        assert_eq!(st.settles(&a, "ord-1", hnl(4000)), Ok(false));
+        assert_eq!(st.authorises(&a, "ord-1", hnl(4000)), Ok(true));
+        assert!(st.authorises(&a, "ord-1", hnl(5000)).is_err());
 
         assert_eq!(
             status_outcome(404, r#"{"success":false,"message":"no"}"#, "P-1", &a, &s),
