@@ -83,6 +83,23 @@ DASHBOARD_METRICS = {
     "payhub_provider_webhooks_total",
     "payhub_provider_webhooks_rejected_total",
     "payhub_payment_confirmations_total",
+    # Issue 13 §4: providers, orders by door, payment latencies and SLOs, backlogs.
+    "payhub_provider_calls_total",
+    "payhub_provider_call_duration_seconds_bucket",
+    "payhub_provider_accounts",
+    "payhub_card_payments_total",
+    "payhub_provider_webhook_lag_seconds_bucket",
+    "payhub_orders_received_total",
+    "payhub_order_transitions_total",
+    "payhub_order_time_to_paid_seconds_bucket",
+    "payhub_payment_reported_to_paid_seconds_bucket",
+    "payhub_payment_reported_to_paid_seconds_count",
+    "payhub_paid_order_notified_seconds_bucket",
+    "payhub_paid_order_notified_seconds_count",
+    "payhub_outbox_unpublished",
+    "payhub_outbox_oldest_unpublished_seconds",
+    "payhub_sweeper_actions_total",
+    "payhub_reconciliation_discrepancies",
     "payhub_order_deliveries_total",
 }
 # Labels Prometheus attaches to every scraped series (prometheus.yml).
@@ -116,7 +133,11 @@ def exported_metrics() -> dict[str, set[str]]:
     out = {}
     pattern = re.compile(
         r'register_(\w+?)!\(\s*"(payhub_[a-z0-9_]+)",\s*"(?:[^"\\]|\\.)*",\s*&\[([^\]]*)\]', re.S)
+    # Metrics without labels (register_gauge!, register_int_gauge!, ...).
+    bare = re.compile(r'register_(\w+?)!\(\s*"(payhub_[a-z0-9_]+)",\s*"(?:[^"\\]|\\.)*"\s*,?\s*\)', re.S)
     for _, text in code_texts():
+        for kind, name in bare.findall(text):
+            out.setdefault(name, set())
         for kind, name, labels in pattern.findall(text):
             names = set(re.findall(r'"([a-z_]+)"', labels))
             if kind.startswith("histogram"):
@@ -546,7 +567,13 @@ def check_prometheus() -> None:
               "PayhubBrokerReconnectFlapping", "PayhubDeadLetterQueueNotEmpty", "PayhubQueueBacklog",
               "PayhubDependencyUnavailable", "PayhubDeliveriesFailing", "PayhubStaleOrders",
               "PayhubStaleOrderOld", "PayhubProviderWebhooksRejected",
-              "PayhubPaymentConfirmationsUnavailable"):
+              "PayhubPaymentConfirmationsUnavailable",
+              # Issue 13 §4.
+              "PayhubProviderDown", "PayhubProviderErrorRate", "PayhubProviderLatencyHigh",
+              "PayhubCardDeclineRateHigh", "PayhubWebhooksNotArriving", "PayhubPaidWithin2sBudgetBurn",
+              "PayhubPaidWithin2sBudgetBurnSlow", "PayhubNotifiedWithin10sBudgetBurn",
+              "PayhubNotifiedWithin10sBudgetBurnSlow", "PayhubOutboxBacklog",
+              "PayhubReconciliationDiscrepancies"):
         if a not in names:
             err(f"alerts.yml: alert {a} missing")
     prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
@@ -616,6 +643,10 @@ def check_dashboard() -> None:
             err(f"dashboard: no panel uses {m}")
     if 'route="/v1/orders", method="POST", status=~"2.."' not in all_exprs:
         err("dashboard: orders-accepted panel query missing")
+    # The orders-accepted panel counts every door, not only the HTTP API.
+    if not any("payhub_orders_received_total" in e and 'outcome="accepted"' in e and "by (door)" in e
+               for _, e in dash_exprs(d)):
+        err("dashboard: no panel shows accepted orders by door")
 
 
 # ------------------------------------------------------------ settings ----

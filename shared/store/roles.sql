@@ -78,3 +78,20 @@ GRANT INSERT, UPDATE ON survey_invitations TO payhub_notifier;
 -- reporter owns the daily figures and the sweeper's findings.
 GRANT INSERT, UPDATE ON report_daily, stale_orders TO payhub_reporter;
 GRANT INSERT ON delivery_outcomes TO payhub_reporter;
+
+-- charge-creator owns provider_health (its probes of each provider account);
+-- ingress reads it to refuse orders while a shop's provider is down.
+GRANT SELECT ON provider_health TO payhub_ingress, payhub_charge_creator, payhub_webhook_verifier,
+                                   payhub_order_updater, payhub_notifier, payhub_reporter;
+GRANT INSERT, UPDATE ON provider_health TO payhub_charge_creator;
+
+-- reporter owns the settlement ledger and its exports (payhubctl, as the
+-- database owner, exports too).
+GRANT SELECT ON ledger_lines, ledger_exports TO payhub_ingress, payhub_charge_creator, payhub_webhook_verifier,
+                                              payhub_order_updater, payhub_notifier, payhub_reporter;
+GRANT INSERT, UPDATE ON ledger_lines, ledger_exports TO payhub_reporter;
+
+-- reporter owns reconciliation (its runs and what they found).
+GRANT SELECT ON reconciliation_runs, reconciliation_discrepancies TO payhub_ingress, payhub_charge_creator,
+    payhub_webhook_verifier, payhub_order_updater, payhub_notifier, payhub_reporter;
+GRANT INSERT, UPDATE ON reconciliation_runs, reconciliation_discrepancies TO payhub_reporter;

@@ -59,6 +59,10 @@ pub struct TestOptions {
     /// The delay between the sandbox's PixelPay webhook attempts (PixelPay:
     /// 5 minutes).
     pub pixelpay_webhook_retry_delay: Duration,
+    /// How charge-creator probes the provider accounts (it probes once at
+    /// start; by default rarely after that, so that tests counting provider
+    /// requests see only their own: tests of provider health shorten it).
+    pub provider_probe: charge_creator::health::ProbeConfig,
 }
 
 impl Default for TestOptions {
@@ -76,6 +80,10 @@ impl Default for TestOptions {
             as_service_roles: false,
             amqp_urls: Vec::new(),
             webhook_check_interval: Duration::from_secs(3600),
+            provider_probe: charge_creator::health::ProbeConfig {
+                interval: Duration::from_secs(3600),
+                down_after: 2,
+            },
             pixelpay_webhook_retry_delay: Duration::from_millis(300),
         }
     }
@@ -307,6 +315,7 @@ impl TestApp {
                         pixelpay: None,
                         public_webhook_base_url: Some(public_webhooks.clone()),
                         webhook_check_interval: self.opts.webhook_check_interval,
+                        probe: self.opts.provider_probe,
                     },
                     shutdown,
                 )
@@ -346,6 +355,7 @@ impl TestApp {
                         sweep: self.opts.sweep.clone(),
                         charge_creator_url,
                         internal_token: token.into(),
+                        reconcile_interval: Duration::from_secs(3600),
                     },
                     shutdown,
                 )

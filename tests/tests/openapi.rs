@@ -924,6 +924,108 @@ async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
     let no_key = app.http.get(format!("{report_url}?date={today}")).send().await.unwrap();
     s.record("no API key", REPORTER, "GET", report, 401, no_key).await;
 
+    // --- /v1/settlement/exports ----------------------------------------------
+    let exports_url = format!("{}/v1/settlement/exports", app.reporter_url);
+    let exports = "/v1/settlement/exports";
+    let has_lines = eventually(Duration::from_secs(20), || async {
+        app.count("SELECT count(*) FROM ledger_lines").await > 0
+    })
+    .await;
+    assert!(has_lines, "the reporter wrote the day's ledger lines");
+    let range = json!({"from": today, "to": today});
+    let post_export = |body: Value, idempotency: Option<&'static str>| {
+        let mut r = app.http.post(&exports_url).bearer_auth(&key).json(&body);
+        if let Some(k) = idempotency {
+            r = r.header("idempotency-key", k);
+        }
+        r.send()
+    };
+    let created = s
+        .record(
+            "new export",
+            REPORTER,
+            "POST",
+            exports,
+            201,
+            post_export(range.clone(), Some("oa-export")).await.unwrap(),
+        )
+        .await;
+    s.with_request(&range);
+    let export_id = created["id"].as_str().unwrap().to_string();
+    s.record(
+        "same key",
+        REPORTER,
+        "POST",
+        exports,
+        200,
+        post_export(range.clone(), Some("oa-export")).await.unwrap(),
+    )
+    .await;
+    s.with_request(&range);
+    s.record(
+        "nothing left",
+        REPORTER,
+        "POST",
+        exports,
+        200,
+        post_export(range.clone(), None).await.unwrap(),
+    )
+    .await;
+    s.with_request(&range);
+    let bad_range = json!({"from": today, "to": "2020-01-01"});
+    s.record(
+        "to before from",
+        REPORTER,
+        "POST",
+        exports,
+        422,
+        post_export(bad_range.clone(), None).await.unwrap(),
+    )
+    .await;
+    s.with_request(&bad_range);
+    let no_key = app.http.post(&exports_url).json(&range).send().await.unwrap();
+    s.record("no API key", REPORTER, "POST", exports, 401, no_key).await;
+    let listed = app.http.get(&exports_url).bearer_auth(&key).send().await.unwrap();
+    s.record("list", REPORTER, "GET", exports, 200, listed).await;
+    let one = "/v1/settlement/exports/{exportId}";
+    let get_one = |query: String| app.http.get(format!("{exports_url}/{query}")).bearer_auth(&key).send();
+    s.record(
+        "JSON",
+        REPORTER,
+        "GET",
+        one,
+        200,
+        get_one(export_id.clone()).await.unwrap(),
+    )
+    .await;
+    s.record(
+        "CSV",
+        REPORTER,
+        "GET",
+        one,
+        200,
+        get_one(format!("{export_id}?format=csv")).await.unwrap(),
+    )
+    .await;
+    s.record(
+        "unknown format",
+        REPORTER,
+        "GET",
+        one,
+        422,
+        get_one(format!("{export_id}?format=xml")).await.unwrap(),
+    )
+    .await;
+    s.record(
+        "unknown export",
+        REPORTER,
+        "GET",
+        one,
+        404,
+        get_one(uuid::Uuid::now_v7().to_string()).await.unwrap(),
+    )
+    .await;
+
     // --- POST /webhooks/pixelpay/{token} ------------------------------------
     // A PixelPay card order, paid by its sale; PixelPay's callbacks for it
     // arrive at the order's own URL.

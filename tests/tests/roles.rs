@@ -6,7 +6,7 @@ use payhub_tests::{TestApp, TestOptions, eventually, sample_order};
 use sqlx::Connection;
 use std::time::Duration;
 
-const TABLES: [&str; 18] = [
+const TABLES: [&str; 23] = [
     "shops",
     "orders",
     "order_history",
@@ -21,6 +21,11 @@ const TABLES: [&str; 18] = [
     "provider_webhooks",
     "card_attempts",
     "refunds",
+    "provider_health",
+    "ledger_lines",
+    "ledger_exports",
+    "reconciliation_runs",
+    "reconciliation_discrepancies",
     "delivery_outcomes",
     "receipts",
     "survey_invitations",
@@ -49,6 +54,8 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("card_attempts", "update"),
             ("refunds", "insert"),
             ("refunds", "update"),
+            ("provider_health", "insert"),
+            ("provider_health", "update"),
         ],
         "payhub_webhook_verifier" => vec![("webhook_events", "insert")],
         "payhub_order_updater" => vec![
@@ -77,6 +84,14 @@ fn allowed(role: &str) -> Vec<(&'static str, &'static str)> {
             ("report_daily", "update"),
             ("stale_orders", "insert"),
             ("stale_orders", "update"),
+            ("ledger_lines", "insert"),
+            ("ledger_lines", "update"),
+            ("ledger_exports", "insert"),
+            ("ledger_exports", "update"),
+            ("reconciliation_runs", "insert"),
+            ("reconciliation_runs", "update"),
+            ("reconciliation_discrepancies", "insert"),
+            ("reconciliation_discrepancies", "update"),
             ("delivery_outcomes", "insert"),
         ],
         other => panic!("unknown role {other}"),

@@ -11,7 +11,7 @@
 //! payment confirmations (`confirm`), card charges (`card`) and refunds
 //! (`refund`).
 
-use accounts::{AccountError, Providers};
+use accounts::{AccountError, Providers, Using};
 use payhub_connectors::openpix::OpenPixClient;
 use payhub_connectors::{ChargeConnector, ChargeRequest, ConnectorError};
 use payhub_core::Envelope;
@@ -32,6 +32,8 @@ mod callbacks;
 pub mod capture;
 pub mod card;
 pub mod confirm;
+pub mod health;
+pub mod listing;
 pub mod refund;
 pub mod registrar;
 
@@ -60,6 +62,9 @@ pub struct Config {
     /// How often the shops' OpenPix webhooks are checked and registered
     /// (`PAYHUB_WEBHOOK_CHECK_INTERVAL_MS`).
     pub webhook_check_interval: Duration,
+    /// How provider accounts are probed (`PAYHUB_PROVIDER_PROBE_INTERVAL_MS`,
+    /// `PAYHUB_PROVIDER_DOWN_AFTER`).
+    pub probe: health::ProbeConfig,
 }
 
 impl Config {
@@ -84,6 +89,7 @@ impl Config {
                 "PAYHUB_WEBHOOK_CHECK_INTERVAL_MS",
                 env.millis("PAYHUB_WEBHOOK_CHECK_INTERVAL_MS", Duration::from_secs(15 * 60))?,
             )?,
+            probe: health::ProbeConfig::from_env(env)?,
         })
     }
 }
@@ -131,6 +137,8 @@ pub struct ChargeHandler {
     pub outbox: outbox::Outbox,
     pub providers: Arc<Providers>,
     pub max_attempts: u32,
+    /// Which provider accounts the probes found down: their orders are held.
+    pub health: payhub_store::health::HealthCache,
 }
 
 /// Most orders whose charges are created together (provider calls at once,
@@ -180,6 +188,9 @@ enum Outcome {
     Failed(Box<Envelope>),
     /// Worth another attempt later.
     Retry(String),
+    /// The account's provider is down: held in place, no attempt used, no
+    /// call made, until the probes find it up.
+    Hold(String),
     /// A card order: charged by the door that received the card, over the
     /// internal card call, never from this event (which carries no card).
     NotMine,
@@ -204,6 +215,22 @@ impl ChargeHandler {
             Err(AccountError::Unavailable(e)) if o.attempt < self.max_attempts => return Outcome::Retry(e),
             Err(e) => return Outcome::Failed(failed_event(provider, e.to_string(), true)),
         };
+        let account = match &using {
+            Using::Platform => payhub_store::health::platform_account(provider.as_str()),
+            Using::Shop(a) => a.id.to_string(),
+        };
+        match self.health.account_down(&account).await {
+            Ok(Some(down)) => {
+                return Outcome::Hold(format!(
+                    "{} is down for this account ({}); holding the order until it is back",
+                    provider.as_str(),
+                    down.detail.unwrap_or_default()
+                ));
+            }
+            Ok(None) => {}
+            // Unknown health: call the provider as usual.
+            Err(e) => tracing::warn!(error = %e, "provider health could not be read"),
+        }
         match client.create_charge(&req).await {
             // The provider changed the amount: never let the buyer pay a different sum.
             Ok(created) if created.amount != o.accepted.amount => Outcome::Failed(failed_event(
@@ -233,8 +260,10 @@ impl ChargeHandler {
         o: &Order<'_>,
         outcome: Outcome,
     ) -> Result<Option<Envelope>, Failure> {
-        if let Outcome::Retry(e) = outcome {
-            return Err(Failure::Transient(e));
+        match outcome {
+            Outcome::Retry(e) => return Err(Failure::Transient(e)),
+            Outcome::Hold(e) => return Err(Failure::Unavailable(e)),
+            _ => {}
         }
         if !payhub_store::mark_processed(&mut *tx, SERVICE, o.env.id)
             .await
@@ -244,6 +273,7 @@ impl ChargeHandler {
         }
         let mut event = match outcome {
             Outcome::Retry(e) => return Err(Failure::Transient(e)),
+            Outcome::Hold(e) => return Err(Failure::Unavailable(e)),
             Outcome::NotMine => return Ok(None),
             Outcome::Created(created, account) => {
                 sqlx::query(
@@ -346,6 +376,10 @@ impl Handler for ChargeHandler {
                 results[*i] = Err(Failure::Transient(e));
                 continue;
             }
+            if let Outcome::Hold(e) = outcome {
+                results[*i] = Err(Failure::Unavailable(e));
+                continue;
+            }
             let mut sp = match tx.begin().await {
                 Ok(sp) => sp,
                 Err(e) => return vec![Err(db(e)); msgs.len()],
@@ -438,16 +472,31 @@ impl Application {
             interval: config.webhook_check_interval,
         };
         infra.tasks.spawn(registrar.run(infra.shutdown.clone()));
+        let prober = health::Prober {
+            store: infra.store.clone(),
+            providers: providers.clone(),
+            pixelpay: payhub_connectors::pixelpay::PixelPayClient::new(config.provider_timeout)?,
+            platform_pixelpay: config.pixelpay.clone(),
+            config: config.probe,
+        };
+        infra.tasks.spawn(prober.run(infra.shutdown.clone()));
         let handler = ChargeHandler {
             store: infra.store.clone(),
             outbox,
             providers,
             max_attempts: config.common.topology.retry.max_attempts,
+            // Fresh within a second: a replica that does not probe sees the
+            // other's findings at once.
+            health: payhub_store::health::HealthCache::new(infra.store.clone(), Duration::from_secs(1)),
         };
         let routes = axum::Router::new()
             .route(
                 payhub_connectors::internal::CONFIRM_PATH,
                 axum::routing::post(confirm::confirm_route),
+            )
+            .route(
+                payhub_connectors::internal::LISTING_PATH,
+                axum::routing::post(listing::listing_route),
             )
             .with_state(confirm)
             .merge(

@@ -8,7 +8,31 @@ use payhub_core::{Currency, Envelope, NewOrder, OrderStatus, ValidationErrors};
 use payhub_store::outbox::{self, Outbox};
 use payhub_store::shops::Shop;
 use payhub_store::{Store, StoreError};
+use prometheus::{IntCounterVec, register_int_counter_vec};
+use std::sync::LazyLock;
 use uuid::Uuid;
+
+/// Orders received, whichever door: `door` is the order's channel (a fixed
+/// word per door), `outcome` one of a fixed set. No shop label.
+static ORDERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "payhub_orders_received_total",
+        "Orders received, by door (api, amqp, wake, ...) and outcome (accepted, replayed, invalid, conflict, provider_not_allowed, unsupported, rules, stock_unavailable, provider_down, error).",
+        &["door", "outcome"]
+    )
+    .expect("metric registers once")
+});
+
+/// Counts one order received at `door` with `outcome`.
+pub fn count(door: OrderChannel, outcome: &'static str) {
+    ORDERS.with_label_values(&[door.as_str(), outcome]).inc();
+}
+
+/// Counts an order refused at `door` before it reached [`accept`]:
+/// unreadable or invalid fields.
+pub fn count_invalid(door: OrderChannel) {
+    count(door, "invalid");
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Accepted {
@@ -118,6 +142,31 @@ pub async fn accept(
 /// [`accept`], recording the order number the shop's platform gave it
 /// (Wake's `pedido`).
 pub async fn accept_with(
+    store: &Store,
+    stock: &StockClient,
+    shop: &Shop,
+    order: &NewOrder,
+    channel: OrderChannel,
+    external_order_number: Option<&str>,
+) -> Result<Accepted, AcceptError> {
+    let result = accept_counted(store, stock, shop, order, channel, external_order_number).await;
+    count(
+        channel,
+        match &result {
+            Ok(Accepted::Created(..)) => "accepted",
+            Ok(Accepted::Replayed(_)) => "replayed",
+            Err(AcceptError::Conflict(_)) => "conflict",
+            Err(AcceptError::ProviderNotAllowed(_)) => "provider_not_allowed",
+            Err(AcceptError::Unsupported(_)) => "unsupported",
+            Err(AcceptError::Rules(_)) => "rules",
+            Err(AcceptError::StockUnavailable(_)) => "stock_unavailable",
+            Err(AcceptError::Store(_)) => "error",
+        },
+    );
+    result
+}
+
+async fn accept_counted(
     store: &Store,
     stock: &StockClient,
     shop: &Shop,
@@ -249,6 +298,7 @@ pub async fn reject(
     reason: &str,
     errors: &ValidationErrors,
 ) -> Result<(), StoreError> {
+    count_invalid(channel);
     let mut event = Envelope::new(EventPayload::OrderRejected(OrderRejected {
         channel,
         correlation_id: correlation_id.clone(),

@@ -11,6 +11,7 @@ mod accept;
 mod amqp;
 mod card;
 mod fulfilment;
+mod health;
 mod orders;
 mod receipt;
 mod refunds;
@@ -115,6 +116,7 @@ impl Application {
                 config.card_timeout,
             )?,
             public_webhook_base_url: config.public_webhook_base_url.clone(),
+            health: payhub_store::health::HealthCache::new(infra.store.clone(), std::time::Duration::from_secs(1)),
             wake_card_budget: options.wake_card_budget.unwrap_or(wake::CARD_BUDGET),
         };
         let handler = amqp::ShopOrderHandler {

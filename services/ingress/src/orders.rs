@@ -26,6 +26,8 @@ pub struct AppState {
     pub cards: payhub_connectors::internal::CardClient,
     /// `PAYHUB_PUBLIC_WEBHOOK_BASE_URL`, for PixelPay orders' callback URLs.
     pub public_webhook_base_url: Option<String>,
+    /// Which provider accounts are down (charge-creator's probes).
+    pub health: payhub_store::health::HealthCache,
     /// How long a Wake card call waits for the card's outcome.
     pub wake_card_budget: std::time::Duration,
 }
@@ -44,8 +46,10 @@ use payhub_service::problem::authenticate;
 async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let shop = authenticate(&st.store, &headers).await?;
     tracing::Span::current().record("shop_id", tracing::field::display(shop.id));
-    let json: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let json: Value = serde_json::from_slice(&body).map_err(|e| {
+        accept::count_invalid(OrderChannel::Api);
+        ApiError::BadRequest(format!("the body is not JSON: {e}"))
+    })?;
     // The order and its card are checked together, so that every field
     // error comes back at once.
     let order = NewOrder::from_json(&json);
@@ -56,11 +60,24 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
         (o, c) => {
             let mut errors = o.err().unwrap_or_default();
             errors.0.extend(c.err().unwrap_or_default().0);
+            accept::count_invalid(OrderChannel::Api);
             return Err(ApiError::Validation(errors));
         }
     };
     drop(body);
     tracing::Span::current().record("correlation_id", order.correlation_id.as_str());
+    if let Some(down) = crate::health::refuse_if_down(
+        &st.health,
+        &st.store,
+        shop.id,
+        order.provider.as_str(),
+        OrderChannel::Api,
+        card.is_some(),
+    )
+    .await?
+    {
+        return Ok(crate::health::unavailable(&down));
+    }
     let (status, id, replayed) = match accept::accept(&st.store, &st.stock, &shop, &order, OrderChannel::Api).await {
         Ok(accepted @ Accepted::Created(..)) => {
             accept::publish_in_background(&st.outbox, &accepted);

@@ -257,6 +257,7 @@ async fn place(st: &AppState, headers: &HeaderMap, body: &[u8], array_form: bool
         Err(r) => return r,
     };
     let Ok(parsed) = serde_json::from_slice::<Value>(body) else {
+        accept::count_invalid(OrderChannel::Wake);
         return reply(StatusCode::BAD_REQUEST, NOT_AUTHORISED, "corpo não é JSON");
     };
     let cart = match (array_form, parsed) {
@@ -284,6 +285,7 @@ async fn place(st: &AppState, headers: &HeaderMap, body: &[u8], array_form: bool
     let order = match NewOrder::from_json(&order_json) {
         Ok(o) => o,
         Err(errs) => {
+            accept::count_invalid(OrderChannel::Wake);
             tracing::info!(shop_id = %shop.id, errors = %errs, "Wake order refused");
             return reply(StatusCode::OK, NOT_AUTHORISED, format!("pedido inválido: {errs}"));
         }
@@ -294,6 +296,31 @@ async fn place(st: &AppState, headers: &HeaderMap, body: &[u8], array_form: bool
         Err(errs) => return reply(StatusCode::OK, NOT_AUTHORISED, format!("cartão inválido: {errs}")),
     };
     drop(order_json); // the card's other copies are `body` and `card`
+    match crate::health::refuse_if_down(
+        &st.health,
+        &st.store,
+        shop.id,
+        order.provider.as_str(),
+        OrderChannel::Wake,
+        card.is_some(),
+    )
+    .await
+    {
+        Ok(None) => {}
+        Ok(Some(down)) => {
+            let mut r = reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                NOT_AUTHORISED,
+                "pagamento indisponível no momento; tente novamente",
+            );
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(down.retry_after_secs()),
+            );
+            return r;
+        }
+        Err(e) => tracing::warn!(error = %e, "provider health could not be read; accepting as usual"),
+    }
     match accept::accept_with(
         &st.store,
         &st.stock,

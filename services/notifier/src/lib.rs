@@ -23,7 +23,7 @@ use payhub_queue::{Failure, Handler, Incoming, QueueSpec};
 use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::Store;
 use payhub_telemetry::{ConfigError, Env};
-use prometheus::{IntCounterVec, register_int_counter_vec};
+use prometheus::{HistogramVec, IntCounterVec, register_histogram_vec, register_int_counter_vec};
 use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -43,6 +43,20 @@ static DELIVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "payhub_deliveries_total",
         "Delivery attempts, by kind (shop_webhook, buyer_email, admin_alert, delivery_failure_alert, wake_postback, survey_invitation) and outcome (delivered, retry, failed). No shop label: which shop is in the deliveries table.",
         &["kind", "outcome"]
+    )
+    .expect("metric registers once")
+});
+
+/// From an order marked paid (its `order.status_changed`) to the shop's
+/// webhook about it delivered, or failed for good: the SLO "paid orders
+/// notified to the shop within 10 s" is read from `outcome="delivered"`,
+/// `le="10"` over every outcome.
+static PAID_NOTIFIED: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "payhub_paid_order_notified_seconds",
+        "Time from an order marked paid to the shop's webhook about it delivered or failed for good, by outcome (delivered, failed).",
+        &["outcome"],
+        vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0]
     )
     .expect("metric registers once")
 });
@@ -289,12 +303,19 @@ impl NotifyHandler {
         .execute(&self.store.pool)
         .await
         .map_err(db)?;
+        let paid = matches!(&env.payload, EventPayload::OrderStatusChanged(c) if c.to == OrderStatus::Paid);
+        let since_paid = (time::OffsetDateTime::now_utc() - env.occurred_at)
+            .as_seconds_f64()
+            .max(0.0);
         for d in done {
             let outcome = match d.status() {
                 "pending" => "retry",
                 other => other,
             };
             DELIVERIES.with_label_values(&[d.planned.kind.as_str(), outcome]).inc();
+            if paid && d.planned.kind == Kind::ShopWebhook && outcome != "retry" {
+                PAID_NOTIFIED.with_label_values(&[outcome]).observe(since_paid);
+            }
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use payhub_queue::{Failure, Handler, Incoming, QueueSpec};
 use payhub_service::{CommonConfig, Infra, store_failure as db};
 use payhub_store::{Store, outbox};
 use payhub_telemetry::{ConfigError, Env};
-use prometheus::{IntCounterVec, register_int_counter_vec};
+use prometheus::{HistogramVec, IntCounterVec, register_histogram_vec, register_int_counter_vec};
 use sqlx::Connection;
 use std::net::SocketAddr;
 use std::sync::LazyLock;
@@ -32,6 +32,32 @@ static TRANSITIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "payhub_order_transitions_total",
         "Order status changes applied, by provider and new status.",
         &["provider", "to"]
+    )
+    .expect("metric registers once")
+});
+
+/// From the order's creation to its payment, by provider (how long buyers take to pay).
+static TIME_TO_PAID: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "payhub_order_time_to_paid_seconds",
+        "Time from an order's acceptance to its payment being applied, by provider.",
+        &["provider"],
+        vec![
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0
+        ]
+    )
+    .expect("metric registers once")
+});
+
+/// From a confirmed payment fact (webhook-verifier's `payment.reported`)
+/// to the order marked paid: the SLO "verified webhooks turned into a paid
+/// order within 2 s" is read from its `le="2"` bucket.
+static REPORTED_TO_PAID: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "payhub_payment_reported_to_paid_seconds",
+        "Time from a confirmed payment fact (payment.reported) to the order marked paid, by provider.",
+        &["provider"],
+        vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]
     )
     .expect("metric registers once")
 });
@@ -125,6 +151,12 @@ fn refund_notice(payload: &EventPayload) -> Option<payhub_core::events::RefundNo
     }
 }
 
+/// A status move to publish after commit, with when the payment fact that
+/// caused it was reported (for the reported-to-paid latency).
+struct Moved {
+    event: Envelope,
+    reported_at: Option<OffsetDateTime>,
+}
 /// Namespace of the ids of the refusals of fulfilment reports.
 const REFUSAL_NAMESPACE: Uuid = Uuid::from_u128(0x2c5e_8a41_7b3f_4d19_9e06_f1a2_b3c4_d5e6);
 
@@ -135,7 +167,7 @@ impl UpdateHandler {
     /// Applies one event inside `tx` (the caller commits): locks the order,
     /// records the event, moves the status. Returns the `order.status_changed`
     /// to publish after commit, if the status moved.
-    async fn apply(&self, tx: &mut sqlx::PgConnection, env: &Envelope) -> Result<Option<Envelope>, Failure> {
+    async fn apply(&self, tx: &mut sqlx::PgConnection, env: &Envelope) -> Result<Option<Moved>, Failure> {
         let order_id = target_order(env)?;
         let row: Option<OrderRow> = sqlx::query_as(
             "SELECT o.id, o.shop_id, o.correlation_id, o.provider, o.status, o.currency::text AS currency, o.total_minor,
@@ -180,7 +212,12 @@ impl UpdateHandler {
             }
             Decision::Refuse(why) => {
                 NO_CHANGE.with_label_values(&[env.kind()]).inc();
-                return self.refuse(tx, env, &order, &why).await.map(Some);
+                return self.refuse(tx, env, &order, &why).await.map(|event| {
+                    Some(Moved {
+                        event,
+                        reported_at: None,
+                    })
+                });
             }
         };
         let fulfilment = match &env.payload {
@@ -307,7 +344,14 @@ impl UpdateHandler {
             reason = reason.as_deref().unwrap_or(""),
             "order moved"
         );
-        Ok(Some(out))
+        let reported_at = match &env.payload {
+            EventPayload::PaymentReported(_) => Some(env.occurred_at),
+            _ => None,
+        };
+        Ok(Some(Moved {
+            event: out,
+            reported_at,
+        }))
     }
 
     /// A shop's fulfilment report that cannot apply: the shop hears why
@@ -345,14 +389,27 @@ impl UpdateHandler {
     }
 
     /// After commit: count the moves and publish what they produced.
-    async fn published(&self, events: Vec<Envelope>) {
-        for e in &events {
-            if let EventPayload::OrderStatusChanged(c) = &e.payload {
+    async fn published(&self, moved: Vec<Moved>) {
+        let now = OffsetDateTime::now_utc();
+        let seconds = |since: OffsetDateTime| (now - since).as_seconds_f64().max(0.0);
+        for m in &moved {
+            if let EventPayload::OrderStatusChanged(c) = &m.event.payload {
                 TRANSITIONS
                     .with_label_values(&[c.provider.as_str(), c.to.as_str()])
                     .inc();
+                if c.to == payhub_core::OrderStatus::Paid {
+                    TIME_TO_PAID
+                        .with_label_values(&[c.provider.as_str()])
+                        .observe(seconds(c.order_created_at));
+                    if let Some(at) = m.reported_at {
+                        REPORTED_TO_PAID
+                            .with_label_values(&[c.provider.as_str()])
+                            .observe(seconds(at));
+                    }
+                }
             }
         }
+        let events: Vec<Envelope> = moved.into_iter().map(|m| m.event).collect();
         let _ = self.outbox.publish_now(&events).await;
     }
 }

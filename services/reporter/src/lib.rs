@@ -26,6 +26,8 @@ use time::Date;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod reconcile;
+pub mod settlement;
 pub mod sweeper;
 
 pub const SERVICE: &str = "reporter";
@@ -37,6 +39,9 @@ pub struct Config {
     /// charge-creator's internal listener, which re-checks with providers.
     pub charge_creator_url: String,
     pub internal_token: secrecy::SecretString,
+    /// How often yesterday and today are reconciled with the providers
+    /// (`PAYHUB_RECONCILE_INTERVAL_MS`).
+    pub reconcile_interval: std::time::Duration,
 }
 
 impl Config {
@@ -58,6 +63,13 @@ impl Config {
             sweep,
             charge_creator_url: env.url("PAYHUB_CHARGE_CREATOR_URL", "http://127.0.0.1:9101")?,
             internal_token: payhub_service::internal::token(env)?.into(),
+            reconcile_interval: {
+                let d = env.millis("PAYHUB_RECONCILE_INTERVAL_MS", std::time::Duration::from_secs(3600))?;
+                if d.is_zero() {
+                    return Err(Env::bad("PAYHUB_RECONCILE_INTERVAL_MS", "must be above 0"));
+                }
+                d
+            },
         })
     }
 }
@@ -91,6 +103,48 @@ fn contribution(env: &payhub_core::Envelope) -> Result<Option<(RowKey, i64)>, Fa
         amount.currency().code(),
     );
     Ok(Some((key, amount.minor())))
+}
+
+/// A ledger line an event makes (issue 13 §2): a payment when an order is
+/// paid, a refund when a refund is confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LedgerEntry {
+    order_id: Uuid,
+    kind: &'static str,
+    provider: &'static str,
+    method: &'static str,
+    gross: Money,
+    settlement_date: Date,
+    occurred_at: time::OffsetDateTime,
+}
+
+fn ledger_entry(env: &payhub_core::Envelope) -> Option<LedgerEntry> {
+    let EventPayload::OrderStatusChanged(c) = &env.payload else {
+        return None;
+    };
+    let order_id = env.order_id?;
+    let (kind, gross, at) = match (&c.refund, c.to) {
+        (Some(r), _) => (
+            "refund",
+            Money::from_minor(-r.amount.minor(), r.amount.currency()),
+            env.occurred_at,
+        ),
+        (None, OrderStatus::Paid) => (
+            "payment",
+            c.amount,
+            c.details.as_ref().and_then(|d| d.paid_at).unwrap_or(env.occurred_at),
+        ),
+        _ => return None,
+    };
+    Some(LedgerEntry {
+        order_id,
+        kind,
+        provider: c.provider.as_str(),
+        method: c.provider.method().as_str(),
+        gross,
+        settlement_date: at.date(),
+        occurred_at: at,
+    })
 }
 
 /// Most events counted in one transaction.
@@ -128,7 +182,11 @@ impl Handler for ReportHandler {
             }
         }
         let mut counted = Vec::new();
+        let mut ledger = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
+            if let Some(l) = ledger_entry(&m.envelope) {
+                ledger.push((m.envelope.id, l));
+            }
             match contribution(&m.envelope) {
                 Ok(Some(c)) => counted.push((i, m.envelope.id, c)),
                 Ok(None) => {}
@@ -138,7 +196,7 @@ impl Handler for ReportHandler {
         if counted.is_empty() {
             return results;
         }
-        if let Err(f) = self.count(&counted).await {
+        if let Err(f) = self.count(&counted, &ledger).await {
             for (i, _, _) in &counted {
                 results[*i] = Err(f.clone());
             }
@@ -194,7 +252,11 @@ impl ReportHandler {
         Ok(())
     }
 
-    async fn count(&self, counted: &[(usize, Uuid, (RowKey, i64))]) -> Result<(), Failure> {
+    async fn count(
+        &self,
+        counted: &[(usize, Uuid, (RowKey, i64))],
+        ledger: &[(Uuid, LedgerEntry)],
+    ) -> Result<(), Failure> {
         let mut ids: Vec<Uuid> = counted.iter().map(|(_, id, _)| *id).collect();
         ids.sort();
         ids.dedup();
@@ -234,6 +296,38 @@ impl ReportHandler {
             .bind(currency)
             .bind(orders)
             .bind(amount)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        // The ledger lines of the fresh events, in the same transaction.
+        let mut written = std::collections::HashSet::new();
+        for (id, l) in ledger {
+            if !fresh.contains(id) || !written.insert(*id) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO ledger_lines (id, shop_id, order_id, correlation_id, kind, source_event_id, provider,
+                                           method, currency, gross_minor, fee_minor, net_minor, settlement_date,
+                                           occurred_at)
+                 SELECT $1, o.shop_id, o.id, o.correlation_id, $2, $3, $4,
+                        COALESCE((SELECT c.method FROM charges c WHERE c.order_id = o.id), $5), $6, $7,
+                        f.fee, $7 - f.fee, $8, $9
+                 FROM orders o
+                 CROSS JOIN LATERAL (SELECT CASE WHEN $2 = 'payment' THEN o.provider_fee_minor ELSE 0 END AS fee) f
+                 WHERE o.id = $10
+                 ON CONFLICT (source_event_id) DO NOTHING",
+            )
+            .bind(Uuid::now_v7())
+            .bind(l.kind)
+            .bind(id)
+            .bind(l.provider)
+            .bind(l.method)
+            .bind(l.gross.currency().code())
+            .bind(l.gross.minor())
+            .bind(l.settlement_date)
+            .bind(l.occurred_at)
+            .bind(l.order_id)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -489,7 +583,7 @@ impl Application {
         };
         let sweeper = sweeper::Sweeper {
             store: infra.store.clone(),
-            outbox,
+            outbox: outbox.clone(),
             confirm: payhub_connectors::internal::ConfirmClient::new(
                 &config.charge_creator_url,
                 config.internal_token.clone(),
@@ -497,14 +591,47 @@ impl Application {
             )?,
             config: config.sweep.clone(),
         };
+        let reconciler = std::sync::Arc::new(reconcile::Reconciler {
+            store: infra.store.clone(),
+            outbox: outbox.clone(),
+            listing: payhub_connectors::internal::ListingClient::new(
+                &config.charge_creator_url,
+                config.internal_token.clone(),
+                std::time::Duration::from_secs(60),
+            )?,
+            confirm: payhub_connectors::internal::ConfirmClient::new(
+                &config.charge_creator_url,
+                config.internal_token.clone(),
+                std::time::Duration::from_secs(15),
+            )?,
+        });
         infra.tasks.spawn(sweeper.run(infra.shutdown.clone()));
+        infra.tasks.spawn(
+            reconciler
+                .clone()
+                .run_periodically(config.reconcile_interval, infra.shutdown.clone()),
+        );
         let routes = Router::new()
             .route("/v1/reports/daily", get(daily))
             .route("/v1/reports/deliveries", get(deliveries))
             .route("/v1/reports/survey", get(survey))
             .with_state(AppState {
                 store: infra.store.clone(),
-            });
+            })
+            .merge(settlement::router(settlement::SettlementState {
+                store: infra.store.clone(),
+            }))
+            .merge(
+                Router::new()
+                    .route(
+                        reconcile::RECONCILE_PATH,
+                        axum::routing::post(reconcile::reconcile_route),
+                    )
+                    .with_state(std::sync::Arc::new(reconcile::ReconcileState {
+                        reconciler,
+                        token: config.internal_token.clone(),
+                    })),
+            );
         let mut app = payhub_service::App::start(infra, config.common.http_addr, routes).await?;
         app.consume(QueueSpec::REPORTER, config.common.prefetch, handler);
         Ok(Application(app))

@@ -106,7 +106,7 @@ fn secs(d: Duration) -> f64 {
 }
 
 /// The same fact gets the same event id on every sweep.
-fn fact_id(parts: &[&str]) -> Uuid {
+pub(crate) fn fact_id(parts: &[&str]) -> Uuid {
     Uuid::new_v5(&Uuid::NAMESPACE_OID, parts.join("|").as_bytes())
 }
 
@@ -124,6 +124,54 @@ struct AcceptedRow {
     customer_phone: Option<String>,
     expires_in_secs: i32,
     summary: String,
+}
+
+/// Adds each event to the outbox inside `tx` unless a row with its id is
+/// there already (the same fact, stored by an earlier pass).
+pub(crate) async fn add_once(tx: &mut sqlx::PgConnection, events: &[Envelope]) -> Result<(), sqlx::Error> {
+    for e in events {
+        let exists: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM outbox WHERE id = $1")
+            .bind(e.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            outbox::add(&mut *tx, e).await.map_err(|e| match e {
+                payhub_store::StoreError::Db(e) => e,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The `payment.reported` of a fact the provider confirmed when payhub
+/// asked it (a sweep, a reconciliation): one event id per order and fact,
+/// however often it is found.
+pub(crate) fn reported_event(
+    order: Uuid,
+    shop: Uuid,
+    provider: &str,
+    report: PaymentReport,
+    confirmation: payhub_core::events::PaymentConfirmation,
+) -> (Envelope, String) {
+    let fact = match &report {
+        PaymentReport::Completed { end_to_end_id, .. } => {
+            format!("paid:{}", end_to_end_id.as_deref().unwrap_or("charge"))
+        }
+        PaymentReport::Expired => "expired".to_string(),
+    };
+    let mut env = Envelope::new(EventPayload::PaymentReported(PaymentReported {
+        provider: Provider::parse(provider).unwrap_or(Provider::Openpix),
+        webhook_event_id: fact_id(&["sweep", &order.to_string()]),
+        provider_reference: order.to_string(),
+        report,
+        confirmation: Some(confirmation),
+        source: PaymentSource::Sweeper,
+    }));
+    env.id = fact_id(&["payment.reported", &order.to_string(), &fact]);
+    env.order_id = Some(order);
+    env.shop_id = Some(shop);
+    (env, fact)
 }
 
 impl Sweeper {
@@ -197,19 +245,7 @@ impl Sweeper {
     /// mark, if any) and publishes them.
     async fn emit(&self, events: Vec<Envelope>, alerted: Option<(Uuid, &str)>) -> Result<(), sqlx::Error> {
         let mut tx = self.store.pool.begin().await?;
-        for e in &events {
-            // The same fact already stored by an earlier sweep: skip it.
-            let exists: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM outbox WHERE id = $1")
-                .bind(e.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                outbox::add(&mut tx, e).await.map_err(|e| match e {
-                    payhub_store::StoreError::Db(e) => e,
-                    other => sqlx::Error::Protocol(other.to_string()),
-                })?;
-            }
-        }
+        add_once(&mut tx, &events).await?;
         if let Some((order, kind)) = alerted {
             sqlx::query("UPDATE stale_orders SET alerted_at = now() WHERE order_id = $1 AND kind = $2")
                 .bind(order)
@@ -370,23 +406,7 @@ impl Sweeper {
             };
             match (answer.verdict, answer.report, answer.confirmation) {
                 (Verdict::Confirmed, Some(report), Some(confirmation)) => {
-                    let fact = match &report {
-                        PaymentReport::Completed { end_to_end_id, .. } => {
-                            format!("paid:{}", end_to_end_id.as_deref().unwrap_or("charge"))
-                        }
-                        PaymentReport::Expired => "expired".to_string(),
-                    };
-                    let mut env = Envelope::new(EventPayload::PaymentReported(PaymentReported {
-                        provider: Provider::parse(&provider).unwrap_or(Provider::Openpix),
-                        webhook_event_id: fact_id(&["sweep", &order.to_string()]),
-                        provider_reference: order.to_string(),
-                        report,
-                        confirmation: Some(confirmation),
-                        source: PaymentSource::Sweeper,
-                    }));
-                    env.id = fact_id(&["payment.reported", &order.to_string(), &fact]);
-                    env.order_id = Some(order);
-                    env.shop_id = Some(shop);
+                    let (env, fact) = reported_event(order, shop, &provider, report, confirmation);
                     tracing::warn!(order_id = %order, fact, "the sweeper settled an order with the provider's answer");
                     SETTLED.with_label_values(&[KIND, "reported"]).inc();
                     self.emit(vec![env], None).await?;

@@ -45,7 +45,7 @@ use payhub_service::{CommonConfig, Infra};
 use payhub_store::Store;
 use payhub_store::outbox::{self, Outbox};
 use payhub_telemetry::{ConfigError, Env};
-use prometheus::{IntCounterVec, register_int_counter_vec};
+use prometheus::{HistogramVec, IntCounterVec, register_histogram_vec, register_int_counter_vec};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -73,6 +73,18 @@ static REJECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "payhub_provider_webhooks_rejected_total",
         "Provider webhooks rejected, by provider and cause (signature, not_ours, rate_limited, unknown_url).",
         &["provider", "cause"]
+    )
+    .expect("metric registers once")
+});
+
+/// From the payment at the provider (the time its webhook names) to the
+/// webhook's arrival, confirmed and accepted: how late providers tell.
+static ARRIVAL_LAG: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "payhub_provider_webhook_lag_seconds",
+        "Time from a payment at the provider (the time its webhook names) to the webhook accepted by payhub, by provider.",
+        &["provider"],
+        vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0]
     )
     .expect("metric registers once")
 });
@@ -398,6 +410,17 @@ pub(crate) async fn accept_reported(
     }
     outbox::add(&mut tx, env).await?;
     tx.commit().await?;
+    if let EventPayload::PaymentReported(PaymentReported {
+        provider,
+        report: PaymentReport::Completed {
+            paid_at: Some(paid_at), ..
+        },
+        ..
+    }) = &env.payload
+    {
+        let lag = (time::OffsetDateTime::now_utc() - *paid_at).as_seconds_f64().max(0.0);
+        ARRIVAL_LAG.with_label_values(&[provider.as_str()]).observe(lag);
+    }
     st.outbox
         .publish_now(std::slice::from_ref(env))
         .await

@@ -490,3 +490,60 @@ impl RefundClient {
         })
     }
 }
+
+/// charge-creator's listing call (issue 13 §1): the provider's own record
+/// of an account's charges in a window, for reporter's reconciliation.
+pub const LISTING_PATH: &str = "/internal/v1/listing";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingRequest {
+    /// The account as charges record it (`platform` or an account id).
+    pub account: String,
+    pub provider: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: time::OffsetDateTime,
+}
+
+/// One charge as the provider lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedCharge {
+    /// The reference payhub gave (the order's id), when the provider says.
+    pub reference: Option<String>,
+    pub charge_id: String,
+    /// ACTIVE, COMPLETED, EXPIRED, ...
+    pub status: String,
+    pub value_minor: i64,
+    pub currency: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub paid_at: Option<time::OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingAnswer {
+    pub charges: Vec<ListedCharge>,
+}
+
+/// The client side, for reporter.
+#[derive(Clone, Debug)]
+pub struct ListingClient(InternalClient);
+
+impl ListingClient {
+    pub fn new(
+        charge_creator_url: &str,
+        token: SecretString,
+        timeout: Duration,
+    ) -> Result<ListingClient, reqwest::Error> {
+        InternalClient::new(charge_creator_url, LISTING_PATH, token, timeout).map(ListingClient)
+    }
+
+    /// `Err` when no listing could be had (charge-creator or the provider
+    /// unavailable, or the provider refused).
+    pub async fn list(&self, req: &ListingRequest) -> Result<ListingAnswer, String> {
+        self.0
+            .post(req)
+            .await?
+            .map_err(|(status, text)| format!("charge-creator answered {status}: {}", excerpt(&text)))
+    }
+}

@@ -11,6 +11,7 @@
 
 pub mod capabilities;
 pub mod internal;
+pub mod metrics;
 pub mod openpix;
 pub mod pixelpay;
 pub mod psync;

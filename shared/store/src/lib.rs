@@ -4,10 +4,12 @@
 //! Each service keeps the SQL for the tables it owns in its own crate.
 
 pub mod accounts;
+pub mod health;
 pub mod outbox;
 pub mod receipts;
 pub mod roles;
 pub mod secrets;
+pub mod settlement;
 pub mod shop_cache;
 pub mod shops;
 

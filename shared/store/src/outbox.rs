@@ -120,6 +120,14 @@ static OLDEST_UNPUBLISHED: std::sync::LazyLock<prometheus::Gauge> = std::sync::L
     .expect("metric registers once")
 });
 
+static UNPUBLISHED: std::sync::LazyLock<prometheus::IntGauge> = std::sync::LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "payhub_outbox_unpublished",
+        "Outbox events not yet confirmed by the broker (the backlog the relay still has to publish)."
+    )
+    .expect("metric registers once")
+});
+
 pub struct Relay {
     pub store: Store,
     pub broker: Broker,
@@ -137,14 +145,15 @@ impl Relay {
             if !self.broker.is_connected() {
                 continue;
             }
-            if let Ok((age,)) = sqlx::query_as::<_, (f64,)>(
-                "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM outbox
+            if let Ok((age, count)) = sqlx::query_as::<_, (f64, i64)>(
+                "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0), count(*) FROM outbox
                  WHERE published_at IS NULL",
             )
             .fetch_one(&self.store.pool)
             .await
             {
                 OLDEST_UNPUBLISHED.set(age);
+                UNPUBLISHED.set(count);
             }
             match self.sweep().await {
                 Ok(0) => {}

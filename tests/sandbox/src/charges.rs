@@ -278,6 +278,11 @@ impl ChargeBook {
             .map(|&i| &mut self.entries[i].charge)
     }
 
+    /// Every charge, in creation order, borrowed.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &SandboxCharge> {
+        self.entries.iter().map(|e| &e.charge)
+    }
+
     /// By correlationID or transactionID, as `GET /api/v1/charge/{id}` allows.
     pub(crate) fn find(&self, id: &str) -> Option<&SandboxCharge> {
         self.get(id)

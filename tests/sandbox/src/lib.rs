@@ -28,8 +28,10 @@
 
 mod charges;
 mod faults;
+mod listing;
 mod mime;
 mod model;
+mod outage;
 mod pixelpay;
 mod provider;
 mod shop;
@@ -236,11 +238,16 @@ impl Sandbox {
             held: Mutex::default(),
             pixelpay: pixelpay::PixelPayState::new(cfg.pixelpay_webhook_retry_delay),
             openpix_webhooks: webhook_api::WebhookApiState::default(),
+            outages: Mutex::default(),
+            listing: Mutex::default(),
         });
 
         let provider_app = provider::router(inner.clone())
             .merge(pixelpay::router(inner.clone()))
-            .merge(webhook_api::router(inner.clone()));
+            .merge(webhook_api::router(inner.clone()))
+            .merge(outage::router(inner.clone()))
+            .merge(listing::router(inner.clone()))
+            .layer(axum::middleware::from_fn_with_state(inner.clone(), outage::gate));
         let provider_stop = shutdown.clone();
         let provider = tokio::spawn(async move {
             let served = axum::serve(provider_listener, provider_app)
@@ -278,6 +285,25 @@ impl Sandbox {
                 tracing::error!(error = %e, "a sandbox server task failed");
             }
         }
+    }
+
+    /// Starts (`down = true`) or ends a simulated outage of `provider`
+    /// (`openpix` or `pixelpay`): while it lasts, every call to that
+    /// provider's API is answered 503 and changes nothing. The control
+    /// routes (`/sandbox/...`) and the pay pages keep working.
+    pub fn set_outage(&self, provider: &str, down: bool) {
+        outage::set(&self.inner, provider, down);
+    }
+
+    /// Makes the charge listing (`GET /api/v1/charge`) disagree with the
+    /// charge `correlation_id`: `hide` it, `duplicate` it, or list it with
+    /// another `value` (centavos). [`Sandbox::clear_listing_faults`] ends them.
+    pub fn set_listing_fault(&self, correlation_id: &str, fault: &str, value: Option<i64>) -> anyhow::Result<()> {
+        listing::set(&self.inner, Some((correlation_id, fault, value))).map_err(anyhow::Error::msg)
+    }
+
+    pub fn clear_listing_faults(&self) {
+        let _ = listing::set(&self.inner, None);
     }
 
     /// `http://127.0.0.1:PORT`, no trailing slash: the OpenPix base URL to

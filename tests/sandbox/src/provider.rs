@@ -39,7 +39,7 @@ const PLACEHOLDER_PNG: [u8; 70] = [
 pub(crate) fn router(state: Shared) -> Router {
     Router::new()
         // OpenPix API.
-        .route("/api/v1/charge", post(create_charge))
+        .route("/api/v1/charge", post(create_charge).get(crate::listing::list_charges))
         .route("/api/v1/charge/{id}", get(get_charge))
         .route("/api/v1/charge/{id}/refund", post(refund_charge))
         .route("/api/v1/transaction/{id}", get(get_transaction))
@@ -73,7 +73,7 @@ pub(crate) fn router(state: Shared) -> Router {
 
 /// `Authorization: <AppID>`, raw, as OpenPix wants it: the account the
 /// AppID opens, or the 401 reply to send.
-fn authorize(state: &Inner, headers: &HeaderMap) -> Result<Account, Box<Response>> {
+pub(crate) fn authorize(state: &Inner, headers: &HeaderMap) -> Result<Account, Box<Response>> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

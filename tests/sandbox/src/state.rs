@@ -71,6 +71,10 @@ pub(crate) struct Inner {
     pub pixelpay: crate::pixelpay::PixelPayState,
     /// OpenPix's webhook registration API: each account's webhooks.
     pub openpix_webhooks: crate::webhook_api::WebhookApiState,
+    /// Providers in a simulated outage (see `outage.rs`).
+    pub outages: Mutex<std::collections::BTreeSet<String>>,
+    /// How the charge listing disagrees with the charges (see `listing.rs`).
+    pub listing: Mutex<crate::listing::ListingFaults>,
 }
 
 /// While `hold` is set, pay/expire/resend queue their webhook here.

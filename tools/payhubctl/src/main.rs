@@ -40,12 +40,63 @@ enum Command {
     /// RabbitMQ administration.
     #[command(subcommand)]
     Broker(BrokerCommand),
+    /// Reconcile a day (UTC) with the providers now, through reporter
+    /// (`PAYHUB_REPORTER_URL`, authenticated with `PAYHUB_INTERNAL_TOKEN`),
+    /// and print the run: its status and each discrepancy with its resolution.
+    /// Exits 1 when discrepancies stay open or the run is incomplete.
+    Reconcile {
+        /// The day, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+    },
+    /// The settlement ledger's exports for a finance system (issue 13 §2).
+    #[command(subcommand)]
+    Settlement(SettlementCommand),
     /// Show an order with its charge, history and deliveries.
     Order {
         /// The payhub order id, or the shop's correlationID together with --shop.
         id: String,
         #[arg(long)]
         shop: Option<uuid::Uuid>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SettlementCommand {
+    /// Export the shop's ledger lines settled from --from to --to that no
+    /// export carried before, and mark them processed. Prints the export
+    /// (CSV or JSON) to stdout, or to --out; its summary to stderr.
+    Export {
+        #[arg(long)]
+        shop: uuid::Uuid,
+        /// First settlement date, YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        /// Last settlement date, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// The same key again gives the same export.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// The shop's exports (summaries, JSON lines).
+    List {
+        #[arg(long)]
+        shop: uuid::Uuid,
+    },
+    /// An export again, byte for byte as it was first handed out.
+    Download {
+        #[arg(long)]
+        shop: uuid::Uuid,
+        id: uuid::Uuid,
+        #[arg(long, default_value = "csv")]
+        format: String,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
 }
 
@@ -266,6 +317,16 @@ enum ShopCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What payhub does with the shop's orders while its provider account
+    /// is down: `hold` (accept; the charge is created when the provider is
+    /// back; the default) or `reject` (the HTTP doors answer 503 with
+    /// Retry-After). Card orders are refused while it is down either way.
+    SetProviderDown {
+        shop_id: uuid::Uuid,
+        policy: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// The shop's provider accounts (never their secrets) and what
     /// charge-creator found of their webhooks at the provider.
     Providers {
@@ -301,6 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // URL is required.
     let command = match cli.command {
         Command::Broker(cmd) => return broker_command(&env, cmd),
+        Command::Reconcile { date } => return reconcile(&env, &date).await,
         other => other,
     };
     let database_url = match cli.database_url {
@@ -335,7 +397,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(cmd) => dlq(cmd).await,
+        Command::Settlement(cmd) => settlement(&cli.database_url, cmd).await,
         Command::Broker(cmd) => broker_command(&env, cmd),
+        Command::Reconcile { .. } => unreachable!("handled before the database URL"),
         Command::Order { id, shop } => {
             let store = Store::connect_lazy(&cli.database_url, 2)?;
             let order_id: Option<(uuid::Uuid,)> = match (uuid::Uuid::parse_str(&id), shop) {
@@ -456,6 +520,102 @@ fn warn_if_development_key(store: &Store) {
 }
 
 /// Prints `value` as JSON, or `text` for people.
+async fn reconcile(env: &payhub_telemetry::Env, date: &str) -> anyhow::Result<()> {
+    time::Date::parse(date, time::macros::format_description!("[year]-[month]-[day]"))
+        .context("--date must be a date as YYYY-MM-DD")?;
+    let base = env.url("PAYHUB_REPORTER_URL", "http://127.0.0.1:8082")?;
+    let token = payhub_service::internal::token(env)?;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(300))
+        .no_proxy()
+        .build()?;
+    let r = http
+        .post(format!("{}/internal/v1/reconcile", base.trim_end_matches('/')))
+        .bearer_auth(token)
+        .json(&json!({"date": date}))
+        .send()
+        .await
+        .context("reporter could not be reached (PAYHUB_REPORTER_URL)")?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.context("reporter's answer is unreadable")?;
+    anyhow::ensure!(status.is_success(), "reporter answered {status}: {body}");
+    println!("{body}");
+    let clean = body["status"] == "clean" || (body["status"] == "discrepancies" && body["open"] == 0);
+    if !clean {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn write_body(out: Option<&std::path::Path>, body: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    match out {
+        Some(path) => std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display())),
+        None => Ok(std::io::stdout().write_all(body)?),
+    }
+}
+
+fn pick(export: &payhub_store::settlement::Export, format: &str) -> anyhow::Result<Vec<u8>> {
+    match format {
+        "csv" => Ok(export.csv.clone()),
+        "json" => Ok(export.json.clone()),
+        other => anyhow::bail!("unknown format {other:?}: csv or json"),
+    }
+}
+
+async fn settlement(database_url: &str, cmd: SettlementCommand) -> anyhow::Result<()> {
+    use payhub_store::settlement::{self, Exported};
+    let store = Store::connect_lazy(database_url, 2)?;
+    let day = |s: &str, what: &str| {
+        time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+            .with_context(|| format!("--{what} must be a date as YYYY-MM-DD"))
+    };
+    match cmd {
+        SettlementCommand::Export {
+            shop,
+            from,
+            to,
+            format,
+            idempotency_key,
+            out,
+        } => {
+            let (from, to) = (day(&from, "from")?, day(&to, "to")?);
+            anyhow::ensure!(to >= from, "--to must not be before --from");
+            pick_format(&format)?;
+            match settlement::export(&store, shop, from, to, idempotency_key.as_deref(), "payhubctl").await? {
+                Exported::New(e) | Exported::Again(e) => {
+                    eprintln!("{}", e.summary());
+                    write_body(out.as_deref(), &pick(&e, &format)?)
+                }
+                Exported::Nothing => {
+                    eprintln!("{}", json!({"id": null, "lines": 0}));
+                    Ok(())
+                }
+            }
+        }
+        SettlementCommand::List { shop } => {
+            for e in settlement::list(&store, shop).await? {
+                println!("{}", e.summary());
+            }
+            Ok(())
+        }
+        SettlementCommand::Download { shop, id, format, out } => {
+            let e = settlement::get(&store, shop, id)
+                .await?
+                .with_context(|| format!("no export {id} for shop {shop}"))?;
+            write_body(out.as_deref(), &pick(&e, &format)?)
+        }
+    }
+}
+
+fn pick_format(format: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(format, "csv" | "json"),
+        "unknown format {format:?}: csv or json"
+    );
+    Ok(())
+}
+
 fn emit(json_out: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
     if json_out {
         println!("{value}");
@@ -698,6 +858,22 @@ async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
             emit(json, json!({"id": shop_id, "webhookFormat": parsed.as_str()}), || {
                 format!("webhooks of {shop_id} now have the {} format", parsed.as_str())
             });
+            Ok(())
+        }
+        ShopCommand::SetProviderDown { shop_id, policy, json } => {
+            let parsed = payhub_store::health::DownPolicy::parse(&policy)
+                .with_context(|| format!("unknown policy {policy:?}: hold or reject"))?;
+            payhub_store::health::set_policy(&store, shop_id, parsed).await?;
+            emit(
+                json,
+                json!({"id": shop_id, "providerDownPolicy": parsed.as_str()}),
+                || {
+                    format!(
+                        "while its provider is down, {shop_id}'s orders are now: {}",
+                        parsed.as_str()
+                    )
+                },
+            );
             Ok(())
         }
         ShopCommand::Providers { shop_id, json } => {

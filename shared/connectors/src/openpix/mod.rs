@@ -6,6 +6,7 @@ mod transformers;
 pub use registration::{NewWebhook, OpenPixWebhook, WEBHOOK_EVENTS};
 
 use crate::capabilities::{Capabilities, Flow, Operation};
+use crate::metrics::Outcome;
 use crate::psync::{PaymentQuery, ProviderCharge, ProviderTransaction};
 use crate::rsa::TrustedKeys;
 use crate::{
@@ -95,7 +96,7 @@ impl ChargeConnector for OpenPixClient {
         // charge already created instead of failing: the provider side of
         // our idempotency.
         let url = format!("{}/api/v1/charge?return_existing=true", self.base_url);
-        let (status, text) = self.call(self.http.post(&url).json(&body)).await?;
+        let (status, text) = self.call("create_charge", self.http.post(&url).json(&body)).await?;
         if status.is_success() {
             return transformers::parse_created(&text, req.amount.currency());
         }
@@ -104,25 +105,52 @@ impl ChargeConnector for OpenPixClient {
 }
 
 impl OpenPixClient {
-    /// Sends `request` under the AppID and reads the whole answer.
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, String), ConnectorError> {
+    /// Sends `request` under the AppID and reads the whole answer; the call
+    /// is timed and counted under `operation` ([`crate::metrics`]).
+    pub(crate) async fn call(
+        &self,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, String), ConnectorError> {
+        let started = std::time::Instant::now();
+        let answer = self.call_unmeasured(request).await;
+        let outcome = match &answer {
+            Ok((status, _)) if status.as_u16() == 404 && operation.starts_with("query") => Outcome::Ok,
+            Ok((status, _)) => Outcome::of_status(status.as_u16()),
+            Err((_, outcome)) => *outcome,
+        };
+        crate::metrics::observe("openpix", operation, outcome, started.elapsed());
+        answer.map_err(|(e, _)| e)
+    }
+
+    async fn call_unmeasured(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, String), (ConnectorError, Outcome)> {
         let resp = request
             .header("Authorization", self.app_id.expose_secret())
             .send()
             .await
-            .map_err(|e| ConnectorError::Transient(format!("calling OpenPix failed: {}", without_url(&e))))?;
+            .map_err(|e| {
+                (
+                    ConnectorError::Transient(format!("calling OpenPix failed: {}", without_url(&e))),
+                    Outcome::of_error(&e),
+                )
+            })?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| ConnectorError::Transient(format!("reading OpenPix's answer failed: {}", without_url(&e))))?;
+        let text = resp.text().await.map_err(|e| {
+            (
+                ConnectorError::Transient(format!("reading OpenPix's answer failed: {}", without_url(&e))),
+                Outcome::of_error(&e),
+            )
+        })?;
         Ok((status, text))
     }
 
     /// `GET {path}` under the AppID: `Ok(None)` on 404.
-    async fn get_json(&self, path: &str) -> Result<Option<String>, ConnectorError> {
+    async fn get_json(&self, operation: &'static str, path: &str) -> Result<Option<String>, ConnectorError> {
         let url = format!("{}{path}", self.base_url);
-        let (status, text) = self.call(self.http.get(&url)).await?;
+        let (status, text) = self.call(operation, self.http.get(&url)).await?;
         if status.as_u16() == 404 {
             return Ok(None);
         }
@@ -199,7 +227,7 @@ impl OpenPixClient {
             self.base_url,
             segment(charge_correlation_id)
         );
-        let (status, text) = self.call(self.http.post(&url).json(&body)).await?;
+        let (status, text) = self.call("refund", self.http.post(&url).json(&body)).await?;
         if status.is_success() {
             return transformers::parse_refund(&text, req.amount.currency());
         }
@@ -224,7 +252,10 @@ fn segment(id: &str) -> String {
 impl PaymentQuery for OpenPixClient {
     #[tracing::instrument(skip_all, fields(provider = "openpix"))]
     async fn query_charge(&self, charge_id: &str) -> Result<Option<ProviderCharge>, ConnectorError> {
-        match self.get_json(&format!("/api/v1/charge/{}", segment(charge_id))).await? {
+        match self
+            .get_json("query_charge", &format!("/api/v1/charge/{}", segment(charge_id)))
+            .await?
+        {
             None => Ok(None),
             Some(text) => transformers::parse_queried_charge(&text).map(Some),
         }
@@ -233,12 +264,57 @@ impl PaymentQuery for OpenPixClient {
     #[tracing::instrument(skip_all, fields(provider = "openpix"))]
     async fn query_transaction(&self, end_to_end_id: &str) -> Result<Option<ProviderTransaction>, ConnectorError> {
         match self
-            .get_json(&format!("/api/v1/transaction/{}", segment(end_to_end_id)))
+            .get_json(
+                "query_transaction",
+                &format!("/api/v1/transaction/{}", segment(end_to_end_id)),
+            )
             .await?
         {
             None => Ok(None),
             Some(text) => transformers::parse_queried_transaction(&text).map(Some),
         }
+    }
+}
+
+impl OpenPixClient {
+    /// The account's charges created from `start` to `end` (OpenPix's
+    /// listing for reconciliation, `GET /api/v1/charge?start&end`, 100 a
+    /// page, at most 50 pages: narrow the window beyond that).
+    #[tracing::instrument(skip_all, fields(provider = "openpix", operation = "list_charges"))]
+    pub async fn list_charges(
+        &self,
+        start: time::OffsetDateTime,
+        end: time::OffsetDateTime,
+    ) -> Result<Vec<ProviderCharge>, ConnectorError> {
+        let fmt = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        let mut all = Vec::new();
+        for page in 0..50 {
+            let url = reqwest::Url::parse_with_params(
+                &format!("{}/api/v1/charge", self.base_url),
+                &[
+                    ("start", fmt(start)),
+                    ("end", fmt(end)),
+                    ("skip", (page * 100).to_string()),
+                    ("limit", "100".to_string()),
+                ],
+            )
+            .map_err(|e| ConnectorError::Permanent(format!("the listing URL: {e}")))?;
+            let (status, text) = self.call("list_charges", self.http.get(url)).await?;
+            if !status.is_success() {
+                return Err(refusal(status, &text));
+            }
+            let (charges, more) = transformers::parse_charge_list(&text)?;
+            all.extend(charges);
+            if !more {
+                return Ok(all);
+            }
+        }
+        Err(ConnectorError::Permanent(
+            "more than 5000 charges in the window: narrow it".into(),
+        ))
     }
 }
 

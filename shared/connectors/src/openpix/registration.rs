@@ -62,7 +62,7 @@ impl OpenPixClient {
         let mut all = Vec::new();
         for page in 0..MAX_PAGES {
             let url = format!("{}/api/v1/webhook?skip={}&limit={PAGE}", self.base_url, page * PAGE);
-            let (status, text) = self.call(self.http.get(&url)).await?;
+            let (status, text) = self.call("list_webhooks", self.http.get(&url)).await?;
             if !status.is_success() {
                 return Err(refusal(status, &text));
             }
@@ -76,6 +76,20 @@ impl OpenPixClient {
         Ok(all)
     }
 
+    /// The health probe: one cheap authenticated read (the first webhook of
+    /// the account, `GET /api/v1/webhook?limit=1`). `Ok`: OpenPix answered
+    /// under these credentials; [`ConnectorError::Transient`]: no usable
+    /// answer (down); [`ConnectorError::Permanent`]: it refused the AppID.
+    #[tracing::instrument(skip_all, fields(provider = "openpix", operation = "probe"))]
+    pub async fn probe(&self) -> Result<(), ConnectorError> {
+        let url = format!("{}/api/v1/webhook?skip=0&limit=1", self.base_url);
+        let (status, text) = self.call("probe", self.http.get(&url)).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(refusal(status, &text))
+    }
+
     /// Creates one webhook (`POST /api/v1/webhook`). A refusal (4xx, e.g.
     /// the URL did not answer OpenPix's test call) is
     /// [`ConnectorError::Permanent`] with OpenPix's message.
@@ -83,7 +97,7 @@ impl OpenPixClient {
     pub async fn register_webhook(&self, req: &NewWebhook) -> Result<OpenPixWebhook, ConnectorError> {
         let url = format!("{}/api/v1/webhook", self.base_url);
         let body = transformers::NewWebhookBody::from_request(req);
-        let (status, text) = self.call(self.http.post(&url).json(&body)).await?;
+        let (status, text) = self.call("register_webhook", self.http.post(&url).json(&body)).await?;
         if !status.is_success() {
             return Err(refusal(status, &text));
         }

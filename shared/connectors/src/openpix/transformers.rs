@@ -109,6 +109,29 @@ pub(super) fn parse_queried_charge(text: &str) -> Result<ProviderCharge, Connect
         .get("charge")
         .filter(|c| c.is_object())
         .ok_or_else(|| ConnectorError::Transient("OpenPix's answer has no charge".into()))?;
+    charge_of(c)
+}
+
+/// `GET /api/v1/charge?start&end` (the listing): `{"charges": [...],
+/// "pageInfo": {"hasNextPage"}}`; returns the page's charges and whether
+/// another page follows.
+pub(super) fn parse_charge_list(text: &str) -> Result<(Vec<ProviderCharge>, bool), ConnectorError> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| ConnectorError::Transient(format!("OpenPix's answer is not JSON: {e}")))?;
+    let list = v
+        .get("charges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ConnectorError::Transient("OpenPix's listing has no charges".into()))?;
+    let charges = list.iter().map(charge_of).collect::<Result<Vec<_>, _>>()?;
+    let more = v
+        .get("pageInfo")
+        .and_then(|p| p.get("hasNextPage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok((charges, more))
+}
+
+fn charge_of(c: &Value) -> Result<ProviderCharge, ConnectorError> {
     let id = c
         .get("transactionID")
         .or_else(|| c.get("identifier"))

@@ -626,13 +626,28 @@ impl PixelPayClient {
         Ok(PixelPayClient { http })
     }
 
-    /// Sends one operation and reads the whole answer.
+    /// Sends one operation and reads the whole answer; the call is timed
+    /// and counted under `operation` ([`crate::metrics`]).
     async fn post<B: Serialize>(
         &self,
+        operation: &'static str,
         account: &PixelPayAccount,
         url: &str,
         body: &B,
     ) -> Result<(u16, String), Failure> {
+        let started = std::time::Instant::now();
+        let (answer, outcome) = self.post_unmeasured(account, url, body).await;
+        crate::metrics::observe("pixelpay", operation, outcome, started.elapsed());
+        answer
+    }
+
+    async fn post_unmeasured<B: Serialize>(
+        &self,
+        account: &PixelPayAccount,
+        url: &str,
+        body: &B,
+    ) -> (Result<(u16, String), Failure>, crate::metrics::Outcome) {
+        use crate::metrics::Outcome;
         let sent = self
             .http
             .post(url)
@@ -645,28 +660,40 @@ impl PixelPayClient {
         let response = match sent {
             Ok(r) => r,
             Err(e) if e.is_builder() => {
-                return Err(Failure::NotSent(ConnectorError::Permanent(format!(
-                    "the PixelPay request could not be built, nothing was sent: {}",
-                    describe(&e)
-                ))));
+                return (
+                    Err(Failure::NotSent(ConnectorError::Permanent(format!(
+                        "the PixelPay request could not be built, nothing was sent: {}",
+                        describe(&e)
+                    )))),
+                    Outcome::Failed,
+                );
             }
             Err(e) if e.is_connect() => {
-                return Err(Failure::NotSent(ConnectorError::Transient(format!(
-                    "calling PixelPay failed, nothing was sent: {}",
-                    describe(&e)
-                ))));
+                return (
+                    Err(Failure::NotSent(ConnectorError::Transient(format!(
+                        "calling PixelPay failed, nothing was sent: {}",
+                        describe(&e)
+                    )))),
+                    Outcome::Unreachable,
+                );
             }
             Err(e) => {
-                return Err(Failure::Unknown(format!("PixelPay gave no answer: {}", describe(&e))));
+                return (
+                    Err(Failure::Unknown(format!("PixelPay gave no answer: {}", describe(&e)))),
+                    Outcome::of_error(&e),
+                );
             }
         };
         let status = response.status().as_u16();
         match response.text().await {
-            Ok(text) => Ok((status, text)),
-            Err(e) => Err(Failure::Unknown(format!(
-                "reading PixelPay's {status} answer failed: {}",
-                describe(&e)
-            ))),
+            Ok(text) => (Ok((status, text)), Outcome::of_status(status)),
+            Err(e) => (
+                Err(Failure::Unknown(format!(
+                    "reading PixelPay's {status} answer failed: {}",
+                    describe(&e)
+                ))),
+                Outcome::of_error(&e),
+            ),
         }
     }
 
@@ -686,7 +713,7 @@ impl PixelPayClient {
         &self,
         account: &PixelPayAccount,
         req: &SaleRequest,
-        operation: &str,
+        operation: &'static str,
     ) -> Result<CardOutcome, ConnectorError> {
         let url = account.url(operation)?;
         let body = transformers::SaleBody::from_request(req, account)?;
@@ -695,7 +722,7 @@ impl PixelPayClient {
             order_id: Some(req.order_id.trim()),
             amount: req.amount,
         };
-        let outcome = match self.post(account, &url, &body).await {
+        let outcome = match self.post(operation, account, &url, &body).await {
             Ok((status, text)) => transformers::card_outcome(status, &text, &expected, account, &scrub),
             Err(Failure::NotSent(e)) => Err(e),
             Err(Failure::Unknown(detail)) => Ok(CardOutcome::Indeterminate {
@@ -729,7 +756,7 @@ impl PixelPayClient {
         };
         let scrub = Scrubber::for_account(account);
         let expected = transformers::Expected { order_id: None, amount };
-        let outcome = match self.post(account, &url, &body).await {
+        let outcome = match self.post("capture", account, &url, &body).await {
             Ok((status, text)) => transformers::card_outcome(status, &text, &expected, account, &scrub),
             Err(Failure::NotSent(e)) => Err(e),
             Err(Failure::Unknown(detail)) => Ok(CardOutcome::Indeterminate {
@@ -769,7 +796,7 @@ impl PixelPayClient {
             void_reason: &reason,
         };
         let scrub = Scrubber::for_account(account);
-        let outcome = match self.post(account, &url, &body).await {
+        let outcome = match self.post("void", account, &url, &body).await {
             Ok((status, text)) => transformers::void_outcome(status, &text, payment_uuid, &scrub),
             Err(Failure::NotSent(e)) => Err(e),
             Err(Failure::Unknown(detail)) => Ok(VoidOutcome::Indeterminate { detail }),
@@ -796,10 +823,36 @@ impl PixelPayClient {
         let payment_uuid = check_uuid(payment_uuid)?;
         let scrub = Scrubber::for_account(account);
         match self
-            .post(account, &url, &transformers::StatusBody { payment_uuid })
+            .post("status", account, &url, &transformers::StatusBody { payment_uuid })
             .await
         {
             Ok((status, text)) => transformers::status_outcome(status, &text, payment_uuid, account, &scrub),
+            Err(Failure::NotSent(e)) => Err(e),
+            Err(Failure::Unknown(detail)) => Err(ConnectorError::Transient(detail)),
+        }
+    }
+}
+
+impl PixelPayClient {
+    /// The health probe: one cheap authenticated call (`status` of a
+    /// payment that cannot exist). Any answer but 5xx/408/429 is `Ok`
+    /// (PixelPay is up), a refusal of the credentials (401/403) is
+    /// [`ConnectorError::Permanent`], no usable answer
+    /// [`ConnectorError::Transient`] (down).
+    #[tracing::instrument(skip_all, fields(provider = "pixelpay", operation = "probe"))]
+    pub async fn probe(&self, account: &PixelPayAccount) -> Result<(), ConnectorError> {
+        let url = account.url("status")?;
+        let body = transformers::StatusBody {
+            payment_uuid: "00000000-0000-0000-0000-000000000000",
+        };
+        match self.post("probe", account, &url, &body).await {
+            Ok((status, _)) if status == 401 || status == 403 => Err(ConnectorError::Permanent(format!(
+                "PixelPay refused the account's credentials ({status})"
+            ))),
+            Ok((status, _)) if matches!(status, 408 | 429 | 500..=599) => {
+                Err(ConnectorError::Transient(format!("PixelPay answered {status}")))
+            }
+            Ok(_) => Ok(()),
             Err(Failure::NotSent(e)) => Err(e),
             Err(Failure::Unknown(detail)) => Err(ConnectorError::Transient(detail)),
         }

@@ -1,0 +1,468 @@
+//! Reconciliation with the providers (issue 13 §1): for a day (UTC), every
+//! provider account payhub charged under is asked, through charge-creator
+//! (which holds the credentials), for its own listing of the day's charges
+//! (OpenPix `GET /api/v1/charge?start&end`), and the listing is compared
+//! with payhub's orders:
+//!
+//! - `paid_at_provider_only`: the provider lists the charge COMPLETED, payhub
+//!   has not applied a payment. payhub re-queries it (the confirmation call,
+//!   the same proof a webhook needs) and, when confirmed, reports the payment
+//!   (`payment.reported`, one event id per fact): resolution `settled`.
+//! - `unknown_at_provider`: payhub created a charge the provider does not list.
+//! - `not_paid_at_provider`: payhub has the order paid, the provider does not
+//!   list the charge COMPLETED.
+//! - `amount_mismatch`: the listed value is not what payhub charged.
+//! - `duplicate`: the provider lists the same reference more than once.
+//!
+//! Each run and what it found is stored; a discrepancy a later run no
+//! longer finds is `resolved`; an open one is alerted once to the shop's
+//! admin and the platform (`alert.raised`). Runs: every
+//! `PAYHUB_RECONCILE_INTERVAL_MS` for yesterday and today (one replica at a
+//! time), and on demand (`payhubctl reconcile --date`, `POST /internal/v1/reconcile`).
+//! PixelPay has no listing: its card payments are confirmed one by one when
+//! they happen; it is left out of the daily comparison (see the closing note).
+
+use crate::sweeper::{add_once, fact_id, reported_event};
+use payhub_connectors::internal::{
+    ClaimKind, ConfirmClient, ConfirmRequest, ListedCharge, ListingClient, ListingRequest, Verdict,
+};
+use payhub_core::Envelope;
+use payhub_core::events::{AlertAudience, AlertRaised, EventPayload, PaymentReport};
+use payhub_store::Store;
+use payhub_store::outbox::Outbox;
+use prometheus::{IntGaugeVec, register_int_gauge_vec};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+static OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "payhub_reconciliation_discrepancies",
+        "Reconciliation discrepancies still open, by kind (all days); set after each run.",
+        &["kind"]
+    )
+    .expect("metric registers once")
+});
+
+pub const KINDS: [&str; 5] = [
+    "paid_at_provider_only",
+    "unknown_at_provider",
+    "not_paid_at_provider",
+    "amount_mismatch",
+    "duplicate",
+];
+
+/// An arbitrary, fixed key: one run at a time.
+const LOCK_KEY: i64 = 0x7061_7968_7562_5243;
+
+pub struct Reconciler {
+    pub store: Store,
+    pub outbox: Outbox,
+    pub listing: ListingClient,
+    pub confirm: ConfirmClient,
+}
+
+#[derive(sqlx::FromRow)]
+struct Ours {
+    order_id: Uuid,
+    shop_id: Uuid,
+    provider: String,
+    status: String,
+    amount_minor: i64,
+    account: String,
+}
+
+/// One finding before it is stored.
+struct Found {
+    shop_id: Option<Uuid>,
+    order_id: Option<Uuid>,
+    reference: String,
+    account: String,
+    kind: &'static str,
+    detail: String,
+    settled: Option<String>,
+}
+
+fn paid_like(status: &str) -> bool {
+    matches!(status, "paid" | "partially_refunded" | "refunded")
+}
+
+impl Reconciler {
+    /// Reconciles `day`; the run's summary. `Err` only when the database
+    /// fails; a provider that cannot be asked makes the run `incomplete`.
+    pub async fn run(&self, day: Date, trigger: &str) -> Result<serde_json::Value, sqlx::Error> {
+        let mut lock = self.store.pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *lock)
+            .await?;
+        let result = self.run_locked(day, trigger).await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *lock)
+            .await;
+        result
+    }
+
+    async fn run_locked(&self, day: Date, trigger: &str) -> Result<serde_json::Value, sqlx::Error> {
+        let started = OffsetDateTime::now_utc();
+        let run_id = Uuid::now_v7();
+        let start = day.midnight().assume_utc();
+        let end = start + time::Duration::days(1);
+        let ours: Vec<Ours> = sqlx::query_as(
+            "SELECT o.id AS order_id, o.shop_id, o.provider, o.status, c.amount_minor, c.provider_account AS account
+             FROM charges c JOIN orders o ON o.id = c.order_id
+             WHERE c.provider = 'openpix' AND c.method = 'pix' AND c.created_at >= $1 AND c.created_at < $2
+             ORDER BY o.id",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.store.pool)
+        .await?;
+        let mut accounts: Vec<String> = ours.iter().map(|o| o.account.clone()).collect();
+        accounts.sort();
+        accounts.dedup();
+        let mut found = Vec::new();
+        let mut problems = Vec::new();
+        for account in &accounts {
+            let listed = match self
+                .listing
+                .list(&ListingRequest {
+                    account: account.clone(),
+                    provider: "openpix".into(),
+                    // A little before and after: a charge created at the
+                    // day's edge may carry the provider's clock.
+                    start: start - time::Duration::minutes(10),
+                    end: end + time::Duration::minutes(10),
+                })
+                .await
+            {
+                Ok(a) => a.charges,
+                Err(e) => {
+                    problems.push(format!("account {account}: {e}"));
+                    continue;
+                }
+            };
+            let mine: Vec<&Ours> = ours.iter().filter(|o| &o.account == account).collect();
+            found.extend(self.compare(account, &mine, &listed).await);
+        }
+        let status = if !problems.is_empty() {
+            "incomplete"
+        } else if found.iter().any(|f| f.settled.is_none()) {
+            "discrepancies"
+        } else {
+            "clean"
+        };
+        let open = self
+            .store_run(run_id, day, trigger, status, &ours, &found, &problems, started)
+            .await?;
+        self.refresh_metrics().await?;
+        Ok(json!({
+            "runId": run_id,
+            "date": day.to_string(),
+            "status": status,
+            "checked": ours.len(),
+            "discrepancies": found.iter().map(|f| json!({
+                "kind": f.kind,
+                "reference": f.reference,
+                "orderId": f.order_id,
+                "detail": f.detail,
+                "resolution": if f.settled.is_some() { "settled" } else { "open" },
+            })).collect::<Vec<_>>(),
+            "open": open,
+            "problems": problems,
+        }))
+    }
+
+    async fn compare(&self, account: &str, ours: &[&Ours], listed: &[ListedCharge]) -> Vec<Found> {
+        let mut by_ref: HashMap<&str, Vec<&ListedCharge>> = HashMap::new();
+        for l in listed {
+            if let Some(r) = l.reference.as_deref() {
+                by_ref.entry(r).or_default().push(l);
+            }
+        }
+        let mut found = Vec::new();
+        for o in ours {
+            let reference = o.order_id.to_string();
+            let f = |kind: &'static str, detail: String| Found {
+                shop_id: Some(o.shop_id),
+                order_id: Some(o.order_id),
+                reference: reference.clone(),
+                account: account.to_string(),
+                kind,
+                detail,
+                settled: None,
+            };
+            let Some(entries) = by_ref.get(reference.as_str()) else {
+                found.push(f(
+                    "unknown_at_provider",
+                    format!(
+                        "payhub created a charge (order {}, {}) the provider does not list",
+                        o.order_id, o.status
+                    ),
+                ));
+                continue;
+            };
+            if entries.len() > 1 {
+                found.push(f(
+                    "duplicate",
+                    format!("the provider lists {} charges for order {}", entries.len(), o.order_id),
+                ));
+            }
+            let l = entries[0];
+            if l.value_minor != o.amount_minor {
+                found.push(f(
+                    "amount_mismatch",
+                    format!(
+                        "payhub charged {} centavos, the provider lists {}",
+                        o.amount_minor, l.value_minor
+                    ),
+                ));
+            }
+            let completed = l.status == "COMPLETED";
+            if completed && !paid_like(&o.status) {
+                let mut d = f(
+                    "paid_at_provider_only",
+                    format!(
+                        "the provider lists the charge COMPLETED, payhub has the order {}",
+                        o.status
+                    ),
+                );
+                d.settled = self.settle(o).await;
+                found.push(d);
+            } else if !completed && paid_like(&o.status) {
+                found.push(f(
+                    "not_paid_at_provider",
+                    format!(
+                        "payhub has the order {}, the provider lists the charge {}",
+                        o.status, l.status
+                    ),
+                ));
+            }
+        }
+        found
+    }
+
+    /// Re-queries a payment payhub missed and reports it when the provider
+    /// confirms it; the resolution's detail, or `None` when it stays open.
+    async fn settle(&self, o: &Ours) -> Option<String> {
+        let answer = self
+            .confirm
+            .confirm(&ConfirmRequest {
+                order_id: o.order_id,
+                claim: ClaimKind::Status,
+                provider_charge_id: None,
+                end_to_end_id: None,
+                pixelpay: None,
+            })
+            .await
+            .ok()?;
+        match (answer.verdict, answer.report, answer.confirmation) {
+            (Verdict::Confirmed, Some(report @ PaymentReport::Completed { .. }), Some(confirmation)) => {
+                let (env, fact) = reported_event(o.order_id, o.shop_id, &o.provider, report, confirmation);
+                let mut tx = self.store.pool.begin().await.ok()?;
+                add_once(&mut tx, std::slice::from_ref(&env)).await.ok()?;
+                tx.commit().await.ok()?;
+                let _ = self.outbox.publish_now(std::slice::from_ref(&env)).await;
+                tracing::warn!(order_id = %o.order_id, fact, "reconciliation settled a payment payhub had missed");
+                Some(format!("re-queried and confirmed by the provider; reported as {fact}"))
+            }
+            _ => None,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store_run(
+        &self,
+        run_id: Uuid,
+        day: Date,
+        trigger: &str,
+        status: &str,
+        ours: &[Ours],
+        found: &[Found],
+        problems: &[String],
+        started: OffsetDateTime,
+    ) -> Result<i64, sqlx::Error> {
+        let mut tx = self.store.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO reconciliation_runs (id, day, trigger, status, checked, discrepancies, detail, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(run_id)
+        .bind(day)
+        .bind(trigger)
+        .bind(status)
+        .bind(ours.len() as i32)
+        .bind(found.len() as i32)
+        .bind((!problems.is_empty()).then(|| problems.join("; ")))
+        .bind(started)
+        .execute(&mut *tx)
+        .await?;
+        let mut alerts = Vec::new();
+        for f in found {
+            let resolution = if f.settled.is_some() { "settled" } else { "open" };
+            let (id, alerted): (Uuid, Option<OffsetDateTime>) = sqlx::query_as(
+                "INSERT INTO reconciliation_discrepancies (id, day, shop_id, order_id, reference, provider, account, kind,
+                     detail, resolution, resolution_detail, first_run, last_run, resolved_at)
+                 VALUES ($1, $2, $3, $4, $5, 'openpix', $6, $7, $8, $9, $10, $11, $11,
+                         CASE WHEN $9 <> 'open' THEN now() END)
+                 ON CONFLICT (day, reference, kind) DO UPDATE
+                    SET last_run = EXCLUDED.last_run, detail = EXCLUDED.detail,
+                        resolution = CASE WHEN reconciliation_discrepancies.resolution = 'settled' THEN 'settled'
+                                          ELSE EXCLUDED.resolution END,
+                        resolution_detail = COALESCE(EXCLUDED.resolution_detail, reconciliation_discrepancies.resolution_detail),
+                        resolved_at = CASE WHEN EXCLUDED.resolution = 'open'
+                                                AND reconciliation_discrepancies.resolution <> 'settled' THEN NULL
+                                           ELSE COALESCE(reconciliation_discrepancies.resolved_at, now()) END
+                 RETURNING id, alerted_at",
+            )
+            .bind(Uuid::now_v7())
+            .bind(day)
+            .bind(f.shop_id)
+            .bind(f.order_id)
+            .bind(&f.reference)
+            .bind(&f.account)
+            .bind(f.kind)
+            .bind(&f.detail)
+            .bind(resolution)
+            .bind(f.settled.as_deref())
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if f.settled.is_none() && alerted.is_none() {
+                for audience in [AlertAudience::Platform, AlertAudience::Shop] {
+                    let mut env = Envelope::new(EventPayload::AlertRaised(AlertRaised {
+                        audience,
+                        kind: "reconciliation_discrepancy".into(),
+                        subject: format!("Reconciliation {day}: {} ({})", f.kind, f.reference),
+                        detail: format!(
+                            "Reconciling {day} with the provider found {}: {}. It stays open until a run no longer finds it.",
+                            f.kind, f.detail
+                        ),
+                    }));
+                    let who = if audience == AlertAudience::Platform {
+                        "platform"
+                    } else {
+                        "shop"
+                    };
+                    env.id = fact_id(&["reconciliation", &id.to_string(), who]);
+                    env.order_id = f.order_id;
+                    env.shop_id = f.shop_id;
+                    alerts.push(env);
+                }
+                sqlx::query("UPDATE reconciliation_discrepancies SET alerted_at = now() WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        // What this run (complete) no longer finds is resolved.
+        if problems.is_empty() {
+            sqlx::query(
+                "UPDATE reconciliation_discrepancies
+                 SET resolution = 'resolved', resolved_at = now(),
+                     resolution_detail = 'no longer found by run ' || $2::text
+                 WHERE day = $1 AND resolution = 'open' AND last_run <> $2",
+            )
+            .bind(day)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        add_once(&mut tx, &alerts).await?;
+        let (open,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM reconciliation_discrepancies WHERE day = $1 AND resolution = 'open'")
+                .bind(day)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        let _ = self.outbox.publish_now(&alerts).await;
+        Ok(open)
+    }
+
+    async fn refresh_metrics(&self) -> Result<(), sqlx::Error> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT kind, count(*) FROM reconciliation_discrepancies WHERE resolution = 'open' GROUP BY kind",
+        )
+        .fetch_all(&self.store.pool)
+        .await?;
+        for k in KINDS {
+            OPEN.with_label_values(&[k])
+                .set(rows.iter().find(|(rk, _)| rk == k).map_or(0, |(_, n)| *n));
+        }
+        Ok(())
+    }
+
+    /// Every `interval`: yesterday and today.
+    pub async fn run_periodically(
+        self: std::sync::Arc<Self>,
+        interval: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let today = OffsetDateTime::now_utc().date();
+            for day in [today.previous_day().unwrap_or(today), today] {
+                if let Err(e) = self.run(day, "schedule").await {
+                    tracing::warn!(error = %e, %day, "reconciliation failed; trying again next time");
+                }
+            }
+        }
+    }
+}
+
+/// `POST /internal/v1/reconcile {"date": "YYYY-MM-DD"}` (payhubctl reconcile
+/// --date): runs the day's reconciliation now and answers its summary.
+pub async fn reconcile_route(
+    axum::extract::State(st): axum::extract::State<std::sync::Arc<ReconcileState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !payhub_service::internal::bearer_matches(auth, secrecy::ExposeSecret::expose_secret(&st.token)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": "internal token required"})),
+        )
+            .into_response();
+    }
+    let day = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("date").and_then(|d| d.as_str()).map(str::to_string))
+        .and_then(|d| Date::parse(&d, time::macros::format_description!("[year]-[month]-[day]")).ok());
+    let Some(day) = day else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"error": "date is required, as YYYY-MM-DD"})),
+        )
+            .into_response();
+    };
+    match st.reconciler.run(day, "on_demand").await {
+        Ok(summary) => axum::Json(summary).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reconciliation failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": "the database is unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub struct ReconcileState {
+    pub reconciler: std::sync::Arc<Reconciler>,
+    pub token: secrecy::SecretString,
+}
+
+/// Where payhubctl asks for a run.
+pub const RECONCILE_PATH: &str = "/internal/v1/reconcile";
