@@ -78,3 +78,8 @@ GRANT INSERT, UPDATE ON survey_invitations TO payhub_notifier;
 -- reporter owns the daily figures and the sweeper's findings.
 GRANT INSERT, UPDATE ON report_daily, stale_orders TO payhub_reporter;
 GRANT INSERT ON delivery_outcomes TO payhub_reporter;
+
+-- ingress owns the hosted checkout's sessions (issue 11); the notifier reads
+-- them for the order links it puts in buyers' e-mails.
+GRANT SELECT, INSERT ON checkout_sessions TO payhub_ingress;
+GRANT SELECT ON checkout_sessions TO payhub_notifier;
