@@ -443,11 +443,11 @@ async fn the_language_follows_the_buyer_the_browser_and_the_shop() {
     b.quit().await;
 
     // The shop's setting, for a browser that names neither language.
-    sqlx::query("UPDATE shops SET checkout_locale = 'es' WHERE id = $1")
-        .bind(app.shop.shop.id)
-        .execute(&app.store.pool)
-        .await
-        .unwrap();
+    let shop = app.shop.shop.id.to_string();
+    let out = app.payhubctl(&["shop", "set-checkout", &shop, "--locale", "es", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = app.payhubctl(&["shop", "set-checkout", &shop, "--locale", "en"]);
+    assert!(!bad.status.success(), "only pt-BR and es");
     let page = app
         .http
         .get(&url)
@@ -526,15 +526,30 @@ async fn the_card_form_refuses_posts_from_elsewhere_and_frames_only_the_shops_or
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     // The shop's own origins may frame the page.
-    sqlx::query("UPDATE shops SET checkout_origins = '{https://shop.example,https://www.shop.example}' WHERE id = $1")
-        .bind(app.shop.shop.id)
-        .execute(&app.store.pool)
-        .await
-        .unwrap();
+    let shop = app.shop.shop.id.to_string();
+    for bad in [
+        "http://shop.example",
+        "https://shop.example/path",
+        "javascript:alert(1)",
+    ] {
+        let out = app.payhubctl(&["shop", "set-checkout", &shop, "--origin", bad]);
+        assert!(!out.status.success(), "{bad} is refused");
+    }
+    let out = app.payhubctl(&[
+        "shop",
+        "set-checkout",
+        &shop,
+        "--origin",
+        "https://shop.example",
+        "--origin",
+        "https://www.shop.example:8443",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r = app.http.get(&url).send().await.unwrap();
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
     assert!(
-        csp.contains("frame-ancestors https://shop.example https://www.shop.example"),
+        csp.contains("frame-ancestors https://shop.example https://www.shop.example:8443"),
         "{csp}"
     );
     // Bad checkout blocks are field errors.
