@@ -12,6 +12,7 @@
 pub mod capabilities;
 pub mod internal;
 pub mod openpix;
+pub mod pagoseguro;
 pub mod pixelpay;
 pub mod psync;
 pub mod rsa;
