@@ -95,3 +95,8 @@ GRANT INSERT, UPDATE ON ledger_lines, ledger_exports TO payhub_reporter;
 GRANT SELECT ON reconciliation_runs, reconciliation_discrepancies TO payhub_ingress, payhub_charge_creator,
     payhub_webhook_verifier, payhub_order_updater, payhub_notifier, payhub_reporter;
 GRANT INSERT, UPDATE ON reconciliation_runs, reconciliation_discrepancies TO payhub_reporter;
+
+-- ingress owns the hosted checkout's sessions (issue 11); the notifier reads
+-- them for the order links it puts in buyers' e-mails.
+GRANT SELECT, INSERT ON checkout_sessions TO payhub_ingress;
+GRANT SELECT ON checkout_sessions TO payhub_notifier;

@@ -4,6 +4,7 @@
 //! shop and the mail server.
 
 pub mod leaks;
+pub mod webdriver;
 
 use anyhow::Context;
 use payhub_queue::{RetryPolicy, Topology};

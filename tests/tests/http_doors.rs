@@ -49,6 +49,7 @@ async fn strict_ingress(app: &TestApp, limits: HttpLimits) -> (String, String, C
                 ops_addr: Some("127.0.0.1:0".parse().unwrap()),
             }),
             wake_card_budget: None,
+            ..Default::default()
         },
         stop.clone(),
     )

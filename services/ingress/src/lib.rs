@@ -10,6 +10,7 @@
 mod accept;
 mod amqp;
 mod card;
+pub mod checkout;
 mod fulfilment;
 mod health;
 mod orders;
@@ -74,6 +75,9 @@ pub struct Options {
     /// by postback): `PAYHUB_WAKE_CARD_BUDGET_MS`, 2,500 ms when `None`,
     /// inside Wake's 3-second timeout.
     pub wake_card_budget: Option<std::time::Duration>,
+    /// Where buyers open the hosted checkout (`PAYHUB_PUBLIC_CHECKOUT_BASE_URL`);
+    /// `None` builds its URLs from the address the shop reached ingress at.
+    pub checkout_base_url: Option<String>,
 }
 
 impl Options {
@@ -86,6 +90,14 @@ impl Options {
             .map_err(|(name, reason)| Env::bad(name, reason))?,
             http: Some(payhub_service::HttpOptions::from_env(env)?),
             wake_card_budget: Some(env.millis("PAYHUB_WAKE_CARD_BUDGET_MS", wake::CARD_BUDGET)?),
+            checkout_base_url: match env.optional("PAYHUB_PUBLIC_CHECKOUT_BASE_URL") {
+                None => None,
+                Some(_) => Some(
+                    env.url("PAYHUB_PUBLIC_CHECKOUT_BASE_URL", "")?
+                        .trim_end_matches('/')
+                        .to_string(),
+                ),
+            },
         })
     }
 }
@@ -118,6 +130,7 @@ impl Application {
             public_webhook_base_url: config.public_webhook_base_url.clone(),
             health: payhub_store::health::HealthCache::new(infra.store.clone(), std::time::Duration::from_secs(1)),
             wake_card_budget: options.wake_card_budget.unwrap_or(wake::CARD_BUDGET),
+            checkout_base_url: options.checkout_base_url.clone(),
         };
         let handler = amqp::ShopOrderHandler {
             stock,
@@ -148,7 +161,8 @@ impl Application {
                 outbox: outbox.clone(),
             }))
             .merge(refunds::router(refunds, config.max_body_bytes))
-            .merge(wake::router(state));
+            .merge(wake::router(state.clone()))
+            .merge(checkout::router(state));
         let mut app = match options.http {
             None => payhub_service::App::start(infra, config.common.http_addr, routes).await?,
             Some(http) => payhub_service::App::start_with(infra, config.common.http_addr, routes, http).await?,

@@ -30,6 +30,9 @@ pub struct AppState {
     pub health: payhub_store::health::HealthCache,
     /// How long a Wake card call waits for the card's outcome.
     pub wake_card_budget: std::time::Duration,
+    /// `PAYHUB_PUBLIC_CHECKOUT_BASE_URL`: where buyers open the hosted
+    /// checkout (else the address the shop reached ingress at).
+    pub checkout_base_url: Option<String>,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -53,17 +56,34 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
     // The order and its card are checked together, so that every field
     // error comes back at once.
     let order = NewOrder::from_json(&json);
-    let card = crate::card::parse(&json, order.as_ref().ok());
+    let checkout = crate::checkout::parse(&json);
+    // A card order with a checkout takes the card on payhub's page.
+    let card_on_page = matches!(checkout, Ok(Some(_))) && json.get("card").is_none_or(Value::is_null);
+    let card = if card_on_page {
+        Ok(None)
+    } else {
+        crate::card::parse(&json, order.as_ref().ok())
+    };
     drop(json); // the card's only other copy in memory is `body`
-    let (order, card) = match (order, card) {
-        (Ok(o), Ok(c)) => (o, c),
-        (o, c) => {
+    let (order, card, checkout) = match (order, card, checkout) {
+        (Ok(o), Ok(c), Ok(k)) => (o, c, k),
+        (o, c, k) => {
             let mut errors = o.err().unwrap_or_default();
             errors.0.extend(c.err().unwrap_or_default().0);
+            errors.0.extend(k.err().unwrap_or_default().0);
             accept::count_invalid(OrderChannel::Api);
             return Err(ApiError::Validation(errors));
         }
     };
+    if checkout.is_some() && card.is_some() {
+        let mut errors = payhub_core::ValidationErrors::default();
+        errors.push(
+            "checkout",
+            "conflict",
+            "an order paid on payhub's checkout page takes the card there, not in the request",
+        );
+        return Err(ApiError::Validation(errors));
+    }
     drop(body);
     tracing::Span::current().record("correlation_id", order.correlation_id.as_str());
     if let Some(down) = crate::health::refuse_if_down(
@@ -86,6 +106,11 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
         Ok(Accepted::Replayed(id)) => (StatusCode::OK, id, true),
         Err(e) => return Err(accept_error(e)),
     };
+    // The buyer's page, opened with the order (a replay opens it if the
+    // first request stopped between the two).
+    if let Some(checkout) = &checkout {
+        crate::checkout::open(&st.store, id, checkout).await?;
+    }
     // A card is charged now, while the shop waits; charge-creator keeps one
     // call per order, so a replayed request never charges twice.
     let card_answer = match card {
@@ -94,6 +119,7 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
     };
     // The answer shows the order as stored, before the pipeline moves it.
     let mut view = order_view(&st.store, id, st.public_webhook_base_url.as_deref()).await?;
+    attach_checkout(&st, &headers, id, &mut view).await?;
     if let Some(answer) = card_answer {
         view["cardPayment"] = answer;
     }
@@ -167,7 +193,18 @@ async fn get_order(
     let Some((id,)) = id else {
         return Err(ApiError::NotFound(format!("no order {correlation_id} for this shop")));
     };
-    Ok(axum::Json(order_view(&st.store, id, st.public_webhook_base_url.as_deref()).await?).into_response())
+    let mut view = order_view(&st.store, id, st.public_webhook_base_url.as_deref()).await?;
+    attach_checkout(&st, &headers, id, &mut view).await?;
+    Ok(axum::Json(view).into_response())
+}
+
+/// The order's hosted checkout (URL and expiry), when it has one.
+async fn attach_checkout(st: &AppState, headers: &HeaderMap, id: Uuid, view: &mut Value) -> Result<(), ApiError> {
+    let base = crate::checkout::base_url(st.checkout_base_url.as_deref(), headers);
+    if let Some(checkout) = crate::checkout::view(&st.store, id, &base).await? {
+        view["checkout"] = checkout;
+    }
+    Ok(())
 }
 
 /// The stored items as the API shows them: like the request, amounts as

@@ -13,6 +13,7 @@ pub mod capabilities;
 pub mod internal;
 pub mod metrics;
 pub mod openpix;
+pub mod pagoseguro;
 pub mod pixelpay;
 pub mod psync;
 pub mod rsa;

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
+use axum::routing::{any, get, post};
 use payhub_core::standard_webhooks::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, VerifyError, WebhookSecret};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -131,10 +131,24 @@ pub(crate) fn router(state: Shared, shutdown: CancellationToken) -> Router {
     Router::new()
         .route("/shop/webhooks", post(receive).get(list))
         .route(REDIRECT_PATH, any(redirected))
+        // Where a hosted checkout sends the buyer back (issue 11): the test
+        // reads the signed query from the browser's address.
+        .route("/shop/checkout/return", get(checkout_landing))
+        .route("/shop/checkout/cancel", get(checkout_landing))
         // Wake Commerce's postback endpoint (gateway-postback.fbits.net).
         .route("/api/Custom/{chave}", post(wake_postback))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found") })
         .with_state(App { shop: state, shutdown })
+}
+
+/// The shop's "thank you" page after payhub's checkout.
+async fn checkout_landing() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<!doctype html><html lang=\"pt-BR\"><head><meta charset=\"utf-8\"><title>Loja Sandbox</title></head>\
+         <body><h1 id=\"shop-landing\">Loja Sandbox</h1></body></html>",
+    )
+        .into_response()
 }
 
 fn header(headers: &HeaderMap, name: &str) -> String {

@@ -327,6 +327,24 @@ enum ShopCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The hosted checkout's settings: its language when the buyer's
+    /// browser names neither pt-BR nor es, and the shop's own origins, the
+    /// only pages that may show payhub's checkout in a frame (CSP
+    /// frame-ancestors). `--origin` replaces the list; give none to keep it,
+    /// `--no-origins` to clear it.
+    SetCheckout {
+        shop_id: uuid::Uuid,
+        /// `pt-BR` or `es`.
+        #[arg(long)]
+        locale: Option<String>,
+        /// `https://shop.example` (scheme, host and port only); repeatable.
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+        #[arg(long, conflicts_with = "origins")]
+        no_origins: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The shop's provider accounts (never their secrets) and what
     /// charge-creator found of their webhooks at the provider.
     Providers {
@@ -876,6 +894,52 @@ async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ShopCommand::SetCheckout {
+            shop_id,
+            locale,
+            origins,
+            no_origins,
+            json,
+        } => {
+            if let Some(l) = &locale
+                && l != "pt-BR"
+                && l != "es"
+            {
+                anyhow::bail!("unknown checkout locale {l:?}: pt-BR or es");
+            }
+            let mut checked = Vec::new();
+            for o in &origins {
+                checked.push(checkout_origin(o).with_context(|| format!("--origin {o:?}"))?);
+            }
+            let replace = no_origins || !checked.is_empty();
+            let row: Option<(String, Vec<String>)> = sqlx::query_as(
+                "UPDATE shops SET checkout_locale = COALESCE($2, checkout_locale),
+                                  checkout_origins = CASE WHEN $3 THEN $4 ELSE checkout_origins END
+                 WHERE id = $1 RETURNING checkout_locale, checkout_origins",
+            )
+            .bind(shop_id)
+            .bind(locale.as_deref())
+            .bind(replace)
+            .bind(&checked)
+            .fetch_optional(&store.pool)
+            .await?;
+            let (locale, origins) = row.with_context(|| format!("no shop {shop_id}"))?;
+            emit(
+                json,
+                json!({"id": shop_id, "checkoutLocale": locale, "checkoutOrigins": origins}),
+                || {
+                    format!(
+                        "checkout of {shop_id}: {locale}, framed by {}",
+                        if origins.is_empty() {
+                            "nobody".to_string()
+                        } else {
+                            origins.join(" ")
+                        }
+                    )
+                },
+            );
+            Ok(())
+        }
         ShopCommand::Providers { shop_id, json } => {
             let accounts = payhub_store::accounts::list(&store, Some(shop_id)).await?;
             let hooks: Vec<(uuid::Uuid, String, String, String, Option<String>, time::OffsetDateTime)> =
@@ -1236,4 +1300,20 @@ fn check_provider_endpoint(endpoint: &str) -> anyhow::Result<()> {
         anyhow::bail!("--endpoint must be https:// when PAYHUB_ENV=production");
     }
     Ok(())
+}
+
+/// An origin a shop's pages are served from, as CSP writes it: https (http
+/// only for localhost), host and port, no path.
+fn checkout_origin(o: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(o).context("not a URL")?;
+    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+        anyhow::bail!("must be https (http only for localhost)");
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        anyhow::bail!("must be an origin only: scheme, host and port");
+    }
+    let origin = url.origin();
+    anyhow::ensure!(origin.is_tuple(), "has no origin");
+    Ok(origin.ascii_serialization())
 }

@@ -1,0 +1,567 @@
+//! The hosted checkout (issue 11) in a real browser: Debian's Chromium,
+//! headless, driven over W3C WebDriver by Debian's chromedriver (the
+//! harness's small client, `payhub_tests::webdriver`), against the
+//! real services, RabbitMQ and PostgreSQL, with the sandbox standing in for
+//! OpenPix, PixelPay and the shop. Each test saves screenshots under
+//! `target/tmp/screenshots/`.
+
+use payhub_tests::leaks::{assert_nowhere, logs};
+use payhub_tests::webdriver::{Element, Session};
+use payhub_tests::{TestApp, eventually, free_addr, sample_order};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// One browser at a time: two cores are shared with the services under test.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Browser {
+    driver: Session,
+    chromedriver: Child,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+#[derive(Default)]
+struct BrowserOptions {
+    javascript_off: bool,
+    accept_language: Option<&'static str>,
+}
+
+impl Browser {
+    async fn start(opts: BrowserOptions) -> Browser {
+        let turn = ONE_BROWSER.lock().await;
+        assert!(
+            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+            "the browser tests need Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+        );
+        let addr = free_addr();
+        let port = addr.rsplit(':').next().unwrap().to_string();
+        let chromedriver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let url = format!("http://{addr}");
+        let client = reqwest::Client::new();
+        assert!(
+            eventually(Duration::from_secs(15), || async {
+                client.get(format!("{url}/status")).send().await.is_ok()
+            })
+            .await,
+            "chromedriver never listened"
+        );
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--window-size=390,1100",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut prefs = serde_json::Map::new();
+        if opts.javascript_off {
+            args.push("--blink-settings=scriptEnabled=false".into());
+            prefs.insert("profile.managed_default_content_settings.javascript".into(), json!(2));
+        }
+        let lang = opts.accept_language.unwrap_or("pt-BR,pt");
+        prefs.insert("intl.accept_languages".into(), json!(lang));
+        args.push(format!("--lang={}", lang.split(',').next().unwrap()));
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args, "prefs": prefs},
+        });
+        let driver = Session::new(&url, caps).await.expect("a Chromium session");
+        Browser {
+            driver,
+            chromedriver,
+            _turn: turn,
+        }
+    }
+
+    fn d(&self) -> &Session {
+        &self.driver
+    }
+
+    async fn find(&self, id: &str) -> anyhow::Result<Element> {
+        self.driver.find(&format!("#{id}")).await
+    }
+
+    async fn value(&self, id: &str) -> Option<String> {
+        let e = self.find(id).await.ok()?;
+        self.driver.prop(&e, "value").await.ok()?.as_str().map(str::to_string)
+    }
+
+    async fn href(&self, id: &str) -> String {
+        let e = self.find(id).await.expect("the link");
+        self.driver.attr(&e, "href").await.unwrap().expect("an href")
+    }
+
+    async fn click(&self, id: &str) {
+        let e = self.find(id).await.expect("the element");
+        self.driver.click(&e).await.unwrap();
+    }
+
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        self.d().screenshot(&path).await.expect("a screenshot");
+        path
+    }
+
+    async fn text(&self, id: &str) -> String {
+        match self.find(id).await {
+            Ok(e) => self.driver.text(&e).await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits until the element `id` shows `want` (the page changing by itself).
+    async fn wait_text(&self, id: &str, want: &str, timeout: Duration) -> bool {
+        eventually(timeout, || async { self.text(id).await.contains(want) }).await
+    }
+
+    async fn fill(&self, id: &str, value: &str) {
+        let e = self.find(id).await.unwrap();
+        self.driver.clear(&e).await.unwrap();
+        self.driver.send_keys(&e, value).await.unwrap();
+    }
+
+    async fn quit(self) {
+        let _ = self.driver.quit().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.chromedriver.kill();
+        let _ = self.chromedriver.wait();
+    }
+}
+
+fn with_checkout(mut order: Value, app: &TestApp) -> Value {
+    let base = app.sandbox.shop_webhook_url().replace("/shop/webhooks", "");
+    order["checkout"] = json!({
+        "returnUrl": format!("{base}/shop/checkout/return?ref=abc"),
+        "cancelUrl": format!("{base}/shop/checkout/cancel"),
+    });
+    order
+}
+
+async fn create(app: &TestApp, order: &Value) -> Value {
+    let r = app.post_order(order).await;
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{body:#}");
+    assert!(body["checkout"]["url"].is_string(), "{body:#}");
+    body
+}
+
+/// The shop's check of the signed return, as the README tells shops to do.
+fn verify_return(app: &TestApp, url: &reqwest::Url, want_order: &str, want_status: &str) {
+    let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(
+        q.get("ref").map(String::as_str),
+        Some("abc"),
+        "the shop's own query is kept: {url}"
+    );
+    assert_eq!(q["payhub_order"], want_order);
+    assert_eq!(q["payhub_status"], want_status);
+    let key = ring::digest::digest(&ring::digest::SHA256, app.api_key().as_bytes());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_ref());
+    let msg = format!("{}.{}.{}", q["payhub_order"], q["payhub_status"], q["payhub_ts"]);
+    let sig: String = ring::hmac::sign(&key, msg.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(q["payhub_signature"], sig, "the return is signed under the shop's key");
+    // A tampered status does not verify.
+    let forged = format!("{}.{}.{}", q["payhub_order"], "paid", q["payhub_ts"]);
+    if want_status != "paid" {
+        let forged_sig: String = ring::hmac::sign(&key, forged.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(q["payhub_signature"], forged_sig);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pix_checkout_shows_the_qr_code_and_turns_paid_by_itself() {
+    let app = TestApp::spawn().await;
+    let view = create(&app, &with_checkout(sample_order("co-pix"), &app)).await;
+    let url = view["checkout"]["url"].as_str().unwrap().to_string();
+    let order_id = view["id"].as_str().unwrap().to_string();
+    app.wait_for_status("co-pix", "awaiting_payment").await;
+    let br_code = app.get_order("co-pix").await.json::<Value>().await.unwrap()["charge"]["brCode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let b = Browser::start(BrowserOptions::default()).await;
+    b.d().goto(&url).await.unwrap();
+    assert_eq!(b.text("status").await, "Aguardando pagamento");
+    let page = b.d().source().await.unwrap();
+    assert!(page.contains("R$ 227,79"), "the total in the order's currency");
+    assert!(page.contains("Camiseta Branca Unissex") && page.contains("Meia esportiva"));
+    // The QR image is payhub's own, drawn and loaded.
+    let qr = b.find("qr").await.unwrap();
+    let loaded = b
+        .d()
+        .execute("return arguments[0].complete && arguments[0].naturalWidth > 0", &[&qr])
+        .await
+        .unwrap();
+    assert_eq!(loaded, json!(true), "the QR code image loads under the CSP");
+    let code = b.value("brcode").await;
+    assert_eq!(
+        code.as_deref(),
+        Some(br_code.as_str()),
+        "the copy-and-paste code is the BR Code"
+    );
+    b.click("copy").await;
+    assert!(b.wait_text("copy-done", "Código copiado", Duration::from_secs(5)).await);
+    assert!(b.text("countdown").await.contains(':'), "the countdown runs");
+    b.screenshot("pix-checkout").await;
+
+    // The buyer pays in the sandbox; the page changes by itself.
+    app.pay_until_acknowledged(&order_id).await;
+    assert!(
+        b.wait_text("status", "Pago", Duration::from_secs(30)).await,
+        "the status never turned paid: {}",
+        b.text("status").await
+    );
+    b.screenshot("pix-checkout-paid").await;
+    // Then the result page, and back to the shop with a signed return.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            b.text("back").await.contains("Voltar para a loja")
+        })
+        .await
+    );
+    b.screenshot("pix-checkout-result").await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            b.d()
+                .current_url()
+                .await
+                .is_ok_and(|u| u.path() == "/shop/checkout/return")
+        })
+        .await,
+        "the buyer was never sent back to the shop"
+    );
+    let landed = b.d().current_url().await.unwrap();
+    verify_return(&app, &landed, "co-pix", "paid");
+    b.quit().await;
+    app.stop().await;
+}
+
+fn card_order(cid: &str, total: &str) -> Value {
+    json!({
+        "correlationID": cid,
+        "provider": "pixelpay",
+        "currency": "HNL",
+        "items": [{"title": "Camiseta Roja", "price": total, "qty": 1, "total": total}],
+        "total": total,
+        "customer": {"name": "Pedro Perez", "email": "pedro.perez@example.com", "taxID": "470.436.220-50",
+                     "phone": "+504 9999-9999"},
+    })
+}
+
+async fn pay_by_card(b: &Browser, url: &str, number: &str) {
+    b.d().goto(url).await.unwrap();
+    b.fill("number", number).await;
+    b.fill("expiry", "12/30").await;
+    b.fill("cvv", "739").await;
+    b.fill("address", "Col. Palmira 12").await;
+    b.fill("city", "Tegucigalpa").await;
+    b.fill("state", "HN-FM").await;
+    assert_eq!(
+        b.value("country").await.as_deref(),
+        Some("HN"),
+        "the country comes from the order's currency"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_paid_and_a_card_declined_on_the_checkout_and_the_card_rests_nowhere() {
+    logs();
+    let app = TestApp::spawn().await;
+    app.use_sandbox_pixelpay();
+    let ok = create(&app, &with_checkout(card_order("co-card-ok", "150.00"), &app)).await;
+    let no = create(&app, &with_checkout(card_order("co-card-no", "2.00"), &app)).await;
+
+    let b = Browser::start(BrowserOptions {
+        accept_language: Some("es-HN,es"),
+        ..Default::default()
+    })
+    .await;
+    // A field error comes back on the form, without the number.
+    pay_by_card(&b, ok["checkout"]["url"].as_str().unwrap(), "4111111111111112").await;
+    b.click("pay").await;
+    assert!(
+        b.wait_text("errors", "Número de tarjeta inválido", Duration::from_secs(10))
+            .await,
+        "{}",
+        b.d().source().await.unwrap_or_default()
+    );
+    assert!(!b.d().source().await.unwrap().contains("4111111111111112"));
+    b.screenshot("card-checkout-error").await;
+
+    pay_by_card(
+        &b,
+        ok["checkout"]["url"].as_str().unwrap(),
+        payhub_sandbox::PIXELPAY_TEST_VISA,
+    )
+    .await;
+    b.screenshot("card-checkout-form").await;
+    b.click("pay").await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            b.d().source().await.unwrap_or_default().contains("Pago confirmado")
+        })
+        .await,
+        "no paid result: {}",
+        b.d().source().await.unwrap_or_default()
+    );
+    b.screenshot("card-checkout-paid").await;
+    let paid = app.wait_for_status("co-card-ok", "paid").await;
+    assert_eq!(paid["payment"]["method"], "card");
+    let back = b.href("back").await;
+    verify_return(&app, &reqwest::Url::parse(&back).unwrap(), "co-card-ok", "paid");
+
+    pay_by_card(
+        &b,
+        no["checkout"]["url"].as_str().unwrap(),
+        payhub_sandbox::PIXELPAY_TEST_VISA,
+    )
+    .await;
+    b.click("pay").await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            b.d().source().await.unwrap_or_default().contains("Pago rechazado")
+        })
+        .await
+    );
+    assert!(
+        b.d().source().await.unwrap().contains("no se cobró nada"),
+        "what to do is said"
+    );
+    b.screenshot("card-checkout-declined").await;
+    app.wait_for_status("co-card-no", "failed").await;
+    let back = b.href("back").await;
+    verify_return(&app, &reqwest::Url::parse(&back).unwrap(), "co-card-no", "failed");
+    // The paid page cannot be paid again.
+    b.d().goto(ok["checkout"]["url"].as_str().unwrap()).await.unwrap();
+    assert!(b.find("number").await.is_err(), "no card form on a paid order");
+    b.quit().await;
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_nowhere(
+        &app,
+        &[
+            payhub_sandbox::PIXELPAY_TEST_VISA.to_string(),
+            "4111 1111 1111 1111".into(),
+            "\"739\"".into(),
+        ],
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_javascript_off_the_page_works_and_a_button_refreshes_the_status() {
+    let app = TestApp::spawn().await;
+    let view = create(&app, &with_checkout(sample_order("co-nojs"), &app)).await;
+    let url = view["checkout"]["url"].as_str().unwrap().to_string();
+    let order_id = view["id"].as_str().unwrap().to_string();
+    app.wait_for_status("co-nojs", "awaiting_payment").await;
+
+    let b = Browser::start(BrowserOptions {
+        javascript_off: true,
+        ..Default::default()
+    })
+    .await;
+    b.d().goto(&url).await.unwrap();
+    assert!(b.find("qr").await.is_ok(), "the QR code shows without scripts");
+    let refresh = b.find("refresh").await.unwrap();
+    assert!(
+        b.d().displayed(&refresh).await.unwrap(),
+        "the refresh button shows without scripts"
+    );
+    assert!(
+        !b.d().displayed(&b.find("copy").await.unwrap()).await.unwrap(),
+        "no copy button that cannot work"
+    );
+    b.screenshot("pix-checkout-nojs").await;
+    app.pay_until_acknowledged(&order_id).await;
+    app.wait_for_status("co-nojs", "paid").await;
+    // Without scripts nothing changes by itself; the button does it.
+    assert_eq!(b.text("status").await, "Aguardando pagamento");
+    b.d().click(&refresh).await.unwrap();
+    assert!(b.wait_text("status", "Pago", Duration::from_secs(10)).await);
+    assert!(b.d().source().await.unwrap().contains("Pagamento confirmado"));
+    b.screenshot("pix-checkout-nojs-paid").await;
+    let back = b.href("back").await;
+    verify_return(&app, &reqwest::Url::parse(&back).unwrap(), "co-nojs", "paid");
+    b.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_language_follows_the_buyer_the_browser_and_the_shop() {
+    let app = TestApp::spawn().await;
+    let view = create(&app, &with_checkout(sample_order("co-lang"), &app)).await;
+    let url = view["checkout"]["url"].as_str().unwrap().to_string();
+
+    let b = Browser::start(BrowserOptions {
+        accept_language: Some("es-CO,es;q=0.9"),
+        ..Default::default()
+    })
+    .await;
+    b.d().goto(&url).await.unwrap();
+    let html = b.d().find("html").await.unwrap();
+    assert_eq!(b.d().attr(&html, "lang").await.unwrap().as_deref(), Some("es"));
+    assert!(b.d().source().await.unwrap().contains("Paga con PIX"));
+    b.screenshot("checkout-es").await;
+    // The buyer's own choice wins, by keyboard alone.
+    let link = b.find("lang-pt").await.unwrap();
+    b.d().send_keys(&link, "\u{E007}").await.unwrap(); // Enter
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            b.d().source().await.unwrap_or_default().contains("Pague com PIX")
+        })
+        .await
+    );
+    b.quit().await;
+
+    // The shop's setting, for a browser that names neither language.
+    let shop = app.shop.shop.id.to_string();
+    let out = app.payhubctl(&["shop", "set-checkout", &shop, "--locale", "es", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = app.payhubctl(&["shop", "set-checkout", &shop, "--locale", "en"]);
+    assert!(!bad.status.success(), "only pt-BR and es");
+    let page = app
+        .http
+        .get(&url)
+        .header("accept-language", "en-US,en;q=0.9")
+        .send()
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    assert!(page.text().await.unwrap().contains("<html lang=\"es\">"));
+    app.stop().await;
+}
+
+/// `application/x-www-form-urlencoded`, as a browser sends a form.
+fn form_body(fields: &[(&str, &str)]) -> String {
+    let mut u = reqwest::Url::parse("http://x/").unwrap();
+    u.query_pairs_mut().extend_pairs(fields);
+    u.query().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_card_form_refuses_posts_from_elsewhere_and_frames_only_the_shops_origins() {
+    let app = TestApp::spawn().await;
+    app.use_sandbox_pixelpay();
+    let view = create(&app, &with_checkout(card_order("co-csrf", "150.00"), &app)).await;
+    let url = view["checkout"]["url"].as_str().unwrap().to_string();
+    let form = [
+        ("number", payhub_sandbox::PIXELPAY_TEST_VISA),
+        ("expiry", "12/30"),
+        ("cvv", "739"),
+        ("holder", "Pedro Perez"),
+        ("address", "Col. Palmira 12"),
+        ("city", "Tegucigalpa"),
+        ("state", "HN-FM"),
+        ("country", "HN"),
+    ];
+    // No token: refused, nothing charged.
+    let r = app
+        .http
+        .post(format!("{url}/card"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&form))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    // The right token from another site: refused too.
+    let csrf: String = sqlx::query_scalar("SELECT csrf_token FROM checkout_sessions")
+        .fetch_one(&app.store.pool)
+        .await
+        .unwrap();
+    let mut with_token: Vec<(&str, &str)> = form.to_vec();
+    with_token.push(("csrf", &csrf));
+    let r = app
+        .http
+        .post(format!("{url}/card"))
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&with_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(app.sandbox.pixelpay_transactions().is_empty(), "nothing was charged");
+    assert_eq!(app.order_status("co-csrf").await.as_deref(), Some("accepted"));
+    // An unknown or malformed token is a plain 404.
+    let r = app
+        .http
+        .get(format!("{}/checkout/{}", app.ingress_url, "0".repeat(64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    // The shop's own origins may frame the page.
+    let shop = app.shop.shop.id.to_string();
+    for bad in [
+        "http://shop.example",
+        "https://shop.example/path",
+        "javascript:alert(1)",
+    ] {
+        let out = app.payhubctl(&["shop", "set-checkout", &shop, "--origin", bad]);
+        assert!(!out.status.success(), "{bad} is refused");
+    }
+    let out = app.payhubctl(&[
+        "shop",
+        "set-checkout",
+        &shop,
+        "--origin",
+        "https://shop.example",
+        "--origin",
+        "https://www.shop.example:8443",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = app.http.get(&url).send().await.unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors https://shop.example https://www.shop.example:8443"),
+        "{csp}"
+    );
+    // Bad checkout blocks are field errors.
+    let mut bad = card_order("co-bad", "10.00");
+    bad["checkout"] = json!({"returnUrl": "http://shop.example/ok", "cancelUrl": "javascript:alert(1)"});
+    let r = app.post_order(&bad).await;
+    assert_eq!(r.status().as_u16(), 422);
+    let body: Value = r.json().await.unwrap();
+    let text = body.to_string();
+    assert!(
+        text.contains("checkout.returnUrl") && text.contains("checkout.cancelUrl"),
+        "{text}"
+    );
+    app.stop().await;
+}
