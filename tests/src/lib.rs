@@ -142,7 +142,21 @@ impl TestApp {
     }
 
     pub async fn spawn_with(opts: TestOptions) -> TestApp {
-        Self::try_spawn(opts).await.expect("the test app starts")
+        // The fixed addresses (charge-creator's, webhook-verifier's) are
+        // picked before the services bind them; a test running beside this
+        // one may take such a port in between. Then start again, afresh
+        // (another database, topology and ports).
+        let mut attempt = 1;
+        loop {
+            match Self::try_spawn(opts.clone()).await {
+                Ok(app) => return app,
+                Err(e) if attempt < 3 && format!("{e:#}").contains("Address already in use") => {
+                    eprintln!("the test app lost a port to another test ({e:#}); starting again");
+                    attempt += 1;
+                }
+                Err(e) => panic!("the test app starts: {e:?}"),
+            }
+        }
     }
 
     async fn try_spawn(opts: TestOptions) -> anyhow::Result<TestApp> {
