@@ -446,29 +446,38 @@ struct DeliveriesQuery {
 /// `GET /v1/reports/deliveries?from=&to=`: the shop's delivered orders in
 /// the period (by delivery day), on time and late against the promise, and
 /// the orders late right now (not delivered by their promised day).
+impl DeliveriesQuery {
+    /// `from` and `to` as dates (either may be left out), checked field by
+    /// field: YYYY-MM-DD, and `to` not before `from`.
+    fn period(&self) -> Result<(Option<Date>, Option<Date>), ApiError> {
+        let mut errs = ValidationErrors::default();
+        let fmt = time::macros::format_description!("[year]-[month]-[day]");
+        let mut day = |field: &'static str, v: &Option<String>| -> Option<Date> {
+            v.as_deref().and_then(|d| {
+                Date::parse(d, fmt)
+                    .map_err(|_| errs.push(field, "format", "must be a date as YYYY-MM-DD"))
+                    .ok()
+            })
+        };
+        let from = day("from", &self.from);
+        let to = day("to", &self.to);
+        if let (Some(f), Some(t)) = (from, to)
+            && f > t
+        {
+            errs.push("to", "range", "must not be before from");
+        }
+        errs.into_result(()).map_err(ApiError::Validation)?;
+        Ok((from, to))
+    }
+}
+
 async fn deliveries(
     State(st): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<DeliveriesQuery>,
 ) -> Result<Response, ApiError> {
     let shop = payhub_service::problem::authenticate(&st.store, &headers).await?;
-    let mut errs = ValidationErrors::default();
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let mut day = |field: &'static str, v: &Option<String>| -> Option<Date> {
-        v.as_deref().and_then(|d| {
-            Date::parse(d, fmt)
-                .map_err(|_| errs.push(field, "format", "must be a date as YYYY-MM-DD"))
-                .ok()
-        })
-    };
-    let from = day("from", &q.from);
-    let to = day("to", &q.to);
-    if let (Some(f), Some(t)) = (from, to)
-        && f > t
-    {
-        errs.push("to", "range", "must not be before from");
-    }
-    errs.into_result(()).map_err(ApiError::Validation)?;
+    let (from, to) = q.period()?;
     let (delivered, on_time): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE on_time) FROM delivery_outcomes
          WHERE shop_id = $1 AND ($2::date IS NULL OR delivered_on >= $2) AND ($3::date IS NULL OR delivered_on <= $3)",
@@ -508,23 +517,7 @@ async fn survey(
     Query(q): Query<DeliveriesQuery>,
 ) -> Result<Response, ApiError> {
     let shop = payhub_service::problem::authenticate(&st.store, &headers).await?;
-    let mut errs = ValidationErrors::default();
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let mut day = |field: &'static str, v: &Option<String>| -> Option<Date> {
-        v.as_deref().and_then(|d| {
-            Date::parse(d, fmt)
-                .map_err(|_| errs.push(field, "format", "must be a date as YYYY-MM-DD"))
-                .ok()
-        })
-    };
-    let from = day("from", &q.from);
-    let to = day("to", &q.to);
-    if let (Some(f), Some(t)) = (from, to)
-        && f > t
-    {
-        errs.push("to", "range", "must not be before from");
-    }
-    errs.into_result(()).map_err(ApiError::Validation)?;
+    let (from, to) = q.period()?;
     let (invited, answered, promoters, passives, detractors): (i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT count(*), count(a.order_id), count(*) FILTER (WHERE a.score >= 9),
                 count(*) FILTER (WHERE a.score BETWEEN 7 AND 8), count(*) FILTER (WHERE a.score <= 6)
