@@ -1,8 +1,8 @@
 //! The payment receipt (issue 12 §2), over the real RabbitMQ, PostgreSQL and
 //! the sandbox's SMTP: when an order is paid the buyer's confirmation
-//! carries its receipt (A4 and 80 mm PDFs), stored with its SHA-256; the
-//! order API serves the very same bytes on every fetch; an unpaid order
-//! has none.
+//! carries its receipt (A4 and 80 mm PDFs), recorded by its SHA-256; the
+//! order API renders the very same bytes on every fetch and refuses a
+//! render that no longer matches; an unpaid order has none.
 
 use payhub_tests::{TestApp, eventually, sample_order};
 use serde_json::{Value, json};
@@ -25,6 +25,9 @@ async fn fetch(app: &TestApp, cid: &str, layout: Option<&str>, key: &str) -> (u1
     }
     (status, r.bytes().await.unwrap().to_vec(), sha)
 }
+
+/// A `receipts` row: layout, SHA-256, stored bytes, renderer.
+type Recorded = (String, Vec<u8>, Option<Vec<u8>>, Option<String>);
 
 fn sha256_hex(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes)
@@ -108,16 +111,24 @@ async fn a_paid_order_has_one_receipt_emailed_stored_and_served_byte_for_byte() 
     let text = payhub_tests::email_text(text_part.split_once("\r\n").map_or(text_part, |(_, rest)| rest));
     assert!(text.contains("comprovante de pagamento segue em anexo"), "{text}");
 
-    // Stored with its hash, served the same every time, and the same as e-mailed.
-    let stored: Vec<(String, Vec<u8>, Vec<u8>)> =
-        sqlx::query_as("SELECT layout, sha256, pdf FROM receipts WHERE order_id = $1::uuid ORDER BY layout")
+    // Recorded by its hash (the bytes follow from the stored order), served
+    // the same every time, and the same as e-mailed.
+    let stored: Vec<Recorded> =
+        sqlx::query_as("SELECT layout, sha256, pdf, renderer FROM receipts WHERE order_id = $1::uuid ORDER BY layout")
             .bind(&order_id)
             .fetch_all(&app.store.pool)
             .await
             .unwrap();
     assert_eq!(stored.len(), 2);
-    for (layout, sha, pdf) in &stored {
-        assert_eq!(sha256_hex(pdf), payhub_documents::hex(sha), "{layout}");
+    for (layout, sha, pdf, renderer) in &stored {
+        assert!(pdf.is_none(), "{layout}: the hash is recorded, not the bytes");
+        assert_eq!(renderer.as_deref(), Some(payhub_documents::RENDERER));
+        let filename = match layout.as_str() {
+            "a4" => format!("comprovante-{cid}.pdf"),
+            _ => format!("comprovante-{cid}-80mm.pdf"),
+        };
+        let sent = attached.iter().find(|a| a.0 == filename).unwrap();
+        assert_eq!(sha256_hex(&sent.1), payhub_documents::hex(sha), "{layout}");
     }
     let (status, a4, sha) = fetch(&app, cid, None, app.api_key()).await;
     assert_eq!(status, 200);
@@ -125,7 +136,7 @@ async fn a_paid_order_has_one_receipt_emailed_stored_and_served_byte_for_byte() 
     assert_eq!(sha.as_deref(), Some(sha256_hex(&a4).as_str()));
     assert_eq!(a4, attached[0].1, "the download is the e-mailed receipt");
     let a4_row = stored.iter().find(|r| r.0 == "a4").unwrap();
-    assert_eq!(a4, a4_row.2);
+    assert_eq!(sha.as_deref(), Some(payhub_documents::hex(&a4_row.1).as_str()));
     for _ in 0..3 {
         assert_eq!(fetch(&app, cid, Some("a4"), app.api_key()).await.1, a4);
     }
@@ -161,6 +172,23 @@ async fn a_paid_order_has_one_receipt_emailed_stored_and_served_byte_for_byte() 
         "masked: {}",
         receipt.customer_tax_id
     );
+
+    // Were the stored order to change under an issued receipt, the render
+    // no longer matches the recorded hash: refused, never served as it.
+    sqlx::query("UPDATE orders SET customer_name = 'Outra Pessoa' WHERE id = $1::uuid")
+        .bind(&order_id)
+        .execute(&app.store.pool)
+        .await
+        .unwrap();
+    let (status, body, _) = fetch(&app, cid, None, app.api_key()).await;
+    assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
+    assert!(!body.starts_with(b"%PDF-"));
+    sqlx::query("UPDATE orders SET customer_name = 'Maria Oliveira' WHERE id = $1::uuid")
+        .bind(&order_id)
+        .execute(&app.store.pool)
+        .await
+        .unwrap();
+    assert_eq!(fetch(&app, cid, None, app.api_key()).await.1, a4);
 
     let (status, _, _) = fetch(&app, cid, Some("letter"), app.api_key()).await;
     assert_eq!(status, 422);

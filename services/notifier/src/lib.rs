@@ -194,6 +194,11 @@ struct Planned {
 }
 
 /// What one delivery sends.
+/// A paid order's receipt as e-mailed: each layout's SHA-256.
+struct ReceiptHashes {
+    hashes: Vec<(payhub_documents::Layout, Vec<u8>)>,
+}
+
 enum Send {
     Webhook {
         url: String,
@@ -203,11 +208,13 @@ enum Send {
         to: String,
         mail: mail::Mail,
     },
-    /// An e-mail with files (the buyer's payment confirmation and its receipt).
+    /// An e-mail with files (the buyer's payment confirmation and its
+    /// receipt, whose hashes are recorded with the delivery).
     MailWith {
         to: String,
         mail: mail::Mail,
         attachments: Vec<mail::Attachment>,
+        receipt: Option<ReceiptHashes>,
     },
     Wake {
         url: String,
@@ -258,7 +265,9 @@ impl NotifyHandler {
                     .await
             }
             Send::Mail { to, mail } => self.mailer.send(to, mail).await,
-            Send::MailWith { to, mail, attachments } => self.mailer.send_with(to, mail, attachments).await,
+            Send::MailWith {
+                to, mail, attachments, ..
+            } => self.mailer.send_with(to, mail, attachments).await,
             Send::Wake { url, body } => self.webhooks.post_json(url, body).await,
         }
     }
@@ -277,8 +286,23 @@ impl NotifyHandler {
         let statuses: Vec<&str> = done.iter().map(Done::status).collect();
         let codes: Vec<Option<i32>> = done.iter().map(|d| d.attempt.status_code).collect();
         let errors: Vec<Option<&str>> = done.iter().map(|d| d.attempt.error.as_deref()).collect();
+        // A receipt sent is recorded by its hash in the same statement (one
+        // commit); the first recorded stays.
+        let receipt = done.iter().find_map(|d| match &d.planned.send {
+            Send::MailWith { receipt: Some(r), .. } => Some(r),
+            _ => None,
+        });
+        let (receipt_layouts, receipt_hashes): (Vec<&str>, Vec<&[u8]>) = receipt
+            .map(|r| r.hashes.iter().map(|(l, h)| (l.as_str(), h.as_slice())).unzip())
+            .unwrap_or_default();
         sqlx::query(
-            "INSERT INTO deliveries AS d (id, event_id, order_id, shop_id, kind, target, webhook_id, status, attempts,
+            "WITH receipt AS (
+                INSERT INTO receipts (order_id, layout, sha256, renderer)
+                SELECT $2, r.layout, r.sha256, $13 FROM unnest($11::text[], $12::bytea[]) AS r(layout, sha256)
+                WHERE $2 IS NOT NULL
+                ON CONFLICT (order_id, layout) DO NOTHING
+             )
+             INSERT INTO deliveries AS d (id, event_id, order_id, shop_id, kind, target, webhook_id, status, attempts,
                                           last_status_code, last_error, delivered_at)
              SELECT u.id, $1, $2, $3, u.kind, u.target, u.webhook_id, u.status, 1, u.code, u.error,
                     CASE WHEN u.status = 'delivered' THEN now() END
@@ -300,6 +324,9 @@ impl NotifyHandler {
         .bind(&statuses)
         .bind(&codes)
         .bind(&errors)
+        .bind(&receipt_layouts)
+        .bind(&receipt_hashes)
+        .bind(payhub_documents::RENDERER)
         .execute(&self.store.pool)
         .await
         .map_err(db)?;
@@ -351,56 +378,47 @@ impl NotifyHandler {
 
 impl NotifyHandler {
     /// When an order is paid: its receipt in both layouts, rendered from the
-    /// stored order and stored with its hash (the first stored stays, so the
-    /// buyer gets the bytes every later download returns), as attachments.
+    /// stored order (the same bytes every later download renders), as
+    /// attachments, with the hashes `record` keeps.
     async fn receipts(
         &self,
         env: &Envelope,
         change: &payhub_core::events::OrderStatusChanged,
-    ) -> Result<Option<Vec<mail::Attachment>>, Failure> {
+    ) -> Result<Option<(Vec<mail::Attachment>, ReceiptHashes)>, Failure> {
         let (OrderStatus::Paid, Some(order_id)) = (change.to, env.order_id) else {
             return Ok(None);
         };
+        let Some(rendered) = payhub_store::receipts::render_all(&self.store, order_id)
+            .await
+            .map_err(db)?
+        else {
+            return Ok(None);
+        };
         let cid = env.correlation_id.as_deref().unwrap_or("pedido");
-        let mut out = Vec::new();
-        for layout in payhub_documents::Layout::ALL {
-            let rendered = match payhub_store::receipts::stored(&self.store, order_id, layout)
-                .await
-                .map_err(db)?
-            {
-                Some(r) => r,
-                None => {
-                    let Some(r) = payhub_store::receipts::render(&self.store, order_id, layout)
-                        .await
-                        .map_err(db)?
-                    else {
-                        return Ok(None);
-                    };
-                    payhub_store::receipts::record(&self.store, order_id, layout, &r)
-                        .await
-                        .map_err(db)?
+        let safe: String = cid
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
                 }
-            };
-            let safe: String = cid
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
+            })
+            .collect();
+        let mut hashes = Vec::new();
+        let mut out = Vec::new();
+        for (layout, r) in rendered {
+            hashes.push((layout, r.sha256));
             out.push(mail::Attachment {
                 filename: match layout {
                     payhub_documents::Layout::A4 => format!("comprovante-{safe}.pdf"),
                     payhub_documents::Layout::Roll80 => format!("comprovante-{safe}-80mm.pdf"),
                 },
                 content_type: "application/pdf",
-                bytes: rendered.bytes,
+                bytes: r.bytes,
             });
         }
-        Ok(Some(out))
+        Ok(Some((out, ReceiptHashes { hashes })))
     }
 
     /// An alert for a person: the platform's admin or the shop's, by
@@ -460,7 +478,9 @@ impl NotifyHandler {
     async fn attempt_mail(&self, planned: &Planned) -> Attempt {
         match &planned.send {
             Send::Mail { to, mail } => self.mailer.send(to, mail).await,
-            Send::MailWith { to, mail, attachments } => self.mailer.send_with(to, mail, attachments).await,
+            Send::MailWith {
+                to, mail, attachments, ..
+            } => self.mailer.send_with(to, mail, attachments).await,
             _ => Attempt {
                 ok: false,
                 status_code: None,
@@ -584,7 +604,12 @@ impl Handler for NotifyHandler {
             let to = change.customer_email.clone();
             // The payment's confirmation carries its receipt (issue 12 §2).
             let send = match self.receipts(env, change).await? {
-                Some(attachments) => Send::MailWith { to, mail, attachments },
+                Some((attachments, receipt)) => Send::MailWith {
+                    to,
+                    mail,
+                    attachments,
+                    receipt: Some(receipt),
+                },
                 None => Send::Mail { to, mail },
             };
             planned.push(Planned {

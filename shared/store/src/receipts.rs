@@ -1,7 +1,8 @@
 //! Payment receipts (issue 12 §2): read from the stored order, rendered by
-//! `payhub-documents`, kept in `receipts` with their SHA-256 (notifier
-//! stores them when it e-mails the buyer's confirmation; every reader gets
-//! the stored bytes, or the same bytes rendered from the same data).
+//! `payhub-documents`, recorded in `receipts` by their SHA-256 (notifier
+//! records them when it e-mails the buyer's confirmation); every reader
+//! gets the same bytes rendered again from the same data, checked against
+//! the recorded hash.
 
 use crate::{Store, StoreError};
 use payhub_core::order::Item;
@@ -97,15 +98,33 @@ pub async fn load(store: &Store, order_id: Uuid) -> Result<Option<Receipt>, Stor
     }))
 }
 
-/// The stored receipt, if one was stored.
-pub async fn stored(store: &Store, order_id: Uuid, layout: Layout) -> Result<Option<Rendered>, StoreError> {
-    let row: Option<(Vec<u8>, Vec<u8>)> =
-        sqlx::query_as("SELECT pdf, sha256 FROM receipts WHERE order_id = $1 AND layout = $2")
+/// What is recorded of a receipt: its hash, and its bytes for receipts
+/// stored before hashes alone were recorded.
+async fn recorded(
+    store: &Store,
+    order_id: Uuid,
+    layout: Layout,
+) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT sha256, pdf FROM receipts WHERE order_id = $1 AND layout = $2")
             .bind(order_id)
             .bind(layout.as_str())
             .fetch_optional(&store.pool)
-            .await?;
-    Ok(row.map(|(bytes, sha256)| Rendered { bytes, sha256 }))
+            .await?,
+    )
+}
+
+/// Laying out and subsetting the font is CPU work: off the async workers.
+async fn render_blocking(receipt: Receipt, layouts: Vec<Layout>) -> Result<Vec<(Layout, Rendered)>, StoreError> {
+    tokio::task::spawn_blocking(move || {
+        layouts
+            .into_iter()
+            .map(|l| payhub_documents::render(&receipt, l).map(|r| (l, r)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("the receipt renderer stopped: {e}"))))?
+    .map_err(|e| StoreError::Db(sqlx::Error::Protocol(e.to_string())))
 }
 
 /// Renders the order's receipt from what is stored; `None` until paid.
@@ -113,34 +132,41 @@ pub async fn render(store: &Store, order_id: Uuid, layout: Layout) -> Result<Opt
     let Some(receipt) = load(store, order_id).await? else {
         return Ok(None);
     };
-    // Laying out and subsetting the font is CPU work: off the async workers.
-    tokio::task::spawn_blocking(move || payhub_documents::render(&receipt, layout))
-        .await
-        .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("the receipt renderer stopped: {e}"))))?
-        .map(Some)
-        .map_err(|e| StoreError::Db(sqlx::Error::Protocol(e.to_string())))
+    Ok(render_blocking(receipt, vec![layout]).await?.pop().map(|(_, r)| r))
 }
 
-/// The stored receipt, or else the same rendered from the stored order.
+/// Renders the order's receipt in every layout from one read of the stored
+/// order (notifier's, for the buyer's confirmation); `None` until paid.
+pub async fn render_all(store: &Store, order_id: Uuid) -> Result<Option<Vec<(Layout, Rendered)>>, StoreError> {
+    let Some(receipt) = load(store, order_id).await? else {
+        return Ok(None);
+    };
+    render_blocking(receipt, Layout::ALL.to_vec()).await.map(Some)
+}
+
+/// The order's receipt, the same bytes on every fetch: rendered again from
+/// the stored order and checked against the hash notifier recorded when it
+/// e-mailed it (or, for receipts stored before hashes alone were recorded,
+/// the stored bytes). Until notifier has recorded it, the render is the
+/// same bytes notifier will record. A render that no longer matches its
+/// recorded hash is refused rather than served as the same receipt.
 pub async fn get(store: &Store, order_id: Uuid, layout: Layout) -> Result<Option<Rendered>, StoreError> {
-    match stored(store, order_id, layout).await? {
-        Some(r) => Ok(Some(r)),
-        None => render(store, order_id, layout).await,
+    let recorded = recorded(store, order_id, layout).await?;
+    if let Some((sha256, Some(bytes))) = &recorded {
+        return Ok(Some(Rendered {
+            bytes: bytes.clone(),
+            sha256: sha256.clone(),
+        }));
     }
-}
-
-/// Stores a rendered receipt (notifier's). The first stored stays: the
-/// stored bytes returned, so the caller sends what every reader will get.
-pub async fn record(store: &Store, order_id: Uuid, layout: Layout, r: &Rendered) -> Result<Rendered, StoreError> {
-    sqlx::query(
-        "INSERT INTO receipts (order_id, layout, sha256, pdf) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (order_id, layout) DO NOTHING",
-    )
-    .bind(order_id)
-    .bind(layout.as_str())
-    .bind(&r.sha256)
-    .bind(&r.bytes)
-    .execute(&store.pool)
-    .await?;
-    Ok(stored(store, order_id, layout).await?.unwrap_or_else(|| r.clone()))
+    let Some(rendered) = render(store, order_id, layout).await? else {
+        return Ok(None);
+    };
+    match recorded {
+        Some((sha256, _)) if sha256 != rendered.sha256 => Err(StoreError::Corrupt(format!(
+            "the {} receipt of order {order_id} no longer renders to its recorded hash {}",
+            layout.as_str(),
+            payhub_documents::hex(&sha256)
+        ))),
+        _ => Ok(Some(rendered)),
+    }
 }
