@@ -100,3 +100,10 @@ GRANT INSERT, UPDATE ON reconciliation_runs, reconciliation_discrepancies TO pay
 -- them for the order links it puts in buyers' e-mails.
 GRANT SELECT, INSERT ON checkout_sessions TO payhub_ingress;
 GRANT SELECT ON checkout_sessions TO payhub_notifier;
+
+-- charge-creator owns Pago Seguro's returns (issue 11 §2): it alone holds the
+-- API key that checks them; ingress reads them for the buyer's result page.
+-- It reads the checkout sessions to find the order a return URL names.
+GRANT SELECT ON checkout_sessions TO payhub_charge_creator;
+GRANT SELECT ON pagoseguro_returns TO payhub_ingress, payhub_charge_creator, payhub_notifier, payhub_reporter;
+GRANT INSERT ON pagoseguro_returns TO payhub_charge_creator;

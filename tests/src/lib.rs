@@ -278,7 +278,7 @@ impl TestApp {
         let public_webhooks = url(self.verifier_addr);
         let (addr, task) = match name {
             "ingress" => {
-                let app = ingress::Application::build(
+                let app = ingress::Application::build_with(
                     ingress::Config {
                         common: c,
                         max_body_bytes: 256 * 1024,
@@ -286,6 +286,11 @@ impl TestApp {
                         internal_token: token.into(),
                         card_timeout: Duration::from_secs(10),
                         public_webhook_base_url: Some(public_webhooks.clone()),
+                    },
+                    ingress::Options {
+                        // Pago Seguro forms go to the sandbox's Pago Seguro.
+                        pagoseguro_checkout_url: Some(self.sandbox.pagoseguro_checkout_url()),
+                        ..Default::default()
                     },
                     shutdown,
                 )
@@ -306,6 +311,11 @@ impl TestApp {
                         confirm_timeout: Duration::from_secs(5),
                         rate_per_sec: 1000,
                         rate_burst: 2000,
+                        checkout_base_url: if self.ingress_url.is_empty() {
+                            "http://127.0.0.1:8080".into()
+                        } else {
+                            self.ingress_url.clone()
+                        },
                     },
                     shutdown,
                 )
@@ -782,6 +792,24 @@ impl TestApp {
         let out = self.payhubctl(&all);
         let _ = std::fs::remove_file(&path);
         out
+    }
+
+    /// The shop's own Pago Seguro account: the sandbox's merchant, allowed
+    /// for the shop. Returns the account's id.
+    pub fn use_sandbox_pagoseguro(&self) -> String {
+        let out = self.set_provider(
+            "pagoseguro",
+            payhub_sandbox::PAGOSEGURO_SANDBOX_API_KEY,
+            &[
+                "--account-id",
+                payhub_sandbox::PAGOSEGURO_SANDBOX_ACCOUNT_ID,
+                "--allow",
+                "--json",
+            ],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("set-provider answers JSON");
+        v["account"].as_str().expect("the account's id").to_string()
     }
 
     /// The shop's own PixelPay account: the sandbox's public sandbox

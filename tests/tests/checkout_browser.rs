@@ -565,3 +565,188 @@ async fn the_card_form_refuses_posts_from_elsewhere_and_frames_only_the_shops_or
     );
     app.stop().await;
 }
+
+fn pagoseguro_order(cid: &str) -> Value {
+    json!({
+        "correlationID": cid,
+        "provider": "pagoseguro",
+        "currency": "COP",
+        "items": [{"title": "Camiseta Roja", "price": "75000.00", "qty": 1, "total": "75000.00"}],
+        "total": "75000.00",
+        // No phone: payhub reads only Brazilian numbers so far (a Colombian one is refused).
+        "customer": {"name": "Pedro Pérez", "email": "pedro.perez@example.com"},
+    })
+}
+
+/// The buyer opens the checkout, is sent on to (the sandbox's) Pago Seguro
+/// by the auto-submitting form, chooses there, and comes back through
+/// webhook-verifier's return door to payhub's result page.
+async fn through_pagoseguro(b: &Browser, url: &str, decision: &str, tamper: &str) {
+    b.d().goto(url).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async { b.find(decision).await.is_ok() }).await,
+        "never reached Pago Seguro's page: {}",
+        b.d().source().await.unwrap_or_default()
+    );
+    let select = b.find("tamper").await.unwrap();
+    b.d()
+        .execute(&format!("arguments[0].value = '{tamper}'"), &[&select])
+        .await
+        .unwrap();
+    b.click(decision).await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            b.d().current_url().await.is_ok_and(|u| u.path().ends_with("/done"))
+        })
+        .await,
+        "never came back to payhub's result page: {:?}",
+        b.d().current_url().await
+    );
+}
+
+async fn returns_of(app: &TestApp, cid: &str) -> Vec<(String, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT r.verdict, r.status, r.reason FROM pagoseguro_returns r JOIN orders o ON o.id = r.order_id
+         WHERE o.correlation_id = $1 ORDER BY r.received_at",
+    )
+    .bind(cid)
+    .fetch_all(&app.store.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pagoseguro_round_trip_approved_rejected_and_tampered_never_pays_on_a_return_alone() {
+    logs();
+    let app = TestApp::spawn().await;
+    app.use_sandbox_pagoseguro();
+    // Without a checkout a Pago Seguro order could never be paid: refused.
+    let r = app.post_order(&pagoseguro_order("ps-nocheckout")).await;
+    assert_eq!(r.status().as_u16(), 422);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"checkout\"") && text.contains("required"), "{text}");
+    let mut in_brl = pagoseguro_order("ps-brl");
+    in_brl["currency"] = json!("BRL");
+    assert_eq!(
+        app.post_order(&with_checkout(in_brl, &app)).await.status().as_u16(),
+        422
+    );
+
+    let mut urls = Vec::new();
+    for cid in ["ps-ok", "ps-no", "ps-flip", "ps-forged"] {
+        let v = create(&app, &with_checkout(pagoseguro_order(cid), &app)).await;
+        urls.push(v["checkout"]["url"].as_str().unwrap().to_string());
+        app.wait_for_status(cid, "awaiting_payment").await;
+    }
+    // The page posts to Pago Seguro's origin only; the form carries no key.
+    let page = app.http.get(&urls[0]).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    let sandbox_origin = app.sandbox.provider_url();
+    assert!(csp.contains(&format!("form-action 'self' {sandbox_origin}")), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("name=\"hash\"") && html.contains("id=\"pagoseguro-go\""),
+        "{html}"
+    );
+    assert!(!html.contains(payhub_sandbox::PAGOSEGURO_SANDBOX_API_KEY));
+
+    let b = Browser::start(BrowserOptions {
+        accept_language: Some("es-CO,es"),
+        ..Default::default()
+    })
+    .await;
+    // Approved: a verified 22, but only "being confirmed" (no status query exists).
+    through_pagoseguro(&b, &urls[0], "ps-pay", "none").await;
+    let src = b.d().source().await.unwrap();
+    assert!(src.contains("Estamos confirmando el pago"), "{src}");
+    b.screenshot("pagoseguro-approved").await;
+    assert_eq!(
+        returns_of(&app, "ps-ok").await,
+        vec![("verified".into(), Some("authorised".into()), None)]
+    );
+    // Then back to the shop, signed, with the order's status as it stands.
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            b.d()
+                .current_url()
+                .await
+                .is_ok_and(|u| u.path() == "/shop/checkout/return")
+        })
+        .await,
+        "the buyer was never sent back to the shop"
+    );
+    let landed = b.d().current_url().await.unwrap();
+    verify_return(&app, &landed, "ps-ok", "awaiting_payment");
+
+    // Rejected: declined, with what to do and a button to try again.
+    through_pagoseguro(&b, &urls[1], "ps-reject", "none").await;
+    let src = b.d().source().await.unwrap();
+    assert!(
+        src.contains("Pago rechazado") && src.contains("inténtalo de nuevo"),
+        "{src}"
+    );
+    assert!(b.find("pagoseguro-go").await.is_ok(), "a retry button");
+    b.screenshot("pagoseguro-rejected").await;
+    assert_eq!(
+        returns_of(&app, "ps-no").await,
+        vec![("verified".into(), Some("rejected".into()), None)]
+    );
+
+    // A rejection turned into 22 by the buyer: the sign still verifies
+    // (status is not covered), so it reads as a verified 22, and still pays nothing.
+    through_pagoseguro(&b, &urls[2], "ps-reject", "status").await;
+    assert!(b.d().source().await.unwrap().contains("Estamos confirmando el pago"));
+    b.screenshot("pagoseguro-tampered-status").await;
+    // A wrong sign, another amount, another reference: rejected, "being confirmed".
+    for tamper in ["sign", "amount", "reference"] {
+        through_pagoseguro(&b, &urls[3], "ps-pay", tamper).await;
+        assert!(b.d().source().await.unwrap().contains("Estamos confirmando el pago"));
+    }
+    b.screenshot("pagoseguro-tampered").await;
+    assert_eq!(
+        returns_of(&app, "ps-forged").await,
+        vec![
+            ("rejected".into(), None, Some("bad_signature".into())),
+            ("rejected".into(), None, Some("amount_mismatch".into())),
+            ("rejected".into(), None, Some("other_order".into())),
+        ]
+    );
+    b.quit().await;
+
+    // No return paid anything.
+    for cid in ["ps-ok", "ps-no", "ps-flip", "ps-forged"] {
+        assert_eq!(
+            app.order_status(cid).await.as_deref(),
+            Some("awaiting_payment"),
+            "{cid}"
+        );
+    }
+    // A return for no known order is stored as rejected and shown as "being confirmed".
+    let r = app
+        .http
+        .get(format!(
+            "{}/returns/pagoseguro/{}?status=22&sign=x",
+            app.verifier_url,
+            "a".repeat(64)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.unwrap().contains("confirmando"));
+    let unknown: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pagoseguro_returns WHERE order_id IS NULL AND verdict = 'rejected' AND reason = 'unknown_order'",
+    )
+    .fetch_one(&app.store.pool)
+    .await
+    .unwrap();
+    assert_eq!(unknown, 1);
+    // The API key is nowhere outside charge-creator's sealed row.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_nowhere(&app, &[payhub_sandbox::PAGOSEGURO_SANDBOX_API_KEY.to_string()]).await;
+    app.stop().await;
+}

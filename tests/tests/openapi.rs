@@ -1127,6 +1127,38 @@ async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
     )
     .await;
 
+    // --- GET|POST /returns/pagoseguro/{token} -------------------------------
+    let returns = "/returns/pagoseguro/{token}";
+    let unknown = format!("{}/returns/pagoseguro/{}", app.verifier_url, "ab".repeat(32));
+    s.record(
+        "a Pago Seguro return about no known order",
+        VERIFIER,
+        "GET",
+        returns,
+        200,
+        app.http
+            .get(format!("{unknown}?orderReference=x&value=1&status=22&sign=00"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    s.record(
+        "the same, posted as a form",
+        VERIFIER,
+        "POST",
+        returns,
+        200,
+        app.http
+            .post(&unknown)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("orderReference=x&value=1&status=22&sign=00")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+
     // --- /metrics, /healthz, /readyz on every service ------------------------
     for (service, base) in &app.ops_urls {
         for route in ["/metrics", "/healthz", "/readyz"] {

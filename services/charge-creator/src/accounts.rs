@@ -156,6 +156,25 @@ impl Providers {
         }
     }
 
+    /// The shop's Pago Seguro Account ID and API key. There is no platform
+    /// account: a Pago Seguro order is paid to the shop's own account.
+    pub fn pagoseguro(&self, using: &Using) -> Result<(String, secrecy::SecretString), AccountError> {
+        match using {
+            Using::Platform => Err(AccountError::Unusable(
+                "the shop has no Pago Seguro account (payhubctl shop set-provider <shop> pagoseguro --account-id ... --api-key ...)"
+                    .into(),
+            )),
+            Using::Shop(account) => match &account.credentials {
+                Credentials::Pagoseguro { account_id, api_key } => Ok((account_id.clone(), api_key.clone())),
+                other => Err(AccountError::Unusable(format!(
+                    "account {} holds {} credentials, not Pago Seguro",
+                    account.id,
+                    other.provider()
+                ))),
+            },
+        }
+    }
+
     /// The OpenPix client acting for `using`.
     pub fn openpix(&self, using: &Using) -> Result<OpenPixClient, AccountError> {
         match using {

@@ -34,6 +34,7 @@ pub mod card;
 pub mod confirm;
 pub mod health;
 pub mod listing;
+pub mod pagoseguro;
 pub mod refund;
 pub mod registrar;
 
@@ -198,8 +199,10 @@ enum Outcome {
 
 impl ChargeHandler {
     async fn call_provider(&self, o: &Order<'_>) -> Outcome {
-        if o.accepted.method == payhub_core::PaymentMethod::Card {
-            return Outcome::NotMine;
+        match o.accepted.method {
+            payhub_core::PaymentMethod::Card => return Outcome::NotMine,
+            payhub_core::PaymentMethod::Redirect => return self.redirect_charge(o).await,
+            payhub_core::PaymentMethod::Pix => {}
         }
         let req = ChargeRequest {
             provider_reference: o.accepted.provider_reference.clone(),
@@ -252,6 +255,36 @@ impl ChargeHandler {
         }
     }
 
+    /// A Pago Seguro order: nothing is created at Pago Seguro (the buyer's
+    /// browser posts the signed form from payhub's checkout page); the charge
+    /// row records the order's reference there (`txnid`) and the shop's
+    /// account, and `charge.created` moves the order to awaiting payment.
+    async fn redirect_charge(&self, o: &Order<'_>) -> Outcome {
+        let provider = o.accepted.provider;
+        let using = match self.providers.for_shop(o.shop_id, provider.as_str()).await {
+            Ok(u) => u,
+            Err(AccountError::Unavailable(e)) if o.attempt < self.max_attempts => return Outcome::Retry(e),
+            Err(e) => return Outcome::Failed(failed_event(provider, e.to_string(), true)),
+        };
+        if let Err(e) = self.providers.pagoseguro(&using) {
+            return Outcome::Failed(failed_event(provider, e.to_string(), true));
+        }
+        let expires_at = time::OffsetDateTime::now_utc() + Duration::from_secs(u64::from(o.accepted.expires_in_secs));
+        Outcome::Created(
+            Box::new(payhub_connectors::CreatedCharge {
+                provider_charge_id: payhub_connectors::pagoseguro::reference(o.order_id),
+                amount: o.accepted.amount,
+                view: payhub_core::events::ChargeView {
+                    br_code: String::new(),
+                    qr_code_image_url: String::new(),
+                    payment_link_url: String::new(),
+                    expires_at: Some(expires_at),
+                },
+            }),
+            using.name(),
+        )
+    }
+
     /// Stores one order's outcome inside `tx` and returns the event to
     /// publish after commit (none when the order was handled before).
     async fn store(
@@ -279,7 +312,7 @@ impl ChargeHandler {
                 sqlx::query(
                     "INSERT INTO charges (order_id, provider, provider_reference, provider_charge_id, currency, amount_minor,
                          br_code, qr_code_image_url, payment_link_url, expires_at, provider_account, method)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pix')
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                      ON CONFLICT (order_id) DO NOTHING",
                 )
                 .bind(o.order_id)
@@ -293,6 +326,7 @@ impl ChargeHandler {
                 .bind(&created.view.payment_link_url)
                 .bind(created.view.expires_at)
                 .bind(&account)
+                .bind(o.accepted.method.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -465,6 +499,11 @@ impl Application {
             pixelpay: payhub_connectors::pixelpay::PixelPayClient::new(config.provider_timeout)?,
             platform_pixelpay: config.pixelpay.clone(),
         });
+        let redirect = Arc::new(pagoseguro::RedirectState {
+            store: infra.store.clone(),
+            providers: providers.clone(),
+            token: config.internal_token.clone(),
+        });
         let registrar = registrar::Registrar {
             store: infra.store.clone(),
             providers: providers.clone(),
@@ -511,6 +550,7 @@ impl Application {
                     )
                     .with_state(card),
             )
+            .merge(pagoseguro::router(redirect))
             .merge(
                 axum::Router::new()
                     .route(

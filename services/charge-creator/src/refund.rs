@@ -537,6 +537,10 @@ async fn call_provider(st: &RefundState, call: &Call) -> ProviderOutcome {
             };
             void(st, &account, call).await
         }
+        // Refused before any call by the capability check (no refund API).
+        Provider::Pagoseguro => ProviderOutcome::Refused {
+            detail: "Pago Seguro gives no money back through an API payhub can call".into(),
+        },
     }
 }
 

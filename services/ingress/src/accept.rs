@@ -178,6 +178,17 @@ async fn accept_counted(
         return Err(AcceptError::ProviderNotAllowed(order.provider.as_str().to_string()));
     }
     check_currency(store, shop, order).await?;
+    // A Pago Seguro buyer reaches Pago Seguro's page only from payhub's
+    // hosted checkout, which only the order API opens so far.
+    if order.provider == payhub_core::Provider::Pagoseguro && channel != OrderChannel::Api {
+        let mut errors = ValidationErrors::default();
+        errors.push(
+            "provider",
+            "unsupported",
+            "a Pago Seguro order is paid on payhub's hosted checkout: send it to POST /v1/orders with a checkout block",
+        );
+        return Err(AcceptError::Unsupported(errors));
+    }
     let rules = &shop.order_rules;
     let mut broken = rules.check(order);
     if broken.is_empty()

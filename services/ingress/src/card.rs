@@ -31,6 +31,7 @@ fn default_country(c: Currency) -> Option<&'static str> {
         Currency::Hnl => Some("HN"),
         Currency::Nio => Some("NI"),
         Currency::Brl => Some("BR"),
+        Currency::Cop => Some("CO"),
         _ => None,
     }
 }

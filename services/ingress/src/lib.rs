@@ -78,6 +78,10 @@ pub struct Options {
     /// Where buyers open the hosted checkout (`PAYHUB_PUBLIC_CHECKOUT_BASE_URL`);
     /// `None` builds its URLs from the address the shop reached ingress at.
     pub checkout_base_url: Option<String>,
+    /// Where a Pago Seguro order's signed form is posted
+    /// (`PAYHUB_PAGOSEGURO_CHECKOUT_URL`); `None`: Pago Seguro's sandbox,
+    /// or its production checkout with `PAYHUB_ENV=production`.
+    pub pagoseguro_checkout_url: Option<String>,
 }
 
 impl Options {
@@ -98,6 +102,14 @@ impl Options {
                         .to_string(),
                 ),
             },
+            pagoseguro_checkout_url: Some(env.url(
+                "PAYHUB_PAGOSEGURO_CHECKOUT_URL",
+                if env.is_production() {
+                    payhub_connectors::pagoseguro::PRODUCTION_CHECKOUT_URL
+                } else {
+                    payhub_connectors::pagoseguro::SANDBOX_CHECKOUT_URL
+                },
+            )?),
         })
     }
 }
@@ -131,6 +143,15 @@ impl Application {
             health: payhub_store::health::HealthCache::new(infra.store.clone(), std::time::Duration::from_secs(1)),
             wake_card_budget: options.wake_card_budget.unwrap_or(wake::CARD_BUDGET),
             checkout_base_url: options.checkout_base_url.clone(),
+            redirects: payhub_connectors::internal::RedirectClient::new(
+                &config.charge_creator_url,
+                config.internal_token.clone(),
+                std::time::Duration::from_secs(5),
+            )?,
+            pagoseguro_checkout_url: options
+                .pagoseguro_checkout_url
+                .clone()
+                .unwrap_or_else(|| payhub_connectors::pagoseguro::SANDBOX_CHECKOUT_URL.to_string()),
         };
         let handler = amqp::ShopOrderHandler {
             stock,

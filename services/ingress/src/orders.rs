@@ -33,6 +33,11 @@ pub struct AppState {
     /// `PAYHUB_PUBLIC_CHECKOUT_BASE_URL`: where buyers open the hosted
     /// checkout (else the address the shop reached ingress at).
     pub checkout_base_url: Option<String>,
+    /// charge-creator's Pago Seguro form call.
+    pub redirects: payhub_connectors::internal::RedirectClient,
+    /// Where a Pago Seguro order's signed form is posted
+    /// (`PAYHUB_PAGOSEGURO_CHECKOUT_URL`).
+    pub pagoseguro_checkout_url: String,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -75,6 +80,19 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
             return Err(ApiError::Validation(errors));
         }
     };
+    // A Pago Seguro buyer pays on Pago Seguro's page, reached only from
+    // payhub's checkout page.
+    if order.provider == payhub_core::Provider::Pagoseguro && checkout.is_none() {
+        let mut errors = payhub_core::ValidationErrors::default();
+        errors.push(
+            "checkout",
+            "required",
+            "a Pago Seguro order is paid on Pago Seguro's page, reached from payhub's checkout: \
+             send checkout {returnUrl, cancelUrl}",
+        );
+        accept::count_invalid(OrderChannel::Api);
+        return Err(ApiError::Validation(errors));
+    }
     if checkout.is_some() && card.is_some() {
         let mut errors = payhub_core::ValidationErrors::default();
         errors.push(

@@ -4,6 +4,10 @@
   "use strict";
   var main = document.getElementById("checkout");
   if (!main) return;
+  // Pago Seguro: the signed form goes to Pago Seguro's page at once (the
+  // button stays for browsers without scripts, and after a declined try).
+  var ps = document.getElementById("pagoseguro-form");
+  if (ps && ps.dataset.auto === "true") { ps.submit(); return; }
   var refresh = document.querySelector("form.refresh");
   if (refresh) refresh.hidden = true;
 

@@ -124,6 +124,7 @@ fn money_text(amount: payhub_core::Money) -> String {
         payhub_core::Currency::Hnl => format!("L {major}"),
         payhub_core::Currency::Usd => format!("US$ {major}"),
         payhub_core::Currency::Nio => format!("C$ {major}"),
+        payhub_core::Currency::Cop => format!("COP {major}"),
     }
 }
 
@@ -162,6 +163,9 @@ pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
     match change.to {
         // Wake's checkout tells the buyer; the e-mail comes with the capture.
         OrderStatus::Authorized => None,
+        // A Pago Seguro buyer is already on the way to Pago Seguro's page
+        // (payhub's checkout sends them there); there is no PIX code to mail.
+        OrderStatus::AwaitingPayment if change.provider == payhub_core::Provider::Pagoseguro => None,
         OrderStatus::AwaitingPayment => {
             let charge = change.charge.as_ref()?;
             Some(Mail {

@@ -33,7 +33,7 @@ impl Default for SurveyConfig {
 pub fn language(currency: Currency) -> &'static str {
     match currency {
         Currency::Brl => "pt-BR",
-        Currency::Hnl | Currency::Nio | Currency::Usd => "es",
+        Currency::Hnl | Currency::Nio | Currency::Usd | Currency::Cop => "es",
     }
 }
 

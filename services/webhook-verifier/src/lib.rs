@@ -25,6 +25,7 @@
 //! each order's unguessable URL (module `pixelpay`).
 
 mod limit;
+mod pagoseguro;
 mod pixelpay;
 
 use axum::Router;
@@ -79,6 +80,20 @@ static REJECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// From the payment at the provider (the time its webhook names) to the
 /// webhook's arrival, confirmed and accepted: how late providers tell.
+static RETURNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "payhub_provider_returns_total",
+        "Provider returns (Pago Seguro's buyer redirects) received, by verdict (verified, rejected).",
+        &["provider", "verdict"]
+    )
+    .expect("metric registers once")
+});
+
+fn count_return(verdict: &str) {
+    let verdict = if verdict == "verified" { "verified" } else { "rejected" };
+    RETURNS.with_label_values(&["pagoseguro", verdict]).inc();
+}
+
 static ARRIVAL_LAG: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         "payhub_provider_webhook_lag_seconds",
@@ -101,6 +116,9 @@ pub struct Config {
     /// Webhooks per second and burst each source address may send.
     pub rate_per_sec: u32,
     pub rate_burst: u32,
+    /// Where buyers' checkout pages are (`PAYHUB_PUBLIC_CHECKOUT_BASE_URL`,
+    /// ingress): a Pago Seguro return sends the buyer on to its result page.
+    pub checkout_base_url: String,
 }
 
 impl Config {
@@ -127,6 +145,10 @@ impl Config {
             confirm_timeout: env.millis("PAYHUB_CONFIRM_TIMEOUT_MS", Duration::from_secs(15))?,
             rate_per_sec,
             rate_burst: env.parse("PAYHUB_WEBHOOK_RATE_BURST", rate_per_sec.saturating_mul(2))?,
+            checkout_base_url: env
+                .url("PAYHUB_PUBLIC_CHECKOUT_BASE_URL", "http://127.0.0.1:8080")?
+                .trim_end_matches('/')
+                .to_string(),
         })
     }
 }
@@ -482,12 +504,26 @@ impl Application {
             confirm,
         };
         let limiter = limit::PerSource::new(config.rate_per_sec, config.rate_burst);
+        let returns = axum::Router::new()
+            .route(
+                "/returns/pagoseguro/{token}",
+                axum::routing::get(pagoseguro::door).post(pagoseguro::door),
+            )
+            .with_state(pagoseguro::ReturnState {
+                client: payhub_connectors::internal::RedirectClient::new(
+                    &config.charge_creator_url,
+                    config.internal_token.clone(),
+                    config.confirm_timeout,
+                )?,
+                checkout_base_url: config.checkout_base_url.trim_end_matches('/').to_string(),
+            });
         let routes = Router::new()
             .route("/webhooks/openpix", post(openpix_webhook))
             .route("/webhooks/pixelpay/{token}", post(pixelpay::webhook))
+            .with_state(state)
+            .merge(returns)
             .layer(DefaultBodyLimit::max(1024 * 1024))
-            .layer(axum::middleware::from_fn_with_state(limiter, limit::enforce))
-            .with_state(state);
+            .layer(axum::middleware::from_fn_with_state(limiter, limit::enforce));
         Ok(Application(
             payhub_service::App::start(infra, config.common.http_addr, routes).await?,
         ))

@@ -47,6 +47,9 @@ pub enum Operation {
     RegisterWebhooks,
     /// Accept a saved-card token instead of a card.
     CardToken,
+    /// Send the buyer to the provider's page with a signed form, and check
+    /// the return that brings them back.
+    RedirectCheckout,
 }
 
 impl Operation {
@@ -62,6 +65,7 @@ impl Operation {
             Operation::Status => "status",
             Operation::RegisterWebhooks => "register_webhooks",
             Operation::CardToken => "card_token",
+            Operation::RedirectCheckout => "redirect_checkout",
         }
     }
 }
@@ -156,6 +160,7 @@ pub fn of(provider: Provider) -> &'static Capabilities {
     match provider {
         Provider::Openpix => &crate::openpix::CAPABILITIES,
         Provider::Pixelpay => &crate::pixelpay::CAPABILITIES,
+        Provider::Pagoseguro => &crate::pagoseguro::CAPABILITIES,
     }
 }
 
@@ -165,19 +170,24 @@ mod tests {
 
     #[test]
     fn each_provider_declares_its_flow_and_method() {
-        for p in [Provider::Openpix, Provider::Pixelpay] {
+        for p in [Provider::Openpix, Provider::Pixelpay, Provider::Pagoseguro] {
             let c = of(p);
             assert_eq!(c.provider, p);
             let expected = match c.flow {
                 Flow::Push => PaymentMethod::Pix,
                 Flow::Card => PaymentMethod::Card,
-                Flow::Redirect => continue,
+                Flow::Redirect => PaymentMethod::Redirect,
             };
             assert_eq!(c.method(), expected, "{p:?}");
             assert!(!c.currencies.is_empty());
         }
         assert_eq!(of(Provider::Openpix).flow, Flow::Push);
         assert_eq!(of(Provider::Pixelpay).flow, Flow::Card);
+        let pagoseguro = of(Provider::Pagoseguro);
+        assert_eq!(pagoseguro.flow, Flow::Redirect);
+        assert!(pagoseguro.settles(Currency::Cop, None) && !pagoseguro.settles(Currency::Brl, None));
+        // No status query is documented (providers.md §3.4), so none is declared.
+        assert!(!pagoseguro.supports(Operation::Status) && !pagoseguro.supports(Operation::Refund));
     }
 
     #[test]

@@ -547,3 +547,95 @@ impl ListingClient {
             .map_err(|(status, text)| format!("charge-creator answered {status}: {}", excerpt(&text)))
     }
 }
+
+/// Pago Seguro's signed checkout form for one order (issue 11 §2): ingress
+/// asks, charge-creator signs it with the shop's API key (which never
+/// leaves charge-creator) and answers the fields to post.
+/// `POST /internal/v1/pagoseguro/form`.
+pub const PAGOSEGURO_FORM_PATH: &str = "/internal/v1/pagoseguro/form";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedirectFormRequest {
+    pub order_id: Uuid,
+    /// Where Pago Seguro sends the buyer back (webhook-verifier's return door).
+    pub url_response: String,
+}
+
+/// The form's fields in the order they are posted (`hash` included).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RedirectForm {
+    pub fields: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for RedirectForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The buyer's name and e-mail are personal data: names only.
+        f.debug_struct("RedirectForm")
+            .field(
+                "fields",
+                &self.fields.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A Pago Seguro return as webhook-verifier's door received it, for
+/// charge-creator to check and store. `POST /internal/v1/pagoseguro/return`.
+pub const PAGOSEGURO_RETURN_PATH: &str = "/internal/v1/pagoseguro/return";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReturnRequest {
+    /// The checkout token in the return URL: which order the buyer came from.
+    pub token: String,
+    /// Every parameter of the return, as received (query and form).
+    pub params: Vec<(String, String)>,
+}
+
+/// What charge-creator made of a return. A return never pays an order (its
+/// `sign` does not cover `status`, and Pago Seguro documents no status
+/// query): `shown` is what the buyer is told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReturnAnswer {
+    /// `verified` or `rejected` (unverifiable: bad sign, another order or amount).
+    pub verdict: String,
+    /// For a verified return: `authorised` (22), `rejected` (17) or `pending`.
+    pub status: Option<String>,
+    /// Why a return was rejected (`bad_signature`, `other_order`, ...).
+    pub reason: Option<String>,
+    /// The checkout token of the order the return is about, when known.
+    pub token: Option<String>,
+}
+
+/// The client side, for ingress (the form) and webhook-verifier (the return).
+#[derive(Clone, Debug)]
+pub struct RedirectClient {
+    form: InternalClient,
+    ret: InternalClient,
+}
+
+impl RedirectClient {
+    pub fn new(
+        charge_creator_url: &str,
+        token: SecretString,
+        timeout: Duration,
+    ) -> Result<RedirectClient, reqwest::Error> {
+        Ok(RedirectClient {
+            form: InternalClient::new(charge_creator_url, PAGOSEGURO_FORM_PATH, token.clone(), timeout)?,
+            ret: InternalClient::new(charge_creator_url, PAGOSEGURO_RETURN_PATH, token, timeout)?,
+        })
+    }
+
+    pub async fn form(&self, req: &RedirectFormRequest) -> Result<RedirectForm, String> {
+        self.form
+            .post(req)
+            .await?
+            .map_err(|(status, text)| format!("charge-creator answered {status}: {}", excerpt(&text)))
+    }
+
+    pub async fn report_return(&self, req: &ReturnRequest) -> Result<ReturnAnswer, String> {
+        self.ret
+            .post(req)
+            .await?
+            .map_err(|(status, text)| format!("charge-creator answered {status}: {}", excerpt(&text)))
+    }
+}

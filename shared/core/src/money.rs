@@ -16,11 +16,20 @@ pub enum Currency {
     Usd,
     /// Nicaraguan córdoba: PixelPay.
     Nio,
+    /// Colombian peso: Pago Seguro. ISO 4217 gives it two minor digits
+    /// (centavos), which Pago Seguro's `amount` may carry (`90000.50`).
+    Cop,
 }
 
 impl Currency {
     /// Every currency payhub handles.
-    pub const ALL: &[Currency] = &[Currency::Brl, Currency::Hnl, Currency::Usd, Currency::Nio];
+    pub const ALL: &[Currency] = &[
+        Currency::Brl,
+        Currency::Hnl,
+        Currency::Usd,
+        Currency::Nio,
+        Currency::Cop,
+    ];
 
     pub fn code(self) -> &'static str {
         match self {
@@ -28,13 +37,14 @@ impl Currency {
             Currency::Hnl => "HNL",
             Currency::Usd => "USD",
             Currency::Nio => "NIO",
+            Currency::Cop => "COP",
         }
     }
 
     /// Digits after the decimal point in this currency's minor unit.
     pub fn exponent(self) -> u32 {
         match self {
-            Currency::Brl | Currency::Hnl | Currency::Usd | Currency::Nio => 2,
+            Currency::Brl | Currency::Hnl | Currency::Usd | Currency::Nio | Currency::Cop => 2,
         }
     }
 
@@ -44,6 +54,7 @@ impl Currency {
             "HNL" => Some(Currency::Hnl),
             "USD" => Some(Currency::Usd),
             "NIO" => Some(Currency::Nio),
+            "COP" => Some(Currency::Cop),
             _ => None,
         }
     }

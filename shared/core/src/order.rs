@@ -19,6 +19,9 @@ pub enum Provider {
     Openpix,
     /// Cards through PixelPay's Direct API (sale, authorise and capture).
     Pixelpay,
+    /// Pago Seguro's web checkout (Colombia): the buyer's browser posts a
+    /// signed form to Pago Seguro and comes back with an untrusted return.
+    Pagoseguro,
 }
 
 impl Provider {
@@ -26,6 +29,7 @@ impl Provider {
         match self {
             Provider::Openpix => "openpix",
             Provider::Pixelpay => "pixelpay",
+            Provider::Pagoseguro => "pagoseguro",
         }
     }
 
@@ -34,6 +38,7 @@ impl Provider {
         match self {
             Provider::Openpix => PaymentMethod::Pix,
             Provider::Pixelpay => PaymentMethod::Card,
+            Provider::Pagoseguro => PaymentMethod::Redirect,
         }
     }
 
@@ -41,8 +46,8 @@ impl Provider {
         match s {
             "openpix" => Ok(Provider::Openpix),
             "pixelpay" => Ok(Provider::Pixelpay),
-            "pagoseguro" => Err("is not enabled on this payhub yet; use openpix or pixelpay"),
-            _ => Err("must be one of: openpix, pixelpay"),
+            "pagoseguro" => Ok(Provider::Pagoseguro),
+            _ => Err("must be one of: openpix, pixelpay, pagoseguro"),
         }
     }
 }
@@ -57,6 +62,9 @@ pub enum PaymentMethod {
     /// A card charged while the order is placed. The card itself is never
     /// part of an order, an event or a stored row.
     Card,
+    /// The buyer pays on the provider's own page (Pago Seguro's web
+    /// checkout), reached from payhub's hosted checkout.
+    Redirect,
 }
 
 impl PaymentMethod {
@@ -64,6 +72,7 @@ impl PaymentMethod {
         match self {
             PaymentMethod::Pix => "pix",
             PaymentMethod::Card => "card",
+            PaymentMethod::Redirect => "redirect",
         }
     }
 }
@@ -862,10 +871,12 @@ mod tests {
         body["currency"] = json!("XYZ");
         let errs = NewOrder::from_json(&body).unwrap_err();
         assert!(errs.has("currency", "unsupported"), "{errs}");
-        assert!(errs.to_string().contains("BRL, HNL, USD, NIO"), "{errs}");
-        body["currency"] = json!("USD");
+        assert!(errs.to_string().contains("BRL, HNL, USD, NIO, COP"), "{errs}");
         body["provider"] = json!("pagoseguro");
-        body["currency"] = json!("BRL");
+        body["currency"] = json!("COP");
+        let order = NewOrder::from_json(&body).unwrap();
+        assert_eq!(order.provider.method(), PaymentMethod::Redirect);
+        body["provider"] = json!("payu");
         assert!(NewOrder::from_json(&body).unwrap_err().has("provider", "unsupported"));
     }
 

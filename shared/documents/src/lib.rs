@@ -132,6 +132,7 @@ pub fn default_utc_offset_hours(currency: Currency) -> i8 {
     match currency {
         Currency::Brl => -3,
         Currency::Hnl | Currency::Nio | Currency::Usd => -6,
+        Currency::Cop => -5,
     }
 }
 
@@ -143,6 +144,7 @@ pub fn money_text(amount: Money) -> String {
         Currency::Hnl => format!("L {major}"),
         Currency::Usd => format!("US$ {major}"),
         Currency::Nio => format!("C$ {major}"),
+        Currency::Cop => format!("COP {major}"),
     }
 }
 

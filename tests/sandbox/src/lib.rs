@@ -32,6 +32,7 @@ mod listing;
 mod mime;
 mod model;
 mod outage;
+mod pagoseguro;
 mod pixelpay;
 mod provider;
 mod shop;
@@ -56,6 +57,7 @@ pub use model::{
     ExtraPayment, REFUND_CONFIRMED, REFUND_IN_PROCESSING, ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE,
     STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge, SandboxRefund, WakePostback, WebhookAttempt,
 };
+pub use pagoseguro::{PAGOSEGURO_SANDBOX_ACCOUNT_ID, PAGOSEGURO_SANDBOX_API_KEY};
 pub use pixelpay::{
     PIXELPAY_BRL_KEY_ID, PIXELPAY_BRL_SECRET_KEY, PIXELPAY_OTHER_KEY_ID, PIXELPAY_OTHER_SECRET_KEY,
     PIXELPAY_SANDBOX_AUTH_HASH, PIXELPAY_SANDBOX_CARD_TOKEN, PIXELPAY_SANDBOX_KEY_ID, PIXELPAY_SANDBOX_SECRET_KEY,
@@ -247,6 +249,7 @@ impl Sandbox {
             .merge(webhook_api::router(inner.clone()))
             .merge(outage::router(inner.clone()))
             .merge(listing::router(inner.clone()))
+            .merge(pagoseguro::router())
             .layer(axum::middleware::from_fn_with_state(inner.clone(), outage::gate));
         let provider_stop = shutdown.clone();
         let provider = tokio::spawn(async move {
@@ -304,6 +307,11 @@ impl Sandbox {
 
     pub fn clear_listing_faults(&self) {
         let _ = listing::set(&self.inner, None);
+    }
+
+    /// Where a Pago Seguro form is posted (`PAYHUB_PAGOSEGURO_CHECKOUT_URL`).
+    pub fn pagoseguro_checkout_url(&self) -> String {
+        format!("http://{}{}", self.inner.provider_addr, pagoseguro::CHECKOUT_PATH)
     }
 
     /// `http://127.0.0.1:PORT`, no trailing slash: the OpenPix base URL to

@@ -145,6 +145,12 @@ pub struct Text {
     pub error_billing: &'static str,
     pub error_session: &'static str,
     pub card_unavailable: &'static str,
+    pub pagoseguro_title: &'static str,
+    pub pagoseguro_body: &'static str,
+    pub pagoseguro_button: &'static str,
+    pub pagoseguro_unavailable: &'static str,
+    pub pagoseguro_declined_body: &'static str,
+    pub pagoseguro_retry: &'static str,
     pub paid_title: &'static str,
     pub paid_body: &'static str,
     pub declined_title: &'static str,
@@ -212,6 +218,12 @@ pub static PT_BR: Text = Text {
     error_billing: "Confira o endereço de cobrança.",
     error_session: "O formulário expirou. Recarregue a página e tente de novo.",
     card_unavailable: "Este pedido já não aceita pagamento com cartão.",
+    pagoseguro_title: "Pagar com Pago Seguro",
+    pagoseguro_body: "Você será levado à página segura do Pago Seguro para pagar. Se nada acontecer, use o botão.",
+    pagoseguro_button: "Ir para o Pago Seguro",
+    pagoseguro_unavailable: "O pagamento com Pago Seguro não está disponível agora. Tente de novo em instantes.",
+    pagoseguro_declined_body: "O Pago Seguro informou que a transação foi recusada. Confira os dados com o seu banco e tente de novo, ou volte à loja para escolher outra forma de pagamento. Se o valor foi cobrado, a loja confirmará o pagamento por e-mail.",
+    pagoseguro_retry: "Tentar de novo no Pago Seguro",
     paid_title: "Pagamento confirmado",
     paid_body: "Recebemos o seu pagamento. A loja já foi avisada.",
     declined_title: "Pagamento recusado",
@@ -279,6 +291,12 @@ pub static ES: Text = Text {
     error_billing: "Revisa la dirección de facturación.",
     error_session: "El formulario venció. Recarga la página e inténtalo de nuevo.",
     card_unavailable: "Este pedido ya no acepta pagos con tarjeta.",
+    pagoseguro_title: "Pagar con Pago Seguro",
+    pagoseguro_body: "Te llevaremos a la página segura de Pago Seguro para pagar. Si no pasa nada, usa el botón.",
+    pagoseguro_button: "Ir a Pago Seguro",
+    pagoseguro_unavailable: "El pago con Pago Seguro no está disponible ahora. Inténtalo de nuevo en unos instantes.",
+    pagoseguro_declined_body: "Pago Seguro informó que la transacción fue rechazada. Revisa los datos con tu banco e inténtalo de nuevo, o vuelve a la tienda para elegir otro medio de pago. Si el valor fue cobrado, la tienda confirmará el pago por correo.",
+    pagoseguro_retry: "Intentar de nuevo en Pago Seguro",
     paid_title: "Pago confirmado",
     paid_body: "Recibimos tu pago. La tienda ya fue avisada.",
     declined_title: "Pago rechazado",
@@ -320,5 +338,6 @@ mod tests {
         assert_eq!(Lang::Es.money(15_000, "HNL"), "L 150,00");
         assert_eq!(Lang::Es.money(5, "USD"), "US$ 0,05");
         assert_eq!(Lang::PtBr.money(100_000_000, "BRL"), "R$ 1.000.000,00");
+        assert_eq!(Lang::Es.money(7_500_000, "COP"), "COL$ 75.000,00");
     }
 }

@@ -336,7 +336,17 @@ fn origin_of(url: &str) -> Option<String> {
 /// The headers every checkout page carries: a strict CSP (own scripts and
 /// styles only, no inline code, frames only from the shop's own origins),
 /// no referrer (the token is in the URL), no caching, no sniffing.
-fn secured(mut r: Response, frame_origins: &[String], https: bool) -> Response {
+fn secured(r: Response, frame_origins: &[String], https: bool) -> Response {
+    secured_posting_to(r, frame_origins, https, None)
+}
+
+/// [`secured`], and the page's forms may also post to `form_to`'s origin
+/// (Pago Seguro's checkout, for a Pago Seguro order's signed form).
+fn secured_posting_to(mut r: Response, frame_origins: &[String], https: bool, form_to: Option<&str>) -> Response {
+    let form_action = match form_to.and_then(origin_of) {
+        Some(o) => format!("'self' {o}"),
+        None => "'self'".to_string(),
+    };
     let ancestors: Vec<&str> = frame_origins
         .iter()
         .map(String::as_str)
@@ -349,7 +359,7 @@ fn secured(mut r: Response, frame_origins: &[String], https: bool) -> Response {
     };
     let csp = format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
-         form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}"
+         form-action {form_action}; base-uri 'none'; frame-ancestors {ancestors}"
     );
     let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&csp) {
@@ -385,6 +395,31 @@ struct Pix {
     minutes_left: Option<i64>,
 }
 
+/// A Pago Seguro order's way to pay: the signed form, posted to Pago
+/// Seguro by checkout.js at once (`auto`) or by the buyer's button.
+struct PagoSeguro {
+    action: String,
+    form: Option<Vec<(String, String)>>,
+    auto: bool,
+    body: &'static str,
+    button: &'static str,
+}
+
+/// What a Pago Seguro order brings to its page: the signed form (when the
+/// buyer may pay), and what the last return said.
+#[derive(Default)]
+struct Redirected {
+    form: Option<Vec<(String, String)>>,
+    /// (verdict, status) of the order's last return, if any.
+    last_return: Option<(String, Option<String>)>,
+}
+
+impl Redirected {
+    fn declined(&self) -> bool {
+        matches!(&self.last_return, Some((v, Some(s))) if v == "verified" && s == "rejected")
+    }
+}
+
 #[derive(Default)]
 struct Billing {
     address: String,
@@ -418,6 +453,7 @@ struct Page<'a> {
     show_pix: bool,
     pix: Option<Pix>,
     show_card: bool,
+    pagoseguro: Option<PagoSeguro>,
     card_action: String,
     csrf: &'a str,
     errors: Vec<&'static str>,
@@ -456,6 +492,18 @@ fn render(
     errors: Vec<&'static str>,
     message: &str,
 ) -> Response {
+    render_with(st, s, lang, result_page, errors, message, &Redirected::default())
+}
+
+fn render_with(
+    st: &AppState,
+    s: &Session,
+    lang: Lang,
+    result_page: bool,
+    errors: Vec<&'static str>,
+    message: &str,
+    redirected: &Redirected,
+) -> Response {
     let now = OffsetDateTime::now_utc();
     let t = lang.text();
     let state = State_::of(s, now);
@@ -477,14 +525,37 @@ fn render(
         .unwrap_or_default();
     let base = format!("/checkout/{}", s.token);
     let is_pix = s.provider == payhub_core::Provider::Openpix.as_str();
+    let is_ps = s.provider == payhub_core::Provider::Pagoseguro.as_str();
     let waiting = state == State_::Waiting;
     let showing_result = state.is_final() || result_page;
-    let (title, _) = if showing_result {
+    // A verified 17 from Pago Seguro: the buyer is told it was declined and
+    // what to do, though the order stays open (a return proves no status).
+    let ps_declined = is_ps && waiting && result_page && redirected.declined();
+    let (title, _) = if ps_declined {
+        (t.declined_title, "")
+    } else if showing_result {
         state.result(t)
     } else {
         (t.pay_title, "")
     };
-    let body_text = if showing_result { state.result(t).1 } else { message };
+    let body_text = if ps_declined {
+        t.pagoseguro_declined_body
+    } else if showing_result {
+        state.result(t).1
+    } else {
+        message
+    };
+    let pagoseguro = (is_ps && waiting && (!result_page || ps_declined)).then(|| PagoSeguro {
+        action: st.pagoseguro_checkout_url.clone(),
+        form: redirected.form.clone(),
+        auto: !result_page,
+        body: t.pagoseguro_body,
+        button: if result_page {
+            t.pagoseguro_retry
+        } else {
+            t.pagoseguro_button
+        },
+    });
     let pix = match (&s.br_code, is_pix && waiting && !result_page) {
         (Some(br), true) => Some(Pix {
             qr_url: format!("{base}/qr.svg"),
@@ -505,7 +576,10 @@ fn render(
         (s, n) if n.is_empty() => s,
         (s, n) => format!("{s} {n}"),
     };
-    let back = state.is_final().then(|| signed(&s.return_url, s, now));
+    // After Pago Seguro's return the buyer goes back to the shop too, with
+    // the order's status as it stands (awaiting payment: see the module).
+    let back = (state.is_final() || (is_ps && result_page && redirected.last_return.is_some()))
+        .then(|| signed(&s.return_url, s, now));
     let page = Page {
         lang: lang.tag(),
         t,
@@ -513,7 +587,9 @@ fn render(
         shop_name: &s.shop_name,
         reference: &s.correlation_id,
         state: state.as_str(),
-        status_text: if result_page && !state.is_final() {
+        status_text: if ps_declined {
+            t.status_failed
+        } else if result_page && !state.is_final() {
             t.status_confirming
         } else {
             state.label(t)
@@ -536,7 +612,8 @@ fn render(
         total: money(s.total_minor),
         show_pix: is_pix && waiting && !result_page,
         pix,
-        show_card: !is_pix && waiting && !result_page,
+        show_card: !is_pix && !is_ps && waiting && !result_page,
+        pagoseguro,
         card_action: format!("{base}/card"),
         csrf: &s.csrf_token,
         errors,
@@ -547,12 +624,13 @@ fn render(
             state: field("state"),
             country: default_country(&s.currency).to_string(),
         },
-        redirect_url: back.clone(),
+        // A declined buyer chooses: try again, or back to the shop.
+        redirect_url: if ps_declined { None } else { back.clone() },
         back_url: back,
         cancel_url: waiting.then(|| signed(&s.cancel_url, s, now)),
     };
     match page.render() {
-        Ok(html) => secured(
+        Ok(html) => secured_posting_to(
             (
                 if errors_status(&page) {
                     StatusCode::UNPROCESSABLE_ENTITY
@@ -567,6 +645,7 @@ fn render(
             st.checkout_base_url
                 .as_deref()
                 .is_some_and(|b| b.starts_with("https://")),
+            is_ps.then_some(st.pagoseguro_checkout_url.as_str()),
         ),
         Err(e) => {
             tracing::error!(error = %e, "the checkout page did not render");
@@ -627,7 +706,11 @@ async fn page(
     match load(&st.store, &token).await {
         Ok(Some(s)) => {
             let lang = lang_for(&s, q.lang.as_deref(), &headers);
-            render(&st, &s, lang, false, Vec::new(), "")
+            let redirected = match redirected(&st, &s, true).await {
+                Ok(r) => r,
+                Err(e) => return store_error(e),
+            };
+            render_with(&st, &s, lang, false, Vec::new(), "", &redirected)
         }
         Ok(None) => not_found(guess_lang(&q, &headers)),
         Err(e) => store_error(e),
@@ -643,11 +726,66 @@ async fn done(
     match load(&st.store, &token).await {
         Ok(Some(s)) => {
             let lang = lang_for(&s, q.lang.as_deref(), &headers);
-            render(&st, &s, lang, true, Vec::new(), lang.text().confirming_body)
+            let mut redirected = match redirected(&st, &s, false).await {
+                Ok(r) => r,
+                Err(e) => return store_error(e),
+            };
+            // After a declined try the buyer may post the form again.
+            if redirected.declined() {
+                redirected.form = pagoseguro_form(&st, &s).await;
+            }
+            render_with(
+                &st,
+                &s,
+                lang,
+                true,
+                Vec::new(),
+                lang.text().confirming_body,
+                &redirected,
+            )
         }
         Ok(None) => not_found(guess_lang(&q, &headers)),
         Err(e) => store_error(e),
     }
+}
+
+/// The signed Pago Seguro form for the order, from charge-creator (which
+/// alone holds the shop's API key); `None` when it cannot be had now (the
+/// charge not recorded yet, charge-creator unreachable, no public return URL).
+async fn pagoseguro_form(st: &AppState, s: &Session) -> Option<Vec<(String, String)>> {
+    s.br_code.as_ref()?;
+    let base = st.public_webhook_base_url.as_deref()?;
+    let req = payhub_connectors::internal::RedirectFormRequest {
+        order_id: s.order_id,
+        url_response: format!("{}/returns/pagoseguro/{}", base.trim_end_matches('/'), s.token),
+    };
+    match st.redirects.form(&req).await {
+        Ok(form) => Some(form.fields),
+        Err(e) => {
+            tracing::warn!(order_id = %s.order_id, error = %e, "checkout: no Pago Seguro form");
+            None
+        }
+    }
+}
+
+/// What a Pago Seguro order brings to its page; nothing for other orders.
+async fn redirected(st: &AppState, s: &Session, with_form: bool) -> Result<Redirected, StoreError> {
+    if s.provider != payhub_core::Provider::Pagoseguro.as_str() {
+        return Ok(Redirected::default());
+    }
+    let last_return: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT verdict, status FROM pagoseguro_returns WHERE order_id = $1 ORDER BY received_at DESC, id DESC LIMIT 1",
+    )
+    .bind(s.order_id)
+    .fetch_optional(&st.store.pool)
+    .await?;
+    let waiting = State_::of(s, OffsetDateTime::now_utc()) == State_::Waiting;
+    let form = if with_form && waiting {
+        pagoseguro_form(st, s).await
+    } else {
+        None
+    };
+    Ok(Redirected { form, last_return })
 }
 
 /// The live status the page's script polls: the state, its label in the
@@ -801,7 +939,7 @@ async fn pay_card(
         return r;
     }
     let now = OffsetDateTime::now_utc();
-    if s.provider == payhub_core::Provider::Openpix.as_str()
+    if s.provider != payhub_core::Provider::Pixelpay.as_str()
         || State_::of(&s, now) != State_::Waiting
         || s.status != OrderStatus::Accepted.as_str()
     {
