@@ -247,6 +247,14 @@ async fn a_pix_checkout_shows_the_qr_code_and_turns_paid_by_itself() {
         .await
     );
     b.screenshot("pix-checkout-result").await;
+    let landed = back_at_the_shop(&b).await;
+    verify_return(&app, &landed, "co-pix", "paid");
+    b.quit().await;
+    app.stop().await;
+}
+
+/// Waits until the browser is on the shop's return page, and gives its URL.
+async fn back_at_the_shop(b: &Browser) -> reqwest::Url {
     assert!(
         eventually(Duration::from_secs(15), || async {
             b.d()
@@ -257,10 +265,7 @@ async fn a_pix_checkout_shows_the_qr_code_and_turns_paid_by_itself() {
         .await,
         "the buyer was never sent back to the shop"
     );
-    let landed = b.d().current_url().await.unwrap();
-    verify_return(&app, &landed, "co-pix", "paid");
-    b.quit().await;
-    app.stop().await;
+    b.d().current_url().await.unwrap()
 }
 
 fn card_order(cid: &str, total: &str) -> Value {
@@ -669,17 +674,7 @@ async fn a_pagoseguro_round_trip_approved_rejected_and_tampered_never_pays_on_a_
         vec![("verified".into(), Some("authorised".into()), None)]
     );
     // Then back to the shop, signed, with the order's status as it stands.
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            b.d()
-                .current_url()
-                .await
-                .is_ok_and(|u| u.path() == "/shop/checkout/return")
-        })
-        .await,
-        "the buyer was never sent back to the shop"
-    );
-    let landed = b.d().current_url().await.unwrap();
+    let landed = back_at_the_shop(&b).await;
     verify_return(&app, &landed, "ps-ok", "awaiting_payment");
 
     // Rejected: declined, with what to do and a button to try again.

@@ -106,6 +106,13 @@ pub async fn confirm_route(
         ));
     };
     let provider = row.provider.as_str();
+    if provider == payhub_core::Provider::Pagoseguro.as_str() {
+        count(provider, "rejected");
+        return answer(ConfirmAnswer::rejected(
+            "Pago Seguro documents no transaction-status query (providers.md §3.4): \
+             check this payment in Pago Seguro's back office",
+        ));
+    }
     if let Some(named) = &req.provider_charge_id
         && named != &row.provider_charge_id
     {

@@ -74,12 +74,26 @@ struct OrderRow {
 
 const BY_ID: &str = "SELECT o.id, o.provider, o.status, o.currency::text AS currency, o.total_minor, o.customer_name,
         o.customer_email, o.summary, c.provider_charge_id AS reference, c.provider_account
-     FROM orders o JOIN charges c ON c.order_id = o.id WHERE o.id = $1";
+     FROM orders o JOIN charges c ON c.order_id = o.id WHERE o.id = ($1::text)::uuid";
 const BY_TOKEN: &str =
     "SELECT o.id, o.provider, o.status, o.currency::text AS currency, o.total_minor, o.customer_name,
         o.customer_email, o.summary, c.provider_charge_id AS reference, c.provider_account
      FROM orders o JOIN charges c ON c.order_id = o.id JOIN checkout_sessions s ON s.order_id = o.id
      WHERE s.token = $1";
+
+/// The order `query` finds with `key`; `Err` is the answer to give.
+async fn order_by(st: &RedirectState, query: &'static str, key: impl ToString) -> Result<Option<OrderRow>, Response> {
+    sqlx::query_as(query)
+        .bind(key.to_string())
+        .fetch_optional(&st.store.pool)
+        .await
+        .map_err(|e| {
+            refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the order could not be read: {e}"),
+            )
+        })
+}
 
 fn authorised(st: &RedirectState, headers: &HeaderMap) -> bool {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -106,18 +120,9 @@ async fn form_route(
     if !authorised(&st, &headers) {
         return refused(StatusCode::UNAUTHORIZED, "internal token required");
     }
-    let order: Option<OrderRow> = match sqlx::query_as(BY_ID)
-        .bind(req.order_id)
-        .fetch_optional(&st.store.pool)
-        .await
-    {
+    let order = match order_by(&st, BY_ID, req.order_id).await {
         Ok(o) => o,
-        Err(e) => {
-            return refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the order could not be read: {e}"),
-            );
-        }
+        Err(r) => return r,
     };
     let Some(o) = order else {
         return refused(StatusCode::NOT_FOUND, "no Pago Seguro charge for this order yet");
@@ -166,19 +171,10 @@ async fn return_route(
     if !authorised(&st, &headers) {
         return refused(StatusCode::UNAUTHORIZED, "internal token required");
     }
-    let order: Option<OrderRow> = if plausible(&req.token) {
-        match sqlx::query_as(BY_TOKEN)
-            .bind(&req.token)
-            .fetch_optional(&st.store.pool)
-            .await
-        {
+    let order = if plausible(&req.token) {
+        match order_by(&st, BY_TOKEN, &req.token).await {
             Ok(o) => o,
-            Err(e) => {
-                return refused(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the order could not be read: {e}"),
-                );
-            }
+            Err(r) => return r,
         }
     } else {
         None

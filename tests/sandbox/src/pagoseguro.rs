@@ -136,7 +136,13 @@ pub fn return_params(form: &HashMap<String, String>, approve: bool, tamper: &str
         _ => {}
     }
     let (product, name, email) = (get("productinfo"), get("firstname"), get("email"));
-    let mut signature = sign(
+    // A wrong sign: the same text under another key.
+    let key = if tamper == "sign" {
+        "not-the-key"
+    } else {
+        PAGOSEGURO_SANDBOX_API_KEY
+    };
+    let signature = sign(
         [
             PAGOSEGURO_SANDBOX_ACCOUNT_ID,
             &reference,
@@ -145,21 +151,8 @@ pub fn return_params(form: &HashMap<String, String>, approve: bool, tamper: &str
             &name,
             &email,
         ],
-        PAGOSEGURO_SANDBOX_API_KEY,
+        key,
     );
-    if tamper == "sign" {
-        signature = sign(
-            [
-                PAGOSEGURO_SANDBOX_ACCOUNT_ID,
-                &reference,
-                &value,
-                &product,
-                &name,
-                &email,
-            ],
-            "not-the-key",
-        );
-    }
     let status = if approve || tamper == "status" { "22" } else { "17" };
     vec![
         ("orderReference".into(), reference),

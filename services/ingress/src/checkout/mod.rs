@@ -627,7 +627,8 @@ fn render_with(
         // A declined buyer chooses: try again, or back to the shop.
         redirect_url: if ps_declined { None } else { back.clone() },
         back_url: back,
-        cancel_url: waiting.then(|| signed(&s.cancel_url, s, now)),
+        // After a Pago Seguro return the buyer may have paid: no "cancel".
+        cancel_url: (waiting && !(is_ps && result_page)).then(|| signed(&s.cancel_url, s, now)),
     };
     match page.render() {
         Ok(html) => secured_posting_to(
