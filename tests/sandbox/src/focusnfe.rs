@@ -13,6 +13,8 @@
 //! a recipient name other than the fixed homologation text (598) and a
 //! total that is not the sum of its parts (610).
 //!
+//! `GET /sandbox/invoices` lists what it holds (the demo reads it).
+//!
 //! Faults ([`crate::Sandbox::focusnfe_fault_next`]): the next request is
 //! received and queued but its answer is never sent (the client times
 //! out), or SEFAZ rejects the next invoice with a given message. An outage
@@ -82,6 +84,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/v2/nfe", post(create))
         .route("/v2/nfe/{reference}", get(read))
         .route("/arquivos/{file}", get(file))
+        .route("/sandbox/invoices", get(list))
         .with_state(state)
 }
 
@@ -402,6 +405,13 @@ async fn file(State(state): State<Shared>, Path(file): Path<String>) -> Response
         );
         ([(header::CONTENT_TYPE, "application/xml")], xml).into_response()
     }
+}
+
+/// `GET /sandbox/invoices`: every invoice the service holds, and how many requests arrived.
+async fn list(State(state): State<Shared>) -> Response {
+    let s = lock(&state.focusnfe);
+    let invoices: Vec<&SandboxInvoice> = s.invoices.values().collect();
+    Json(json!({"invoices": invoices, "requests": s.posts})).into_response()
 }
 
 impl crate::Sandbox {
