@@ -137,19 +137,10 @@ impl Credentials {
             Credentials::Pixelpay { secret_key, .. } if blank(secret_key) => {
                 Err(("secret_key", "must not be empty".into()))
             }
-            Credentials::Pixelpay { endpoint, .. } => {
-                let ok = (endpoint.starts_with("https://") || endpoint.starts_with("http://"))
-                    && !endpoint.contains(['?', '#', ' '])
-                    && endpoint.len() <= 200;
-                if ok {
-                    Ok(())
-                } else {
-                    Err((
-                        "endpoint",
-                        "must be the PixelPay host, e.g. https://pixelpay.app or https://<bank>.pixelpay.app".into(),
-                    ))
-                }
-            }
+            Credentials::Pixelpay { endpoint, .. } => host(
+                endpoint,
+                "must be the PixelPay host, e.g. https://pixelpay.app or https://<bank>.pixelpay.app",
+            ),
             Credentials::Pagoseguro { account_id, .. } if account_id.trim().is_empty() => {
                 Err(("account_id", "must not be empty".into()))
             }
@@ -157,22 +148,21 @@ impl Credentials {
             Credentials::Focusnfe { token, .. } if blank(token) || token.expose_secret().len() > 512 => {
                 Err(("token", "must be the Focus NFe API token (1 to 512 characters)".into()))
             }
-            Credentials::Focusnfe { endpoint, .. } => {
-                let ok = (endpoint.starts_with("https://") || endpoint.starts_with("http://"))
-                    && !endpoint.contains(['?', '#', ' '])
-                    && endpoint.len() <= 200;
-                if ok {
-                    Ok(())
-                } else {
-                    Err((
-                        "endpoint",
-                        "must be the Focus NFe host, e.g. https://homologacao.focusnfe.com.br".into(),
-                    ))
-                }
-            }
+            Credentials::Focusnfe { endpoint, .. } => host(
+                endpoint,
+                "must be the Focus NFe host, e.g. https://homologacao.focusnfe.com.br",
+            ),
             _ => Ok(()),
         }
     }
+}
+
+/// An account's endpoint: an http(s) host URL without query or fragment.
+fn host(endpoint: &str, why: &str) -> Result<(), (&'static str, String)> {
+    let ok = (endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+        && !endpoint.contains(['?', '#', ' '])
+        && endpoint.len() <= 200;
+    if ok { Ok(()) } else { Err(("endpoint", why.into())) }
 }
 
 /// A shop's account at one provider, opened.
