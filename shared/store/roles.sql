@@ -107,3 +107,12 @@ GRANT SELECT ON checkout_sessions TO payhub_notifier;
 GRANT SELECT ON checkout_sessions TO payhub_charge_creator;
 GRANT SELECT ON pagoseguro_returns TO payhub_ingress, payhub_charge_creator, payhub_notifier, payhub_reporter;
 GRANT INSERT ON pagoseguro_returns TO payhub_charge_creator;
+
+-- Issue 12 §3: charge-creator owns the invoices it asks the shops' invoicing
+-- services for; every service reads them (the order view, the e-mails) and
+-- the shops' invoicing settings (written by payhubctl only). Issue 12 §4:
+-- reporter records the surveys it asked for after payment.
+GRANT SELECT ON invoices, shop_invoicing, survey_due TO payhub_ingress, payhub_charge_creator,
+    payhub_webhook_verifier, payhub_order_updater, payhub_notifier, payhub_reporter;
+GRANT INSERT, UPDATE ON invoices TO payhub_charge_creator;
+GRANT INSERT ON survey_due TO payhub_reporter;

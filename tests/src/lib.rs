@@ -966,6 +966,62 @@ impl TestApp {
     }
 }
 
+/// Issue 12 §3–4: invoices and the survey after payment.
+impl TestApp {
+    /// Submits the sample order under `cid`, pays it in the sandbox and
+    /// waits until it is paid; returns payhub's order id.
+    pub async fn sample_paid_order(&self, cid: &str) -> String {
+        assert_eq!(self.post_order(&sample_order(cid)).await.status(), 201);
+        let order = self.wait_for_status(cid, "awaiting_payment").await;
+        let order_id = order["id"].as_str().expect("the order's id").to_string();
+        self.pay_until_acknowledged(&order_id).await;
+        self.wait_for_status(cid, "paid").await;
+        order_id
+    }
+
+    /// The bodies of the e-mails to `to` whose subject contains `subject`.
+    pub fn mails_to(&self, to: &str, subject: &str) -> Vec<String> {
+        self.sandbox
+            .emails()
+            .into_iter()
+            .filter(|m| m.rcpt_to.iter().any(|r| r == to) && m.subject.as_deref().is_some_and(|s| s.contains(subject)))
+            .map(|m| email_text(&m.data))
+            .collect()
+    }
+
+    /// `payhubctl shop set-invoicing <this shop>` with the sandbox's Focus
+    /// NFe token (written to a file, never an argument) and `profile`.
+    pub fn set_invoicing(&self, profile: &Value, extra: &[&str]) -> std::process::Output {
+        let dir = std::env::temp_dir();
+        let token = dir.join(format!("payhub-focus-token-{}", Uuid::new_v4()));
+        let prof = dir.join(format!("payhub-fiscal-profile-{}.json", Uuid::new_v4()));
+        std::fs::write(&token, format!("{}\n", payhub_sandbox::FOCUSNFE_SANDBOX_TOKEN)).expect("token file");
+        std::fs::write(&prof, profile.to_string()).expect("profile file");
+        let shop = self.shop.shop.id.to_string();
+        let (token_path, prof_path) = (
+            token.to_string_lossy().into_owned(),
+            prof.to_string_lossy().into_owned(),
+        );
+        let endpoint = self.sandbox.focusnfe_url();
+        let mut args = vec![
+            "shop",
+            "set-invoicing",
+            shop.as_str(),
+            "--profile",
+            &prof_path,
+            "--token-file",
+            &token_path,
+            "--endpoint",
+            &endpoint,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.payhubctl(&args);
+        let _ = std::fs::remove_file(&token);
+        let _ = std::fs::remove_file(&prof);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,7 @@ pub mod capture;
 pub mod card;
 pub mod confirm;
 pub mod health;
+pub mod invoice;
 pub mod listing;
 pub mod pagoseguro;
 pub mod refund;
@@ -140,6 +141,8 @@ pub struct ChargeHandler {
     pub max_attempts: u32,
     /// Which provider accounts the probes found down: their orders are held.
     pub health: payhub_store::health::HealthCache,
+    /// Paid orders' invoices (`order.status_changed` on the same queue).
+    pub invoicer: invoice::Invoicer,
 }
 
 /// Most orders whose charges are created together (provider calls at once,
@@ -370,7 +373,18 @@ impl Handler for ChargeHandler {
     async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), Failure>> {
         let mut results: Vec<Result<(), Failure>> = vec![Ok(()); msgs.len()];
         let mut orders = Vec::with_capacity(msgs.len());
+        // Status changes are the invoicer's (issue 12 §3), one by one.
+        let invoices: Vec<usize> = (0..msgs.len())
+            .filter(|&i| matches!(msgs[i].envelope.payload, EventPayload::OrderStatusChanged(_)))
+            .collect();
+        let outcomes = futures::future::join_all(invoices.iter().map(|&i| self.invoicer.handle(&msgs[i]))).await;
+        for (&i, outcome) in invoices.iter().zip(outcomes) {
+            results[i] = outcome;
+        }
         for (i, m) in msgs.iter().enumerate() {
+            if invoices.contains(&i) {
+                continue;
+            }
             match read(m) {
                 Ok(o) => orders.push((i, o)),
                 Err(f) => results[i] = Err(f),
@@ -519,10 +533,18 @@ impl Application {
             config: config.probe,
         };
         infra.tasks.spawn(prober.run(infra.shutdown.clone()));
+        let invoicer = invoice::Invoicer {
+            store: infra.store.clone(),
+            outbox: outbox.clone(),
+            providers: providers.clone(),
+            client: payhub_connectors::focusnfe::FocusNfeClient::new(config.provider_timeout)?,
+            max_attempts: config.common.topology.retry.max_attempts,
+        };
         let handler = ChargeHandler {
             store: infra.store.clone(),
             outbox,
             providers,
+            invoicer,
             max_attempts: config.common.topology.retry.max_attempts,
             // Fresh within a second: a replica that does not probe sees the
             // other's findings at once.

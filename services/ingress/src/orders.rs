@@ -366,6 +366,8 @@ pub async fn order_view(store: &Store, id: Uuid, callback_base: Option<&str>) ->
     .bind(id)
     .fetch_one(&store.pool)
     .await?;
+    // Issue 12 §3: the invoice, once the shop's invoicing service was asked.
+    let invoice = payhub_store::invoicing::for_order(store, id).await?;
     let cur = o.currency.clone();
     let charge = match (
         &o.br_code,
@@ -438,5 +440,8 @@ pub async fn order_view(store: &Store, id: Uuid, callback_base: Option<&str>) ->
             "shippedAt": ts(o.shipped_at),
             "deliveredAt": ts(o.delivered_at),
         },
+        // Issue 12 §3: requested, issued (number, DANFE and XML links) or
+        // failed (the reason); null when the shop does not invoice here.
+        "invoice": invoice,
     }))
 }

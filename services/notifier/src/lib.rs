@@ -475,6 +475,122 @@ impl NotifyHandler {
         }
     }
 
+    /// One e-mail for this event, sent once (issue 12): recorded as
+    /// delivered, retried while it fails.
+    async fn mail_once(&self, msg: &Incoming, planned: Planned) -> Result<(), Failure> {
+        let env = &msg.envelope;
+        if self.delivered(env).await?.iter().any(|k| k == planned.kind.as_str()) {
+            return Ok(());
+        }
+        let attempt = self.attempt_mail(&planned).await;
+        let done = [Done {
+            planned: &planned,
+            last: msg.attempt >= self.max_attempts,
+            attempt,
+        }];
+        self.record(env, &done).await?;
+        match &done[0].attempt {
+            a if a.ok => Ok(()),
+            a => Err(Failure::Transient(format!(
+                "{}: {}",
+                planned.kind.as_str(),
+                a.error.clone().unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// An order's invoice was issued (the buyer gets the links) or failed
+    /// (the shop's admin is told, once: the event is published once).
+    async fn notify_invoice(
+        &self,
+        msg: &Incoming,
+        invoice: &payhub_core::events::InvoiceUpdated,
+    ) -> Result<(), Failure> {
+        use payhub_core::invoice::InvoiceStatus;
+        let env = &msg.envelope;
+        let order = env.correlation_id.as_deref().unwrap_or("");
+        let planned = match invoice.status {
+            InvoiceStatus::Issued => Planned {
+                kind: Kind::BuyerEmail,
+                target: payhub_core::identity::Email::parse(&invoice.customer_email)
+                    .map(|e| e.masked())
+                    .unwrap_or_else(|_| "invalid".into()),
+                webhook_id: None,
+                send: Send::Mail {
+                    to: invoice.customer_email.clone(),
+                    mail: mail::invoice_issued(order, invoice),
+                },
+            },
+            InvoiceStatus::Failed => {
+                let shop_id = env
+                    .shop_id
+                    .ok_or_else(|| Failure::Permanent("invoice.updated without a shop".into()))?;
+                let shop = payhub_store::shops::by_id(&self.store, shop_id)
+                    .await
+                    .map_err(db)?
+                    .ok_or_else(|| Failure::Permanent(format!("unknown shop {shop_id}")))?;
+                let Some(admin) = shop.admin_email.clone() else {
+                    tracing::error!(%shop_id, order, "an invoice failed and the shop has no admin e-mail to tell");
+                    return Ok(());
+                };
+                Planned {
+                    kind: Kind::AdminAlert,
+                    target: admin.clone(),
+                    webhook_id: None,
+                    send: Send::Mail {
+                        to: admin,
+                        mail: mail::invoice_failed(env, order, &shop.name, invoice),
+                    },
+                }
+            }
+            InvoiceStatus::Requested => return Ok(()),
+        };
+        self.mail_once(msg, planned).await
+    }
+
+    /// A paid order of a shop that reports no shipping is due its survey
+    /// (reporter's sweeper): the buyer is invited, once.
+    async fn notify_survey_due(&self, msg: &Incoming, due: &payhub_core::events::SurveyDue) -> Result<(), Failure> {
+        let env = &msg.envelope;
+        let (Some(order_id), Some(shop_id)) = (env.order_id, env.shop_id) else {
+            return Err(Failure::Permanent("survey.due without order or shop".into()));
+        };
+        if self
+            .delivered(env)
+            .await?
+            .iter()
+            .any(|k| k == Kind::SurveyInvitation.as_str())
+        {
+            return Ok(());
+        }
+        let lang = survey::language(due.amount.currency());
+        let Some(link) = survey::invite(&self.store, &self.survey, order_id, shop_id, lang)
+            .await
+            .map_err(db)?
+        else {
+            return Ok(());
+        };
+        let planned = Planned {
+            kind: Kind::SurveyInvitation,
+            target: payhub_core::identity::Email::parse(&due.customer_email)
+                .map(|e| e.masked())
+                .unwrap_or_else(|_| "invalid".into()),
+            webhook_id: None,
+            send: Send::Mail {
+                to: due.customer_email.clone(),
+                mail: survey::mail(
+                    env.correlation_id.as_deref().unwrap_or(""),
+                    &due.customer_name,
+                    lang,
+                    &link,
+                    self.survey.valid_for.as_secs() / 86_400,
+                    Some(due.days_after_payment),
+                ),
+            },
+        };
+        self.mail_once(msg, planned).await
+    }
+
     async fn attempt_mail(&self, planned: &Planned) -> Attempt {
         match &planned.send {
             Send::Mail { to, mail } => self.mailer.send(to, mail).await,
@@ -575,6 +691,8 @@ impl Handler for NotifyHandler {
             EventPayload::OrderRejected(rejected) => return self.notify_rejected(msg, rejected).await,
             EventPayload::AlertRaised(alert) => return self.notify_alert(msg, alert).await,
             EventPayload::SurveyAnswered(answer) => return self.notify_survey(msg, answer).await,
+            EventPayload::InvoiceUpdated(invoice) => return self.notify_invoice(msg, invoice).await,
+            EventPayload::SurveyDue(due) => return self.notify_survey_due(msg, due).await,
             _ => return Err(Failure::Permanent(format!("notifier cannot handle {}", env.kind()))),
         };
         let shop_id = env
@@ -658,10 +776,11 @@ impl Handler for NotifyHandler {
                         to: change.customer_email.clone(),
                         mail: survey::mail(
                             env.correlation_id.as_deref().unwrap_or(""),
-                            change,
+                            &change.customer_name,
                             lang,
                             &link,
                             self.survey.valid_for.as_secs() / 86_400,
+                            None,
                         ),
                     },
                 });

@@ -339,6 +339,55 @@ pub fn alert(env: &Envelope, alert: &payhub_core::events::AlertRaised) -> Mail {
     }
 }
 
+/// The buyer's invoice (issue 12 §3): number and the DANFE and XML links.
+pub fn invoice_issued(order: &str, invoice: &payhub_core::events::InvoiceUpdated) -> Mail {
+    let series = invoice
+        .series
+        .as_deref()
+        .map(|s| format!(", série {s}"))
+        .unwrap_or_default();
+    let mut body = format!(
+        "Olá, {}!\n\nA nota fiscal do seu pedido {order} foi emitida: NF-e nº {}{series}.\n",
+        invoice.customer_name,
+        invoice.number.as_deref().unwrap_or("-"),
+    );
+    if let Some(key) = &invoice.access_key {
+        body.push_str(&format!("Chave de acesso: {key}\n"));
+    }
+    if let Some(pdf) = &invoice.pdf_url {
+        body.push_str(&format!("\nDANFE (PDF): {pdf}\n"));
+    }
+    if let Some(xml) = &invoice.xml_url {
+        body.push_str(&format!("XML: {xml}\n"));
+    }
+    body.push_str("\nGuarde o XML: é a nota fiscal com validade jurídica.\n");
+    Mail {
+        subject: format!("Nota fiscal do pedido {order}"),
+        body,
+    }
+}
+
+/// The alert a shop's admin gets when an order's invoice failed.
+pub fn invoice_failed(
+    env: &Envelope,
+    order: &str,
+    shop_name: &str,
+    invoice: &payhub_core::events::InvoiceUpdated,
+) -> Mail {
+    Mail {
+        subject: format!("[payhub] Nota fiscal não emitida: pedido {order}"),
+        body: format!(
+            "Loja: {shop_name}\nPedido: {order} (payhub {})\nServiço: {}\nMotivo: {}\n\n\
+             O pedido está pago; a nota fiscal precisa ser emitida à parte (ou corrigida e emitida de novo no serviço).\n\
+             Evento: {}\n",
+            env.order_id.map(|i| i.to_string()).unwrap_or_default(),
+            invoice.service,
+            invoice.reason.as_deref().unwrap_or("-"),
+            env.id
+        ),
+    }
+}
+
 /// The alert a shop's admin gets when payhub gave up delivering a webhook.
 pub fn webhook_failure_alert(
     env: &Envelope,

@@ -5,7 +5,6 @@
 
 use crate::mail::Mail;
 use payhub_core::Currency;
-use payhub_core::events::OrderStatusChanged;
 use payhub_store::{Store, StoreError};
 use sha2::Digest;
 use std::time::Duration;
@@ -81,25 +80,38 @@ pub async fn invite(
 }
 
 /// The invitation e-mail.
-pub fn mail(order: &str, change: &OrderStatusChanged, lang: &str, link: &str, valid_days: u64) -> Mail {
+pub fn mail(
+    order: &str,
+    customer_name: &str,
+    lang: &str,
+    link: &str,
+    valid_days: u64,
+    days_after_payment: Option<u16>,
+) -> Mail {
     if lang == "es" {
+        let what = match days_after_payment {
+            None => "fue entregado".to_string(),
+            Some(d) => format!("fue pagado hace {d} días"),
+        };
         Mail {
             subject: format!("¿Qué le pareció su pedido {order}?"),
             body: format!(
-                "¡Hola, {}!\n\nSu pedido {order} fue entregado. ¿Recomendaría la tienda a un amigo?\n\
+                "¡Hola, {customer_name}!\n\nSu pedido {order} {what}. ¿Recomendaría la tienda a un amigo?\n\
                  Responda en un minuto (de 0 a 10, y un comentario si quiere):\n{link}\n\n\
-                 El enlace vale {valid_days} días y acepta una sola respuesta.\n",
-                change.customer_name
+                 El enlace vale {valid_days} días y acepta una sola respuesta.\n"
             ),
         }
     } else {
+        let what = match days_after_payment {
+            None => "foi entregue".to_string(),
+            Some(d) => format!("foi pago há {d} dias"),
+        };
         Mail {
             subject: format!("Como foi o seu pedido {order}?"),
             body: format!(
-                "Olá, {}!\n\nO seu pedido {order} foi entregue. Você recomendaria a loja a um amigo?\n\
+                "Olá, {customer_name}!\n\nO seu pedido {order} {what}. Você recomendaria a loja a um amigo?\n\
                  Responda em um minuto (de 0 a 10, e um comentário se quiser):\n{link}\n\n\
-                 O link vale {valid_days} dias e aceita uma única resposta.\n",
-                change.customer_name
+                 O link vale {valid_days} dias e aceita uma única resposta.\n"
             ),
         }
     }

@@ -202,6 +202,7 @@ impl Sweeper {
             self.awaiting_payment().await?;
             self.paid_not_notified().await?;
             self.late_deliveries().await?;
+            self.surveys_due().await?;
             self.refresh_metrics().await
         }
         .await;
@@ -572,6 +573,71 @@ impl Sweeper {
         )
         .execute(&self.store.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Issue 12 §4: the buyers of a shop that reports no shipping
+    /// (`survey_after_payment_days`) are invited to the survey that many
+    /// days after payment, once per order (`survey_due`, recorded with its
+    /// `survey.due` in one transaction; notifier invites). An order already
+    /// invited (delivered) is left alone.
+    async fn surveys_due(&self) -> Result<(), sqlx::Error> {
+        #[derive(sqlx::FromRow)]
+        struct Due {
+            id: Uuid,
+            shop_id: Uuid,
+            correlation_id: String,
+            customer_name: String,
+            customer_email: String,
+            currency: String,
+            total_minor: i64,
+            days: i32,
+        }
+        let due: Vec<Due> = sqlx::query_as(
+            "SELECT o.id, o.shop_id, o.correlation_id, o.customer_name, o.customer_email,
+                    o.currency::text AS currency, o.total_minor, s.survey_after_payment_days AS days
+             FROM orders o JOIN shops s ON s.id = o.shop_id
+             WHERE s.survey_after_payment_days IS NOT NULL
+               AND o.status IN ('paid', 'fulfilling', 'shipped')
+               AND o.paid_at <= now() - make_interval(days => s.survey_after_payment_days)
+               AND NOT EXISTS (SELECT 1 FROM survey_due d WHERE d.order_id = o.id)
+               AND NOT EXISTS (SELECT 1 FROM survey_invitations i WHERE i.order_id = o.id)
+             ORDER BY o.paid_at LIMIT $1",
+        )
+        .bind(self.config.batch)
+        .fetch_all(&self.store.pool)
+        .await?;
+        for d in due {
+            let Some(currency) = Currency::parse(d.currency.trim()) else {
+                continue;
+            };
+            let mut event = Envelope::for_order(
+                EventPayload::SurveyDue(payhub_core::events::SurveyDue {
+                    customer_name: d.customer_name,
+                    customer_email: d.customer_email,
+                    amount: Money::from_minor(d.total_minor, currency),
+                    days_after_payment: u16::try_from(d.days).unwrap_or(u16::MAX),
+                }),
+                d.id,
+                d.shop_id,
+                &d.correlation_id,
+            );
+            event.id = fact_id(&["survey.due", &d.id.to_string()]);
+            let mut tx = self.store.pool.begin().await?;
+            let r = sqlx::query("INSERT INTO survey_due (order_id, shop_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(d.id)
+                .bind(d.shop_id)
+                .execute(&mut *tx)
+                .await?;
+            if r.rows_affected() == 0 {
+                continue;
+            }
+            add_once(&mut tx, std::slice::from_ref(&event)).await?;
+            tx.commit().await?;
+            let _ = self.outbox.publish_now(std::slice::from_ref(&event)).await;
+            SETTLED.with_label_values(&["survey_due", "invited"]).inc();
+            tracing::info!(order_id = %d.id, days = d.days, "survey due after payment");
+        }
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 //! no way to prove a webhook genuine cannot be wired in by accident.
 
 pub mod capabilities;
+pub mod focusnfe;
 pub mod internal;
 pub mod metrics;
 pub mod openpix;

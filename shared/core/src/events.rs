@@ -104,10 +104,17 @@ pub enum EventPayload {
     FulfilmentReported(FulfilmentReported),
     #[serde(rename = "survey.answered")]
     SurveyAnswered(SurveyAnswered),
+    /// Issue 12 §3: an order's invoice was issued or failed (charge-creator).
+    #[serde(rename = "invoice.updated")]
+    InvoiceUpdated(InvoiceUpdated),
+    /// Issue 12 §4: a paid order of a shop that reports no shipping is due
+    /// its survey invitation (reporter's sweeper).
+    #[serde(rename = "survey.due")]
+    SurveyDue(SurveyDue),
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 14] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
@@ -120,6 +127,8 @@ impl EventPayload {
         "refund.failed",
         "fulfilment.reported",
         "survey.answered",
+        "invoice.updated",
+        "survey.due",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -136,6 +145,8 @@ impl EventPayload {
             EventPayload::RefundFailed(_) => "refund.failed",
             EventPayload::FulfilmentReported(_) => "fulfilment.reported",
             EventPayload::SurveyAnswered(_) => "survey.answered",
+            EventPayload::InvoiceUpdated(_) => "invoice.updated",
+            EventPayload::SurveyDue(_) => "survey.due",
         }
     }
 }
@@ -359,6 +370,42 @@ pub struct SurveyAnswered {
     pub comment: Option<String>,
     /// The page's language (`pt-BR`, `es`).
     pub language: String,
+}
+
+/// An order's invoice reached an end: issued (number, series, access key,
+/// DANFE and XML links) or failed (the reason). notifier e-mails the buyer
+/// the links, or alerts the shop's admin, once per event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceUpdated {
+    pub status: crate::invoice::InvoiceStatus,
+    /// The invoicing service (`focusnfe`).
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pdf_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xml_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub customer_name: String,
+    pub customer_email: String,
+    pub amount: Money,
+}
+
+/// A paid order is due its survey invitation N days after payment (a shop
+/// that reports no shipping); notifier invites the buyer once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurveyDue {
+    pub customer_name: String,
+    pub customer_email: String,
+    pub amount: Money,
+    /// The days after payment the shop chose.
+    pub days_after_payment: u16,
 }
 
 /// The shipment an order's status change carries (`shipped` and after),

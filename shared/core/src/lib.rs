@@ -8,6 +8,7 @@ pub mod card;
 pub mod events;
 pub mod fulfilment;
 pub mod identity;
+pub mod invoice;
 pub mod money;
 pub mod order;
 pub mod rules;

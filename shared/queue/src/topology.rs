@@ -89,7 +89,9 @@ pub struct QueueSpec {
 impl QueueSpec {
     pub const CHARGE_CREATOR: QueueSpec = QueueSpec {
         base: "charge-creator.orders",
-        bindings: &["order.accepted"],
+        // order.status_changed: a paid order's invoice (issue 12 §3), asked
+        // of the shop's invoicing service with the same retries.
+        bindings: &["order.accepted", "order.status_changed"],
         retired_bindings: &[],
         source: Source::Events,
     };
@@ -117,6 +119,9 @@ impl QueueSpec {
             "order.rejected",
             "alert.raised",
             "survey.answered",
+            // Issue 12: an invoice issued or failed; a survey due after payment.
+            "invoice.updated",
+            "survey.due",
         ],
         retired_bindings: &[],
         source: Source::Events,

@@ -45,6 +45,14 @@ pub enum Credentials {
         #[serde(with = "secret")]
         api_key: SecretString,
     },
+    /// Focus NFe, the shop's invoicing service (issue 12 §3): the
+    /// company's API token (HTTP Basic user, empty password) and the host
+    /// (`https://homologacao.focusnfe.com.br` or `https://api.focusnfe.com.br`).
+    Focusnfe {
+        #[serde(with = "secret")]
+        token: SecretString,
+        endpoint: String,
+    },
 }
 
 mod secret {
@@ -75,6 +83,11 @@ impl std::fmt::Debug for Credentials {
                 .field("account_id", account_id)
                 .field("api_key", &"<redacted>")
                 .finish(),
+            Credentials::Focusnfe { endpoint, .. } => f
+                .debug_struct("Focusnfe")
+                .field("token", &"<redacted>")
+                .field("endpoint", endpoint)
+                .finish(),
         }
     }
 }
@@ -86,6 +99,7 @@ impl Credentials {
             Credentials::Openpix { .. } => "openpix",
             Credentials::Pixelpay { .. } => "pixelpay",
             Credentials::Pagoseguro { .. } => "pagoseguro",
+            Credentials::Focusnfe { .. } => "focusnfe",
         }
     }
 
@@ -96,12 +110,13 @@ impl Credentials {
             Credentials::Openpix { .. } => None,
             Credentials::Pixelpay { key_id, .. } => Some(key_id),
             Credentials::Pagoseguro { account_id, .. } => Some(account_id),
+            Credentials::Focusnfe { .. } => None,
         }
     }
 
     pub fn endpoint(&self) -> Option<&str> {
         match self {
-            Credentials::Pixelpay { endpoint, .. } => Some(endpoint),
+            Credentials::Pixelpay { endpoint, .. } | Credentials::Focusnfe { endpoint, .. } => Some(endpoint),
             _ => None,
         }
     }
@@ -122,26 +137,32 @@ impl Credentials {
             Credentials::Pixelpay { secret_key, .. } if blank(secret_key) => {
                 Err(("secret_key", "must not be empty".into()))
             }
-            Credentials::Pixelpay { endpoint, .. } => {
-                let ok = (endpoint.starts_with("https://") || endpoint.starts_with("http://"))
-                    && !endpoint.contains(['?', '#', ' '])
-                    && endpoint.len() <= 200;
-                if ok {
-                    Ok(())
-                } else {
-                    Err((
-                        "endpoint",
-                        "must be the PixelPay host, e.g. https://pixelpay.app or https://<bank>.pixelpay.app".into(),
-                    ))
-                }
-            }
+            Credentials::Pixelpay { endpoint, .. } => host(
+                endpoint,
+                "must be the PixelPay host, e.g. https://pixelpay.app or https://<bank>.pixelpay.app",
+            ),
             Credentials::Pagoseguro { account_id, .. } if account_id.trim().is_empty() => {
                 Err(("account_id", "must not be empty".into()))
             }
             Credentials::Pagoseguro { api_key, .. } if blank(api_key) => Err(("api_key", "must not be empty".into())),
+            Credentials::Focusnfe { token, .. } if blank(token) || token.expose_secret().len() > 512 => {
+                Err(("token", "must be the Focus NFe API token (1 to 512 characters)".into()))
+            }
+            Credentials::Focusnfe { endpoint, .. } => host(
+                endpoint,
+                "must be the Focus NFe host, e.g. https://homologacao.focusnfe.com.br",
+            ),
             _ => Ok(()),
         }
     }
+}
+
+/// An account's endpoint: an http(s) host URL without query or fragment.
+fn host(endpoint: &str, why: &str) -> Result<(), (&'static str, String)> {
+    let ok = (endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+        && !endpoint.contains(['?', '#', ' '])
+        && endpoint.len() <= 200;
+    if ok { Ok(()) } else { Err(("endpoint", why.into())) }
 }
 
 /// A shop's account at one provider, opened.

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod health;
+pub mod invoicing;
 pub mod outbox;
 pub mod receipts;
 pub mod roles;

@@ -14,6 +14,10 @@
 //!   ([`Sandbox::pixelpay_fail_next`]) and QuickPay collection webhooks
 //!   ([`Sandbox::pixelpay_pay_collection`]), on the provider listener (see
 //!   the `pixelpay` module).
+//! * a **Focus NFe-compatible** invoicing API (`POST /v2/nfe?ref=`,
+//!   `GET /v2/nfe/{ref}`, homologation rules, faults:
+//!   [`Sandbox::focusnfe_fault_next`]), on the provider listener (see the
+//!   `focusnfe` module).
 //!
 //! Faults can be injected to exercise payhub's retries: the shop answers
 //! errors or hangs ([`Sandbox::shop_fail_next`]), the charge API fails or
@@ -28,6 +32,7 @@
 
 mod charges;
 mod faults;
+mod focusnfe;
 mod listing;
 mod mime;
 mod model;
@@ -53,6 +58,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::{PixelPayFault, ProviderFault, ShopFault};
+pub use focusnfe::{FOCUSNFE_SANDBOX_CNPJ, FOCUSNFE_SANDBOX_TOKEN, FocusNfeFault, HOMOLOGATION_NAME, SandboxInvoice};
 pub use model::{
     ExtraPayment, REFUND_CONFIRMED, REFUND_IN_PROCESSING, ReceivedEmail, ReceivedWebhook, STATUS_ACTIVE,
     STATUS_COMPLETED, STATUS_EXPIRED, SandboxCharge, SandboxRefund, WakePostback, WebhookAttempt,
@@ -242,6 +248,7 @@ impl Sandbox {
             openpix_webhooks: webhook_api::WebhookApiState::default(),
             outages: Mutex::default(),
             listing: Mutex::default(),
+            focusnfe: Mutex::default(),
         });
 
         let provider_app = provider::router(inner.clone())
@@ -250,6 +257,7 @@ impl Sandbox {
             .merge(outage::router(inner.clone()))
             .merge(listing::router(inner.clone()))
             .merge(pagoseguro::router())
+            .merge(focusnfe::router(inner.clone()))
             .layer(axum::middleware::from_fn_with_state(inner.clone(), outage::gate));
         let provider_stop = shutdown.clone();
         let provider = tokio::spawn(async move {

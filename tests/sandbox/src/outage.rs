@@ -1,5 +1,5 @@
 //! A simulated provider outage: `POST /sandbox/outage {"provider":
-//! "openpix"|"pixelpay", "down": true|false}` (or [`crate::Sandbox::set_outage`]).
+//! "openpix"|"pixelpay"|"focusnfe", "down": true|false}` (or [`crate::Sandbox::set_outage`]).
 //! While a provider is down, every call to its API (OpenPix `/api/v1/...`,
 //! PixelPay `/api/v2/...`) is answered 503 before it reaches the simulator,
 //! so nothing is created, charged or changed; `GET /sandbox/outage` lists
@@ -41,6 +41,8 @@ fn provider_of(path: &str) -> Option<&'static str> {
         Some("openpix")
     } else if path.starts_with("/api/v2/") {
         Some("pixelpay")
+    } else if path.starts_with("/v2/") {
+        Some("focusnfe")
     } else {
         None
     }
@@ -72,7 +74,7 @@ async fn control(State(state): State<Shared>, body: Bytes) -> Response {
     let provider = v.get("provider").and_then(Value::as_str);
     let down = v.get("down").and_then(Value::as_bool);
     match (provider, down) {
-        (Some(p @ ("openpix" | "pixelpay")), Some(d)) => {
+        (Some(p @ ("openpix" | "pixelpay" | "focusnfe")), Some(d)) => {
             set(&state, p, d);
             show(State(state)).await
         }

@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     pub outages: Mutex<std::collections::BTreeSet<String>>,
     /// How the charge listing disagrees with the charges (see `listing.rs`).
     pub listing: Mutex<crate::listing::ListingFaults>,
+    /// The Focus NFe-compatible invoicing API's invoices and faults.
+    pub focusnfe: Mutex<crate::focusnfe::FocusState>,
 }
 
 /// While `hold` is set, pay/expire/resend queue their webhook here.

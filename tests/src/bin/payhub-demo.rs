@@ -602,6 +602,32 @@ async fn after_payment(
         "defaultDays": 5, "states": {"PR": 2}
     }))?);
     payhub_store::shops::set_order_rules(store, shop.shop.id, &rules).await?;
+    // Issue 12 §3: the shop invoices through payhub, at the sandbox's
+    // homologation Focus NFe (as `payhubctl shop set-invoicing` sets it).
+    let key = payhub_store::Secrets::development_of(payhub_store::secrets::KeyKind::Provider);
+    payhub_store::accounts::set(
+        store,
+        &key,
+        shop.shop.id,
+        &payhub_store::accounts::Credentials::Focusnfe {
+            token: payhub_sandbox::FOCUSNFE_SANDBOX_TOKEN.to_string().into(),
+            endpoint: format!("http://{SANDBOX}"),
+        },
+        None,
+    )
+    .await?;
+    let profile = payhub_core::invoice::FiscalProfile::parse(
+        serde_json::json!({
+            "cnpj": payhub_sandbox::FOCUSNFE_SANDBOX_CNPJ, "name": "Loja Demo Ltda", "stateRegistration": "9044016688",
+            "state": "SC", "taxRegime": 1, "cfopInternal": "5102", "cfopInterstate": "6102",
+            "defaultNcm": "61159500", "ncmByCode": {"0000123": "61091000"},
+            "icmsSituation": "102", "pisSituation": "07", "cofinsSituation": "07"
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .map_err(|e| anyhow::anyhow!("the demo's fiscal profile: {e:?}"))?;
+    payhub_store::invoicing::set(store, shop.shop.id, true, Some(&profile)).await?;
     let cid = format!("demo-entrega-{}", time::OffsetDateTime::now_utc().unix_timestamp());
     let r = http
         .post("http://127.0.0.1:8080/v1/orders")
@@ -704,6 +730,58 @@ async fn after_payment(
             a4.len(),
             &sha[..16.min(sha.len())],
             roll.len()
+        ),
+    );
+
+    // The invoice: issued at the sandbox's Focus NFe, shown in the order, e-mailed.
+    let invoiced = poll("the invoice to be issued", Duration::from_secs(20), || async {
+        get_order().await.filter(|o| o["invoice"]["status"] == "issued")
+    })
+    .await?;
+    let invoice = &invoiced["invoice"];
+    let at_service: Value = http
+        .get(format!("http://{SANDBOX}/sandbox/invoices"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let held = at_service["invoices"]
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["reference"] == invoice["reference"]))
+        .context("the sandbox's Focus NFe holds the invoice")?;
+    anyhow::ensure!(held["status"] == "autorizado", "the sandbox holds {held}");
+    let danfe = http
+        .get(invoice["pdfUrl"].as_str().context("the DANFE link")?)
+        .send()
+        .await?;
+    anyhow::ensure!(danfe.status().as_u16() == 200, "the DANFE answered {}", danfe.status());
+    let mail = poll("the invoice e-mail", Duration::from_secs(20), || async {
+        let mails: Value = http
+            .get(format!("http://{SANDBOX}/sandbox/emails"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        mails["emails"].as_array()?.iter().find_map(|m| {
+            m["subject"]
+                .as_str()
+                .filter(|s| s.contains(&format!("Nota fiscal do pedido {cid}")))
+                .map(str::to_string)
+        })
+    })
+    .await?;
+    step(
+        start,
+        &format!(
+            "invoice issued in the sandbox's Focus NFe (homologation): NF-e no. {} series {}, access key {}, ref {} ({} request(s)); DANFE {}; e-mailed: \"{mail}\"",
+            invoice["number"].as_str().unwrap_or("?"),
+            invoice["series"].as_str().unwrap_or("?"),
+            invoice["accessKey"].as_str().unwrap_or("?"),
+            invoice["reference"].as_str().unwrap_or("?"),
+            held["requests"],
+            invoice["pdfUrl"].as_str().unwrap_or("?"),
         ),
     );
 

@@ -345,6 +345,45 @@ enum ShopCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Issue 12 §3: the shop's invoices through payhub. With `--profile`
+    /// (the fiscal profile, JSON; see the README's "The invoice") and
+    /// `--token-file` (the Focus NFe company token, sealed like provider
+    /// secrets under PAYHUB_PROVIDER_KEY and never printed back), each paid
+    /// order's NF-e is asked of the shop's Focus NFe account. Off by default
+    /// (a shop without this setting invoices elsewhere); `--off` turns it
+    /// off for a shop that invoices elsewhere, `--on` back on.
+    SetInvoicing {
+        shop_id: uuid::Uuid,
+        /// The fiscal profile (JSON file, or - for standard input).
+        #[arg(long, value_name = "FILE")]
+        profile: Option<String>,
+        /// The Focus NFe token (file, or - for standard input).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<String>,
+        /// Focus NFe's host: https://homologacao.focusnfe.com.br (the
+        /// default, test invoices) or https://api.focusnfe.com.br.
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long, conflicts_with = "on")]
+        off: bool,
+        #[arg(long)]
+        on: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue 12 §4: when the shop's buyers are invited to the satisfaction
+    /// survey: after delivery (the default), or N days after payment for a
+    /// shop that reports no shipping.
+    SetSurvey {
+        shop_id: uuid::Uuid,
+        /// Days after payment (1 to 90).
+        #[arg(long, conflicts_with = "after_delivery")]
+        after_payment_days: Option<u16>,
+        #[arg(long)]
+        after_delivery: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The shop's provider accounts (never their secrets) and what
     /// charge-creator found of their webhooks at the provider.
     Providers {
@@ -869,6 +908,104 @@ async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ShopCommand::SetInvoicing {
+            shop_id,
+            profile,
+            token_file,
+            endpoint,
+            off,
+            on,
+            json,
+        } => {
+            shops::by_id(&store, shop_id)
+                .await?
+                .with_context(|| format!("no shop {shop_id}"))?;
+            let profile = profile
+                .map(|file| -> anyhow::Result<payhub_core::invoice::FiscalProfile> {
+                    let text = read_text(&file)?;
+                    payhub_core::invoice::FiscalProfile::parse(text.as_bytes()).map_err(|e| {
+                        let fields: Vec<String> = e.0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
+                        anyhow::anyhow!("the fiscal profile is not valid: {}", fields.join("; "))
+                    })
+                })
+                .transpose()?;
+            let mut account = None;
+            if let Some(file) = token_file {
+                let credentials = payhub_store::accounts::Credentials::Focusnfe {
+                    token: read_secret(&file)?,
+                    endpoint: endpoint
+                        .unwrap_or_else(|| "https://homologacao.focusnfe.com.br".into())
+                        .trim_end_matches('/')
+                        .to_string(),
+                };
+                credentials
+                    .validate()
+                    .map_err(|(field, why)| anyhow::anyhow!("{field} {why}"))?;
+                if let Some(endpoint) = credentials.endpoint() {
+                    check_provider_endpoint(endpoint)?;
+                }
+                let key = payhub_store::accounts::key_from_env()?;
+                if key.is_development() {
+                    eprintln!(
+                        "warning: {} is not set: the token is sealed with the PUBLIC development key",
+                        payhub_store::secrets::PROVIDER_KEY_VAR
+                    );
+                }
+                account = Some(payhub_store::accounts::set(&store, &key, shop_id, &credentials, None).await?);
+            } else if endpoint.is_some() {
+                anyhow::bail!("--endpoint goes with --token-file");
+            }
+            let enabled = !off && (on || profile.is_some() || account.is_some());
+            if off || on || profile.is_some() {
+                payhub_store::invoicing::set(&store, shop_id, enabled, profile.as_ref()).await?;
+            }
+            let settings = payhub_store::invoicing::settings(&store, shop_id).await?;
+            let has_account = payhub_store::accounts::list(&store, Some(shop_id))
+                .await?
+                .iter()
+                .any(|a| a.provider == payhub_store::invoicing::SERVICE);
+            let enabled = settings.as_ref().is_some_and(|s| s.enabled);
+            emit(
+                json,
+                json!({"id": shop_id, "invoicing": enabled, "service": payhub_store::invoicing::SERVICE,
+                       "account": account, "hasAccount": has_account,
+                       "profile": settings.map(|s| s.profile)}),
+                || {
+                    let mut out = format!(
+                        "invoicing of {shop_id} through payhub: {}",
+                        if enabled { "on" } else { "off" }
+                    );
+                    if enabled && !has_account {
+                        out.push_str(
+                            "\nnote: no Focus NFe token yet (--token-file): invoices will fail until it is set",
+                        );
+                    }
+                    out
+                },
+            );
+            Ok(())
+        }
+        ShopCommand::SetSurvey {
+            shop_id,
+            after_payment_days,
+            after_delivery,
+            json,
+        } => {
+            anyhow::ensure!(
+                after_delivery || after_payment_days.is_some(),
+                "give --after-payment-days N or --after-delivery"
+            );
+            payhub_store::invoicing::set_survey_after_payment(&store, shop_id, after_payment_days).await?;
+            emit(
+                json,
+                json!({"id": shop_id, "surveyAfterPaymentDays": after_payment_days}),
+                || match after_payment_days {
+                    Some(d) => format!("buyers of {shop_id} are invited to the survey {d} days after payment"),
+                    None => format!("buyers of {shop_id} are invited to the survey after delivery"),
+                },
+            );
+            Ok(())
+        }
         ShopCommand::SetWebhookFormat { shop_id, format, json } => {
             let parsed = shops::WebhookFormat::parse(&format)
                 .with_context(|| format!("unknown webhook format {format:?}: payhub or pixelpay"))?;
@@ -994,13 +1131,7 @@ async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ShopCommand::SetRules { shop_id, file, json } => {
-            let text = if file == "-" {
-                let mut t = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
-                t
-            } else {
-                std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?
-            };
+            let text = read_text(&file)?;
             let rules: payhub_core::rules::OrderRules =
                 serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("the rules are not valid: {e}"))?;
             rules
@@ -1194,6 +1325,16 @@ async fn dlq_with(admin: &DeadLetterAdmin, cmd: DlqCommand) -> anyhow::Result<()
             Ok(())
         }
     }
+}
+
+/// A document from a file or standard input.
+fn read_text(path: &str) -> anyhow::Result<String> {
+    if path == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+        return Ok(t);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))
 }
 
 /// A secret from a file or standard input, trimmed of the trailing newline.

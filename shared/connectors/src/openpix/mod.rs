@@ -320,7 +320,7 @@ impl OpenPixClient {
 
 /// Describes a transport error without echoing the URL (which is ours, but
 /// keeps logs free of anything a query string might carry).
-fn without_url(e: &reqwest::Error) -> String {
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {

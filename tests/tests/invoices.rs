@@ -1,0 +1,325 @@
+//! The invoice ("nota fiscal", issue 12 §3) and the survey after payment
+//! (§4), over the real RabbitMQ, PostgreSQL and SMTP with the sandbox as
+//! OpenPix, the shop, the mail server and Focus NFe (homologation): a paid
+//! order's NF-e is asked of the shop's Focus NFe account and issued once;
+//! the service down then back is retried through the queue and issues
+//! once; an answer lost after the service received the request is read
+//! back, never sent twice; SEFAZ's rejection fails the invoice with the
+//! reason and alerts the shop's admin once; a shop with invoicing off gets
+//! none; a shop that reports no shipping has its buyers invited to the
+//! survey N days after payment, once.
+
+use payhub_sandbox::{FocusNfeFault, HOMOLOGATION_NAME};
+use payhub_tests::{TestApp, TestOptions, eventually};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const BUYER: &str = "maria@example.com";
+const ADMIN: &str = "admin@loja.example.com";
+
+/// The shop sells from Santa Catarina; the sample buyer is in Paraná.
+fn profile() -> Value {
+    json!({
+        "cnpj": "11.222.333/0001-81", "name": "Loja Teste Ltda", "stateRegistration": "9044016688",
+        "state": "SC", "taxRegime": 1, "cfopInternal": "5102", "cfopInterstate": "6102",
+        "defaultNcm": "61159500", "ncmByCode": {"0000123": "61091000"},
+        "icmsSituation": "102", "pisSituation": "07", "cofinsSituation": "07",
+        "environment": "homologacao"
+    })
+}
+
+async fn invoicing_on(app: &TestApp) {
+    let out = app.set_invoicing(&profile(), &["--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains(payhub_sandbox::FOCUSNFE_SANDBOX_TOKEN),
+        "the token is never printed"
+    );
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(v["invoicing"], true, "{v}");
+    assert_eq!(v["hasAccount"], true, "{v}");
+}
+
+async fn invoice_of(app: &TestApp, cid: &str) -> Value {
+    app.get_order(cid).await.json::<Value>().await.expect("order JSON")["invoice"].clone()
+}
+
+async fn wait_invoice(app: &TestApp, cid: &str, status: &str) -> Value {
+    let ok = eventually(Duration::from_secs(30), || async {
+        invoice_of(app, cid).await["status"] == status
+    })
+    .await;
+    let last = invoice_of(app, cid).await;
+    assert!(ok, "the invoice of {cid} never became {status}: {last}");
+    last
+}
+
+#[tokio::test]
+async fn a_paid_order_is_invoiced_once_and_the_buyer_gets_the_links() {
+    let app = TestApp::spawn().await;
+    invoicing_on(&app).await;
+    let order_id = app.sample_paid_order("nf-1").await;
+
+    let invoice = wait_invoice(&app, "nf-1", "issued").await;
+    assert_eq!(invoice["service"], "focusnfe");
+    assert_eq!(invoice["reference"], order_id.replace('-', ""));
+    assert_eq!(invoice["number"], "1");
+    assert_eq!(invoice["series"], "1");
+    assert_eq!(invoice["accessKey"].as_str().map(str::len), Some(44), "{invoice}");
+    let pdf = invoice["pdfUrl"].as_str().expect("a DANFE link").to_string();
+    let xml = invoice["xmlUrl"].as_str().expect("an XML link").to_string();
+    assert!(pdf.starts_with(&app.sandbox.focusnfe_url()), "{pdf}");
+    let danfe = app.http.get(&pdf).send().await.unwrap();
+    assert_eq!(danfe.status(), 200);
+    assert!(danfe.bytes().await.unwrap().starts_with(b"%PDF"));
+    let xml_text = app.http.get(&xml).send().await.unwrap().text().await.unwrap();
+    assert!(xml_text.contains(invoice["accessKey"].as_str().unwrap()), "{xml_text}");
+
+    // What Focus NFe received: the documented NF-e body, from the order.
+    let sent = app.sandbox.invoices();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].requests, 1);
+    assert_eq!(app.sandbox.invoice_requests(), 1);
+    let body = &sent[0].request;
+    assert_eq!(body["cnpj_emitente"], "11222333000181");
+    assert_eq!(body["cpf_destinatario"], "47043622050");
+    assert_eq!(body["nome_destinatario"], HOMOLOGATION_NAME);
+    assert_eq!(body["bairro_destinatario"], "Centro");
+    assert_eq!(body["uf_destinatario"], "PR");
+    assert_eq!(body["cep_destinatario"], "85920970");
+    assert_eq!(body["local_destino"], 2);
+    assert_eq!(body["items"][0]["codigo_produto"], "0000123");
+    assert_eq!(body["items"][0]["codigo_ncm"], "61091000");
+    assert_eq!(body["items"][0]["cfop"], "6102");
+    assert_eq!(body["items"][0]["valor_bruto"], "199.80");
+    assert_eq!(body["items"][0]["valor_total_tributos"], "3.00");
+    assert_eq!(body["valor_frete"], "15.00");
+    assert_eq!(body["valor_desconto"], "10.00");
+    assert_eq!(body["valor_total"], "227.79");
+    assert_eq!(body["formas_pagamento"][0]["forma_pagamento"], "17");
+
+    // The buyer gets the number and the links, once.
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !app.mails_to(BUYER, "Nota fiscal do pedido nf-1").is_empty()
+        })
+        .await
+    );
+    let mail = &app.mails_to(BUYER, "Nota fiscal do pedido nf-1")[0];
+    assert!(mail.contains("NF-e nº 1"), "{mail}");
+    assert!(mail.contains(&pdf) && mail.contains(&xml), "{mail}");
+
+    // Settled once: one invoice.updated, nothing asked again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.sandbox.invoice_requests(), 1);
+    assert_eq!(app.mails_to(BUYER, "Nota fiscal do pedido nf-1").len(), 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE routing_key = 'invoice.updated'")
+            .await,
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_invoicing_service_down_then_back_is_retried_and_issues_once() {
+    // Retries 300 ms apart, 5 attempts: the outage outlasts the first ones.
+    let app = TestApp::spawn_with(TestOptions {
+        max_attempts: 5,
+        ..TestOptions::default()
+    })
+    .await;
+    invoicing_on(&app).await;
+    app.sandbox.set_outage("focusnfe", true);
+    app.sample_paid_order("nf-down").await;
+
+    // Asked, refused by the outage, retried: requested and counting.
+    let ok = eventually(Duration::from_secs(20), || async {
+        let i = invoice_of(&app, "nf-down").await;
+        i["status"] == "requested" && i["attempts"].as_i64().unwrap_or(0) >= 2
+    })
+    .await;
+    assert!(ok, "{}", invoice_of(&app, "nf-down").await);
+    assert_eq!(app.sandbox.invoice_requests(), 0, "nothing reached the service");
+
+    app.sandbox.set_outage("focusnfe", false);
+    let invoice = wait_invoice(&app, "nf-down", "issued").await;
+    assert!(invoice["attempts"].as_i64().unwrap() >= 3, "{invoice}");
+    assert_eq!(app.sandbox.invoice_requests(), 1);
+    assert_eq!(app.sandbox.invoices().len(), 1);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.mails_to(BUYER, "Nota fiscal do pedido nf-down").len() == 1
+        })
+        .await
+    );
+    assert!(app.mails_to(ADMIN, "Nota fiscal não emitida").is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_lost_after_the_service_received_the_request_is_read_back_never_sent_twice() {
+    let app = TestApp::spawn().await;
+    invoicing_on(&app).await;
+    // Focus NFe queues the invoice and the answer never comes (charge-creator's
+    // client gives up after its timeout): the next attempt reads it back.
+    app.sandbox.focusnfe_fault_next(FocusNfeFault::ReceiveThenHang);
+    app.sample_paid_order("nf-lost").await;
+
+    let invoice = wait_invoice(&app, "nf-lost", "issued").await;
+    assert_eq!(invoice["attempts"], 2, "{invoice}");
+    let sent = app.sandbox.invoices();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].requests, 1, "queued once");
+    assert_eq!(app.sandbox.invoice_requests(), 1, "asked once");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.mails_to(BUYER, "Nota fiscal do pedido nf-lost").len() == 1
+        })
+        .await
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_invoice_fails_with_the_reason_and_alerts_the_admin_once() {
+    let app = TestApp::spawn().await;
+    invoicing_on(&app).await;
+    app.sandbox
+        .focusnfe_fault_next(FocusNfeFault::Reject("Rejeicao: NCM inexistente".into()));
+    app.sample_paid_order("nf-bad").await;
+
+    let invoice = wait_invoice(&app, "nf-bad", "failed").await;
+    let reason = invoice["reason"].as_str().unwrap();
+    assert!(reason.contains("Rejeicao: NCM inexistente"), "{reason}");
+    assert!(invoice["number"].is_null() && invoice["pdfUrl"].is_null());
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !app.mails_to(ADMIN, "Nota fiscal não emitida: pedido nf-bad").is_empty()
+        })
+        .await
+    );
+    let alert = &app.mails_to(ADMIN, "Nota fiscal não emitida: pedido nf-bad")[0];
+    assert!(alert.contains("Rejeicao: NCM inexistente"), "{alert}");
+    // The order stays paid; nothing is asked again; one alert; no buyer mail.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(app.order_status("nf-bad").await.as_deref(), Some("paid"));
+    assert_eq!(app.sandbox.invoice_requests(), 1);
+    assert_eq!(app.mails_to(ADMIN, "Nota fiscal não emitida").len(), 1);
+    assert!(app.mails_to(BUYER, "Nota fiscal do pedido").is_empty());
+
+    // SEFAZ's own rule in homologation: a production profile against the
+    // homologation service is rejected (598) with SEFAZ's message.
+    let mut production = profile();
+    production["environment"] = json!("producao");
+    assert!(app.set_invoicing(&production, &[]).status.success());
+    app.sample_paid_order("nf-598").await;
+    let invoice = wait_invoice(&app, "nf-598", "failed").await;
+    assert!(
+        invoice["reason"].as_str().unwrap().starts_with("SEFAZ 598: "),
+        "{invoice}"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.mails_to(ADMIN, "Nota fiscal não emitida").len() == 2
+        })
+        .await
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_shop_with_invoicing_off_gets_no_invoice_and_a_bad_profile_is_refused_by_field() {
+    let app = TestApp::spawn().await;
+    // A profile with a wrong CNPJ and NCM is refused, naming the fields.
+    let mut bad = profile();
+    bad["cnpj"] = json!("11.222.333/0001-82");
+    bad["defaultNcm"] = json!("6115");
+    let out = app.set_invoicing(&bad, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cnpj") && err.contains("defaultNcm"), "{err}");
+
+    invoicing_on(&app).await;
+    let shop = app.shop.shop.id.to_string();
+    let out = app.payhubctl(&["shop", "set-invoicing", &shop, "--off", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["invoicing"], false);
+
+    app.sample_paid_order("nf-off").await;
+    // The confirmation (with its receipt) goes out; no invoice is asked for.
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !app.mails_to(BUYER, "Pagamento confirmado").is_empty()
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(invoice_of(&app, "nf-off").await.is_null());
+    assert_eq!(app.sandbox.invoice_requests(), 0);
+    assert_eq!(app.count("SELECT count(*) FROM invoices").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_shop_that_reports_no_shipping_has_its_buyers_invited_n_days_after_payment_once() {
+    let app = TestApp::spawn_with(TestOptions {
+        sweep: reporter::sweeper::SweepConfig {
+            interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+        ..TestOptions::default()
+    })
+    .await;
+    let shop = app.shop.shop.id.to_string();
+    let out = app.payhubctl(&["shop", "set-survey", &shop, "--after-payment-days", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let early = app.sample_paid_order("sv-early").await;
+    let due = app.sample_paid_order("sv-due").await;
+    // Paid four days ago (the clock is moved, not waited for).
+    sqlx::query("UPDATE orders SET paid_at = now() - interval '4 days' WHERE id = $1::uuid")
+        .bind(&due)
+        .execute(&app.store.pool)
+        .await
+        .unwrap();
+
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !app.mails_to(BUYER, "Como foi o seu pedido sv-due?").is_empty()
+        })
+        .await
+    );
+    let mail = &app.mails_to(BUYER, "Como foi o seu pedido sv-due?")[0];
+    assert!(mail.contains("foi pago há 3 dias"), "{mail}");
+    assert!(mail.contains("/survey/"), "{mail}");
+    // Several sweeps later: still one invitation, none for the order paid today.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(app.mails_to(BUYER, "Como foi o seu pedido sv-due?").len(), 1);
+    assert!(app.mails_to(BUYER, "Como foi o seu pedido sv-early?").is_empty());
+    assert_eq!(app.count("SELECT count(*) FROM survey_due").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM survey_invitations").await, 1);
+    let _ = early;
+
+    // The link works: the survey page answers.
+    let link = mail
+        .split_whitespace()
+        .find(|w| w.contains("/survey/"))
+        .unwrap()
+        .to_string();
+    let page = app.http.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+
+    // Back to "after delivery": nothing more is asked after payment.
+    let out = app.payhubctl(&["shop", "set-survey", &shop, "--after-delivery"]);
+    assert!(out.status.success());
+    sqlx::query("UPDATE orders SET paid_at = now() - interval '10 days' WHERE id = $1::uuid")
+        .bind(&early)
+        .execute(&app.store.pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(app.mails_to(BUYER, "Como foi o seu pedido sv-early?").is_empty());
+    app.stop().await;
+}
