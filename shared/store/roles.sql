@@ -100,3 +100,9 @@ GRANT INSERT, UPDATE ON reconciliation_runs, reconciliation_discrepancies TO pay
 -- them for the order links it puts in buyers' e-mails.
 GRANT SELECT, INSERT ON checkout_sessions TO payhub_ingress;
 GRANT SELECT ON checkout_sessions TO payhub_notifier;
+
+-- Issue 13 §3: reporter owns the management reports' snapshots; notifier
+-- reads them to e-mail them.
+GRANT SELECT ON report_snapshots TO payhub_ingress, payhub_charge_creator, payhub_webhook_verifier,
+    payhub_order_updater, payhub_notifier, payhub_reporter;
+GRANT INSERT ON report_snapshots TO payhub_reporter;

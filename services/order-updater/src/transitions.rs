@@ -254,7 +254,8 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
         | EventPayload::OrderStatusChanged(_)
         | EventPayload::OrderRejected(_)
         | EventPayload::AlertRaised(_)
-        | EventPayload::SurveyAnswered(_) => Decision::Ignore("not an order-updater event"),
+        | EventPayload::SurveyAnswered(_)
+        | EventPayload::ReportReady(_) => Decision::Ignore("not an order-updater event"),
     }
 }
 

@@ -466,3 +466,124 @@ pub struct ReconcileState {
 
 /// Where payhubctl asks for a run.
 pub const RECONCILE_PATH: &str = "/internal/v1/reconcile";
+
+/// The shop-facing reconciliation API (issue 13 §1):
+///
+/// - `GET /v1/reconciliation/runs?from=&to=`: the runs of the days (UTC)
+///   from `from` to `to` (both optional), newest first, each with how many
+///   of the calling shop's discrepancies of that day are open. Runs cover
+///   every shop; only the shop's own findings are counted.
+/// - `GET /v1/reconciliation/discrepancies?from=&to=&resolution=`: the
+///   shop's discrepancies of those days (`open`, `settled`, `resolved`, or all).
+pub fn shop_router(store: Store) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/reconciliation/runs", axum::routing::get(runs_route))
+        .route(
+            "/v1/reconciliation/discrepancies",
+            axum::routing::get(discrepancies_route),
+        )
+        .with_state(store)
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+async fn runs_route(
+    axum::extract::State(store): axum::extract::State<Store>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<crate::DeliveriesQuery>,
+) -> Result<axum::Json<serde_json::Value>, payhub_service::problem::ApiError> {
+    let shop = payhub_service::problem::authenticate(&store, &headers).await?;
+    let (from, to) = q.period()?;
+    let rows: Vec<(Uuid, Date, String, String, OffsetDateTime, OffsetDateTime, i64)> = sqlx::query_as(
+        "SELECT r.id, r.day, r.trigger, r.status, r.started_at, r.finished_at,
+                (SELECT count(*) FROM reconciliation_discrepancies d
+                 WHERE d.day = r.day AND d.shop_id = $1 AND d.resolution = 'open')
+         FROM reconciliation_runs r
+         WHERE ($2::date IS NULL OR r.day >= $2) AND ($3::date IS NULL OR r.day <= $3)
+         ORDER BY r.finished_at DESC LIMIT 200",
+    )
+    .bind(shop.id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&store.pool)
+    .await?;
+    Ok(axum::Json(json!({
+        "runs": rows.iter().map(|(id, day, trigger, status, started, finished, open)| json!({
+            "runId": id,
+            "date": day.to_string(),
+            "trigger": trigger,
+            "status": status,
+            "startedAt": rfc3339(*started),
+            "finishedAt": rfc3339(*finished),
+            "openForShop": open,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DiscrepancyQuery {
+    from: Option<String>,
+    to: Option<String>,
+    resolution: Option<String>,
+}
+
+async fn discrepancies_route(
+    axum::extract::State(store): axum::extract::State<Store>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<DiscrepancyQuery>,
+) -> Result<axum::Json<serde_json::Value>, payhub_service::problem::ApiError> {
+    let shop = payhub_service::problem::authenticate(&store, &headers).await?;
+    let (from, to) = crate::DeliveriesQuery { from: q.from, to: q.to }.period()?;
+    if let Some(r) = q.resolution.as_deref()
+        && !matches!(r, "open" | "settled" | "resolved")
+    {
+        let mut errs = payhub_core::ValidationErrors::default();
+        errs.push("resolution", "unsupported", "must be open, settled or resolved");
+        return Err(payhub_service::problem::ApiError::Validation(errs));
+    }
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(
+        Uuid,
+        Date,
+        Option<Uuid>,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        OffsetDateTime,
+        Option<OffsetDateTime>,
+    )> = sqlx::query_as(
+        "SELECT d.id, d.day, d.order_id, COALESCE(o.correlation_id, ''), d.provider, d.kind, d.detail, d.resolution,
+                    d.resolution_detail, d.found_at, d.resolved_at
+             FROM reconciliation_discrepancies d LEFT JOIN orders o ON o.id = d.order_id
+             WHERE d.shop_id = $1 AND ($2::date IS NULL OR d.day >= $2) AND ($3::date IS NULL OR d.day <= $3)
+               AND ($4::text IS NULL OR d.resolution = $4)
+             ORDER BY d.day DESC, d.found_at DESC LIMIT 500",
+    )
+    .bind(shop.id)
+    .bind(from)
+    .bind(to)
+    .bind(q.resolution.as_deref())
+    .fetch_all(&store.pool)
+    .await?;
+    Ok(axum::Json(json!({
+        "discrepancies": rows.iter().map(|(id, day, order, cid, provider, kind, detail, resolution, how, found, resolved)| json!({
+            "id": id,
+            "date": day.to_string(),
+            "orderId": order,
+            "correlationID": cid,
+            "provider": provider,
+            "kind": kind,
+            "detail": detail,
+            "resolution": resolution,
+            "resolutionDetail": how,
+            "foundAt": rfc3339(*found),
+            "resolvedAt": resolved.map(rfc3339),
+        })).collect::<Vec<_>>(),
+    })))
+}

@@ -104,10 +104,12 @@ pub enum EventPayload {
     FulfilmentReported(FulfilmentReported),
     #[serde(rename = "survey.answered")]
     SurveyAnswered(SurveyAnswered),
+    #[serde(rename = "report.ready")]
+    ReportReady(ReportReady),
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 13] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
@@ -120,6 +122,7 @@ impl EventPayload {
         "refund.failed",
         "fulfilment.reported",
         "survey.answered",
+        "report.ready",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -136,6 +139,7 @@ impl EventPayload {
             EventPayload::RefundFailed(_) => "refund.failed",
             EventPayload::FulfilmentReported(_) => "fulfilment.reported",
             EventPayload::SurveyAnswered(_) => "survey.answered",
+            EventPayload::ReportReady(_) => "report.ready",
         }
     }
 }
@@ -359,6 +363,19 @@ pub struct SurveyAnswered {
     pub comment: Option<String>,
     /// The page's language (`pt-BR`, `es`).
     pub language: String,
+}
+
+/// A management report was stored as an immutable snapshot (issue 13 §3):
+/// notifier e-mails it, with its CSV and PDF, to the shop's management
+/// list (`shop_id` set) or the platform's (`shop_id` unset), once per event.
+/// The bytes stay in `report_snapshots`; the event carries only their id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportReady {
+    pub report_id: Uuid,
+    /// `daily` or `monthly`.
+    pub period: String,
+    /// The period's first day, `YYYY-MM-DD`.
+    pub period_start: String,
 }
 
 /// The shipment an order's status change carries (`shipped` and after),

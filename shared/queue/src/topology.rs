@@ -117,6 +117,7 @@ impl QueueSpec {
             "order.rejected",
             "alert.raised",
             "survey.answered",
+            "report.ready",
         ],
         retired_bindings: &[],
         source: Source::Events,

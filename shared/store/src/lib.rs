@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod health;
 pub mod outbox;
 pub mod receipts;
+pub mod reports;
 pub mod roles;
 pub mod secrets;
 pub mod settlement;
