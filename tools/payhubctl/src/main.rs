@@ -591,26 +591,40 @@ fn warn_if_development_key(store: &Store) {
     }
 }
 
-/// Prints `value` as JSON, or `text` for people.
-async fn reconcile(env: &payhub_telemetry::Env, date: &str) -> anyhow::Result<()> {
-    time::Date::parse(date, time::macros::format_description!("[year]-[month]-[day]"))
-        .context("--date must be a date as YYYY-MM-DD")?;
+/// POSTs `body` to reporter's internal `path` (`PAYHUB_REPORTER_URL`,
+/// `PAYHUB_INTERNAL_TOKEN`); its status and JSON answer, an error unless 2xx.
+async fn reporter_post(
+    env: &payhub_telemetry::Env,
+    path: &str,
+    body: &serde_json::Value,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
     let base = env.url("PAYHUB_REPORTER_URL", "http://127.0.0.1:8082")?;
     let token = payhub_service::internal::token(env)?;
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(300))
-        .no_proxy()
-        .build()?;
+    let http = reqwest::Client::builder().timeout(timeout).no_proxy().build()?;
     let r = http
-        .post(format!("{}/internal/v1/reconcile", base.trim_end_matches('/')))
+        .post(format!("{}{path}", base.trim_end_matches('/')))
         .bearer_auth(token)
-        .json(&json!({"date": date}))
+        .json(body)
         .send()
         .await
         .context("reporter could not be reached (PAYHUB_REPORTER_URL)")?;
     let status = r.status();
     let body: serde_json::Value = r.json().await.context("reporter's answer is unreadable")?;
     anyhow::ensure!(status.is_success(), "reporter answered {status}: {body}");
+    Ok((status, body))
+}
+
+async fn reconcile(env: &payhub_telemetry::Env, date: &str) -> anyhow::Result<()> {
+    time::Date::parse(date, time::macros::format_description!("[year]-[month]-[day]"))
+        .context("--date must be a date as YYYY-MM-DD")?;
+    let (_, body) = reporter_post(
+        env,
+        "/internal/v1/reconcile",
+        &json!({"date": date}),
+        std::time::Duration::from_secs(300),
+    )
+    .await?;
     println!("{body}");
     let clean = body["status"] == "clean" || (body["status"] == "discrepancies" && body["open"] == 0);
     if !clean {
@@ -631,22 +645,13 @@ async fn report_run(
     );
     time::Date::parse(date, time::macros::format_description!("[year]-[month]-[day]"))
         .context("--date must be a date as YYYY-MM-DD")?;
-    let base = env.url("PAYHUB_REPORTER_URL", "http://127.0.0.1:8082")?;
-    let token = payhub_service::internal::token(env)?;
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(120))
-        .no_proxy()
-        .build()?;
-    let r = http
-        .post(format!("{}/internal/v1/reports", base.trim_end_matches('/')))
-        .bearer_auth(token)
-        .json(&json!({"period": period, "date": date, "shopId": shop}))
-        .send()
-        .await
-        .context("reporter could not be reached (PAYHUB_REPORTER_URL)")?;
-    let status = r.status();
-    let body: serde_json::Value = r.json().await.context("reporter's answer is unreadable")?;
-    anyhow::ensure!(status.is_success(), "reporter answered {status}: {body}");
+    let (status, body) = reporter_post(
+        env,
+        "/internal/v1/reports",
+        &json!({"period": period, "date": date, "shopId": shop}),
+        std::time::Duration::from_secs(120),
+    )
+    .await?;
     println!("{body}");
     if status == reqwest::StatusCode::OK {
         eprintln!("payhubctl: this report was made before; it is not sent again");
