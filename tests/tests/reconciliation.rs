@@ -74,6 +74,11 @@ async fn each_kind_of_discrepancy_is_found_settled_or_alerted_and_resolved() {
     assert!(ok, "{run}");
     assert_eq!(run["status"], "clean", "{run}");
     assert_eq!(run["checked"], 1);
+    assert_eq!(
+        run["notCompared"],
+        serde_json::json!([]),
+        "only OpenPix charges that day"
+    );
 
     // Paid at the provider, but its webhook never reached payhub.
     let missed = order(&app, "rec-missed", false).await;

@@ -20,7 +20,8 @@
 //! `PAYHUB_RECONCILE_INTERVAL_MS` for yesterday and today (one replica at a
 //! time), and on demand (`payhubctl reconcile --date`, `POST /internal/v1/reconcile`).
 //! PixelPay has no listing: its card payments are confirmed one by one when
-//! they happen; it is left out of the daily comparison (see the closing note).
+//! they happen; they are left out of the daily comparison, and each run
+//! says so (`not_compared`, with the count and the reason).
 
 use crate::sweeper::{add_once, fact_id, reported_event};
 use payhub_connectors::internal::{
@@ -148,6 +149,30 @@ impl Reconciler {
             let mine: Vec<&Ours> = ours.iter().filter(|o| &o.account == account).collect();
             found.extend(self.compare(account, &mine, &listed).await);
         }
+        // What this run does not compare, said in the run (not pretended):
+        // PixelPay's per-payment status re-query is not wired into the run
+        // yet; Pago Seguro documents neither a listing nor a status query.
+        let skipped: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT provider, count(*) FROM charges
+             WHERE provider <> 'openpix' AND created_at >= $1 AND created_at < $2 GROUP BY provider ORDER BY provider",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.store.pool)
+        .await?;
+        let not_compared: Vec<serde_json::Value> = skipped
+            .iter()
+            .map(|(provider, n)| {
+                json!({
+                    "provider": provider,
+                    "charges": n,
+                    "reason": match provider.as_str() {
+                        "pagoseguro" => "not reconcilable: Pago Seguro documents no listing or status query",
+                        _ => "not compared yet: the per-payment status re-query is not part of the run",
+                    },
+                })
+            })
+            .collect();
         let status = if !problems.is_empty() {
             "incomplete"
         } else if found.iter().any(|f| f.settled.is_none()) {
@@ -156,7 +181,17 @@ impl Reconciler {
             "clean"
         };
         let open = self
-            .store_run(run_id, day, trigger, status, &ours, &found, &problems, started)
+            .store_run(
+                run_id,
+                day,
+                trigger,
+                status,
+                &ours,
+                &found,
+                &problems,
+                &not_compared,
+                started,
+            )
             .await?;
         self.refresh_metrics().await?;
         Ok(json!({
@@ -173,6 +208,7 @@ impl Reconciler {
             })).collect::<Vec<_>>(),
             "open": open,
             "problems": problems,
+            "notCompared": not_compared,
         }))
     }
 
@@ -283,12 +319,14 @@ impl Reconciler {
         ours: &[Ours],
         found: &[Found],
         problems: &[String],
+        not_compared: &[serde_json::Value],
         started: OffsetDateTime,
     ) -> Result<i64, sqlx::Error> {
         let mut tx = self.store.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO reconciliation_runs (id, day, trigger, status, checked, discrepancies, detail, started_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO reconciliation_runs (id, day, trigger, status, checked, discrepancies, detail, started_at,
+                                              not_compared)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(run_id)
         .bind(day)
@@ -298,6 +336,7 @@ impl Reconciler {
         .bind(found.len() as i32)
         .bind((!problems.is_empty()).then(|| problems.join("; ")))
         .bind(started)
+        .bind(serde_json::Value::Array(not_compared.to_vec()))
         .execute(&mut *tx)
         .await?;
         let mut alerts = Vec::new();

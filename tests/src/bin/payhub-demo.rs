@@ -936,8 +936,8 @@ async fn day_closed(
         step(
             start,
             &format!(
-                "reconciled {day} (UTC) with the providers (payhubctl reconcile): {} charge(s) checked, {} ({} open)",
-                run["checked"], run["status"], run["open"]
+                "reconciled {day} (UTC) with the providers (payhubctl reconcile): {} charge(s) checked, {} ({} open); not compared: {}",
+                run["checked"], run["status"], run["open"], run["notCompared"]
             ),
         );
     }
