@@ -116,3 +116,9 @@ GRANT SELECT ON invoices, shop_invoicing, survey_due TO payhub_ingress, payhub_c
     payhub_webhook_verifier, payhub_order_updater, payhub_notifier, payhub_reporter;
 GRANT INSERT, UPDATE ON invoices TO payhub_charge_creator;
 GRANT INSERT ON survey_due TO payhub_reporter;
+
+-- Issue 13 §3: reporter owns the management reports' snapshots; notifier
+-- reads them to e-mail them.
+GRANT SELECT ON report_snapshots TO payhub_ingress, payhub_charge_creator, payhub_webhook_verifier,
+    payhub_order_updater, payhub_notifier, payhub_reporter;
+GRANT INSERT ON report_snapshots TO payhub_reporter;

@@ -64,6 +64,11 @@ pub struct TestOptions {
     /// start; by default rarely after that, so that tests counting provider
     /// requests see only their own: tests of provider health shorten it).
     pub provider_probe: charge_creator::health::ProbeConfig,
+    /// How often reporter looks for management reports that are due (by
+    /// default rarely: a test of the schedule shortens it).
+    pub report_interval: Duration,
+    /// notifier's `PAYHUB_PLATFORM_REPORT_EMAILS`.
+    pub platform_report_emails: Vec<String>,
 }
 
 impl Default for TestOptions {
@@ -86,6 +91,8 @@ impl Default for TestOptions {
                 down_after: 2,
             },
             pixelpay_webhook_retry_delay: Duration::from_millis(300),
+            report_interval: Duration::from_secs(3600),
+            platform_report_emails: Vec::new(),
         }
     }
 }
@@ -363,6 +370,7 @@ impl TestApp {
                         // The sandbox shop listens on loopback: development rules.
                         webhook_urls: Default::default(),
                         platform_admin_email: Some(PLATFORM_ADMIN.into()),
+                        platform_report_emails: self.opts.platform_report_emails.clone(),
                         survey: notifier::survey::SurveyConfig {
                             base_url: self.ingress_url.clone(),
                             ..Default::default()
@@ -381,6 +389,8 @@ impl TestApp {
                         charge_creator_url,
                         internal_token: token.into(),
                         reconcile_interval: Duration::from_secs(3600),
+                        report_interval: self.opts.report_interval,
+                        report_delay: Duration::from_secs(7200),
                     },
                     shutdown,
                 )
@@ -669,6 +679,13 @@ pub fn sample_order(correlation_id: &str) -> Value {
 /// the headers, with its Content-Transfer-Encoding (quoted-printable or
 /// base64, as lettre picks for non-ASCII text) undone.
 pub fn email_text(raw: &str) -> String {
+    let (_, bytes) = decode_part(raw);
+    String::from_utf8_lossy(&bytes).replace("\r\n", "\n")
+}
+
+/// A MIME part's headers and its body with its Content-Transfer-Encoding
+/// (base64, quoted-printable, or none) undone.
+pub fn decode_part(raw: &str) -> (&str, Vec<u8>) {
     let (head, body) = raw
         .split_once("\r\n\r\n")
         .or_else(|| raw.split_once("\n\n"))
@@ -693,7 +710,7 @@ pub fn email_text(raw: &str) -> String {
         "quoted-printable" => decode_quoted_printable(body),
         _ => body.as_bytes().to_vec(),
     };
-    String::from_utf8_lossy(&bytes).replace("\r\n", "\n")
+    (head, bytes)
 }
 
 fn decode_quoted_printable(body: &str) -> Vec<u8> {

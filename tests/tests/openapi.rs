@@ -1026,6 +1026,84 @@ async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
     )
     .await;
 
+    // --- /v1/reports/management (issue 13 §3) ----------------------------------
+    let made: Value = app
+        .http
+        .post(format!("{}/internal/v1/reports", app.reporter_url))
+        .bearer_auth(payhub_service::internal::DEVELOPMENT_TOKEN)
+        .json(&json!({"period": "daily", "date": today, "shopId": app.shop.shop.id}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let report_id = made["id"].as_str().expect("a report made").to_string();
+    let reports = "/v1/reports/management";
+    let reports_url = format!("{}{reports}", app.reporter_url);
+    let listed = app.http.get(&reports_url).bearer_auth(&key).send().await.unwrap();
+    s.record("list", REPORTER, "GET", reports, 200, listed).await;
+    let no_key = app.http.get(&reports_url).send().await.unwrap();
+    s.record("no API key", REPORTER, "GET", reports, 401, no_key).await;
+    let one_report = "/v1/reports/management/{reportId}";
+    let get_report = |query: String| app.http.get(format!("{reports_url}/{query}")).bearer_auth(&key).send();
+    for (name, query, status) in [
+        ("PDF", report_id.clone(), 200),
+        ("CSV", format!("{report_id}?format=csv"), 200),
+        ("HTML", format!("{report_id}?format=html"), 200),
+        ("unknown format", format!("{report_id}?format=xml"), 422),
+        ("unknown report", uuid::Uuid::now_v7().to_string(), 404),
+    ] {
+        let r = get_report(query).await.unwrap();
+        s.record(name, REPORTER, "GET", one_report, status, r).await;
+    }
+    let no_key = app.http.get(format!("{reports_url}/{report_id}")).send().await.unwrap();
+    s.record("no API key", REPORTER, "GET", one_report, 401, no_key).await;
+
+    // --- /v1/reconciliation/runs, /discrepancies (issue 13 §1) ----------------
+    let reconciled = app
+        .http
+        .post(format!("{}/internal/v1/reconcile", app.reporter_url))
+        .bearer_auth(payhub_service::internal::DEVELOPMENT_TOKEN)
+        .json(&json!({"date": today}))
+        .send()
+        .await
+        .unwrap();
+    assert!(reconciled.status().is_success());
+    for (name, path, query, status, with_key) in [
+        ("runs", "/v1/reconciliation/runs", format!("?from={today}"), 200, true),
+        (
+            "bad range",
+            "/v1/reconciliation/runs",
+            "?from=2026-12-02&to=2026-12-01".to_string(),
+            422,
+            true,
+        ),
+        ("no API key", "/v1/reconciliation/runs", String::new(), 401, false),
+        ("all", "/v1/reconciliation/discrepancies", String::new(), 200, true),
+        (
+            "bad resolution",
+            "/v1/reconciliation/discrepancies",
+            "?resolution=maybe".to_string(),
+            422,
+            true,
+        ),
+        (
+            "no API key",
+            "/v1/reconciliation/discrepancies",
+            String::new(),
+            401,
+            false,
+        ),
+    ] {
+        let mut req = app.http.get(format!("{}{path}{query}", app.reporter_url));
+        if with_key {
+            req = req.bearer_auth(&key);
+        }
+        s.record(name, REPORTER, "GET", path, status, req.send().await.unwrap())
+            .await;
+    }
+
     // --- POST /webhooks/pixelpay/{token} ------------------------------------
     // A PixelPay card order, paid by its sale; PixelPay's callbacks for it
     // arrive at the order's own URL.

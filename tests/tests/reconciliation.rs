@@ -34,6 +34,18 @@ fn reconcile(app: &TestApp, date: &str) -> (bool, Value) {
     (out.status.success(), v)
 }
 
+async fn shop_get(app: &TestApp, path: &str, key: &str) -> Value {
+    let r = app
+        .http
+        .get(format!("{}{path}", app.reporter_url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
 fn kinds(run: &Value) -> Vec<(String, String, String)> {
     let mut k: Vec<(String, String, String)> = run["discrepancies"]
         .as_array()
@@ -62,6 +74,11 @@ async fn each_kind_of_discrepancy_is_found_settled_or_alerted_and_resolved() {
     assert!(ok, "{run}");
     assert_eq!(run["status"], "clean", "{run}");
     assert_eq!(run["checked"], 1);
+    assert_eq!(
+        run["notCompared"],
+        serde_json::json!([]),
+        "only OpenPix charges that day"
+    );
 
     // Paid at the provider, but its webhook never reached payhub.
     let missed = order(&app, "rec-missed", false).await;
@@ -132,6 +149,62 @@ async fn each_kind_of_discrepancy_is_found_settled_or_alerted_and_resolved() {
             .await,
         1
     );
+
+    // The shop sees its own discrepancies and the day's runs over the API.
+    let open = shop_get(
+        &app,
+        &format!("/v1/reconciliation/discrepancies?from={today}&to={today}&resolution=open"),
+        app.api_key(),
+    )
+    .await;
+    let mut open_kinds: Vec<&str> = open["discrepancies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    open_kinds.sort();
+    assert_eq!(
+        open_kinds,
+        [
+            "amount_mismatch",
+            "duplicate",
+            "not_paid_at_provider",
+            "unknown_at_provider"
+        ],
+        "{open}"
+    );
+    assert_eq!(open["discrepancies"][0]["provider"], "openpix");
+    let settled = shop_get(
+        &app,
+        "/v1/reconciliation/discrepancies?resolution=settled",
+        app.api_key(),
+    )
+    .await;
+    assert_eq!(settled["discrepancies"][0]["correlationID"], "rec-missed", "{settled}");
+    let runs = shop_get(&app, &format!("/v1/reconciliation/runs?from={today}"), app.api_key()).await;
+    assert_eq!(runs["runs"][0]["status"], "discrepancies", "{runs}");
+    assert_eq!(runs["runs"][0]["openForShop"], 4);
+    let stranger = payhub_store::shops::create(&app.store, "Outra Loja", None, None)
+        .await
+        .unwrap();
+    let theirs = shop_get(&app, "/v1/reconciliation/discrepancies", &stranger.api_key).await;
+    assert_eq!(
+        theirs["discrepancies"],
+        serde_json::json!([]),
+        "another shop sees none of them"
+    );
+    let bad = app
+        .http
+        .get(format!(
+            "{}/v1/reconciliation/discrepancies?resolution=maybe",
+            app.reporter_url
+        ))
+        .bearer_auth(app.api_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
 
     // The same run again alerts nobody twice.
     let (_, again) = reconcile(&app, &today);

@@ -11,6 +11,7 @@
 //! SMTP acceptance, never merely because it was recorded.
 
 mod mail;
+pub mod report;
 pub mod survey;
 mod url_safety;
 mod wake;
@@ -77,6 +78,10 @@ pub struct Config {
     pub platform_admin_email: Option<String>,
     /// The satisfaction survey's link (issue 12 §4).
     pub survey: survey::SurveyConfig,
+    /// Where the platform's management reports go
+    /// (`PAYHUB_PLATFORM_REPORT_EMAILS`, comma-separated); empty: the
+    /// platform admin.
+    pub platform_report_emails: Vec<String>,
 }
 
 impl Config {
@@ -129,6 +134,8 @@ impl Config {
                     Duration::from_secs(days * 86_400)
                 },
             },
+            platform_report_emails: report::parse_list(&env.string("PAYHUB_PLATFORM_REPORT_EMAILS", ""))
+                .map_err(|e| Env::bad("PAYHUB_PLATFORM_REPORT_EMAILS", e))?,
             platform_admin_email: match env.optional("PAYHUB_PLATFORM_ADMIN_EMAIL") {
                 None => None,
                 Some(a) => Some(
@@ -153,6 +160,8 @@ enum Kind {
     WakePostback,
     /// The satisfaction survey's invitation to the buyer (issue 12).
     SurveyInvitation,
+    /// A management report to the shop's or the platform's list (issue 13).
+    ManagementReport,
 }
 
 impl Kind {
@@ -164,6 +173,7 @@ impl Kind {
             Kind::DeliveryFailureAlert => "delivery_failure_alert",
             Kind::WakePostback => "wake_postback",
             Kind::SurveyInvitation => "survey_invitation",
+            Kind::ManagementReport => "management_report",
         }
     }
 }
@@ -182,6 +192,7 @@ pub struct NotifyHandler {
     pub max_attempts: u32,
     pub wake_postback_url: String,
     pub platform_admin_email: Option<String>,
+    pub platform_report_emails: Vec<String>,
     pub survey: survey::SurveyConfig,
 }
 
@@ -605,6 +616,60 @@ impl NotifyHandler {
         }
     }
 
+    /// A management report was stored: its list gets it by e-mail, once per
+    /// event (a redelivery after the send finds it delivered).
+    async fn notify_report(&self, msg: &Incoming, ready: &payhub_core::events::ReportReady) -> Result<(), Failure> {
+        let env = &msg.envelope;
+        if self
+            .delivered(env)
+            .await?
+            .iter()
+            .any(|k| k == Kind::ManagementReport.as_str())
+        {
+            return Ok(());
+        }
+        let stored = report::load(&self.store, ready.report_id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Failure::Permanent(format!("report.ready for an unknown report {}", ready.report_id)))?;
+        let to = match stored.shop_id {
+            Some(shop) => report::shop_recipients(&self.store, shop).await.map_err(db)?,
+            None if !self.platform_report_emails.is_empty() => self.platform_report_emails.clone(),
+            None => self.platform_admin_email.clone().into_iter().collect(),
+        };
+        if to.is_empty() {
+            tracing::error!(report_id = %ready.report_id,
+                "a management report has nobody to go to (set the shop's report e-mails or PAYHUB_PLATFORM_REPORT_EMAILS)");
+            return Ok(());
+        }
+        let (mail, attachments) = report::mail(&stored, ready.report_id);
+        let html = String::from_utf8_lossy(&stored.html).into_owned();
+        let recipients: Vec<&str> = to.iter().map(String::as_str).collect();
+        let attempt = self
+            .mailer
+            .send_parts(&recipients, &mail, Some(&html), &attachments)
+            .await;
+        let planned = Planned {
+            kind: Kind::ManagementReport,
+            target: to.join(","),
+            webhook_id: None,
+            send: Send::Mail { to: to.join(","), mail },
+        };
+        let done = [Done {
+            planned: &planned,
+            last: msg.attempt >= self.max_attempts,
+            attempt,
+        }];
+        self.record(env, &done).await?;
+        match &done[0].attempt {
+            a if a.ok => Ok(()),
+            a => Err(Failure::Transient(format!(
+                "management report e-mail: {}",
+                a.error.clone().unwrap_or_default()
+            ))),
+        }
+    }
+
     /// A buyer answered the survey: the shop hears it, signed like every
     /// webhook, with the same retry rules.
     async fn notify_survey(&self, msg: &Incoming, answer: &payhub_core::events::SurveyAnswered) -> Result<(), Failure> {
@@ -693,6 +758,7 @@ impl Handler for NotifyHandler {
             EventPayload::SurveyAnswered(answer) => return self.notify_survey(msg, answer).await,
             EventPayload::InvoiceUpdated(invoice) => return self.notify_invoice(msg, invoice).await,
             EventPayload::SurveyDue(due) => return self.notify_survey_due(msg, due).await,
+            EventPayload::ReportReady(r) => return self.notify_report(msg, r).await,
             _ => return Err(Failure::Permanent(format!("notifier cannot handle {}", env.kind()))),
         };
         let shop_id = env
@@ -870,6 +936,7 @@ impl Application {
             max_attempts: config.common.topology.retry.max_attempts,
             wake_postback_url: config.wake_postback_url.trim_end_matches('/').to_string(),
             platform_admin_email: config.platform_admin_email.clone(),
+            platform_report_emails: config.platform_report_emails.clone(),
             survey: config.survey.clone(),
         };
         let mut app = payhub_service::App::start(infra, config.common.http_addr, axum::Router::new()).await?;

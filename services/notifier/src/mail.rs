@@ -50,25 +50,50 @@ impl Mailer {
 
     /// Sends `mail` with files attached (multipart/mixed: the text, then each file).
     pub(crate) async fn send_with(&self, to: &str, mail: &Mail, attachments: &[Attachment]) -> Attempt {
-        let to: Mailbox = match to.parse() {
-            Ok(m) => m,
-            Err(e) => {
-                return Attempt {
-                    ok: false,
-                    status_code: None,
-                    error: Some(format!("not a deliverable address: {e}")),
-                };
+        self.send_parts(&[to], mail, None, attachments).await
+    }
+
+    /// Sends `mail` to every address in `to` (one message), as text or, with
+    /// `html`, as multipart/alternative (the text, then the HTML), followed
+    /// by the files (multipart/mixed).
+    pub(crate) async fn send_parts(
+        &self,
+        to: &[&str],
+        mail: &Mail,
+        html: Option<&str>,
+        attachments: &[Attachment],
+    ) -> Attempt {
+        let mut builder = Message::builder().from(self.from.clone()).subject(&mail.subject);
+        for address in to {
+            match address.parse::<Mailbox>() {
+                Ok(m) => builder = builder.to(m),
+                Err(e) => {
+                    return Attempt {
+                        ok: false,
+                        status_code: None,
+                        error: Some(format!("not a deliverable address: {e}")),
+                    };
+                }
             }
+        }
+        let text = || {
+            lettre::message::SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(mail.body.clone())
         };
-        let builder = Message::builder().from(self.from.clone()).to(to).subject(&mail.subject);
-        let built = if attachments.is_empty() {
+        let built = if attachments.is_empty() && html.is_none() {
             builder.header(ContentType::TEXT_PLAIN).body(mail.body.clone())
         } else {
-            let mut parts = lettre::message::MultiPart::mixed().singlepart(
-                lettre::message::SinglePart::builder()
-                    .header(ContentType::TEXT_PLAIN)
-                    .body(mail.body.clone()),
-            );
+            let mut parts = match html {
+                None => lettre::message::MultiPart::mixed().singlepart(text()),
+                Some(h) => lettre::message::MultiPart::mixed().multipart(
+                    lettre::message::MultiPart::alternative().singlepart(text()).singlepart(
+                        lettre::message::SinglePart::builder()
+                            .header(ContentType::TEXT_HTML)
+                            .body(h.to_string()),
+                    ),
+                ),
+            };
             for a in attachments {
                 let content_type = match ContentType::parse(a.content_type) {
                     Ok(c) => c,

@@ -256,7 +256,8 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
         | EventPayload::AlertRaised(_)
         | EventPayload::SurveyAnswered(_)
         | EventPayload::InvoiceUpdated(_)
-        | EventPayload::SurveyDue(_) => Decision::Ignore("not an order-updater event"),
+        | EventPayload::SurveyDue(_)
+        | EventPayload::ReportReady(_) => Decision::Ignore("not an order-updater event"),
     }
 }
 

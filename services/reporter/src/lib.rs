@@ -26,6 +26,7 @@ use time::Date;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod management;
 pub mod reconcile;
 pub mod settlement;
 pub mod sweeper;
@@ -42,6 +43,13 @@ pub struct Config {
     /// How often yesterday and today are reconciled with the providers
     /// (`PAYHUB_RECONCILE_INTERVAL_MS`).
     pub reconcile_interval: std::time::Duration,
+    /// How often reporter looks for management reports that are due
+    /// (`PAYHUB_REPORT_INTERVAL_MS`, default 5 minutes).
+    pub report_interval: std::time::Duration,
+    /// How long after a day (or month) closes, in the shop's time zone, its
+    /// report is made, so that late events are in (`PAYHUB_REPORT_DELAY_MS`,
+    /// default 2 hours).
+    pub report_delay: std::time::Duration,
 }
 
 impl Config {
@@ -70,6 +78,14 @@ impl Config {
                 }
                 d
             },
+            report_interval: {
+                let d = env.millis("PAYHUB_REPORT_INTERVAL_MS", std::time::Duration::from_secs(300))?;
+                if d.is_zero() {
+                    return Err(Env::bad("PAYHUB_REPORT_INTERVAL_MS", "must be above 0"));
+                }
+                d
+            },
+            report_delay: env.millis("PAYHUB_REPORT_DELAY_MS", std::time::Duration::from_secs(7200))?,
         })
     }
 }
@@ -438,9 +454,9 @@ async fn report_rows(store: &Store, date: Date, shop_id: Uuid) -> Result<Vec<Row
 }
 
 #[derive(Debug, Deserialize)]
-struct DeliveriesQuery {
-    from: Option<String>,
-    to: Option<String>,
+pub(crate) struct DeliveriesQuery {
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
 }
 
 /// `GET /v1/reports/deliveries?from=&to=`: the shop's delivered orders in
@@ -449,7 +465,7 @@ struct DeliveriesQuery {
 impl DeliveriesQuery {
     /// `from` and `to` as dates (either may be left out), checked field by
     /// field: YYYY-MM-DD, and `to` not before `from`.
-    fn period(&self) -> Result<(Option<Date>, Option<Date>), ApiError> {
+    pub(crate) fn period(&self) -> Result<(Option<Date>, Option<Date>), ApiError> {
         let mut errs = ValidationErrors::default();
         let fmt = time::macros::format_description!("[year]-[month]-[day]");
         let mut day = |field: &'static str, v: &Option<String>| -> Option<Date> {
@@ -598,6 +614,15 @@ impl Application {
                 std::time::Duration::from_secs(15),
             )?,
         });
+        let reports = std::sync::Arc::new(management::Reports {
+            store: infra.store.clone(),
+            outbox: outbox.clone(),
+        });
+        infra.tasks.spawn(reports.clone().run_periodically(
+            config.report_interval,
+            config.report_delay,
+            infra.shutdown.clone(),
+        ));
         infra.tasks.spawn(sweeper.run(infra.shutdown.clone()));
         infra.tasks.spawn(
             reconciler
@@ -611,6 +636,11 @@ impl Application {
             .with_state(AppState {
                 store: infra.store.clone(),
             })
+            .merge(reconcile::shop_router(infra.store.clone()))
+            .merge(management::router(management::ReportsState {
+                reports,
+                token: config.internal_token.clone(),
+            }))
             .merge(settlement::router(settlement::SettlementState {
                 store: infra.store.clone(),
             }))

@@ -20,7 +20,8 @@
 //! `PAYHUB_RECONCILE_INTERVAL_MS` for yesterday and today (one replica at a
 //! time), and on demand (`payhubctl reconcile --date`, `POST /internal/v1/reconcile`).
 //! PixelPay has no listing: its card payments are confirmed one by one when
-//! they happen; it is left out of the daily comparison (see the closing note).
+//! they happen; they are left out of the daily comparison, and each run
+//! says so (`not_compared`, with the count and the reason).
 
 use crate::sweeper::{add_once, fact_id, reported_event};
 use payhub_connectors::internal::{
@@ -148,6 +149,30 @@ impl Reconciler {
             let mine: Vec<&Ours> = ours.iter().filter(|o| &o.account == account).collect();
             found.extend(self.compare(account, &mine, &listed).await);
         }
+        // What this run does not compare, said in the run (not pretended):
+        // PixelPay's per-payment status re-query is not wired into the run
+        // yet; Pago Seguro documents neither a listing nor a status query.
+        let skipped: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT provider, count(*) FROM charges
+             WHERE provider <> 'openpix' AND created_at >= $1 AND created_at < $2 GROUP BY provider ORDER BY provider",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.store.pool)
+        .await?;
+        let not_compared: Vec<serde_json::Value> = skipped
+            .iter()
+            .map(|(provider, n)| {
+                json!({
+                    "provider": provider,
+                    "charges": n,
+                    "reason": match provider.as_str() {
+                        "pagoseguro" => "not reconcilable: Pago Seguro documents no listing or status query",
+                        _ => "not compared yet: the per-payment status re-query is not part of the run",
+                    },
+                })
+            })
+            .collect();
         let status = if !problems.is_empty() {
             "incomplete"
         } else if found.iter().any(|f| f.settled.is_none()) {
@@ -156,7 +181,17 @@ impl Reconciler {
             "clean"
         };
         let open = self
-            .store_run(run_id, day, trigger, status, &ours, &found, &problems, started)
+            .store_run(
+                run_id,
+                day,
+                trigger,
+                status,
+                &ours,
+                &found,
+                &problems,
+                &not_compared,
+                started,
+            )
             .await?;
         self.refresh_metrics().await?;
         Ok(json!({
@@ -173,6 +208,7 @@ impl Reconciler {
             })).collect::<Vec<_>>(),
             "open": open,
             "problems": problems,
+            "notCompared": not_compared,
         }))
     }
 
@@ -283,12 +319,14 @@ impl Reconciler {
         ours: &[Ours],
         found: &[Found],
         problems: &[String],
+        not_compared: &[serde_json::Value],
         started: OffsetDateTime,
     ) -> Result<i64, sqlx::Error> {
         let mut tx = self.store.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO reconciliation_runs (id, day, trigger, status, checked, discrepancies, detail, started_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO reconciliation_runs (id, day, trigger, status, checked, discrepancies, detail, started_at,
+                                              not_compared)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(run_id)
         .bind(day)
@@ -298,6 +336,7 @@ impl Reconciler {
         .bind(found.len() as i32)
         .bind((!problems.is_empty()).then(|| problems.join("; ")))
         .bind(started)
+        .bind(serde_json::Value::Array(not_compared.to_vec()))
         .execute(&mut *tx)
         .await?;
         let mut alerts = Vec::new();
@@ -466,3 +505,124 @@ pub struct ReconcileState {
 
 /// Where payhubctl asks for a run.
 pub const RECONCILE_PATH: &str = "/internal/v1/reconcile";
+
+/// The shop-facing reconciliation API (issue 13 §1):
+///
+/// - `GET /v1/reconciliation/runs?from=&to=`: the runs of the days (UTC)
+///   from `from` to `to` (both optional), newest first, each with how many
+///   of the calling shop's discrepancies of that day are open. Runs cover
+///   every shop; only the shop's own findings are counted.
+/// - `GET /v1/reconciliation/discrepancies?from=&to=&resolution=`: the
+///   shop's discrepancies of those days (`open`, `settled`, `resolved`, or all).
+pub fn shop_router(store: Store) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/reconciliation/runs", axum::routing::get(runs_route))
+        .route(
+            "/v1/reconciliation/discrepancies",
+            axum::routing::get(discrepancies_route),
+        )
+        .with_state(store)
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+async fn runs_route(
+    axum::extract::State(store): axum::extract::State<Store>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<crate::DeliveriesQuery>,
+) -> Result<axum::Json<serde_json::Value>, payhub_service::problem::ApiError> {
+    let shop = payhub_service::problem::authenticate(&store, &headers).await?;
+    let (from, to) = q.period()?;
+    let rows: Vec<(Uuid, Date, String, String, OffsetDateTime, OffsetDateTime, i64)> = sqlx::query_as(
+        "SELECT r.id, r.day, r.trigger, r.status, r.started_at, r.finished_at,
+                (SELECT count(*) FROM reconciliation_discrepancies d
+                 WHERE d.day = r.day AND d.shop_id = $1 AND d.resolution = 'open')
+         FROM reconciliation_runs r
+         WHERE ($2::date IS NULL OR r.day >= $2) AND ($3::date IS NULL OR r.day <= $3)
+         ORDER BY r.finished_at DESC LIMIT 200",
+    )
+    .bind(shop.id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&store.pool)
+    .await?;
+    Ok(axum::Json(json!({
+        "runs": rows.iter().map(|(id, day, trigger, status, started, finished, open)| json!({
+            "runId": id,
+            "date": day.to_string(),
+            "trigger": trigger,
+            "status": status,
+            "startedAt": rfc3339(*started),
+            "finishedAt": rfc3339(*finished),
+            "openForShop": open,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DiscrepancyQuery {
+    from: Option<String>,
+    to: Option<String>,
+    resolution: Option<String>,
+}
+
+async fn discrepancies_route(
+    axum::extract::State(store): axum::extract::State<Store>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<DiscrepancyQuery>,
+) -> Result<axum::Json<serde_json::Value>, payhub_service::problem::ApiError> {
+    let shop = payhub_service::problem::authenticate(&store, &headers).await?;
+    let (from, to) = crate::DeliveriesQuery { from: q.from, to: q.to }.period()?;
+    if let Some(r) = q.resolution.as_deref()
+        && !matches!(r, "open" | "settled" | "resolved")
+    {
+        let mut errs = payhub_core::ValidationErrors::default();
+        errs.push("resolution", "unsupported", "must be open, settled or resolved");
+        return Err(payhub_service::problem::ApiError::Validation(errs));
+    }
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(
+        Uuid,
+        Date,
+        Option<Uuid>,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        OffsetDateTime,
+        Option<OffsetDateTime>,
+    )> = sqlx::query_as(
+        "SELECT d.id, d.day, d.order_id, COALESCE(o.correlation_id, ''), d.provider, d.kind, d.detail, d.resolution,
+                    d.resolution_detail, d.found_at, d.resolved_at
+             FROM reconciliation_discrepancies d LEFT JOIN orders o ON o.id = d.order_id
+             WHERE d.shop_id = $1 AND ($2::date IS NULL OR d.day >= $2) AND ($3::date IS NULL OR d.day <= $3)
+               AND ($4::text IS NULL OR d.resolution = $4)
+             ORDER BY d.day DESC, d.found_at DESC LIMIT 500",
+    )
+    .bind(shop.id)
+    .bind(from)
+    .bind(to)
+    .bind(q.resolution.as_deref())
+    .fetch_all(&store.pool)
+    .await?;
+    Ok(axum::Json(json!({
+        "discrepancies": rows.iter().map(|(id, day, order, cid, provider, kind, detail, resolution, how, found, resolved)| json!({
+            "id": id,
+            "date": day.to_string(),
+            "orderId": order,
+            "correlationID": cid,
+            "provider": provider,
+            "kind": kind,
+            "detail": detail,
+            "resolution": resolution,
+            "resolutionDetail": how,
+            "foundAt": rfc3339(*found),
+            "resolvedAt": resolved.map(rfc3339),
+        })).collect::<Vec<_>>(),
+    })))
+}

@@ -111,10 +111,12 @@ pub enum EventPayload {
     /// its survey invitation (reporter's sweeper).
     #[serde(rename = "survey.due")]
     SurveyDue(SurveyDue),
+    #[serde(rename = "report.ready")]
+    ReportReady(ReportReady),
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 14] = [
+    pub const KINDS: [&'static str; 15] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
@@ -129,6 +131,7 @@ impl EventPayload {
         "survey.answered",
         "invoice.updated",
         "survey.due",
+        "report.ready",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -147,6 +150,7 @@ impl EventPayload {
             EventPayload::SurveyAnswered(_) => "survey.answered",
             EventPayload::InvoiceUpdated(_) => "invoice.updated",
             EventPayload::SurveyDue(_) => "survey.due",
+            EventPayload::ReportReady(_) => "report.ready",
         }
     }
 }
@@ -406,6 +410,19 @@ pub struct SurveyDue {
     pub amount: Money,
     /// The days after payment the shop chose.
     pub days_after_payment: u16,
+}
+
+/// A management report was stored as an immutable snapshot (issue 13 §3):
+/// notifier e-mails it, with its CSV and PDF, to the shop's management
+/// list (`shop_id` set) or the platform's (`shop_id` unset), once per event.
+/// The bytes stay in `report_snapshots`; the event carries only their id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportReady {
+    pub report_id: Uuid,
+    /// `daily` or `monthly`.
+    pub period: String,
+    /// The period's first day, `YYYY-MM-DD`.
+    pub period_start: String,
 }
 
 /// The shipment an order's status change carries (`shipped` and after),

@@ -361,6 +361,50 @@ pub fn render(receipt: &Receipt, layout: Layout) -> Result<Rendered, RenderError
         Layout::Roll80 => vec![&all[..]],
     };
     let (local, _) = local_time(receipt);
+    let sheet = Sheet {
+        page_width,
+        fixed_height: (layout == Layout::A4).then_some(841.89),
+        size,
+        margin,
+        columns,
+    };
+    write_pdf(
+        format!("Comprovante {}", receipt.correlation_id),
+        local,
+        receipt.utc_offset_hours,
+        &sheet,
+        &pages,
+    )
+}
+
+/// A page shape: its width, its height (`None`: as long as its lines),
+/// the font size, the margin and the characters a line holds.
+struct Sheet {
+    page_width: f32,
+    fixed_height: Option<f32>,
+    size: f32,
+    margin: f32,
+    columns: usize,
+}
+
+/// Writes `pages` of monospaced lines as a PDF; `created` (in UTC
+/// `offset_hours`) is the document's date, taken from the data, never the
+/// clock.
+fn write_pdf(
+    title: String,
+    created: OffsetDateTime,
+    offset_hours: i8,
+    sheet: &Sheet,
+    pages: &[&[Line]],
+) -> Result<Rendered, RenderError> {
+    let Sheet {
+        page_width,
+        fixed_height,
+        size,
+        margin,
+        columns,
+    } = *sheet;
+    let leading = size * 1.35;
     // Content streams uncompressed: a deflate stream costs more to set up
     // than the few kilobytes it saves here (font subsets stay compressed);
     // no XMP packet: the same metadata is in the document information.
@@ -371,32 +415,29 @@ pub fn render(receipt: &Receipt, layout: Layout) -> Result<Rendered, RenderError
     });
     doc.set_metadata(
         Metadata::new()
-            .title(format!("Comprovante {}", receipt.correlation_id))
+            .title(title)
             .creator("payhub".into())
             .producer("payhub".into())
             .language("pt-BR".into())
             .creation_date(
-                DateTime::new(local.year() as u16)
-                    .month(u8::from(local.month()))
-                    .day(local.day())
-                    .hour(local.hour())
-                    .minute(local.minute())
-                    .second(local.second())
-                    .utc_offset_hour(receipt.utc_offset_hours)
+                DateTime::new(created.year() as u16)
+                    .month(u8::from(created.month()))
+                    .day(created.day())
+                    .hour(created.hour())
+                    .minute(created.minute())
+                    .second(created.second())
+                    .utc_offset_hour(offset_hours)
                     .utc_offset_minute(0),
             ),
     );
     for chunk in pages {
-        let height = match layout {
-            Layout::A4 => 841.89,
-            Layout::Roll80 => 2.0 * margin + leading * chunk.len() as f32,
-        };
+        let height = fixed_height.unwrap_or(2.0 * margin + leading * chunk.len() as f32);
         let settings = PageSettings::from_wh(page_width, height)
             .ok_or_else(|| RenderError::Pdf(format!("bad page size {page_width}x{height}")))?;
         let mut page = doc.start_page_with(settings);
         let mut surface = page.surface();
         let mut y = margin + size;
-        for line in chunk {
+        for line in chunk.iter() {
             match line {
                 Line::Text(t, bold) => {
                     let font = if *bold { BOLD.clone() } else { REGULAR.clone() };
@@ -427,6 +468,60 @@ pub fn render(receipt: &Receipt, layout: Layout) -> Result<Rendered, RenderError
     let bytes = doc.finish().map_err(|e| RenderError::Pdf(format!("{e:?}")))?;
     let sha256 = ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref().to_vec();
     Ok(Rendered { bytes, sha256 })
+}
+
+/// A line of a management report's PDF (issue 13 §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportLine {
+    /// A heading, in bold.
+    Heading(String),
+    /// A line of text (cut to the page's width).
+    Text(String),
+    /// A label on the left and its value on the right.
+    Pair(String, String),
+    /// A horizontal rule.
+    Rule,
+}
+
+/// Characters a line of a report's PDF holds (A4, 10 pt mono).
+pub const REPORT_COLUMNS: usize = 80;
+
+/// Renders a management report as an A4 PDF in the receipts' font and
+/// manner: the same lines and date always give the same bytes. `created`
+/// is the end of the report's period (never the clock).
+pub fn render_report(
+    title: &str,
+    lines: &[ReportLine],
+    created: OffsetDateTime,
+    offset_hours: i8,
+) -> Result<Rendered, RenderError> {
+    let (page_width, size, margin, columns) = Layout::A4.geometry();
+    let leading = size * 1.35;
+    let mut all = Vec::new();
+    for l in lines {
+        match l {
+            ReportLine::Heading(t) => all.extend(wrap(t, columns, 0).into_iter().map(|t| Line::Text(t, true))),
+            ReportLine::Text(t) => all.extend(wrap(t, columns, 2).into_iter().map(|t| Line::Text(t, false))),
+            ReportLine::Pair(k, v) => all.push(Line::Text(pad_between(k, v, columns), false)),
+            ReportLine::Rule => all.push(Line::Rule),
+        }
+    }
+    let per_page = ((841.89 - 2.0 * margin) / leading).floor() as usize;
+    let pages: Vec<&[Line]> = all.chunks(per_page.max(1)).collect();
+    let created = created.to_offset(time::UtcOffset::from_hms(offset_hours, 0, 0).unwrap_or(time::UtcOffset::UTC));
+    write_pdf(
+        title.to_string(),
+        created,
+        offset_hours,
+        &Sheet {
+            page_width,
+            fixed_height: Some(841.89),
+            size,
+            margin,
+            columns,
+        },
+        &pages,
+    )
 }
 
 #[cfg(test)]
@@ -553,6 +648,28 @@ mod tests {
             })
             .collect();
         assert!(all.contains("4111 •••• •••• 1111") && all.contains("593782") && all.contains("Cartão visa"));
+    }
+
+    #[test]
+    fn a_report_renders_to_the_same_bytes_and_pages_when_long() {
+        let mut lines = vec![
+            ReportLine::Heading("Relatório diário — Loja Teste".into()),
+            ReportLine::Rule,
+        ];
+        for i in 0..120 {
+            lines.push(ReportLine::Pair(format!("linha {i}"), format!("R$ {i},00")));
+        }
+        lines.push(ReportLine::Text("uma frase longa ".repeat(20)));
+        let at = time::macros::datetime!(2026-12-03 03:00:00 UTC);
+        let a = render_report("Relatório", &lines, at, -3).unwrap();
+        let b = render_report("Relatório", &lines, at, -3).unwrap();
+        assert_eq!(a, b);
+        assert!(a.bytes.starts_with(b"%PDF-"));
+        let text = String::from_utf8_lossy(&a.bytes).replace([' ', '\n', '\r'], "");
+        let pages = text.matches("/Type/Page").count() - text.matches("/Type/Pages").count();
+        assert!(pages >= 2, "120 lines need two A4 pages ({pages})");
+        lines.push(ReportLine::Text("mais uma".into()));
+        assert_ne!(render_report("Relatório", &lines, at, -3).unwrap().sha256, a.sha256);
     }
 
     #[test]

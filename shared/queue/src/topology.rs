@@ -122,6 +122,7 @@ impl QueueSpec {
             // Issue 12: an invoice issued or failed; a survey due after payment.
             "invoice.updated",
             "survey.due",
+            "report.ready",
         ],
         retired_bindings: &[],
         source: Source::Events,

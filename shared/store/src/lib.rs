@@ -8,6 +8,7 @@ pub mod health;
 pub mod invoicing;
 pub mod outbox;
 pub mod receipts;
+pub mod reports;
 pub mod roles;
 pub mod secrets;
 pub mod settlement;

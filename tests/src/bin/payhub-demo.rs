@@ -476,6 +476,7 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
     }
 
     wake_card_checkout(start, &http, &store, &key).await?;
+    day_closed(start, &http, &dir, &database_url, &store, &shop).await?;
 
     println!("\nservice counters (/metrics):");
     for (name, addr) in SERVICES {
@@ -950,6 +951,123 @@ async fn after_payment(
         &format!(
             "reporter: {} delivered, {} on time, {} late",
             counts["delivered"], counts["onTime"], counts["late"]
+        ),
+    );
+    Ok(())
+}
+
+/// The day's close (issue 13): reconciled with the providers, and the
+/// shop's daily report made, stored and e-mailed to its management list
+/// with its CSV and PDF, as an operator does it with payhubctl.
+async fn day_closed(
+    start: Instant,
+    http: &reqwest::Client,
+    dir: &Path,
+    database_url: &str,
+    store: &payhub_store::Store,
+    shop: &payhub_store::shops::NewShopCredentials,
+) -> anyhow::Result<()> {
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(dir.join("payhubctl"))
+            .args(args)
+            .env("PAYHUB_DATABASE_URL", database_url)
+            .env("PAYHUB_REPORTER_URL", "http://127.0.0.1:8082")
+            .output()
+    };
+    let id = shop.shop.id.to_string();
+    let out = ctl(&[
+        "shop",
+        "set-report-emails",
+        &id,
+        "--email",
+        "gerencia@loja-demo.example.com",
+    ])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "set-report-emails: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The shop's day, in its time zone (its delivery rules').
+    let (offset,): (Option<i32>,) =
+        sqlx::query_as("SELECT (order_rules->'deliveryTime'->>'utcOffsetHours')::int FROM shops WHERE id = $1")
+            .bind(shop.shop.id)
+            .fetch_one(&store.pool)
+            .await?;
+    let offset = time::UtcOffset::from_hms(offset.unwrap_or(0) as i8, 0, 0)?;
+    let local_today = time::OffsetDateTime::now_utc().to_offset(offset).date();
+    let today = local_today.to_string();
+    // Reconciliation compares UTC days (as the providers list them): each
+    // UTC day the shop's day touches.
+    let first = local_today
+        .midnight()
+        .assume_offset(offset)
+        .to_offset(time::UtcOffset::UTC);
+    let last = first + time::Duration::days(1) - time::Duration::seconds(1);
+    let mut days = vec![first.date()];
+    if last.date() != first.date() {
+        days.push(last.date());
+    }
+    for day in days {
+        let day = day.to_string();
+        let out = ctl(&["reconcile", "--date", &day])?;
+        let run: Value = serde_json::from_slice(&out.stdout).context("payhubctl reconcile prints its run")?;
+        step(
+            start,
+            &format!(
+                "reconciled {day} (UTC) with the providers (payhubctl reconcile): {} charge(s) checked, {} ({} open); not compared: {}",
+                run["checked"], run["status"], run["open"], run["notCompared"]
+            ),
+        );
+    }
+    let out = ctl(&["report", "run", "--period", "daily", "--date", &today, "--shop", &id])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "report run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).context("payhubctl report run prints the report")?;
+    let summary = &report["summary"];
+    anyhow::ensure!(
+        summary["reconciliation"] == "clean",
+        "the shop's day is not reconciled clean: {report}"
+    );
+    let mail = poll("the daily report e-mail", Duration::from_secs(20), || async {
+        let mails: Value = http
+            .get(format!("http://{SANDBOX}/sandbox/emails"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        mails["emails"]
+            .as_array()?
+            .iter()
+            .find(|m| {
+                m["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("Relatório diário") && s.contains("Loja Demo"))
+                    && m["data"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(&format!("relatorio-daily-{today}.pdf")))
+            })
+            .cloned()
+    })
+    .await?;
+    step(
+        start,
+        &format!(
+            "daily report {today} stored (sha256 {}) and e-mailed to {} with its CSV and PDF: {} received, {} paid, conversion {}, p50 to paid {} ms, reconciliation {}",
+            report["contentSha256"]
+                .as_str()
+                .and_then(|h| h.get(..12))
+                .unwrap_or("?"),
+            mail["rcpt_to"],
+            summary["received"],
+            summary["paid"],
+            summary["conversion"].as_str().unwrap_or("?"),
+            summary["timeToPaidP50Ms"],
+            summary["reconciliation"].as_str().unwrap_or("?"),
         ),
     );
     Ok(())

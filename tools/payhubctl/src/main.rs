@@ -52,6 +52,10 @@ enum Command {
     /// The settlement ledger's exports for a finance system (issue 13 §2).
     #[command(subcommand)]
     Settlement(SettlementCommand),
+    /// Management reports (issue 13 §3): make one now, list the stored
+    /// snapshots, download one byte for byte.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Show an order with its charge, history and deliveries.
     Order {
         /// The payhub order id, or the shop's correlationID together with --shop.
@@ -94,6 +98,40 @@ enum SettlementCommand {
         shop: uuid::Uuid,
         id: uuid::Uuid,
         #[arg(long, default_value = "csv")]
+        format: String,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Make the report of a period now through reporter (`PAYHUB_REPORTER_URL`,
+    /// `PAYHUB_INTERNAL_TOKEN`), unless it was made already: prints the
+    /// snapshot (made, or the one that exists). Sent by notifier when made.
+    Run {
+        /// `daily` or `monthly`.
+        #[arg(long, default_value = "daily")]
+        period: String,
+        /// A day of the period, YYYY-MM-DD (in the shop's time zone).
+        #[arg(long)]
+        date: String,
+        /// The shop; without it, the platform's report.
+        #[arg(long)]
+        shop: Option<uuid::Uuid>,
+    },
+    /// The stored snapshots (JSON lines), newest first: the shop's, or the platform's.
+    List {
+        #[arg(long)]
+        shop: Option<uuid::Uuid>,
+    },
+    /// A snapshot's PDF, CSV or HTML, byte for byte as it was made and sent.
+    Download {
+        id: uuid::Uuid,
+        /// The shop whose report it is; without it, a platform report.
+        #[arg(long)]
+        shop: Option<uuid::Uuid>,
+        #[arg(long, default_value = "pdf")]
         format: String,
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -384,6 +422,18 @@ enum ShopCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Where the shop's management reports go (issue 13 §3): `--email`
+    /// replaces the list (repeatable); `--clear` empties it (its admin then
+    /// gets them).
+    SetReportEmails {
+        shop_id: uuid::Uuid,
+        #[arg(long = "email")]
+        emails: Vec<String>,
+        #[arg(long, conflicts_with = "emails")]
+        clear: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The shop's provider accounts (never their secrets) and what
     /// charge-creator found of their webhooks at the provider.
     Providers {
@@ -420,6 +470,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Broker(cmd) => return broker_command(&env, cmd),
         Command::Reconcile { date } => return reconcile(&env, &date).await,
+        Command::Report(ReportCommand::Run { period, date, shop }) => {
+            return report_run(&env, &period, &date, shop).await;
+        }
         other => other,
     };
     let database_url = match cli.database_url {
@@ -455,6 +508,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dlq(cmd) => dlq(cmd).await,
         Command::Settlement(cmd) => settlement(&cli.database_url, cmd).await,
+        Command::Report(cmd) => report(&cli.database_url, cmd).await,
         Command::Broker(cmd) => broker_command(&env, cmd),
         Command::Reconcile { .. } => unreachable!("handled before the database URL"),
         Command::Order { id, shop } => {
@@ -576,32 +630,100 @@ fn warn_if_development_key(store: &Store) {
     }
 }
 
-/// Prints `value` as JSON, or `text` for people.
-async fn reconcile(env: &payhub_telemetry::Env, date: &str) -> anyhow::Result<()> {
-    time::Date::parse(date, time::macros::format_description!("[year]-[month]-[day]"))
-        .context("--date must be a date as YYYY-MM-DD")?;
+/// POSTs `body` to reporter's internal `path` (`PAYHUB_REPORTER_URL`,
+/// `PAYHUB_INTERNAL_TOKEN`); its status and JSON answer, an error unless 2xx.
+async fn reporter_post(
+    env: &payhub_telemetry::Env,
+    path: &str,
+    body: &serde_json::Value,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
     let base = env.url("PAYHUB_REPORTER_URL", "http://127.0.0.1:8082")?;
     let token = payhub_service::internal::token(env)?;
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(300))
-        .no_proxy()
-        .build()?;
+    let http = reqwest::Client::builder().timeout(timeout).no_proxy().build()?;
     let r = http
-        .post(format!("{}/internal/v1/reconcile", base.trim_end_matches('/')))
+        .post(format!("{}{path}", base.trim_end_matches('/')))
         .bearer_auth(token)
-        .json(&json!({"date": date}))
+        .json(body)
         .send()
         .await
         .context("reporter could not be reached (PAYHUB_REPORTER_URL)")?;
     let status = r.status();
     let body: serde_json::Value = r.json().await.context("reporter's answer is unreadable")?;
     anyhow::ensure!(status.is_success(), "reporter answered {status}: {body}");
+    Ok((status, body))
+}
+
+async fn reconcile(env: &payhub_telemetry::Env, date: &str) -> anyhow::Result<()> {
+    time::Date::parse(date, time::macros::format_description!("[year]-[month]-[day]"))
+        .context("--date must be a date as YYYY-MM-DD")?;
+    let (_, body) = reporter_post(
+        env,
+        "/internal/v1/reconcile",
+        &json!({"date": date}),
+        std::time::Duration::from_secs(300),
+    )
+    .await?;
     println!("{body}");
     let clean = body["status"] == "clean" || (body["status"] == "discrepancies" && body["open"] == 0);
     if !clean {
         std::process::exit(1);
     }
     Ok(())
+}
+
+async fn report_run(
+    env: &payhub_telemetry::Env,
+    period: &str,
+    date: &str,
+    shop: Option<uuid::Uuid>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(period, "daily" | "monthly"),
+        "--period must be daily or monthly"
+    );
+    time::Date::parse(date, time::macros::format_description!("[year]-[month]-[day]"))
+        .context("--date must be a date as YYYY-MM-DD")?;
+    let (status, body) = reporter_post(
+        env,
+        "/internal/v1/reports",
+        &json!({"period": period, "date": date, "shopId": shop}),
+        std::time::Duration::from_secs(120),
+    )
+    .await?;
+    println!("{body}");
+    if status == reqwest::StatusCode::OK {
+        eprintln!("payhubctl: this report was made before; it is not sent again");
+    }
+    Ok(())
+}
+
+async fn report(database_url: &str, cmd: ReportCommand) -> anyhow::Result<()> {
+    let store = Store::connect_lazy(database_url, 2)?;
+    match cmd {
+        ReportCommand::List { shop } => {
+            for s in payhub_store::reports::list(&store, shop).await? {
+                println!("{}", s.to_json());
+            }
+            Ok(())
+        }
+        ReportCommand::Download { id, shop, format, out } => {
+            anyhow::ensure!(
+                matches!(format.as_str(), "pdf" | "csv" | "html"),
+                "--format must be pdf, csv or html"
+            );
+            let (bytes, _) = payhub_store::reports::body(&store, shop, id, &format)
+                .await?
+                .with_context(|| {
+                    format!(
+                        "no report {id} for {}",
+                        shop.map_or("the platform".into(), |s| s.to_string())
+                    )
+                })?;
+            write_body(out.as_deref(), &bytes)
+        }
+        ReportCommand::Run { .. } => unreachable!("handled before the database URL"),
+    }
 }
 
 fn write_body(out: Option<&std::path::Path>, body: &[u8]) -> anyhow::Result<()> {
@@ -1029,6 +1151,39 @@ async fn shop(database_url: &str, cmd: ShopCommand) -> anyhow::Result<()> {
                     )
                 },
             );
+            Ok(())
+        }
+        ShopCommand::SetReportEmails {
+            shop_id,
+            emails,
+            clear,
+            json,
+        } => {
+            anyhow::ensure!(clear || !emails.is_empty(), "give --email (repeatable) or --clear");
+            let mut checked = Vec::new();
+            for e in &emails {
+                checked.push(
+                    payhub_core::identity::Email::parse(e)
+                        .map_err(|_| anyhow::anyhow!("--email {e:?} is not an e-mail address"))?
+                        .as_str()
+                        .to_string(),
+                );
+            }
+            checked.dedup();
+            let row: Option<(Vec<String>,)> =
+                sqlx::query_as("UPDATE shops SET report_emails = $2 WHERE id = $1 RETURNING report_emails")
+                    .bind(shop_id)
+                    .bind(&checked)
+                    .fetch_optional(&store.pool)
+                    .await?;
+            let (list,) = row.with_context(|| format!("no shop {shop_id}"))?;
+            emit(json, json!({"id": shop_id, "reportEmails": list}), || {
+                if list.is_empty() {
+                    format!("{shop_id}'s management reports go to its admin")
+                } else {
+                    format!("{shop_id}'s management reports go to {}", list.join(", "))
+                }
+            });
             Ok(())
         }
         ShopCommand::SetCheckout {
