@@ -367,6 +367,8 @@ impl TestApp {
                             base_url: self.ingress_url.clone(),
                             ..Default::default()
                         },
+                        order_links: payhub_core::order_link::OrderLinks::new(payhub_core::order_link::DEVELOPMENT_KEY),
+                        public_base_url: self.ingress_url.clone(),
                     },
                     shutdown,
                 )

@@ -10,6 +10,7 @@ pub mod fulfilment;
 pub mod identity;
 pub mod money;
 pub mod order;
+pub mod order_link;
 pub mod rules;
 pub mod standard_webhooks;
 pub mod url_safety;
