@@ -667,6 +667,34 @@ pub fn sample_order(correlation_id: &str) -> Value {
     })
 }
 
+/// The PDF attachments of a multipart message: (filename, bytes).
+pub fn pdf_attachments(raw: &str) -> Vec<(String, Vec<u8>)> {
+    use base64::Engine;
+    let boundary = raw
+        .lines()
+        .find_map(|l| l.split("boundary=").nth(1))
+        .map(|b| b.trim().trim_matches('"').to_string())
+        .expect("a multipart message");
+    raw.split(&format!("--{boundary}"))
+        .filter(|part| part.to_ascii_lowercase().contains("content-type: application/pdf"))
+        .map(|part| {
+            let (head, body) = part.split_once("\r\n\r\n").expect("part headers");
+            let name = head
+                .split("filename=")
+                .nth(1)
+                .map(|n| n.lines().next().unwrap_or("").trim().trim_matches('"').to_string())
+                .unwrap_or_default();
+            let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            (
+                name,
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .expect("base64 PDF"),
+            )
+        })
+        .collect()
+}
+
 /// The text a mail reader shows for a single-part message: the body after
 /// the headers, with its Content-Transfer-Encoding (quoted-printable or
 /// base64, as lettre picks for non-ASCII text) undone.
