@@ -133,6 +133,16 @@ impl Browser {
         self.driver.send_keys(&e, value).await.unwrap();
     }
 
+    /// Whether the image `id` has loaded (under the page's CSP).
+    async fn image_loaded(&self, id: &str) -> bool {
+        let img = self.find(id).await.expect("the image");
+        self.driver
+            .execute("return arguments[0].complete && arguments[0].naturalWidth > 0", &[&img])
+            .await
+            .unwrap()
+            == json!(true)
+    }
+
     async fn quit(self) {
         let _ = self.driver.quit().await;
     }
@@ -213,13 +223,7 @@ async fn a_pix_checkout_shows_the_qr_code_and_turns_paid_by_itself() {
     assert!(page.contains("R$ 227,79"), "the total in the order's currency");
     assert!(page.contains("Camiseta Branca Unissex") && page.contains("Meia esportiva"));
     // The QR image is payhub's own, drawn and loaded.
-    let qr = b.find("qr").await.unwrap();
-    let loaded = b
-        .d()
-        .execute("return arguments[0].complete && arguments[0].naturalWidth > 0", &[&qr])
-        .await
-        .unwrap();
-    assert_eq!(loaded, json!(true), "the QR code image loads under the CSP");
+    assert!(b.image_loaded("qr").await, "the QR code image loads under the CSP");
     let code = b.value("brcode").await;
     assert_eq!(
         code.as_deref(),
@@ -802,13 +806,7 @@ async fn my_orders_from_the_buyers_email_shows_the_pix_then_the_paid_order_and_i
     b.d().goto(&link).await.unwrap();
     assert_eq!(b.text("status").await, "Aguardando pagamento");
     assert_eq!(b.value("brcode").await.as_deref(), Some(br_code.as_str()));
-    let qr = b.find("qr").await.unwrap();
-    let loaded = b
-        .d()
-        .execute("return arguments[0].complete && arguments[0].naturalWidth > 0", &[&qr])
-        .await
-        .unwrap();
-    assert_eq!(loaded, json!(true), "the QR code loads under the CSP");
+    assert!(b.image_loaded("qr").await, "the QR code loads under the CSP");
     let page = b.d().source().await.unwrap();
     assert!(page.contains("R$ 227,79") && page.contains("Camiseta Branca Unissex"));
     assert!(b.find("receipt-a4").await.is_err(), "no receipt while unpaid");

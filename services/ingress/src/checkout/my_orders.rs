@@ -12,7 +12,7 @@
 //! An unknown order and a wrong token get the same 404.
 
 use super::i18n::{Lang, Text};
-use super::{LangQuery, not_found_saying, qr_response, secured, store_error};
+use super::{Item, LangQuery, Pix, not_found_saying, qr_response, secured, store_error};
 use crate::orders::AppState;
 use askama::Template;
 use axum::Router;
@@ -147,19 +147,6 @@ fn method(t: &Text, r: &Row) -> String {
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
-}
-
-struct Item {
-    title: String,
-    qty: i64,
-    total: String,
-}
-
-struct Pix {
-    qr_url: String,
-    br_code: String,
-    expires_at: String,
-    minutes_left: Option<i64>,
 }
 
 struct Receipt {
