@@ -40,7 +40,7 @@ WORKER_QUEUES = {
     "notifier": "notifier.status",
 }
 SECRET_KEYS = {"database-url", "amqp-url", "openpix-app-id", "smtp-url", "secrets-key", "internal-token",
-               "provider-key"}
+               "provider-key", "order-link-key"}
 SECRET_ENV = {
     "PAYHUB_DATABASE_URL": "database-url",
     "PAYHUB_AMQP_URL": "amqp-url",
@@ -49,6 +49,7 @@ SECRET_ENV = {
     "PAYHUB_SECRETS_KEY": "secrets-key",
     "PAYHUB_INTERNAL_TOKEN": "internal-token",
     "PAYHUB_PROVIDER_KEY": "provider-key",
+    "PAYHUB_ORDER_LINK_KEY": "order-link-key",
 }
 # Secret keys every pod that opens the database needs. The master key of the
 # webhook secrets (secrets-key) only the notifier holds: no other service
@@ -62,6 +63,9 @@ SECRETS_DIR = "/etc/payhub/secrets"
 # reporter (its sweeper) call it; each needs PAYHUB_INTERNAL_TOKEN
 # (shared/service/src/internal.rs), required in production.
 INTERNAL_TOKEN_SERVICES = {"charge-creator", "webhook-verifier", "reporter", "ingress"}
+# The "my orders" link key (PAYHUB_ORDER_LINK_KEY): notifier writes the
+# links, ingress checks them.
+ORDER_LINK_SERVICES = {"ingress", "notifier"}
 # Where the callers reach charge-creator's listener.
 CHARGE_CREATOR_URL = "PAYHUB_CHARGE_CREATOR_URL"
 # The metrics the dashboard must show (each must also be exported by the code).
@@ -401,7 +405,8 @@ def check_k8s(base_path: str, keda_path: str, image_bins: set[str]) -> None:
         needed = DB_SECRET_KEYS | {"amqp-url"} | (
             {"openpix-app-id", "provider-key"} if name == "charge-creator" else set()) | (
             {"smtp-url", "secrets-key"} if name == "notifier" else set()) | (
-            {"internal-token"} if name in INTERNAL_TOKEN_SERVICES else set())
+            {"internal-token"} if name in INTERNAL_TOKEN_SERVICES else set()) | (
+            {"order-link-key"} if name in ORDER_LINK_SERVICES else set())
         got = secret_file_keys(c)
         if got != needed:
             err(f"{where}: secret keys {sorted(got)} != {sorted(needed)}")

@@ -375,6 +375,8 @@ impl TestApp {
                             base_url: self.ingress_url.clone(),
                             ..Default::default()
                         },
+                        order_links: payhub_core::order_link::OrderLinks::new(payhub_core::order_link::DEVELOPMENT_KEY),
+                        public_base_url: self.ingress_url.clone(),
                     },
                     shutdown,
                 )
@@ -673,6 +675,34 @@ pub fn sample_order(correlation_id: &str) -> Value {
         },
         "shippingAddress": {"street": "Rua Encantado", "number": "860", "neighborhood": "Centro", "city": "Dez de Maio", "state": "PR", "zipcode": "85920-970"}
     })
+}
+
+/// The PDF attachments of a multipart message: (filename, bytes).
+pub fn pdf_attachments(raw: &str) -> Vec<(String, Vec<u8>)> {
+    use base64::Engine;
+    let boundary = raw
+        .lines()
+        .find_map(|l| l.split("boundary=").nth(1))
+        .map(|b| b.trim().trim_matches('"').to_string())
+        .expect("a multipart message");
+    raw.split(&format!("--{boundary}"))
+        .filter(|part| part.to_ascii_lowercase().contains("content-type: application/pdf"))
+        .map(|part| {
+            let (head, body) = part.split_once("\r\n\r\n").expect("part headers");
+            let name = head
+                .split("filename=")
+                .nth(1)
+                .map(|n| n.lines().next().unwrap_or("").trim().trim_matches('"').to_string())
+                .unwrap_or_default();
+            let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            (
+                name,
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .expect("base64 PDF"),
+            )
+        })
+        .collect()
 }
 
 /// The text a mail reader shows for a single-part message: the body after

@@ -133,6 +133,16 @@ impl Browser {
         self.driver.send_keys(&e, value).await.unwrap();
     }
 
+    /// Whether the image `id` has loaded (under the page's CSP).
+    async fn image_loaded(&self, id: &str) -> bool {
+        let img = self.find(id).await.expect("the image");
+        self.driver
+            .execute("return arguments[0].complete && arguments[0].naturalWidth > 0", &[&img])
+            .await
+            .unwrap()
+            == json!(true)
+    }
+
     async fn quit(self) {
         let _ = self.driver.quit().await;
     }
@@ -213,13 +223,7 @@ async fn a_pix_checkout_shows_the_qr_code_and_turns_paid_by_itself() {
     assert!(page.contains("R$ 227,79"), "the total in the order's currency");
     assert!(page.contains("Camiseta Branca Unissex") && page.contains("Meia esportiva"));
     // The QR image is payhub's own, drawn and loaded.
-    let qr = b.find("qr").await.unwrap();
-    let loaded = b
-        .d()
-        .execute("return arguments[0].complete && arguments[0].naturalWidth > 0", &[&qr])
-        .await
-        .unwrap();
-    assert_eq!(loaded, json!(true), "the QR code image loads under the CSP");
+    assert!(b.image_loaded("qr").await, "the QR code image loads under the CSP");
     let code = b.value("brcode").await;
     assert_eq!(
         code.as_deref(),
@@ -743,5 +747,137 @@ async fn a_pagoseguro_round_trip_approved_rejected_and_tampered_never_pays_on_a_
     // The API key is nowhere outside charge-creator's sealed row.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_nowhere(&app, &[payhub_sandbox::PAGOSEGURO_SANDBOX_API_KEY.to_string()]).await;
+    app.stop().await;
+}
+
+/// The "my orders" link in the buyer's e-mail whose subject has `subject`.
+fn order_link_in_mail(app: &TestApp, subject: &str) -> Option<(String, String)> {
+    let mail = app
+        .sandbox
+        .emails()
+        .into_iter()
+        .find(|m| m.subject.as_deref().is_some_and(|s| s.contains(subject)))?;
+    let text = match mail
+        .data
+        .split("\r\n--")
+        .find(|p| p.to_ascii_lowercase().contains("content-type: text/plain"))
+    {
+        Some(part) if mail.data.contains("multipart/") => {
+            payhub_tests::email_text(part.split_once("\r\n").map_or(part, |(_, rest)| rest))
+        }
+        _ => payhub_tests::email_text(&mail.data),
+    };
+    let start = text.find(&format!("{}/my/orders/", app.ingress_url))?;
+    Some((text[start..].split_whitespace().next()?.to_string(), mail.data))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn my_orders_from_the_buyers_email_shows_the_pix_then_the_paid_order_and_its_receipt() {
+    let app = TestApp::spawn().await;
+    let cid = "my-pix";
+    assert_eq!(app.post_order(&sample_order(cid)).await.status(), 201);
+    let order = app.wait_for_status(cid, "awaiting_payment").await;
+    let order_id = order["id"].as_str().unwrap().to_string();
+    let br_code = app.get_order(cid).await.json::<Value>().await.unwrap()["charge"]["brCode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            order_link_in_mail(&app, "pague").is_some()
+        })
+        .await,
+        "the PIX e-mail carries the order's link"
+    );
+    let (link, _) = order_link_in_mail(&app, "pague").unwrap();
+    assert!(link.contains(&order_id), "{link}");
+
+    // Headers: strict CSP, frames only from the shop's origins.
+    let r = app.http.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(
+        csp.contains("frame-ancestors") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+
+    let b = Browser::start(BrowserOptions::default()).await;
+    b.d().goto(&link).await.unwrap();
+    assert_eq!(b.text("status").await, "Aguardando pagamento");
+    assert_eq!(b.value("brcode").await.as_deref(), Some(br_code.as_str()));
+    assert!(b.image_loaded("qr").await, "the QR code loads under the CSP");
+    let page = b.d().source().await.unwrap();
+    assert!(page.contains("R$ 227,79") && page.contains("Camiseta Branca Unissex"));
+    assert!(b.find("receipt-a4").await.is_err(), "no receipt while unpaid");
+    b.screenshot("my-order-waiting").await;
+
+    // JSON: the same content, no buyer data.
+    let j: Value = app
+        .http
+        .get(format!("{link}.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(j["status"], "awaiting_payment");
+    assert_eq!(j["totalMinor"], 22779);
+    assert_eq!(j["pix"]["brCode"], br_code.as_str());
+    let raw = j.to_string();
+    let buyer = &sample_order(cid)["customer"];
+    for k in ["name", "email", "taxID"] {
+        let v = buyer[k].as_str().unwrap_or_else(|| panic!("the sample buyer's {k}"));
+        assert!(!raw.contains(v), "{k} in the JSON: {raw}");
+    }
+
+    // Paid: the page shows it, with the receipt link.
+    app.pay_until_acknowledged(&order_id).await;
+    app.wait_for_status(cid, "paid").await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            order_link_in_mail(&app, "Pagamento confirmado").is_some()
+        })
+        .await
+    );
+    let (paid_link, paid_mail) = order_link_in_mail(&app, "Pagamento confirmado").unwrap();
+    assert_eq!(paid_link, link, "one link per order");
+    b.d().goto(&link).await.unwrap();
+    assert_eq!(b.text("status").await, "Pago");
+    assert!(b.find("pix").await.is_err(), "no PIX code once paid");
+    assert!(b.text("history").await.contains("Pago"));
+    b.screenshot("my-order-paid").await;
+    let receipt_url = format!("{}{}", app.ingress_url, b.href("receipt-a4").await);
+    let got = app.http.get(&receipt_url).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "application/pdf");
+    let got = got.bytes().await.unwrap().to_vec();
+    let attached = payhub_tests::pdf_attachments(&paid_mail);
+    assert_eq!(got, attached[0].1, "the downloaded receipt is the e-mailed one");
+    b.quit().await;
+
+    // A wrong token, another order's token, an unknown order: one 404.
+    let token = link.rsplit('/').next().unwrap().to_string();
+    let mut wrong = token.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    let other = uuid::Uuid::new_v4();
+    let mut answers = Vec::new();
+    for url in [
+        format!("{}/my/orders/{order_id}/{wrong}", app.ingress_url),
+        format!("{}/my/orders/{other}/{token}", app.ingress_url),
+        format!(
+            "{}{}",
+            app.ingress_url,
+            payhub_core::order_link::OrderLinks::new(payhub_core::order_link::DEVELOPMENT_KEY).path(other)
+        ),
+        format!("{}/my/orders/{order_id}/{wrong}/receipt", app.ingress_url),
+    ] {
+        let r = app.http.get(&url).send().await.unwrap();
+        answers.push((r.status().as_u16(), r.text().await.unwrap()));
+    }
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    assert_eq!(answers[0].0, 404);
     app.stop().await;
 }

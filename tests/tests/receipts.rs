@@ -4,7 +4,7 @@
 //! order API renders the very same bytes on every fetch and refuses a
 //! render that no longer matches; an unpaid order has none.
 
-use payhub_tests::{TestApp, eventually, sample_order};
+use payhub_tests::{TestApp, eventually, pdf_attachments, sample_order};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -34,34 +34,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The PDF attachments of a multipart message: (filename, bytes).
-fn pdf_attachments(raw: &str) -> Vec<(String, Vec<u8>)> {
-    use base64::Engine;
-    let boundary = raw
-        .lines()
-        .find_map(|l| l.split("boundary=").nth(1))
-        .map(|b| b.trim().trim_matches('"').to_string())
-        .expect("a multipart message");
-    raw.split(&format!("--{boundary}"))
-        .filter(|part| part.to_ascii_lowercase().contains("content-type: application/pdf"))
-        .map(|part| {
-            let (head, body) = part.split_once("\r\n\r\n").expect("part headers");
-            let name = head
-                .split("filename=")
-                .nth(1)
-                .map(|n| n.lines().next().unwrap_or("").trim().trim_matches('"').to_string())
-                .unwrap_or_default();
-            let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-            (
-                name,
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .expect("base64 PDF"),
-            )
-        })
         .collect()
 }
 

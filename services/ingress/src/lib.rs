@@ -82,6 +82,9 @@ pub struct Options {
     /// (`PAYHUB_PAGOSEGURO_CHECKOUT_URL`); `None`: Pago Seguro's sandbox,
     /// or its production checkout with `PAYHUB_ENV=production`.
     pub pagoseguro_checkout_url: Option<String>,
+    /// Checks the buyer's "my orders" links (`PAYHUB_ORDER_LINK_KEY`);
+    /// `None`: the public development key.
+    pub order_links: Option<payhub_core::order_link::OrderLinks>,
 }
 
 impl Options {
@@ -102,6 +105,7 @@ impl Options {
                         .to_string(),
                 ),
             },
+            order_links: Some(payhub_service::order_links(env)?),
             pagoseguro_checkout_url: Some(env.url(
                 "PAYHUB_PAGOSEGURO_CHECKOUT_URL",
                 if env.is_production() {
@@ -152,6 +156,10 @@ impl Application {
                 .pagoseguro_checkout_url
                 .clone()
                 .unwrap_or_else(|| payhub_connectors::pagoseguro::SANDBOX_CHECKOUT_URL.to_string()),
+            order_links: options
+                .order_links
+                .clone()
+                .unwrap_or_else(|| payhub_core::order_link::OrderLinks::new(payhub_core::order_link::DEVELOPMENT_KEY)),
         };
         let handler = amqp::ShopOrderHandler {
             stock,

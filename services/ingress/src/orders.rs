@@ -38,6 +38,8 @@ pub struct AppState {
     /// Where a Pago Seguro order's signed form is posted
     /// (`PAYHUB_PAGOSEGURO_CHECKOUT_URL`).
     pub pagoseguro_checkout_url: String,
+    /// Checks the buyer's "my orders" links (`PAYHUB_ORDER_LINK_KEY`).
+    pub order_links: payhub_core::order_link::OrderLinks,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {

@@ -55,6 +55,13 @@ async fn receipt(
             "order {correlation_id} is not paid: a receipt exists once it is"
         )));
     };
+    Ok(pdf(&rendered, &correlation_id, layout))
+}
+
+/// The receipt as the PDF response both doors serve (the shop's API and
+/// the buyer's "my orders" page): inline, named after the order, with its
+/// SHA-256 in `x-payhub-receipt-sha256`.
+pub(crate) fn pdf(rendered: &payhub_documents::Rendered, correlation_id: &str, layout: Layout) -> Response {
     let safe: String = correlation_id
         .chars()
         .map(|c| {
@@ -75,5 +82,5 @@ async fn receipt(
     if let Ok(v) = HeaderValue::from_str(&rendered.sha256_hex()) {
         h.insert("x-payhub-receipt-sha256", v);
     }
-    Ok(resp)
+    resp
 }

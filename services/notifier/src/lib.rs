@@ -82,6 +82,11 @@ pub struct Config {
     /// (`PAYHUB_PLATFORM_REPORT_EMAILS`, comma-separated); empty: the
     /// platform admin.
     pub platform_report_emails: Vec<String>,
+    /// Signs the buyer's "my orders" link (`PAYHUB_ORDER_LINK_KEY`).
+    pub order_links: payhub_core::order_link::OrderLinks,
+    /// Where buyers reach ingress's public pages, the checkout's and "my
+    /// orders" (`PAYHUB_PUBLIC_CHECKOUT_BASE_URL`).
+    pub public_base_url: String,
 }
 
 impl Config {
@@ -136,6 +141,8 @@ impl Config {
             },
             platform_report_emails: report::parse_list(&env.string("PAYHUB_PLATFORM_REPORT_EMAILS", ""))
                 .map_err(|e| Env::bad("PAYHUB_PLATFORM_REPORT_EMAILS", e))?,
+            order_links: payhub_service::order_links(env)?,
+            public_base_url: env.url("PAYHUB_PUBLIC_CHECKOUT_BASE_URL", "http://127.0.0.1:8080")?,
             platform_admin_email: match env.optional("PAYHUB_PLATFORM_ADMIN_EMAIL") {
                 None => None,
                 Some(a) => Some(
@@ -194,6 +201,8 @@ pub struct NotifyHandler {
     pub platform_admin_email: Option<String>,
     pub platform_report_emails: Vec<String>,
     pub survey: survey::SurveyConfig,
+    pub order_links: payhub_core::order_link::OrderLinks,
+    pub public_base_url: String,
 }
 
 /// A delivery this event calls for, before it is recorded.
@@ -784,7 +793,11 @@ impl Handler for NotifyHandler {
                 send: Send::Webhook { url, payload },
             });
         }
-        if let Some(mail) = mail::buyer_mail(env, change) {
+        let link = env
+            .order_id
+            .map(|id| self.order_links.url(&self.public_base_url, id))
+            .unwrap_or_default();
+        if let Some(mail) = mail::buyer_mail(env, change, &link) {
             let to = change.customer_email.clone();
             // The payment's confirmation carries its receipt (issue 12 §2).
             let send = match self.receipts(env, change).await? {
@@ -938,6 +951,8 @@ impl Application {
             platform_admin_email: config.platform_admin_email.clone(),
             platform_report_emails: config.platform_report_emails.clone(),
             survey: config.survey.clone(),
+            order_links: config.order_links.clone(),
+            public_base_url: config.public_base_url.trim_end_matches('/').to_string(),
         };
         let mut app = payhub_service::App::start(infra, config.common.http_addr, axum::Router::new()).await?;
         app.consume(QueueSpec::NOTIFIER, config.common.prefetch, handler);

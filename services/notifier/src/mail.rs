@@ -181,8 +181,17 @@ fn card_failed_mail(order: &str, greeting: &str, change: &OrderStatusChanged) ->
     }
 }
 
-/// The buyer's e-mail for this change, if the buyer is told about it.
-pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
+/// The buyer's e-mail for this change, if the buyer is told about it. Every
+/// one ends with `order_link`, the order's own page ("my orders", issue 11 §3).
+pub fn buyer_mail(env: &Envelope, change: &OrderStatusChanged, order_link: &str) -> Option<Mail> {
+    let mut mail = buyer_mail_text(env, change)?;
+    mail.body.push_str(&format!(
+        "\nAcompanhe o seu pedido (status, itens, comprovante):\n{order_link}\n"
+    ));
+    Some(mail)
+}
+
+fn buyer_mail_text(env: &Envelope, change: &OrderStatusChanged) -> Option<Mail> {
     let order = env.correlation_id.as_deref().unwrap_or("");
     let greeting = format!("Olá, {}!", change.customer_name);
     match change.to {

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod invoice;
 pub mod money;
 pub mod order;
+pub mod order_link;
 pub mod rules;
 pub mod standard_webhooks;
 pub mod url_safety;

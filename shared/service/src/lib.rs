@@ -23,6 +23,15 @@ pub fn store_failure(e: impl Into<StoreError>) -> Failure {
     }
 }
 
+/// The buyer's "my orders" links' key (`PAYHUB_ORDER_LINK_KEY`, or
+/// `_FILE`): required with `PAYHUB_ENV=production`, at least 32 characters;
+/// elsewhere the public development key. The value is never echoed.
+pub fn order_links(env: &Env) -> Result<payhub_core::order_link::OrderLinks, ConfigError> {
+    use payhub_core::order_link::{DEVELOPMENT_KEY, KEY_VAR, OrderLinks};
+    let key = env.string_or_production_required(KEY_VAR, DEVELOPMENT_KEY)?;
+    OrderLinks::from_setting(&key).map_err(|reason| Env::bad(KEY_VAR, reason))
+}
+
 use anyhow::Context;
 use payhub_queue::{Broker, RetryPolicy, Topology};
 use payhub_store::Store;

@@ -17,6 +17,7 @@
 //! before shipping: the redirect says what the buyer saw.
 
 pub mod i18n;
+pub mod my_orders;
 
 use crate::orders::AppState;
 use askama::Template;
@@ -163,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .route("/checkout/{token}/qr.svg", get(qr))
         .route("/checkout/{token}/card", axum::routing::post(pay_card))
         .route("/checkout/{token}/done", get(done))
+        .merge(my_orders::routes())
         // A card form is a few hundred bytes.
         .layer(axum::extract::DefaultBodyLimit::max(8 * 1024))
         .with_state(state)
@@ -661,15 +663,20 @@ fn errors_status(p: &Page<'_>) -> bool {
 
 fn not_found(lang: Lang) -> Response {
     let t = lang.text();
+    not_found_saying(lang, t.not_found_title, t.not_found_body)
+}
+
+/// The 404 page, with its title and text.
+fn not_found_saying(lang: Lang, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"{}\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
          content=\"width=device-width, initial-scale=1\"><title>{}</title>\
          <link rel=\"stylesheet\" href=\"/checkout/assets/checkout.css\"></head><body><main>\
          <h1>{}</h1><p>{}</p></main></body></html>",
         lang.tag(),
-        t.not_found_title,
-        t.not_found_title,
-        t.not_found_body
+        title,
+        title,
+        body
     );
     secured(
         (
@@ -839,23 +846,28 @@ pub fn qr_svg(br_code: &str) -> Option<String> {
 
 async fn qr(State(st): State<AppState>, Path(token): Path<String>) -> Response {
     match load(&st.store, &token).await {
-        Ok(Some(s)) => match s.br_code.as_deref().and_then(qr_svg) {
-            Some(svg) => {
-                let mut r = ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response();
-                r.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-                r.headers_mut().insert(
-                    "content-security-policy",
-                    HeaderValue::from_static("default-src 'none'"),
-                );
-                r.headers_mut()
-                    .insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-                r
-            }
-            None => StatusCode::NOT_FOUND.into_response(),
-        },
+        Ok(Some(s)) => qr_response(s.br_code.as_deref()),
         Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(e) => store_error(e),
+    }
+}
+
+/// The BR Code's QR image as its own strictly locked-down SVG document.
+fn qr_response(br_code: Option<&str>) -> Response {
+    match br_code.and_then(qr_svg) {
+        Some(svg) => {
+            let mut r = ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+            r.headers_mut().insert(
+                "content-security-policy",
+                HeaderValue::from_static("default-src 'none'"),
+            );
+            r.headers_mut()
+                .insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+            r
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

@@ -215,6 +215,9 @@ impl NfeRequest {
                 forma_pagamento: match order.method {
                     PaymentMethod::Pix => "17",
                     PaymentMethod::Card => "03",
+                    // A web checkout (Pago Seguro settles COP, so this is
+                    // never a Brazilian invoice today): NF-e's "99 outros".
+                    PaymentMethod::Redirect => "99",
                 },
                 valor_pagamento: order.total.to_major_string(),
             }],
