@@ -122,7 +122,10 @@ impl DeadLetterAdmin {
         let _ = self.conn.close(200, "done".into()).await;
     }
 
-    async fn depth(&self, queue: &str) -> Result<u32, DeadLetterError> {
+    /// Ready messages in `queue`. Messages a channel still holds unacked
+    /// (a `list` whose channel close the broker has not applied yet) are
+    /// not counted, so a `replay` does not take them.
+    pub async fn depth(&self, queue: &str) -> Result<u32, DeadLetterError> {
         let ch = self.conn.create_channel().await?;
         let q = ch
             .queue_declare(

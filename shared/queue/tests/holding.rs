@@ -157,6 +157,16 @@ async fn a_replay_takes_only_what_was_there_when_it_started() {
         assert!(Instant::now() < deadline, "the broken messages were never parked");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // `list` looks at them over a channel it then closes; until the broker
+    // has put them back they are not ready, and a replay takes only what is
+    // ready when it starts.
+    while admin.depth(&topology.dead_letter_queue(&SPEC)).await.unwrap() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the listed dead letters were never ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let replayed = tokio::time::timeout(
         Duration::from_secs(20),
         admin.replay(&SPEC, &payhub_queue::dead_letters::Filter::default()),
