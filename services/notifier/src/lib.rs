@@ -575,40 +575,61 @@ impl NotifyHandler {
         let (Some(order_id), Some(shop_id)) = (env.order_id, env.shop_id) else {
             return Err(Failure::Permanent("survey.due without order or shop".into()));
         };
+        let invitation = SurveyInvitee {
+            email: &due.customer_email,
+            name: &due.customer_name,
+            currency: due.amount.currency(),
+            days_after_payment: Some(due.days_after_payment),
+        };
+        let Some(planned) = self.survey_invitation(env, order_id, shop_id, invitation).await? else {
+            return Ok(());
+        };
+        self.mail_once(msg, planned).await
+    }
+
+    /// The buyer's one survey invitation for this event, unless it was
+    /// delivered already or the order has none to give (after delivery, or
+    /// N days after payment for a shop that reports no shipping).
+    async fn survey_invitation(
+        &self,
+        env: &Envelope,
+        order_id: Uuid,
+        shop_id: Uuid,
+        invitee: SurveyInvitee<'_>,
+    ) -> Result<Option<Planned>, Failure> {
         if self
             .delivered(env)
             .await?
             .iter()
             .any(|k| k == Kind::SurveyInvitation.as_str())
         {
-            return Ok(());
+            return Ok(None);
         }
-        let lang = survey::language(due.amount.currency());
+        let lang = survey::language(invitee.currency);
         let Some(link) = survey::invite(&self.store, &self.survey, order_id, shop_id, lang)
             .await
             .map_err(db)?
         else {
-            return Ok(());
+            return Ok(None);
         };
-        let planned = Planned {
+        Ok(Some(Planned {
             kind: Kind::SurveyInvitation,
-            target: payhub_core::identity::Email::parse(&due.customer_email)
+            target: payhub_core::identity::Email::parse(invitee.email)
                 .map(|e| e.masked())
                 .unwrap_or_else(|_| "invalid".into()),
             webhook_id: None,
             send: Send::Mail {
-                to: due.customer_email.clone(),
+                to: invitee.email.to_string(),
                 mail: survey::mail(
                     env.correlation_id.as_deref().unwrap_or(""),
-                    &due.customer_name,
+                    invitee.name,
                     lang,
                     &link,
                     self.survey.valid_for.as_secs() / 86_400,
-                    Some(due.days_after_payment),
+                    invitee.days_after_payment,
                 ),
             },
-        };
-        self.mail_once(msg, planned).await
+        }))
     }
 
     async fn attempt_mail(&self, planned: &Planned) -> Attempt {
@@ -834,35 +855,15 @@ impl Handler for NotifyHandler {
         // Delivered: the buyer is asked, once, how it went (issue 12 §4).
         if change.to == OrderStatus::Delivered
             && let Some(order_id) = env.order_id
-            && !self
-                .delivered(env)
-                .await?
-                .iter()
-                .any(|k| k == Kind::SurveyInvitation.as_str())
         {
-            let lang = survey::language(change.amount.currency());
-            if let Some(link) = survey::invite(&self.store, &self.survey, order_id, shop_id, lang)
-                .await
-                .map_err(db)?
-            {
-                planned.push(Planned {
-                    kind: Kind::SurveyInvitation,
-                    target: payhub_core::identity::Email::parse(&change.customer_email)
-                        .map(|e| e.masked())
-                        .unwrap_or_else(|_| "invalid".into()),
-                    webhook_id: None,
-                    send: Send::Mail {
-                        to: change.customer_email.clone(),
-                        mail: survey::mail(
-                            env.correlation_id.as_deref().unwrap_or(""),
-                            &change.customer_name,
-                            lang,
-                            &link,
-                            self.survey.valid_for.as_secs() / 86_400,
-                            None,
-                        ),
-                    },
-                });
+            let invitation = SurveyInvitee {
+                email: &change.customer_email,
+                name: &change.customer_name,
+                currency: change.amount.currency(),
+                days_after_payment: None,
+            };
+            if let Some(p) = self.survey_invitation(env, order_id, shop_id, invitation).await? {
+                planned.push(p);
             }
         }
         // Wake Commerce stores learn the outcome through their postback.
@@ -933,6 +934,14 @@ impl Handler for NotifyHandler {
         }
         Err(Failure::Transient(failures.join("; ")))
     }
+}
+
+/// Whom a survey invitation goes to.
+struct SurveyInvitee<'a> {
+    email: &'a str,
+    name: &'a str,
+    currency: payhub_core::Currency,
+    days_after_payment: Option<u16>,
 }
 
 /// The running service; see [`payhub_service::App`].
