@@ -735,6 +735,63 @@ impl NotifyHandler {
         Ok(())
     }
 
+    /// A verified Pago Seguro return (issue 11 §2): payhub's own e-mail to
+    /// the buyer and to the shop's admin, each once per event (a redelivery
+    /// sends only what was not delivered).
+    async fn notify_pagoseguro_return(
+        &self,
+        msg: &Incoming,
+        ret: &payhub_core::events::PagoseguroReturned,
+    ) -> Result<(), Failure> {
+        let env = &msg.envelope;
+        let (Some(order_id), Some(shop_id)) = (env.order_id, env.shop_id) else {
+            return Err(Failure::Permanent("pagoseguro.returned without order or shop".into()));
+        };
+        let shop = payhub_store::shops::by_id(&self.store, shop_id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Failure::Permanent(format!("unknown shop {shop_id}")))?;
+        let order = env.correlation_id.as_deref().unwrap_or("");
+        let lang = survey::language(ret.amount.currency());
+        let link = self.order_links.url(&self.public_base_url, order_id);
+        let mut planned = vec![Planned {
+            kind: Kind::BuyerEmail,
+            target: payhub_core::identity::Email::parse(&ret.customer_email)
+                .map(|e| e.masked())
+                .unwrap_or_else(|_| "invalid".into()),
+            webhook_id: None,
+            send: Send::Mail {
+                to: ret.customer_email.clone(),
+                mail: mail::pagoseguro_return_buyer(order, ret, lang, &link),
+            },
+        }];
+        match shop.admin_email.clone() {
+            Some(admin) => planned.push(Planned {
+                kind: Kind::AdminAlert,
+                target: admin.clone(),
+                webhook_id: None,
+                send: Send::Mail {
+                    to: admin,
+                    mail: mail::pagoseguro_return_admin(env, order, &shop.name, ret, lang),
+                },
+            }),
+            None => tracing::warn!(%shop_id, order, "a Pago Seguro return and the shop has no admin e-mail to tell"),
+        }
+        let last = msg.attempt >= self.max_attempts;
+        let failures: Vec<String> = self
+            .deliver(env, &shop, &planned, last)
+            .await?
+            .into_iter()
+            .filter(|(_, a)| !a.ok)
+            .map(|(kind, a)| format!("{}: {}", kind.as_str(), a.error.unwrap_or_default()))
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure::Transient(failures.join("; ")))
+        }
+    }
+
     /// An order message was refused: the shop hears why, signed like every
     /// webhook, with the same retry rules.
     async fn notify_rejected(
@@ -789,6 +846,7 @@ impl Handler for NotifyHandler {
             EventPayload::InvoiceUpdated(invoice) => return self.notify_invoice(msg, invoice).await,
             EventPayload::SurveyDue(due) => return self.notify_survey_due(msg, due).await,
             EventPayload::ReportReady(r) => return self.notify_report(msg, r).await,
+            EventPayload::PagoseguroReturned(r) => return self.notify_pagoseguro_return(msg, r).await,
             _ => return Err(Failure::Permanent(format!("notifier cannot handle {}", env.kind()))),
         };
         let shop_id = env
