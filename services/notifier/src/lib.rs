@@ -397,6 +397,38 @@ impl NotifyHandler {
 }
 
 impl NotifyHandler {
+    /// The shop's webhook with the buyer's "my orders" page (`myOrdersUrl`,
+    /// every change) and, in the order's first webhook (`awaiting_payment`),
+    /// its hosted checkout (`checkout.url`, `checkout.expiresAt`) when it has
+    /// one: how a shop that sent the order over AMQP learns the URL to send
+    /// its buyer to (issue 11 §1).
+    async fn with_links(
+        &self,
+        mut payload: serde_json::Value,
+        env: &Envelope,
+        change: &payhub_core::events::OrderStatusChanged,
+    ) -> Result<serde_json::Value, Failure> {
+        let Some(order_id) = env.order_id else {
+            return Ok(payload);
+        };
+        payload["data"]["myOrdersUrl"] = self.order_links.url(&self.public_base_url, order_id).into();
+        if change.to == OrderStatus::AwaitingPayment {
+            let session: Option<(String, time::OffsetDateTime)> =
+                sqlx::query_as("SELECT token, expires_at FROM checkout_sessions WHERE order_id = $1")
+                    .bind(order_id)
+                    .fetch_optional(&self.store.pool)
+                    .await
+                    .map_err(db)?;
+            if let Some((token, expires)) = session {
+                payload["data"]["checkout"] = serde_json::json!({
+                    "url": format!("{}/checkout/{token}", self.public_base_url),
+                    "expiresAt": expires.format(&time::format_description::well_known::Rfc3339).ok(),
+                });
+            }
+        }
+        Ok(payload)
+    }
+
     /// When an order is paid: its receipt in both layouts, rendered from the
     /// stored order (the same bytes every later download renders), as
     /// attachments, with the hashes `record` keeps.
@@ -538,7 +570,13 @@ impl NotifyHandler {
                 webhook_id: None,
                 send: Send::Mail {
                     to: invoice.customer_email.clone(),
-                    mail: mail::invoice_issued(order, invoice),
+                    mail: mail::invoice_issued(
+                        order,
+                        invoice,
+                        &env.order_id
+                            .map(|id| self.order_links.url(&self.public_base_url, id))
+                            .unwrap_or_default(),
+                    ),
                 },
             },
             InvoiceStatus::Failed => {
@@ -627,6 +665,7 @@ impl NotifyHandler {
                     &link,
                     self.survey.valid_for.as_secs() / 86_400,
                     invitee.days_after_payment,
+                    &self.order_links.url(&self.public_base_url, order_id),
                 ),
             },
         }))
@@ -861,7 +900,9 @@ impl Handler for NotifyHandler {
         // Everything this change calls for, sent at once.
         let mut planned = Vec::new();
         let payload = match shop.webhook_format {
-            payhub_store::shops::WebhookFormat::Payhub => Some(shop_payload(env, change)),
+            payhub_store::shops::WebhookFormat::Payhub => {
+                Some(self.with_links(shop_payload(env, change), env, change).await?)
+            }
             payhub_store::shops::WebhookFormat::Pixelpay => webhook::pixelpay_payload(env, change, &shop.name),
         };
         if let (Some(url), Some(payload)) = (shop.webhook_url.clone(), payload) {

@@ -373,8 +373,9 @@ pub fn alert(env: &Envelope, alert: &payhub_core::events::AlertRaised) -> Mail {
     }
 }
 
-/// The buyer's invoice (issue 12 §3): number and the DANFE and XML links.
-pub fn invoice_issued(order: &str, invoice: &payhub_core::events::InvoiceUpdated) -> Mail {
+/// The buyer's invoice (issue 12 §3): number and the DANFE and XML links,
+/// then the order's own page ("my orders", issue 11 §3).
+pub fn invoice_issued(order: &str, invoice: &payhub_core::events::InvoiceUpdated, order_link: &str) -> Mail {
     let series = invoice
         .series
         .as_deref()
@@ -395,6 +396,9 @@ pub fn invoice_issued(order: &str, invoice: &payhub_core::events::InvoiceUpdated
         body.push_str(&format!("XML: {xml}\n"));
     }
     body.push_str("\nGuarde o XML: é a nota fiscal com validade jurídica.\n");
+    body.push_str(&format!(
+        "\nAcompanhe o seu pedido (status, itens, comprovante):\n{order_link}\n"
+    ));
     Mail {
         subject: format!("Nota fiscal do pedido {order}"),
         body,
