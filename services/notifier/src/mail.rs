@@ -592,3 +592,66 @@ pub fn pagoseguro_return_admin(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payhub_core::events::{EventPayload, PagoseguroReturned};
+    use payhub_core::{Currency, Money};
+
+    fn returned(status: &str, code: &str, approval: Option<&str>) -> PagoseguroReturned {
+        PagoseguroReturned {
+            return_id: uuid::Uuid::nil(),
+            status: status.into(),
+            status_code: Some(code.into()),
+            reference: "a857b5721bab1e3a4831".into(),
+            approval: approval.map(str::to_string),
+            amount: Money::from_minor(7_500_000, Currency::Cop),
+            customer_name: "Pedro Pérez".into(),
+            customer_email: "pedro@example.com".into(),
+            summary: "Camiseta Roja".into(),
+        }
+    }
+
+    #[test]
+    fn an_approved_return_is_told_as_being_confirmed_never_as_paid() {
+        let r = returned("authorised", "22", Some("AP-991"));
+        for lang in ["es", "pt-BR"] {
+            let m = pagoseguro_return_buyer("ps-1", &r, lang, "https://pay.example/my/orders/x/y");
+            for want in [
+                "a857b5721bab1e3a4831",
+                "AP-991",
+                "(22)",
+                "COP 75000.00",
+                "https://pay.example/my/orders/x/y",
+            ] {
+                assert!(m.body.contains(want), "{lang}: {want} in {}", m.body);
+            }
+            assert!(m.subject.contains("confirmando"), "{}", m.subject);
+            let text = format!("{} {}", m.subject, m.body).to_lowercase();
+            for never in ["pago confirmado", "pagamento confirmado", "fue pagado", "foi pago"] {
+                assert!(!text.contains(never), "{lang}: {never:?} in {text}");
+            }
+        }
+        let env = payhub_core::Envelope::new(EventPayload::PagoseguroReturned(r.clone()));
+        let admin = pagoseguro_return_admin(&env, "ps-1", "Loja", &r, "es");
+        assert!(admin.body.contains("NO marcó el pedido como pagado"), "{}", admin.body);
+        assert!(admin.body.contains("AP-991"));
+    }
+
+    #[test]
+    fn a_rejected_or_pending_return_says_so() {
+        let m = pagoseguro_return_buyer("ps-2", &returned("rejected", "17", None), "es", "l");
+        assert!(
+            m.subject.contains("rechazó") && m.body.contains("no informado"),
+            "{m:?}",
+            m = m.body
+        );
+        let m = pagoseguro_return_buyer("ps-3", &returned("pending", "4", None), "pt-BR", "l");
+        assert!(
+            m.subject.contains("em processamento") && m.body.contains("(4)"),
+            "{}",
+            m.body
+        );
+    }
+}
