@@ -508,3 +508,107 @@ async fn an_order_message_carrying_a_card_is_refused_and_not_parked() {
     drop(shop);
     app.stop().await;
 }
+
+/// Issue 11 §1: an order message with a `checkout` block gets payhub's
+/// hosted checkout, and its URL reaches the shop in the order's first
+/// webhook (`awaiting_payment`), with the buyer's "my orders" page; a Pago
+/// Seguro order over AMQP needs the block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_message_with_a_checkout_block_hands_the_checkout_url_in_its_first_webhook() {
+    if !have_rabbitmqctl() {
+        eprintln!("SKIPPED: rabbitmqctl is needed to make the shop's RabbitMQ user");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    app.use_sandbox_pagoseguro();
+    let shop = app.amqp_user_for(app.shop.shop.id).await;
+    let base = app.sandbox.shop_webhook_url().replace("/shop/webhooks", "");
+    let checkout = json!({
+        "returnUrl": format!("{base}/shop/checkout/return"),
+        "cancelUrl": format!("{base}/shop/checkout/cancel"),
+    });
+    let mut pix = sample_order("amqp-co-pix");
+    pix["checkout"] = checkout.clone();
+    let pagoseguro = json!({
+        "correlationID": "amqp-co-ps",
+        "provider": "pagoseguro",
+        "currency": "COP",
+        "items": [{"title": "Camiseta Roja", "price": "75000.00", "qty": 1, "total": "75000.00"}],
+        "total": "75000.00",
+        "customer": {"name": "Pedro Pérez", "email": "pedro.perez@example.com"},
+        "checkout": checkout,
+    });
+    let mut bare = pagoseguro.clone();
+    bare["correlationID"] = json!("amqp-co-bare");
+    bare.as_object_mut().unwrap().remove("checkout");
+    let mut bad = sample_order("amqp-co-bad");
+    bad["checkout"] = json!({"returnUrl": "ftp://shop.example/ok"});
+    for order in [&pix, &pagoseguro, &bare, &bad] {
+        let out = app.publish_with_pika(&shop, order);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for cid in ["amqp-co-pix", "amqp-co-ps"] {
+        app.wait_for_status(cid, "awaiting_payment").await;
+        assert!(
+            eventually(Duration::from_secs(15), || async {
+                !app.shop_hooks_for(cid, "awaiting_payment").is_empty()
+            })
+            .await,
+            "{cid}: the first webhook"
+        );
+        let hook: Value = serde_json::from_str(&app.shop_hooks_for(cid, "awaiting_payment")[0].body).unwrap();
+        let data = &hook["data"];
+        let url = data["checkout"]["url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{cid}: {data:#}"));
+        assert!(url.starts_with(&format!("{}/checkout/", app.ingress_url)), "{url}");
+        assert!(data["checkout"]["expiresAt"].is_string(), "{data:#}");
+        let my_orders = data["myOrdersUrl"].as_str().unwrap();
+        assert!(
+            my_orders.starts_with(&format!(
+                "{}/my/orders/{}/",
+                app.ingress_url,
+                data["orderId"].as_str().unwrap()
+            )),
+            "{my_orders}"
+        );
+        // The URL is the order API's own, and the page opens.
+        let view: Value = app.get_order(cid).await.json().await.unwrap();
+        assert_eq!(view["checkout"]["url"], url);
+        assert_eq!(view["myOrdersUrl"], my_orders);
+        let page = app.http.get(url).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert!(html.contains("Loja Teste"), "{html}");
+        assert_eq!(app.http.get(my_orders).send().await.unwrap().status(), 200);
+    }
+    // Refused with their reasons: no checkout for Pago Seguro, a bad block.
+    for (cid, field) in [("amqp-co-bare", "checkout"), ("amqp-co-bad", "checkout.returnUrl")] {
+        assert!(
+            eventually(Duration::from_secs(15), || async {
+                !rejections_for(&app, cid).is_empty()
+            })
+            .await,
+            "{cid} refused"
+        );
+        let body: Value = serde_json::from_str(&rejections_for(&app, cid)[0].body).unwrap();
+        let errors = body["data"]["errors"].to_string();
+        assert!(errors.contains(&format!("\"{field}\"")), "{cid}: {errors}");
+        assert_eq!(app.order_status(cid).await, None, "{cid} not stored");
+    }
+    // Later webhooks carry the "my orders" link but not the checkout again.
+    let order = app.get_order("amqp-co-pix").await.json::<Value>().await.unwrap();
+    app.pay_until_acknowledged(order["id"].as_str().unwrap()).await;
+    app.wait_for_status("amqp-co-pix", "paid").await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !app.shop_hooks_for("amqp-co-pix", "paid").is_empty()
+        })
+        .await
+    );
+    let paid: Value = serde_json::from_str(&app.shop_hooks_for("amqp-co-pix", "paid")[0].body).unwrap();
+    assert_eq!(paid["data"]["myOrdersUrl"], order["myOrdersUrl"]);
+    assert!(paid["data"].get("checkout").is_none(), "{paid:#}");
+    drop(shop);
+    app.stop().await;
+}

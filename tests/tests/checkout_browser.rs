@@ -724,6 +724,7 @@ async fn a_pagoseguro_round_trip_approved_rejected_and_tampered_never_pays_on_a_
             "{cid}"
         );
     }
+    pagoseguro_confirmation_mails(&app).await;
     // A return for no known order is stored as rejected and shown as "being confirmed".
     let r = app
         .http
@@ -748,6 +749,109 @@ async fn a_pagoseguro_round_trip_approved_rejected_and_tampered_never_pays_on_a_
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_nowhere(&app, &[payhub_sandbox::PAGOSEGURO_SANDBOX_API_KEY.to_string()]).await;
     app.stop().await;
+}
+
+/// payhub's own e-mail about each verified return (issue 11 §2), to the buyer
+/// and the shop's admin: reference, approval number and status, an approval
+/// told as being confirmed (the order is not paid), a rejection as such;
+/// none for an unverifiable return; none twice for a redelivered event.
+async fn pagoseguro_confirmation_mails(app: &TestApp) {
+    const BUYER: &str = "pedro.perez@example.com";
+    const ADMIN: &str = "admin@loja.example.com";
+    let reference = |cid: &'static str| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT c.provider_charge_id FROM charges c JOIN orders o ON o.id = c.order_id WHERE o.correlation_id = $1",
+        )
+        .bind(cid)
+        .fetch_one(&app.store.pool)
+        .await
+        .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            app.mails_to(BUYER, "Pedido ps-ok: estamos confirmando").len() == 1
+                && app.mails_to(ADMIN, "del pedido ps-ok").len() == 1
+                && app.mails_to(BUYER, "Pedido ps-no: Pago Seguro rechaz").len() == 1
+                && app.mails_to(ADMIN, "del pedido ps-no").len() == 1
+                && app.mails_to(BUYER, "Pedido ps-flip: estamos confirmando").len() == 1
+        })
+        .await,
+        "payhub's confirmation e-mails: {:?}",
+        app.sandbox
+            .emails()
+            .iter()
+            .map(|m| (&m.rcpt_to, &m.subject))
+            .collect::<Vec<_>>()
+    );
+    let buyer = &app.mails_to(BUYER, "Pedido ps-ok: estamos confirmando")[0];
+    let ok_ref = reference("ps-ok").await;
+    for want in [
+        "Pago Seguro te devolvió a nosotros con el pago aprobado",
+        "todavía no figura como pagado",
+        &format!("Referencia en Pago Seguro: {ok_ref}"),
+        "Número de aprobación: no informado",
+        "Estado informado por Pago Seguro: aprobada (22)",
+        "Valor: COP 75000.00",
+        &format!("{}/my/orders/", app.ingress_url),
+    ] {
+        assert!(buyer.contains(want), "{want:?} in the buyer's mail:\n{buyer}");
+    }
+    assert!(!buyer.contains("Pago confirmado"), "{buyer}");
+    let admin = &app.mails_to(ADMIN, "del pedido ps-ok")[0];
+    for want in [
+        "Tienda: Loja Teste",
+        &format!("Referencia en Pago Seguro: {ok_ref}"),
+        "Número de aprobación: -",
+        "Estado informado por el retorno: aprobada (22)",
+        "NO marcó el pedido como pagado",
+        "Comprador: Pedro Pérez <pedro.perez@example.com>",
+    ] {
+        assert!(admin.contains(want), "{want:?} in the admin's mail:\n{admin}");
+    }
+    let rejected = &app.mails_to(BUYER, "Pedido ps-no: Pago Seguro rechaz")[0];
+    assert!(
+        rejected.contains("Estado informado por Pago Seguro: rechazada (17)"),
+        "{rejected}"
+    );
+    // Nothing for the unverifiable returns.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        app.sandbox
+            .emails()
+            .iter()
+            .all(|m| !m.subject.as_deref().unwrap_or_default().contains("ps-forged")),
+        "no mail for a rejected return"
+    );
+
+    // A redelivered event sends nothing again.
+    let (body,): (Vec<u8>,) = sqlx::query_as(
+        "SELECT body FROM outbox
+         WHERE routing_key = 'pagoseguro.returned' AND convert_from(body, 'UTF8')::jsonb->>'correlation_id' = 'ps-ok'",
+    )
+    .fetch_one(&app.store.pool)
+    .await
+    .unwrap();
+    let env = payhub_core::Envelope::from_json(&body).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let broker = payhub_queue::Broker::start(
+        &payhub_tests::amqp_url(),
+        "redeliver",
+        app.topology.clone(),
+        stop.clone(),
+    );
+    broker.wait_connected(Duration::from_secs(10)).await.unwrap();
+    broker.publish(&env).await.unwrap();
+    let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE event_id = $1 AND status = 'delivered'")
+        .bind(env.id)
+        .fetch_one(&app.store.pool)
+        .await
+        .unwrap();
+    assert_eq!(sent, 2, "one to the buyer, one to the admin");
+    // Given the notifier time to take the copy: still one mail each.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(app.mails_to(BUYER, "Pedido ps-ok: estamos confirmando").len(), 1);
+    assert_eq!(app.mails_to(ADMIN, "del pedido ps-ok").len(), 1);
+    stop.cancel();
 }
 
 /// The "my orders" link in the buyer's e-mail whose subject has `subject`.

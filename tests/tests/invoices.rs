@@ -109,6 +109,16 @@ async fn a_paid_order_is_invoiced_once_and_the_buyer_gets_the_links() {
     let mail = &app.mails_to(BUYER, "Nota fiscal do pedido nf-1")[0];
     assert!(mail.contains("NF-e nº 1"), "{mail}");
     assert!(mail.contains(&pdf) && mail.contains(&xml), "{mail}");
+    // And the order's own page ("my orders"), as every buyer e-mail.
+    let view: Value = app.get_order("nf-1").await.json().await.unwrap();
+    assert!(
+        mail.contains(&format!(
+            "{}/my/orders/{}/",
+            app.ingress_url,
+            view["id"].as_str().unwrap()
+        )),
+        "{mail}"
+    );
 
     // Settled once: one invoice.updated, nothing asked again.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -238,6 +238,37 @@ async fn every_documented_operation_answers_as_docs_openapi_yaml_says() {
             app.get_order("oa-1").await,
         )
         .await;
+
+    // --- GET /my/orders/{orderId}/{token}.json (issue 11 §3) ------------------
+    let my = "/my/orders/{orderId}/{token}.json";
+    let my_url = view["myOrdersUrl"]
+        .as_str()
+        .expect("the order's myOrdersUrl")
+        .to_string();
+    s.record(
+        "the buyer's order",
+        INGRESS,
+        "GET",
+        my,
+        200,
+        app.http.get(format!("{my_url}.json")).send().await.unwrap(),
+    )
+    .await;
+    let wrong = format!(
+        "{}/my/orders/{}/{}.json",
+        app.ingress_url,
+        uuid::Uuid::new_v4(),
+        "0".repeat(64)
+    );
+    s.record(
+        "no such order",
+        INGRESS,
+        "GET",
+        my,
+        404,
+        app.http.get(wrong).send().await.unwrap(),
+    )
+    .await;
     assert!(view["charge"]["brCode"].is_string(), "{view}");
 
     // --- POST /webhooks/openpix --------------------------------------------

@@ -53,6 +53,12 @@ async fn survey_link(app: &TestApp, cid: &str) -> String {
     let mails = find();
     assert_eq!(mails.len(), 1, "one invitation");
     let text = &mails[0];
+    // After the survey's link, the order's own page ("my orders"), as every buyer e-mail.
+    let survey_at = text.find("/survey/").expect("the survey's link");
+    let my_orders_at = text
+        .find(&format!("{}/my/orders/", app.ingress_url))
+        .expect("the my orders link");
+    assert!(survey_at < my_orders_at, "{text}");
     let start = text.find("http://").expect("a link");
     text[start..].split_whitespace().next().unwrap().to_string()
 }

@@ -515,6 +515,7 @@ impl Application {
         });
         let redirect = Arc::new(pagoseguro::RedirectState {
             store: infra.store.clone(),
+            outbox: outbox.clone(),
             providers: providers.clone(),
             token: config.internal_token.clone(),
         });

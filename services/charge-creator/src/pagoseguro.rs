@@ -7,7 +7,11 @@
 //! - `POST /internal/v1/pagoseguro/return`: a return webhook-verifier's door
 //!   received; the `sign` is recomputed in constant time, the reference and
 //!   the amount checked against the order, the status mapped (22, 17,
-//!   other), and every return stored with its verdict.
+//!   other), and every return stored with its verdict. A verified return
+//!   also adds `pagoseguro.returned` to the outbox in the same transaction
+//!   (once per distinct return: the buyer reloading the page repeats one),
+//!   for notifier's confirmation e-mail to the buyer and the shop's admin,
+//!   which says what the return claims, not that the order is paid.
 //!
 //! A return never pays an order. Its `sign` covers the reference, amount,
 //! product and buyer but not `status` (§3.3), so a buyer holding a signed 17
@@ -41,6 +45,7 @@ static RETURNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 pub struct RedirectState {
     pub store: Store,
+    pub outbox: payhub_store::outbox::Outbox,
     pub providers: Arc<Providers>,
     pub token: secrecy::SecretString,
 }
@@ -61,6 +66,8 @@ pub fn router(state: Arc<RedirectState>) -> Router {
 #[derive(sqlx::FromRow)]
 struct OrderRow {
     id: Uuid,
+    shop_id: Uuid,
+    correlation_id: String,
     provider: String,
     status: String,
     currency: String,
@@ -72,11 +79,11 @@ struct OrderRow {
     provider_account: String,
 }
 
-const BY_ID: &str = "SELECT o.id, o.provider, o.status, o.currency::text AS currency, o.total_minor, o.customer_name,
+const BY_ID: &str = "SELECT o.id, o.shop_id, o.correlation_id, o.provider, o.status, o.currency::text AS currency, o.total_minor, o.customer_name,
         o.customer_email, o.summary, c.provider_charge_id AS reference, c.provider_account
      FROM orders o JOIN charges c ON c.order_id = o.id WHERE o.id = ($1::text)::uuid";
 const BY_TOKEN: &str =
-    "SELECT o.id, o.provider, o.status, o.currency::text AS currency, o.total_minor, o.customer_name,
+    "SELECT o.id, o.shop_id, o.correlation_id, o.provider, o.status, o.currency::text AS currency, o.total_minor, o.customer_name,
         o.customer_email, o.summary, c.provider_charge_id AS reference, c.provider_account
      FROM orders o JOIN charges c ON c.order_id = o.id JOIN checkout_sessions s ON s.order_id = o.id
      WHERE s.token = $1";
@@ -179,7 +186,6 @@ async fn return_route(
     } else {
         None
     };
-    let get = |k: &str| req.params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let verdict = match &order {
         None => ReturnVerdict::Rejected("unknown_order"),
         Some(o) if o.provider != payhub_core::Provider::Pagoseguro.as_str() => ReturnVerdict::Rejected("unknown_order"),
@@ -200,33 +206,20 @@ async fn return_route(
         ReturnVerdict::Verified(s) => ("verified", Some(s.as_str()), None),
         ReturnVerdict::Rejected(why) => ("rejected", None, Some(why)),
     };
-    let params: serde_json::Value = req
-        .params
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
-        .collect::<serde_json::Map<_, _>>()
-        .into();
-    let stored = sqlx::query(
-        "INSERT INTO pagoseguro_returns (id, order_id, verdict, reason, status, status_code, reference, value, approval, params)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(order.as_ref().map(|o| o.id))
-    .bind(verdict_s)
-    .bind(reason)
-    .bind(status)
-    .bind(get("status"))
-    .bind(get("orderReference"))
-    .bind(get("value"))
-    .bind(get("approvalNumber"))
-    .bind(&params)
-    .execute(&st.store.pool)
-    .await;
-    if let Err(e) = stored {
-        return refused(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the return could not be stored: {e}"),
-        );
+    let return_id = Uuid::now_v7();
+    let stored = store_return(&st, &req, order.as_ref(), return_id, verdict_s, status, reason).await;
+    let event = match stored {
+        Ok(e) => e,
+        Err(e) => {
+            return refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the return could not be stored: {e}"),
+            );
+        }
+    };
+    if let Some(event) = event {
+        // Left to the relay if the broker is away.
+        let _ = st.outbox.publish_now(std::slice::from_ref(&event)).await;
     }
     RETURNS.with_label_values(&[verdict_s, status.unwrap_or("none")]).inc();
     tracing::info!(
@@ -243,6 +236,92 @@ async fn return_route(
         token: order.map(|_| req.token.clone()),
     })
     .into_response()
+}
+
+/// Stores the return and, for a verified one about a known order that no
+/// earlier return said the same of (same status code and approval number),
+/// its `pagoseguro.returned` event, in one transaction. The event, if any,
+/// is returned for publishing after the commit.
+async fn store_return(
+    st: &RedirectState,
+    req: &ReturnRequest,
+    order: Option<&OrderRow>,
+    return_id: Uuid,
+    verdict: &str,
+    status: Option<&str>,
+    reason: Option<&str>,
+) -> Result<Option<payhub_core::Envelope>, String> {
+    let db = |e: sqlx::Error| e.to_string();
+    let get = |k: &str| req.params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let params: serde_json::Value = req
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let (status_code, approval) = (get("status"), get("approvalNumber"));
+    let mut tx = st.store.pool.begin().await.map_err(db)?;
+    // A reload of the return page brings the same return again: told once.
+    let repeated = match (order, status) {
+        (Some(o), Some(_)) => sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pagoseguro_returns WHERE order_id = $1 AND verdict = 'verified'
+                 AND status_code IS NOT DISTINCT FROM $2 AND approval IS NOT DISTINCT FROM $3)",
+        )
+        .bind(o.id)
+        .bind(&status_code)
+        .bind(&approval)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?,
+        _ => true,
+    };
+    sqlx::query(
+        "INSERT INTO pagoseguro_returns (id, order_id, verdict, reason, status, status_code, reference, value, approval, params)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(return_id)
+    .bind(order.map(|o| o.id))
+    .bind(verdict)
+    .bind(reason)
+    .bind(status)
+    .bind(&status_code)
+    .bind(get("orderReference"))
+    .bind(get("value"))
+    .bind(&approval)
+    .bind(&params)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    let event = match (order, status) {
+        (Some(o), Some(status)) if !repeated => {
+            let currency = payhub_core::Currency::parse(o.currency.trim())
+                .ok_or_else(|| format!("the order's currency {} is unknown", o.currency))?;
+            let mut env = payhub_core::Envelope::for_order(
+                payhub_core::events::EventPayload::PagoseguroReturned(payhub_core::events::PagoseguroReturned {
+                    return_id,
+                    status: status.to_string(),
+                    status_code,
+                    reference: o.reference.clone(),
+                    approval,
+                    amount: payhub_core::Money::from_minor(o.total_minor, currency),
+                    customer_name: o.customer_name.clone(),
+                    customer_email: o.customer_email.clone(),
+                    summary: o.summary.clone(),
+                }),
+                o.id,
+                o.shop_id,
+                &o.correlation_id,
+            );
+            env.trace = payhub_telemetry::trace::current_context();
+            payhub_store::outbox::add(&mut tx, &env)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some(env)
+        }
+        _ => None,
+    };
+    tx.commit().await.map_err(db)?;
+    Ok(event)
 }
 
 #[cfg(test)]

@@ -179,13 +179,15 @@ async fn accept_counted(
     }
     check_currency(store, shop, order).await?;
     // A Pago Seguro buyer reaches Pago Seguro's page only from payhub's
-    // hosted checkout, which only the order API opens so far.
-    if order.provider == payhub_core::Provider::Pagoseguro && channel != OrderChannel::Api {
+    // hosted checkout, which the order API and the AMQP door open (each
+    // refuses a Pago Seguro order without a checkout block); Wake's
+    // checkout is Wake's own.
+    if order.provider == payhub_core::Provider::Pagoseguro && channel == OrderChannel::Wake {
         let mut errors = ValidationErrors::default();
         errors.push(
             "provider",
             "unsupported",
-            "a Pago Seguro order is paid on payhub's hosted checkout: send it to POST /v1/orders with a checkout block",
+            "a Pago Seguro order is paid on payhub's hosted checkout: send it to POST /v1/orders or over AMQP with a checkout block",
         );
         return Err(AcceptError::Unsupported(errors));
     }

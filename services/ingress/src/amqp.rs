@@ -238,7 +238,29 @@ impl Handler for ShopOrderHandler {
         {
             return self.fulfilment(m, &shop, correlation_id, &json).await;
         }
-        let order = match NewOrder::from_json(&json) {
+        // The hosted checkout (issue 11 §1): its URL reaches the shop in the
+        // order's first webhook (`awaiting_payment`, `data.checkout.url`).
+        let (order, checkout) = match (NewOrder::from_json(&json), crate::checkout::parse(&json)) {
+            (Ok(o), Ok(c)) => (Ok(o), c),
+            (o, c) => {
+                let mut errs = o.err().unwrap_or_default();
+                errs.0.extend(c.err().unwrap_or_default().0);
+                (Err(errs), None)
+            }
+        };
+        let order = match order {
+            Ok(o) if o.provider == payhub_core::Provider::Pagoseguro && checkout.is_none() => {
+                let mut errs = ValidationErrors::default();
+                errs.push(
+                    "checkout",
+                    "required",
+                    "a Pago Seguro order is paid on Pago Seguro's page, reached from payhub's checkout: \
+                     send checkout {returnUrl, cancelUrl}",
+                );
+                return Err(self
+                    .refuse(m, &shop, correlation_id, "the order is invalid", &errs)
+                    .await);
+            }
             Ok(o) if o.provider.method() == payhub_core::PaymentMethod::Card => {
                 let mut errs = ValidationErrors::default();
                 errs.push(
@@ -261,6 +283,14 @@ impl Handler for ShopOrderHandler {
             Ok(accepted) => {
                 if let Accepted::Replayed(id) = accepted {
                     tracing::info!(order_id = %id, "the same order message again; the first order stands");
+                }
+                // Opened before the order's event is published, so that its
+                // first webhook finds it (a redelivery after a failure here
+                // opens it on the replay).
+                if let Some(checkout) = &checkout {
+                    crate::checkout::open(&self.store, accepted.id(), checkout)
+                        .await
+                        .map_err(store_failure)?;
                 }
                 accept::publish(&self.outbox, &accepted).await;
                 Ok(())

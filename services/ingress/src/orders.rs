@@ -218,9 +218,11 @@ async fn get_order(
     Ok(axum::Json(view).into_response())
 }
 
-/// The order's hosted checkout (URL and expiry), when it has one.
+/// The order's hosted checkout (URL and expiry), when it has one, and the
+/// buyer's "my orders" page (`myOrdersUrl`, issue 11 §3).
 async fn attach_checkout(st: &AppState, headers: &HeaderMap, id: Uuid, view: &mut Value) -> Result<(), ApiError> {
     let base = crate::checkout::base_url(st.checkout_base_url.as_deref(), headers);
+    view["myOrdersUrl"] = st.order_links.url(&base, id).into();
     if let Some(checkout) = crate::checkout::view(&st.store, id, &base).await? {
         view["checkout"] = checkout;
     }

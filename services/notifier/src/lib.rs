@@ -397,6 +397,38 @@ impl NotifyHandler {
 }
 
 impl NotifyHandler {
+    /// The shop's webhook with the buyer's "my orders" page (`myOrdersUrl`,
+    /// every change) and, in the order's first webhook (`awaiting_payment`),
+    /// its hosted checkout (`checkout.url`, `checkout.expiresAt`) when it has
+    /// one: how a shop that sent the order over AMQP learns the URL to send
+    /// its buyer to (issue 11 §1).
+    async fn with_links(
+        &self,
+        mut payload: serde_json::Value,
+        env: &Envelope,
+        change: &payhub_core::events::OrderStatusChanged,
+    ) -> Result<serde_json::Value, Failure> {
+        let Some(order_id) = env.order_id else {
+            return Ok(payload);
+        };
+        payload["data"]["myOrdersUrl"] = self.order_links.url(&self.public_base_url, order_id).into();
+        if change.to == OrderStatus::AwaitingPayment {
+            let session: Option<(String, time::OffsetDateTime)> =
+                sqlx::query_as("SELECT token, expires_at FROM checkout_sessions WHERE order_id = $1")
+                    .bind(order_id)
+                    .fetch_optional(&self.store.pool)
+                    .await
+                    .map_err(db)?;
+            if let Some((token, expires)) = session {
+                payload["data"]["checkout"] = serde_json::json!({
+                    "url": format!("{}/checkout/{token}", self.public_base_url),
+                    "expiresAt": expires.format(&time::format_description::well_known::Rfc3339).ok(),
+                });
+            }
+        }
+        Ok(payload)
+    }
+
     /// When an order is paid: its receipt in both layouts, rendered from the
     /// stored order (the same bytes every later download renders), as
     /// attachments, with the hashes `record` keeps.
@@ -538,7 +570,13 @@ impl NotifyHandler {
                 webhook_id: None,
                 send: Send::Mail {
                     to: invoice.customer_email.clone(),
-                    mail: mail::invoice_issued(order, invoice),
+                    mail: mail::invoice_issued(
+                        order,
+                        invoice,
+                        &env.order_id
+                            .map(|id| self.order_links.url(&self.public_base_url, id))
+                            .unwrap_or_default(),
+                    ),
                 },
             },
             InvoiceStatus::Failed => {
@@ -627,6 +665,7 @@ impl NotifyHandler {
                     &link,
                     self.survey.valid_for.as_secs() / 86_400,
                     invitee.days_after_payment,
+                    &self.order_links.url(&self.public_base_url, order_id),
                 ),
             },
         }))
@@ -735,6 +774,63 @@ impl NotifyHandler {
         Ok(())
     }
 
+    /// A verified Pago Seguro return (issue 11 §2): payhub's own e-mail to
+    /// the buyer and to the shop's admin, each once per event (a redelivery
+    /// sends only what was not delivered).
+    async fn notify_pagoseguro_return(
+        &self,
+        msg: &Incoming,
+        ret: &payhub_core::events::PagoseguroReturned,
+    ) -> Result<(), Failure> {
+        let env = &msg.envelope;
+        let (Some(order_id), Some(shop_id)) = (env.order_id, env.shop_id) else {
+            return Err(Failure::Permanent("pagoseguro.returned without order or shop".into()));
+        };
+        let shop = payhub_store::shops::by_id(&self.store, shop_id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Failure::Permanent(format!("unknown shop {shop_id}")))?;
+        let order = env.correlation_id.as_deref().unwrap_or("");
+        let lang = survey::language(ret.amount.currency());
+        let link = self.order_links.url(&self.public_base_url, order_id);
+        let mut planned = vec![Planned {
+            kind: Kind::BuyerEmail,
+            target: payhub_core::identity::Email::parse(&ret.customer_email)
+                .map(|e| e.masked())
+                .unwrap_or_else(|_| "invalid".into()),
+            webhook_id: None,
+            send: Send::Mail {
+                to: ret.customer_email.clone(),
+                mail: mail::pagoseguro_return_buyer(order, ret, lang, &link),
+            },
+        }];
+        match shop.admin_email.clone() {
+            Some(admin) => planned.push(Planned {
+                kind: Kind::AdminAlert,
+                target: admin.clone(),
+                webhook_id: None,
+                send: Send::Mail {
+                    to: admin,
+                    mail: mail::pagoseguro_return_admin(env, order, &shop.name, ret, lang),
+                },
+            }),
+            None => tracing::warn!(%shop_id, order, "a Pago Seguro return and the shop has no admin e-mail to tell"),
+        }
+        let last = msg.attempt >= self.max_attempts;
+        let failures: Vec<String> = self
+            .deliver(env, &shop, &planned, last)
+            .await?
+            .into_iter()
+            .filter(|(_, a)| !a.ok)
+            .map(|(kind, a)| format!("{}: {}", kind.as_str(), a.error.unwrap_or_default()))
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure::Transient(failures.join("; ")))
+        }
+    }
+
     /// An order message was refused: the shop hears why, signed like every
     /// webhook, with the same retry rules.
     async fn notify_rejected(
@@ -789,6 +885,7 @@ impl Handler for NotifyHandler {
             EventPayload::InvoiceUpdated(invoice) => return self.notify_invoice(msg, invoice).await,
             EventPayload::SurveyDue(due) => return self.notify_survey_due(msg, due).await,
             EventPayload::ReportReady(r) => return self.notify_report(msg, r).await,
+            EventPayload::PagoseguroReturned(r) => return self.notify_pagoseguro_return(msg, r).await,
             _ => return Err(Failure::Permanent(format!("notifier cannot handle {}", env.kind()))),
         };
         let shop_id = env
@@ -803,7 +900,9 @@ impl Handler for NotifyHandler {
         // Everything this change calls for, sent at once.
         let mut planned = Vec::new();
         let payload = match shop.webhook_format {
-            payhub_store::shops::WebhookFormat::Payhub => Some(shop_payload(env, change)),
+            payhub_store::shops::WebhookFormat::Payhub => {
+                Some(self.with_links(shop_payload(env, change), env, change).await?)
+            }
             payhub_store::shops::WebhookFormat::Pixelpay => webhook::pixelpay_payload(env, change, &shop.name),
         };
         if let (Some(url), Some(payload)) = (shop.webhook_url.clone(), payload) {

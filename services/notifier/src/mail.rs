@@ -373,8 +373,9 @@ pub fn alert(env: &Envelope, alert: &payhub_core::events::AlertRaised) -> Mail {
     }
 }
 
-/// The buyer's invoice (issue 12 §3): number and the DANFE and XML links.
-pub fn invoice_issued(order: &str, invoice: &payhub_core::events::InvoiceUpdated) -> Mail {
+/// The buyer's invoice (issue 12 §3): number and the DANFE and XML links,
+/// then the order's own page ("my orders", issue 11 §3).
+pub fn invoice_issued(order: &str, invoice: &payhub_core::events::InvoiceUpdated, order_link: &str) -> Mail {
     let series = invoice
         .series
         .as_deref()
@@ -395,6 +396,9 @@ pub fn invoice_issued(order: &str, invoice: &payhub_core::events::InvoiceUpdated
         body.push_str(&format!("XML: {xml}\n"));
     }
     body.push_str("\nGuarde o XML: é a nota fiscal com validade jurídica.\n");
+    body.push_str(&format!(
+        "\nAcompanhe o seu pedido (status, itens, comprovante):\n{order_link}\n"
+    ));
     Mail {
         subject: format!("Nota fiscal do pedido {order}"),
         body,
@@ -442,5 +446,212 @@ pub fn webhook_failure_alert(
             change.to.as_str(),
             env.id,
         ),
+    }
+}
+
+/// How a Pago Seguro return's status reads in the e-mail: what the return
+/// *says*, with its code.
+fn return_status_text(ret: &payhub_core::events::PagoseguroReturned, es: bool) -> String {
+    let code = ret.status_code.as_deref().unwrap_or("-");
+    let what = match (ret.status.as_str(), es) {
+        ("authorised", true) => "aprobada",
+        ("authorised", false) => "aprovada",
+        ("rejected", true) => "rechazada",
+        ("rejected", false) => "recusada",
+        (_, true) => "en proceso",
+        (_, false) => "em processamento",
+    };
+    format!("{what} ({code})")
+}
+
+/// payhub's own e-mail to the buyer about a verified Pago Seguro return
+/// (issue 11 §2), besides Pago Seguro's: the reference, the approval number
+/// and the status the return carried. A return never pays an order (its
+/// sign does not cover the status), so an approval is "being confirmed".
+/// Spanish for pesos, pt-BR otherwise; ends with the "my orders" link.
+pub fn pagoseguro_return_buyer(
+    order: &str,
+    ret: &payhub_core::events::PagoseguroReturned,
+    lang: &str,
+    order_link: &str,
+) -> Mail {
+    let es = lang == "es";
+    let amount = money_text(ret.amount);
+    let status = return_status_text(ret, es);
+    let approval = ret
+        .approval
+        .as_deref()
+        .unwrap_or(if es { "no informado" } else { "não informado" });
+    if es {
+        let (subject, what) = match ret.status.as_str() {
+            "authorised" => (
+                format!("Pedido {order}: estamos confirmando tu pago con Pago Seguro"),
+                "Pago Seguro te devolvió a nosotros con el pago aprobado. Lo estamos confirmando: \
+                 el pedido todavía no figura como pagado. La tienda lo confirmará con Pago Seguro \
+                 y te avisaremos por correo electrónico."
+                    .to_string(),
+            ),
+            "rejected" => (
+                format!("Pedido {order}: Pago Seguro rechazó el pago"),
+                "Pago Seguro informó que el pago fue rechazado. El pedido no figura como pagado; \
+                 puedes intentarlo de nuevo con otro medio de pago desde el enlace de tu pedido."
+                    .to_string(),
+            ),
+            _ => (
+                format!("Pedido {order}: tu pago con Pago Seguro está en proceso"),
+                "Pago Seguro informó que el pago está en proceso. El pedido todavía no figura como \
+                 pagado; te avisaremos por correo electrónico."
+                    .to_string(),
+            ),
+        };
+        Mail {
+            subject,
+            body: format!(
+                "¡Hola, {}!\n\n{what}\n\nPedido: {order}\nReferencia en Pago Seguro: {}\nNúmero de aprobación: {approval}\n\
+                 Estado informado por Pago Seguro: {status}\nValor: {amount}\nProductos: {}\n\n\
+                 Sigue tu pedido (estado, productos, comprobante):\n{order_link}\n",
+                ret.customer_name, ret.reference, ret.summary,
+            ),
+        }
+    } else {
+        let (subject, what) = match ret.status.as_str() {
+            "authorised" => (
+                format!("Pedido {order}: estamos confirmando o seu pagamento com Pago Seguro"),
+                "Pago Seguro devolveu você para nós com o pagamento aprovado. Estamos confirmando: \
+                 o pedido ainda não consta como pago. A loja vai confirmar com Pago Seguro e \
+                 avisaremos você por e-mail."
+                    .to_string(),
+            ),
+            "rejected" => (
+                format!("Pedido {order}: Pago Seguro recusou o pagamento"),
+                "Pago Seguro informou que o pagamento foi recusado. O pedido não consta como pago; \
+                 você pode tentar de novo com outro meio de pagamento pelo link do seu pedido."
+                    .to_string(),
+            ),
+            _ => (
+                format!("Pedido {order}: o seu pagamento com Pago Seguro está em processamento"),
+                "Pago Seguro informou que o pagamento está em processamento. O pedido ainda não \
+                 consta como pago; avisaremos você por e-mail."
+                    .to_string(),
+            ),
+        };
+        Mail {
+            subject,
+            body: format!(
+                "Olá, {}!\n\n{what}\n\nPedido: {order}\nReferência no Pago Seguro: {}\nNúmero de aprovação: {approval}\n\
+                 Estado informado pelo Pago Seguro: {status}\nValor: {amount}\nItens: {}\n\n\
+                 Acompanhe o seu pedido (status, itens, comprovante):\n{order_link}\n",
+                ret.customer_name, ret.reference, ret.summary,
+            ),
+        }
+    }
+}
+
+/// The shop's admin's copy of a verified Pago Seguro return: what it says,
+/// and that payhub did not mark the order paid (the shop confirms in Pago
+/// Seguro's back office before shipping).
+pub fn pagoseguro_return_admin(
+    env: &Envelope,
+    order: &str,
+    shop_name: &str,
+    ret: &payhub_core::events::PagoseguroReturned,
+    lang: &str,
+) -> Mail {
+    let es = lang == "es";
+    let status = return_status_text(ret, es);
+    let approval = ret.approval.as_deref().unwrap_or("-");
+    let id = env.order_id.map(|i| i.to_string()).unwrap_or_default();
+    let amount = money_text(ret.amount);
+    if es {
+        Mail {
+            subject: format!("[payhub] Pago Seguro: retorno {status} del pedido {order}, por confirmar"),
+            body: format!(
+                "Tienda: {shop_name}\nPedido: {order} (payhub {id})\nReferencia en Pago Seguro: {}\n\
+                 Número de aprobación: {approval}\nEstado informado por el retorno: {status}\nValor: {amount}\n\
+                 Comprador: {} <{}>\n\n\
+                 payhub verificó la firma del retorno con la API key de la tienda, la referencia y el valor del pedido.\n\
+                 La firma de Pago Seguro no cubre el estado y Pago Seguro no ofrece una consulta de estado:\n\
+                 payhub NO marcó el pedido como pagado (sigue esperando el pago). Confirme la transacción en el\n\
+                 panel de Pago Seguro antes de enviar el pedido.\nEvento: {}\n",
+                ret.reference, ret.customer_name, ret.customer_email, env.id,
+            ),
+        }
+    } else {
+        Mail {
+            subject: format!("[payhub] Pago Seguro: retorno {status} do pedido {order}, a confirmar"),
+            body: format!(
+                "Loja: {shop_name}\nPedido: {order} (payhub {id})\nReferência no Pago Seguro: {}\n\
+                 Número de aprovação: {approval}\nEstado informado pelo retorno: {status}\nValor: {amount}\n\
+                 Comprador: {} <{}>\n\n\
+                 payhub verificou a assinatura do retorno com a API key da loja, a referência e o valor do pedido.\n\
+                 A assinatura do Pago Seguro não cobre o estado e o Pago Seguro não oferece consulta de estado:\n\
+                 payhub NÃO marcou o pedido como pago (segue aguardando pagamento). Confirme a transação no\n\
+                 painel do Pago Seguro antes de enviar o pedido.\nEvento: {}\n",
+                ret.reference, ret.customer_name, ret.customer_email, env.id,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payhub_core::events::{EventPayload, PagoseguroReturned};
+    use payhub_core::{Currency, Money};
+
+    fn returned(status: &str, code: &str, approval: Option<&str>) -> PagoseguroReturned {
+        PagoseguroReturned {
+            return_id: uuid::Uuid::nil(),
+            status: status.into(),
+            status_code: Some(code.into()),
+            reference: "a857b5721bab1e3a4831".into(),
+            approval: approval.map(str::to_string),
+            amount: Money::from_minor(7_500_000, Currency::Cop),
+            customer_name: "Pedro Pérez".into(),
+            customer_email: "pedro@example.com".into(),
+            summary: "Camiseta Roja".into(),
+        }
+    }
+
+    #[test]
+    fn an_approved_return_is_told_as_being_confirmed_never_as_paid() {
+        let r = returned("authorised", "22", Some("AP-991"));
+        for lang in ["es", "pt-BR"] {
+            let m = pagoseguro_return_buyer("ps-1", &r, lang, "https://pay.example/my/orders/x/y");
+            for want in [
+                "a857b5721bab1e3a4831",
+                "AP-991",
+                "(22)",
+                "COP 75000.00",
+                "https://pay.example/my/orders/x/y",
+            ] {
+                assert!(m.body.contains(want), "{lang}: {want} in {}", m.body);
+            }
+            assert!(m.subject.contains("confirmando"), "{}", m.subject);
+            let text = format!("{} {}", m.subject, m.body).to_lowercase();
+            for never in ["pago confirmado", "pagamento confirmado", "fue pagado", "foi pago"] {
+                assert!(!text.contains(never), "{lang}: {never:?} in {text}");
+            }
+        }
+        let env = payhub_core::Envelope::new(EventPayload::PagoseguroReturned(r.clone()));
+        let admin = pagoseguro_return_admin(&env, "ps-1", "Loja", &r, "es");
+        assert!(admin.body.contains("NO marcó el pedido como pagado"), "{}", admin.body);
+        assert!(admin.body.contains("AP-991"));
+    }
+
+    #[test]
+    fn a_rejected_or_pending_return_says_so() {
+        let m = pagoseguro_return_buyer("ps-2", &returned("rejected", "17", None), "es", "l");
+        assert!(
+            m.subject.contains("rechazó") && m.body.contains("no informado"),
+            "{m:?}",
+            m = m.body
+        );
+        let m = pagoseguro_return_buyer("ps-3", &returned("pending", "4", None), "pt-BR", "l");
+        assert!(
+            m.subject.contains("em processamento") && m.body.contains("(4)"),
+            "{}",
+            m.body
+        );
     }
 }

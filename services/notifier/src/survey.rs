@@ -79,7 +79,8 @@ pub async fn invite(
     )))
 }
 
-/// The invitation e-mail.
+/// The invitation e-mail; it ends with the order's own page ("my orders",
+/// issue 11 §3), after the survey's link.
 pub fn mail(
     order: &str,
     customer_name: &str,
@@ -87,6 +88,7 @@ pub fn mail(
     link: &str,
     valid_days: u64,
     days_after_payment: Option<u16>,
+    order_link: &str,
 ) -> Mail {
     if lang == "es" {
         let what = match days_after_payment {
@@ -98,7 +100,8 @@ pub fn mail(
             body: format!(
                 "¡Hola, {customer_name}!\n\nSu pedido {order} {what}. ¿Recomendaría la tienda a un amigo?\n\
                  Responda en un minuto (de 0 a 10, y un comentario si quiere):\n{link}\n\n\
-                 El enlace vale {valid_days} días y acepta una sola respuesta.\n"
+                 El enlace vale {valid_days} días y acepta una sola respuesta.\n\n\
+                 Sigue tu pedido (estado, productos, comprobante):\n{order_link}\n"
             ),
         }
     } else {
@@ -111,7 +114,8 @@ pub fn mail(
             body: format!(
                 "Olá, {customer_name}!\n\nO seu pedido {order} {what}. Você recomendaria a loja a um amigo?\n\
                  Responda em um minuto (de 0 a 10, e um comentário se quiser):\n{link}\n\n\
-                 O link vale {valid_days} dias e aceita uma única resposta.\n"
+                 O link vale {valid_days} dias e aceita uma única resposta.\n\n\
+                 Acompanhe o seu pedido (status, itens, comprovante):\n{order_link}\n"
             ),
         }
     }

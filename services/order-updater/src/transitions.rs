@@ -257,7 +257,8 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
         | EventPayload::SurveyAnswered(_)
         | EventPayload::InvoiceUpdated(_)
         | EventPayload::SurveyDue(_)
-        | EventPayload::ReportReady(_) => Decision::Ignore("not an order-updater event"),
+        | EventPayload::ReportReady(_)
+        | EventPayload::PagoseguroReturned(_) => Decision::Ignore("not an order-updater event"),
     }
 }
 

@@ -113,10 +113,15 @@ pub enum EventPayload {
     SurveyDue(SurveyDue),
     #[serde(rename = "report.ready")]
     ReportReady(ReportReady),
+    /// Issue 11 §2: charge-creator stored a verified Pago Seguro return
+    /// (which never pays an order); notifier sends payhub's own
+    /// confirmation e-mail to the buyer and the shop's admin.
+    #[serde(rename = "pagoseguro.returned")]
+    PagoseguroReturned(PagoseguroReturned),
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 15] = [
+    pub const KINDS: [&'static str; 16] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
@@ -132,6 +137,7 @@ impl EventPayload {
         "invoice.updated",
         "survey.due",
         "report.ready",
+        "pagoseguro.returned",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -151,6 +157,7 @@ impl EventPayload {
             EventPayload::InvoiceUpdated(_) => "invoice.updated",
             EventPayload::SurveyDue(_) => "survey.due",
             EventPayload::ReportReady(_) => "report.ready",
+            EventPayload::PagoseguroReturned(_) => "pagoseguro.returned",
         }
     }
 }
@@ -423,6 +430,30 @@ pub struct ReportReady {
     pub period: String,
     /// The period's first day, `YYYY-MM-DD`.
     pub period_start: String,
+}
+
+/// A Pago Seguro return whose `sign` verified under the shop's API key, for
+/// the order's reference and amount (issue 11 §2). It changes no order: the
+/// sign does not cover `status`, and no status query exists to confirm it
+/// with, so `status` is what the return *says*, not a confirmed payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PagoseguroReturned {
+    /// payhub's id of the stored return (`pagoseguro_returns.id`).
+    pub return_id: Uuid,
+    /// What the return says: `authorised` (22), `rejected` (17) or `pending`.
+    pub status: String,
+    /// The return's own `status` code, as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<String>,
+    /// The purchase reference payhub gave Pago Seguro (`txnid`).
+    pub reference: String,
+    /// Pago Seguro's approval number, when the return carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+    pub amount: Money,
+    pub customer_name: String,
+    pub customer_email: String,
+    pub summary: String,
 }
 
 /// The shipment an order's status change carries (`shipped` and after),

@@ -123,6 +123,8 @@ impl QueueSpec {
             "invoice.updated",
             "survey.due",
             "report.ready",
+            // Issue 11 §2: payhub's own e-mail about a Pago Seguro return.
+            "pagoseguro.returned",
         ],
         retired_bindings: &[],
         source: Source::Events,

@@ -5,6 +5,9 @@
 //! the migrations, onboards a demo shop, submits an order, pays it in the
 //! sandbox, checks the shop's webhook signature and the buyer's e-mail, shows
 //! each service's counters, and stops everything (SIGTERM) before exiting.
+//! Last, a Pago Seguro web checkout: its checkout URL printed for a person
+//! to open, then walked in headless Chromium over WebDriver (skipped, and
+//! said so, when Debian's chromium or chromium-driver is missing).
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -195,6 +198,17 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
             ("PAYHUB_DB_MAX_CONNECTIONS", "4".to_string()),
             ("PAYHUB_LOG_FORMAT", "json".to_string()),
         ];
+        let mut envs = envs;
+        if name == "ingress" {
+            // Pago Seguro's web checkout (issue 11 §2): the signed form goes
+            // to the sandbox's Pago Seguro page, which sends the buyer back to
+            // webhook-verifier's return door.
+            envs.push((
+                "PAYHUB_PAGOSEGURO_CHECKOUT_URL",
+                format!("http://{SANDBOX}/pagosegurocanal/public/checkoutpay"),
+            ));
+            envs.push(("PAYHUB_PUBLIC_WEBHOOK_BASE_URL", "http://127.0.0.1:8081".to_string()));
+        }
         procs.0.push((
             name.to_string(),
             spawn(&dir, &format!("payhub-{name}"), &envs, &log_dir)?,
@@ -477,6 +491,7 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
 
     wake_card_checkout(start, &http, &store, &key).await?;
     day_closed(start, &http, &dir, &database_url, &store, &shop).await?;
+    pagoseguro_checkout(start, &http, &store, &key, &shop).await?;
 
     println!("\nservice counters (/metrics):");
     for (name, addr) in SERVICES {
@@ -496,6 +511,228 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
     }
     step(start, "stopping every process (SIGTERM)");
     Ok(())
+}
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Pago Seguro's web checkout end to end (issue 11 §2): a COP order with a
+/// `checkout` block under the shop's own Pago Seguro account (the
+/// sandbox's), its checkout URL printed for a person to open, then walked
+/// in headless Chromium: payhub's page posts the signed form to the
+/// sandbox's Pago Seguro page, the buyer pays there, comes back through
+/// webhook-verifier's return door (verified, stored, never paying: the
+/// page says "being confirmed"), and lands on the shop's `returnUrl`;
+/// payhub's own confirmation e-mails follow. Without Chromium the walk is
+/// skipped, said so, and the demo goes on.
+async fn pagoseguro_checkout(
+    start: Instant,
+    http: &reqwest::Client,
+    store: &payhub_store::Store,
+    key: &payhub_store::Secrets,
+    shop: &payhub_store::shops::NewShopCredentials,
+) -> anyhow::Result<()> {
+    let account = payhub_store::accounts::set(
+        store,
+        key,
+        shop.shop.id,
+        &payhub_store::accounts::Credentials::Pagoseguro {
+            account_id: payhub_sandbox::PAGOSEGURO_SANDBOX_ACCOUNT_ID.into(),
+            api_key: payhub_sandbox::PAGOSEGURO_SANDBOX_API_KEY.to_string().into(),
+        },
+        None,
+    )
+    .await?;
+    sqlx::query("UPDATE shops SET allowed_providers = array_append(allowed_providers, 'pagoseguro') WHERE id = $1")
+        .bind(shop.shop.id)
+        .execute(&store.pool)
+        .await?;
+    step(
+        start,
+        &format!("the shop's own Pago Seguro account set: {account} (as `payhubctl shop set-provider` does)"),
+    );
+    let cid = format!("ps-demo-{}", time::OffsetDateTime::now_utc().unix_timestamp());
+    let order = serde_json::json!({
+        "correlationID": cid, "provider": "pagoseguro", "currency": "COP",
+        "items": [{"title": "Camiseta Roja", "price": "75000.00", "qty": 1, "total": "75000.00"}],
+        "total": "75000.00",
+        "customer": {"name": "Pedro Pérez", "email": "pedro.perez@example.com"},
+        "checkout": {"returnUrl": format!("http://{SHOP}/shop/checkout/return?pedido={cid}"),
+                     "cancelUrl": format!("http://{SHOP}/shop/checkout/cancel")},
+    });
+    // The shop's settings may take a moment to reach ingress's cache.
+    let created: Value = poll(
+        "the Pago Seguro order to be accepted",
+        Duration::from_secs(20),
+        || async {
+            let r = http
+                .post("http://127.0.0.1:8080/v1/orders")
+                .bearer_auth(&shop.api_key)
+                .json(&order)
+                .send()
+                .await
+                .ok()?;
+            if r.status().as_u16() != 201 {
+                return None;
+            }
+            r.json().await.ok()
+        },
+    )
+    .await?;
+    let url = created["checkout"]["url"]
+        .as_str()
+        .context("the answer's checkout.url")?
+        .to_string();
+    poll("the Pago Seguro reference", Duration::from_secs(20), || async {
+        let o: Value = http
+            .get(format!("http://127.0.0.1:8080/v1/orders/{cid}"))
+            .bearer_auth(&shop.api_key)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (o["status"] == "awaiting_payment").then_some(())
+    })
+    .await?;
+    step(
+        start,
+        &format!(
+            "Pago Seguro order {cid} (COP 75000.00) on payhub's hosted checkout; open it in a browser while the demo runs:\n          {url}\n          the buyer's \"my orders\" page: {}",
+            created["myOrdersUrl"].as_str().unwrap_or("?")
+        ),
+    );
+    if !(Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists()) {
+        step(
+            start,
+            &format!(
+                "SKIPPED the browser walk of the Pago Seguro checkout: {CHROMIUM} or {CHROMEDRIVER} is missing \
+                 (apt-get install chromium chromium-driver)"
+            ),
+        );
+        return Ok(());
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut driver = std::process::Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("chromedriver starts")?;
+    let walked = browse_pagoseguro(start, http, &format!("http://127.0.0.1:{port}"), &url, &cid).await;
+    let _ = driver.kill();
+    let _ = driver.wait();
+    walked?;
+
+    let mails = poll(
+        "payhub's Pago Seguro confirmation e-mails",
+        Duration::from_secs(20),
+        || async {
+            let mails: Value = http
+                .get(format!("http://{SANDBOX}/sandbox/emails"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let mine: Vec<Value> = mails["emails"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["subject"].as_str().is_some_and(|s| s.contains(&cid)))
+                .cloned()
+                .collect();
+            (mine.len() >= 2).then_some(mine)
+        },
+    )
+    .await?;
+    for m in &mails {
+        step(
+            start,
+            &format!(
+                "e-mail delivered to {}: \"{}\"",
+                m["rcpt_to"][0].as_str().unwrap_or("?"),
+                m["subject"].as_str().unwrap_or("")
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The buyer's walk through the Pago Seguro checkout in headless Chromium.
+async fn browse_pagoseguro(
+    start: Instant,
+    http: &reqwest::Client,
+    driver_url: &str,
+    url: &str,
+    cid: &str,
+) -> anyhow::Result<()> {
+    poll("chromedriver", Duration::from_secs(15), || async {
+        http.get(format!("{driver_url}/status")).send().await.ok()
+    })
+    .await?;
+    let caps = serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=390,1100", "--lang=es-CO"],
+            "prefs": {"intl.accept_languages": "es-CO,es"},
+        },
+    });
+    let b = payhub_tests::webdriver::Session::new(driver_url, caps).await?;
+    let walked = async {
+        b.goto(url).await?;
+        // payhub's page posts the signed form to Pago Seguro by itself.
+        let pay = poll("Pago Seguro's page", Duration::from_secs(20), || async { b.find("#ps-pay").await.ok() }).await?;
+        step(
+            start,
+            "headless Chromium: payhub's checkout posted the signed form; the buyer is on (the sandbox's) Pago Seguro page",
+        );
+        b.click(&pay).await?;
+        poll("payhub's result page", Duration::from_secs(20), || async {
+            b.current_url().await.ok().filter(|u| u.path().ends_with("/done"))
+        })
+        .await?;
+        let page = b.source().await?;
+        anyhow::ensure!(
+            page.contains("Estamos confirmando el pago"),
+            "the result page does not say the payment is being confirmed"
+        );
+        step(
+            start,
+            "the buyer paid at Pago Seguro and came back: return verified and stored, order NOT paid (a return's sign does not cover its status); the page says \"Estamos confirmando el pago\"",
+        );
+        let shot = PathBuf::from(".demo/pagoseguro-result.png");
+        b.screenshot(&shot).await?;
+        step(start, &format!("screenshot of payhub's result page: {}", shot.display()));
+        let landed = poll("the shop's returnUrl", Duration::from_secs(20), || async {
+            b.current_url()
+                .await
+                .ok()
+                .filter(|u| u.path() == "/shop/checkout/return")
+        })
+        .await?;
+        let q: std::collections::HashMap<String, String> = landed.query_pairs().into_owned().collect();
+        step(
+            start,
+            &format!(
+                "back at the shop's returnUrl: payhub_order={} payhub_status={} (signed: payhub_signature={}…)",
+                q.get("payhub_order").map(String::as_str).unwrap_or("?"),
+                q.get("payhub_status").map(String::as_str).unwrap_or("?"),
+                q.get("payhub_signature").map(|s| &s[..s.len().min(16)]).unwrap_or("?"),
+            ),
+        );
+        anyhow::ensure!(
+            q.get("payhub_order").map(String::as_str) == Some(cid),
+            "the shop's return names another order: {landed}"
+        );
+        Ok(())
+    }
+    .await;
+    let _ = b.quit().await;
+    walked
 }
 
 /// A Wake store paying by card: a second shop whose PixelPay account is a
