@@ -41,6 +41,20 @@ async fn invoicing_on(app: &TestApp) {
     assert_eq!(v["hasAccount"], true, "{v}");
 }
 
+/// Deliveries charge-creator's queue handed its consumer, of one event type
+/// (every outcome), as the consumer counts them (services run in-process).
+fn charge_creator_deliveries(app: &TestApp, kind: &str) -> u64 {
+    let queue = app.topology.work_queue(&payhub_queue::QueueSpec::CHARGE_CREATOR);
+    ["ack", "retry", "dead_letter", "requeue", "handed_back", "permanent"]
+        .iter()
+        .map(|outcome| {
+            payhub_queue::metrics::CONSUMED
+                .with_label_values(&[queue.as_str(), kind, outcome])
+                .get()
+        })
+        .sum()
+}
+
 async fn invoice_of(app: &TestApp, cid: &str) -> Value {
     app.get_order(cid).await.json::<Value>().await.expect("order JSON")["invoice"].clone()
 }
@@ -116,6 +130,16 @@ async fn a_paid_order_is_invoiced_once_and_the_buyer_gets_the_links() {
     assert_eq!(app.mails_to(BUYER, "Nota fiscal do pedido nf-1").len(), 1);
     assert_eq!(
         app.count("SELECT count(*) FROM outbox WHERE routing_key = 'invoice.updated'")
+            .await,
+        1
+    );
+    // Issue 14: charge-creator got the order and its one invoice request,
+    // none of its status changes.
+    assert_eq!(charge_creator_deliveries(&app, "order.accepted"), 1);
+    assert_eq!(charge_creator_deliveries(&app, "invoice.requested"), 1);
+    assert_eq!(charge_creator_deliveries(&app, "order.status_changed"), 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE routing_key = 'invoice.requested'")
             .await,
         1
     );
@@ -260,6 +284,22 @@ async fn a_shop_with_invoicing_off_gets_no_invoice_and_a_bad_profile_is_refused_
     assert!(invoice_of(&app, "nf-off").await.is_null());
     assert_eq!(app.sandbox.invoice_requests(), 0);
     assert_eq!(app.count("SELECT count(*) FROM invoices").await, 0);
+    // Issue 14: nothing was asked of charge-creator beyond the charge: no
+    // invoice request published, no status change delivered to its queue
+    // (accepted -> awaiting_payment -> paid went to notifier and reporter only).
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE routing_key = 'invoice.requested'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE routing_key = 'order.status_changed'")
+            .await,
+        2
+    );
+    assert_eq!(charge_creator_deliveries(&app, "order.accepted"), 1);
+    assert_eq!(charge_creator_deliveries(&app, "order.status_changed"), 0);
+    assert_eq!(charge_creator_deliveries(&app, "invoice.requested"), 0);
     app.stop().await;
 }
 

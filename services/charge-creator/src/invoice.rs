@@ -1,6 +1,9 @@
-//! The invoice of a paid order (issue 12 §3), from `order.status_changed`
-//! to `paid` on charge-creator's queue: charge-creator holds the shops'
-//! invoicing credentials as it holds their provider credentials.
+//! The invoice of a paid order (issue 12 §3), from `invoice.requested` on
+//! charge-creator's queue: charge-creator holds the shops' invoicing
+//! credentials as it holds their provider credentials. order-updater
+//! publishes it, in the transaction that moves the order to `paid`, only
+//! for a shop that invoices through payhub, so charge-creator receives no
+//! other status change (issue 14).
 //!
 //! For a shop that invoices through payhub (`payhubctl shop set-invoicing`)
 //! the invoice is built from the stored order and the shop's fiscal
@@ -18,10 +21,10 @@
 use crate::accounts::{AccountError, Providers, Using};
 use payhub_connectors::ConnectorError;
 use payhub_connectors::focusnfe::{FocusNfeAccount, FocusNfeClient, InvoiceOrder, InvoiceState, NfeRequest};
-use payhub_core::events::{EventPayload, InvoiceUpdated, OrderStatusChanged};
+use payhub_core::events::{EventPayload, InvoiceAction, InvoiceRequested, InvoiceUpdated};
 use payhub_core::invoice::InvoiceStatus;
 use payhub_core::order::{Address, Item};
-use payhub_core::{Currency, Envelope, Money, OrderStatus, PaymentMethod};
+use payhub_core::{Currency, Envelope, Money, PaymentMethod};
 use payhub_queue::{Failure, Incoming};
 use payhub_service::store_failure as db;
 use payhub_store::accounts::Credentials;
@@ -116,15 +119,27 @@ pub fn reference(order_id: Uuid) -> String {
 impl Invoicer {
     pub async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
         let env = &msg.envelope;
-        let EventPayload::OrderStatusChanged(change) = &env.payload else {
+        let EventPayload::InvoiceRequested(change) = &env.payload else {
             return Err(Failure::Permanent(format!("the invoicer cannot handle {}", env.kind())));
         };
-        if change.to != OrderStatus::Paid {
-            return Ok(());
-        }
         let (Some(order_id), Some(shop_id)) = (env.order_id, env.shop_id) else {
-            return Err(Failure::Permanent("order.status_changed without order or shop".into()));
+            return Err(Failure::Permanent("invoice.requested without order or shop".into()));
         };
+        match change.action {
+            InvoiceAction::Issue => self.issue(msg, change, order_id, shop_id).await,
+        }
+    }
+
+    /// Issues the invoice of an order just paid.
+    async fn issue(
+        &self,
+        msg: &Incoming,
+        change: &InvoiceRequested,
+        order_id: Uuid,
+        shop_id: Uuid,
+    ) -> Result<(), Failure> {
+        let env = &msg.envelope;
+        // Turned off since the order was paid: nothing is asked.
         let Some(settings) = invoicing::settings(&self.store, shop_id).await.map_err(db)? else {
             return Ok(());
         };
@@ -229,13 +244,7 @@ impl Invoicer {
     }
 
     /// Records the end once, with `invoice.updated`, in one transaction.
-    async fn settle(
-        &self,
-        env: &Envelope,
-        change: &OrderStatusChanged,
-        order_id: Uuid,
-        end: End,
-    ) -> Result<(), Failure> {
+    async fn settle(&self, env: &Envelope, change: &InvoiceRequested, order_id: Uuid, end: End) -> Result<(), Failure> {
         let mut tx = self.store.begin().await.map_err(db)?;
         let (status, payload) = match end {
             End::Issued(InvoiceState::Issued {

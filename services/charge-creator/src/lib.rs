@@ -141,7 +141,7 @@ pub struct ChargeHandler {
     pub max_attempts: u32,
     /// Which provider accounts the probes found down: their orders are held.
     pub health: payhub_store::health::HealthCache,
-    /// Paid orders' invoices (`order.status_changed` on the same queue).
+    /// Paid orders' invoices (`invoice.requested` on the same queue).
     pub invoicer: invoice::Invoicer,
 }
 
@@ -373,9 +373,9 @@ impl Handler for ChargeHandler {
     async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), Failure>> {
         let mut results: Vec<Result<(), Failure>> = vec![Ok(()); msgs.len()];
         let mut orders = Vec::with_capacity(msgs.len());
-        // Status changes are the invoicer's (issue 12 §3), one by one.
+        // Invoice requests are the invoicer's (issue 12 §3), one by one.
         let invoices: Vec<usize> = (0..msgs.len())
-            .filter(|&i| matches!(msgs[i].envelope.payload, EventPayload::OrderStatusChanged(_)))
+            .filter(|&i| matches!(msgs[i].envelope.payload, EventPayload::InvoiceRequested(_)))
             .collect();
         let outcomes = futures::future::join_all(invoices.iter().map(|&i| self.invoicer.handle(&msgs[i]))).await;
         for (&i, outcome) in invoices.iter().zip(outcomes) {

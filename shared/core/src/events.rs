@@ -113,10 +113,15 @@ pub enum EventPayload {
     SurveyDue(SurveyDue),
     #[serde(rename = "report.ready")]
     ReportReady(ReportReady),
+    /// Issue 12 §3 / 14: an order's invoice must be asked of the shop's
+    /// invoicing service (order-updater, in the transaction that moves the
+    /// order, only for a shop that invoices through payhub).
+    #[serde(rename = "invoice.requested")]
+    InvoiceRequested(InvoiceRequested),
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 15] = [
+    pub const KINDS: [&'static str; 16] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
@@ -132,6 +137,7 @@ impl EventPayload {
         "invoice.updated",
         "survey.due",
         "report.ready",
+        "invoice.requested",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -151,6 +157,7 @@ impl EventPayload {
             EventPayload::InvoiceUpdated(_) => "invoice.updated",
             EventPayload::SurveyDue(_) => "survey.due",
             EventPayload::ReportReady(_) => "report.ready",
+            EventPayload::InvoiceRequested(_) => "invoice.requested",
         }
     }
 }
@@ -401,6 +408,28 @@ pub struct InvoiceUpdated {
     pub amount: Money,
 }
 
+/// What an `invoice.requested` asks of the invoicing service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceAction {
+    /// The order was paid: issue its invoice.
+    #[default]
+    Issue,
+}
+
+/// An order's invoice must be acted on (charge-creator, which holds the
+/// shops' invoicing credentials): published by order-updater with the move
+/// that needs it, so that charge-creator receives no other status change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceRequested {
+    pub action: InvoiceAction,
+    /// The order's status after the move that asked for it.
+    pub order_status: OrderStatus,
+    pub customer_name: String,
+    pub customer_email: String,
+    pub amount: Money,
+}
+
 /// A paid order is due its survey invitation N days after payment (a shop
 /// that reports no shipping); notifier invites the buyer once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -624,6 +653,22 @@ mod tests {
         let back = Envelope::from_json(&env.to_json()).unwrap();
         assert_eq!(back.kind(), "payment.reported");
         assert_eq!(back, env);
+    }
+
+    #[test]
+    fn an_invoice_request_round_trips_under_its_kind() {
+        let env = Envelope::new(EventPayload::InvoiceRequested(InvoiceRequested {
+            action: InvoiceAction::Issue,
+            order_status: OrderStatus::Paid,
+            customer_name: "Maria".into(),
+            customer_email: "maria@example.com".into(),
+            amount: Money::from_minor(22779, Currency::Brl),
+        }));
+        let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
+        assert_eq!(json["type"], "invoice.requested");
+        assert_eq!(json["data"]["action"], "issue");
+        assert!(EventPayload::KINDS.contains(&env.kind()));
+        assert_eq!(Envelope::from_json(&env.to_json()).unwrap(), env);
     }
 
     #[test]
