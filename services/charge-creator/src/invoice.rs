@@ -20,7 +20,9 @@
 
 use crate::accounts::{AccountError, Providers, Using};
 use payhub_connectors::ConnectorError;
-use payhub_connectors::focusnfe::{FocusNfeAccount, FocusNfeClient, InvoiceOrder, InvoiceState, NfeRequest};
+use payhub_connectors::focusnfe::{
+    CancelState, FocusNfeAccount, FocusNfeClient, InvoiceOrder, InvoiceState, NfeRequest,
+};
 use payhub_core::events::{EventPayload, InvoiceAction, InvoiceRequested, InvoiceUpdated};
 use payhub_core::invoice::InvoiceStatus;
 use payhub_core::order::{Address, Item};
@@ -31,6 +33,9 @@ use payhub_store::accounts::Credentials;
 use payhub_store::{Store, invoicing, outbox};
 use std::sync::Arc;
 use uuid::Uuid;
+
+/// The consumer name cancellations are recorded under in `processed_events`.
+const CANCEL_CONSUMER: &str = "charge-creator.invoice-cancel";
 
 pub struct Invoicer {
     pub store: Store,
@@ -127,7 +132,155 @@ impl Invoicer {
         };
         match change.action {
             InvoiceAction::Issue => self.issue(msg, change, order_id, shop_id).await,
+            InvoiceAction::Cancel => self.cancel(msg, change, order_id, shop_id).await,
         }
+    }
+
+    /// Cancels the issued invoice of an order refunded in full or cancelled.
+    /// An invoice still `requested` is cancelled by the issue path when it
+    /// settles (it reads the order's status then); one that failed or was
+    /// never asked for has nothing to cancel.
+    async fn cancel(
+        &self,
+        msg: &Incoming,
+        change: &InvoiceRequested,
+        order_id: Uuid,
+        shop_id: Uuid,
+    ) -> Result<(), Failure> {
+        let env = &msg.envelope;
+        let last = msg.attempt >= self.max_attempts;
+        let stored: Option<(String, String)> =
+            sqlx::query_as("SELECT status, reference FROM invoices WHERE order_id = $1")
+                .bind(order_id)
+                .fetch_optional(&self.store.pool)
+                .await
+                .map_err(db)?;
+        let reference = match stored {
+            Some((status, reference)) if status == InvoiceStatus::Issued.as_str() => reference,
+            // Being issued: a later attempt finds it issued; after the last,
+            // the issue path cancels it when it settles (it sees the order).
+            Some((status, _)) if status == InvoiceStatus::Requested.as_str() && !last => {
+                return Err(Failure::Transient(
+                    "the invoice is still being issued; it is cancelled once it is".into(),
+                ));
+            }
+            other => {
+                tracing::info!(%order_id, status = ?other.map(|(s, _)| s), "no issued invoice to cancel");
+                return Ok(());
+            }
+        };
+        let order = env.correlation_id.as_deref().unwrap_or("");
+        let why = match change.order_status {
+            payhub_core::OrderStatus::Cancelled => "cancelado pela loja",
+            _ => "reembolsado ao comprador",
+        };
+        let text = match change.reason.as_deref() {
+            Some(r) if !r.trim().is_empty() => format!("Pedido {order} {why}: {r}"),
+            _ => format!("Pedido {order} {why}; venda desfeita"),
+        };
+        let justification = payhub_connectors::focusnfe::justification(&text)
+            .unwrap_or_else(|| "Venda desfeita: pedido reembolsado ou cancelado".into());
+        sqlx::query(
+            "UPDATE invoices SET cancel_attempts = cancel_attempts + 1, cancel_reason = $2, updated_at = now()
+             WHERE order_id = $1 AND status = 'issued'",
+        )
+        .bind(order_id)
+        .bind(&justification)
+        .execute(&self.store.pool)
+        .await
+        .map_err(db)?;
+        let end = match self.account(shop_id).await {
+            Ok(account) => match self.client.cancel(&account, &reference, &justification).await {
+                Ok(CancelState::Cancelled { xml_url }) => Ok(xml_url),
+                Ok(CancelState::Refused { reason }) => Err(reason),
+                Err(ConnectorError::Transient(e)) if !last => return Err(Failure::Transient(e)),
+                Err(ConnectorError::Transient(e)) => Err(format!(
+                    "the invoicing service stayed unavailable for {} attempts: {e}",
+                    msg.attempt
+                )),
+                Err(ConnectorError::Permanent(e)) => Err(e),
+            },
+            Err(Failure::Transient(e)) if !last => return Err(Failure::Transient(e)),
+            Err(Failure::Transient(e) | Failure::Permanent(e) | Failure::Unavailable(e)) => Err(e),
+        };
+        self.settle_cancel(env, change, order_id, end).await
+    }
+
+    /// Records a cancellation's end once (per request event), with
+    /// `invoice.updated`, in one transaction: `cancelled`, or the invoice
+    /// stays `issued` with the reason and the shop's admin is told.
+    async fn settle_cancel(
+        &self,
+        env: &Envelope,
+        change: &InvoiceRequested,
+        order_id: Uuid,
+        end: Result<Option<String>, String>,
+    ) -> Result<(), Failure> {
+        let mut tx = self.store.begin().await.map_err(db)?;
+        if !payhub_store::mark_processed(&mut *tx, CANCEL_CONSUMER, env.id)
+            .await
+            .map_err(db)?
+        {
+            return Ok(());
+        }
+        let (changed, status, reason) = match end {
+            Ok(xml_url) => {
+                let r = sqlx::query(
+                    "UPDATE invoices SET status = 'cancelled', cancelled_at = now(), cancel_xml_url = $2,
+                         cancel_error = NULL, updated_at = now()
+                     WHERE order_id = $1 AND status = 'issued'",
+                )
+                .bind(order_id)
+                .bind(&xml_url)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                tracing::info!(%order_id, "invoice cancelled");
+                (r.rows_affected(), InvoiceStatus::Cancelled, None)
+            }
+            Err(reason) => {
+                let reason: String = reason.chars().take(1000).collect();
+                let r = sqlx::query(
+                    "UPDATE invoices SET cancel_error = $2, updated_at = now() WHERE order_id = $1 AND status = 'issued'",
+                )
+                .bind(order_id)
+                .bind(&reason)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                tracing::warn!(%order_id, %reason, "invoice not cancelled; the shop's admin will be told");
+                (r.rows_affected(), InvoiceStatus::CancelFailed, Some(reason))
+            }
+        };
+        if changed == 0 {
+            // Cancelled by another request first.
+            tx.commit().await.map_err(db)?;
+            return Ok(());
+        }
+        let invoice = invoicing::for_order_in(&mut tx, order_id).await.map_err(db)?;
+        let mut event = Envelope::new(EventPayload::InvoiceUpdated(InvoiceUpdated {
+            status,
+            service: invoicing::SERVICE.into(),
+            number: invoice.as_ref().and_then(|i| i.number.clone()),
+            series: invoice.as_ref().and_then(|i| i.series.clone()),
+            access_key: invoice.as_ref().and_then(|i| i.access_key.clone()),
+            pdf_url: invoice.as_ref().and_then(|i| i.pdf_url.clone()),
+            xml_url: invoice
+                .as_ref()
+                .and_then(|i| i.cancel_xml_url.clone().or(i.xml_url.clone())),
+            reason,
+            customer_name: change.customer_name.clone(),
+            customer_email: change.customer_email.clone(),
+            amount: change.amount,
+        }));
+        event.order_id = env.order_id;
+        event.shop_id = env.shop_id;
+        event.correlation_id = env.correlation_id.clone();
+        event.trace = payhub_telemetry::trace::current_context();
+        outbox::add(&mut tx, &event).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let _ = self.outbox.publish_now(std::slice::from_ref(&event)).await;
+        Ok(())
     }
 
     /// Issues the invoice of an order just paid.
@@ -206,6 +359,9 @@ impl Invoicer {
         match self.client.issue(&account, reference, &request).await {
             Ok(state @ InvoiceState::Issued { .. }) => Ok(Some(End::Issued(state))),
             Ok(InvoiceState::Rejected { reason }) => Ok(Some(End::Failed(reason))),
+            Ok(InvoiceState::Cancelled { .. }) => Ok(Some(End::Failed(format!(
+                "the NF-e under reference {reference} was cancelled at the invoicing service"
+            )))),
             Ok(InvoiceState::Processing) if !last => Err(Failure::Transient(
                 "the invoicing service is still processing the invoice".into(),
             )),
@@ -321,14 +477,46 @@ impl Invoicer {
             // Another delivery settled it first.
             return Ok(());
         }
+        let issued = payload.status == InvoiceStatus::Issued;
         let mut event = Envelope::new(EventPayload::InvoiceUpdated(payload));
         event.order_id = env.order_id;
         event.shop_id = env.shop_id;
         event.correlation_id = env.correlation_id.clone();
         event.trace = payhub_telemetry::trace::current_context();
         outbox::add(&mut tx, &event).await.map_err(db)?;
+        let mut events = vec![event];
+        if issued {
+            // Refunded in full or cancelled while its invoice was being
+            // issued: the cancellation that found it `requested` left it to
+            // this moment. Asked on the same queue, with its own retries.
+            let (status, reason): (String, Option<String>) =
+                sqlx::query_as("SELECT status, status_reason FROM orders WHERE id = $1")
+                    .bind(order_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            if let Some(undone @ (payhub_core::OrderStatus::Refunded | payhub_core::OrderStatus::Cancelled)) =
+                payhub_core::OrderStatus::parse(&status)
+            {
+                let mut cancel = Envelope::new(EventPayload::InvoiceRequested(InvoiceRequested {
+                    action: InvoiceAction::Cancel,
+                    order_status: undone,
+                    customer_name: change.customer_name.clone(),
+                    customer_email: change.customer_email.clone(),
+                    amount: change.amount,
+                    reason,
+                }));
+                cancel.order_id = env.order_id;
+                cancel.shop_id = env.shop_id;
+                cancel.correlation_id = env.correlation_id.clone();
+                cancel.trace = payhub_telemetry::trace::current_context();
+                outbox::add(&mut tx, &cancel).await.map_err(db)?;
+                tracing::info!(%order_id, status, "the order was undone while its invoice was issued; cancelling it");
+                events.push(cancel);
+            }
+        }
         tx.commit().await.map_err(db)?;
-        let _ = self.outbox.publish_now(std::slice::from_ref(&event)).await;
+        let _ = self.outbox.publish_now(&events).await;
         Ok(())
     }
 }

@@ -415,6 +415,9 @@ pub enum InvoiceAction {
     /// The order was paid: issue its invoice.
     #[default]
     Issue,
+    /// The paid order was refunded in full or cancelled: cancel its
+    /// issued invoice (NF-e cancellation, within SEFAZ's deadline).
+    Cancel,
 }
 
 /// An order's invoice must be acted on (charge-creator, which holds the
@@ -428,6 +431,10 @@ pub struct InvoiceRequested {
     pub customer_name: String,
     pub customer_email: String,
     pub amount: Money,
+    /// Why the order moved (the refund's or the shop's reason): the
+    /// cancellation's justification is made from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A paid order is due its survey invitation N days after payment (a shop
@@ -663,6 +670,7 @@ mod tests {
             customer_name: "Maria".into(),
             customer_email: "maria@example.com".into(),
             amount: Money::from_minor(22779, Currency::Brl),
+            reason: None,
         }));
         let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
         assert_eq!(json["type"], "invoice.requested");
