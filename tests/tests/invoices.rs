@@ -573,3 +573,46 @@ async fn an_order_refunded_while_its_invoice_is_still_being_issued_has_it_cancel
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sefaz_is_read_again_after_the_last_attempt_before_the_invoice_is_failed() {
+    // Two attempts 300 ms apart. Status reads: the first attempt's read
+    // after its request (1), the last attempt's read before asking (2) and
+    // after (3), then, the service being only slow, one more after a pause (4).
+    let app = TestApp::spawn_with(TestOptions {
+        max_attempts: 2,
+        ..TestOptions::default()
+    })
+    .await;
+    invoicing_on(&app).await;
+    // SEFAZ answers at the 4th read: only the final re-check sees it issued.
+    app.sandbox.focusnfe_fault_next(FocusNfeFault::SlowSefaz(3));
+    app.sample_paid_order("nf-slow").await;
+    let invoice = wait_invoice(&app, "nf-slow", "issued").await;
+    assert_eq!(invoice["attempts"], 2, "{invoice}");
+    assert_eq!(app.sandbox.invoice_requests(), 1, "asked once");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.mails_to(BUYER, "Nota fiscal do pedido nf-slow").len() == 1
+        })
+        .await
+    );
+
+    // Slower still: failed with what the final read found, the admin told.
+    app.sandbox.focusnfe_fault_next(FocusNfeFault::SlowSefaz(4));
+    app.sample_paid_order("nf-slower").await;
+    let invoice = wait_invoice(&app, "nf-slower", "failed").await;
+    let reason = invoice["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("still processing the invoice after 2 attempts") && reason.contains("when read again"),
+        "{reason}"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.mails_to(ADMIN, "Nota fiscal não emitida: pedido nf-slower").len() == 1
+        })
+        .await
+    );
+    assert!(app.mails_to(ADMIN, "nf-slow:").is_empty());
+    app.stop().await;
+}

@@ -15,8 +15,10 @@
 //! service down, a lost answer or SEFAZ still deciding are transient: the
 //! message goes through the queue's retry topology (PixelPay's 5 minutes,
 //! 3 attempts), and each attempt first reads back what the service already
-//! received, so it is never asked twice. On the last attempt the invoice
-//! is `failed` with the reason.
+//! received, so it is never asked twice. On the last attempt, when the
+//! service was only slow (still processing, or no answer), the status is
+//! read once more after a pause (`final_check_after`) before the invoice
+//! is `failed` with the reason: one SEFAZ authorised meanwhile is issued.
 
 use crate::accounts::{AccountError, Providers, Using};
 use payhub_connectors::ConnectorError;
@@ -43,6 +45,10 @@ pub struct Invoicer {
     pub providers: Arc<Providers>,
     pub client: FocusNfeClient,
     pub max_attempts: u32,
+    /// On the last attempt, when the service was only slow (still
+    /// processing, or its answer lost), how long to wait before reading the
+    /// invoice's status once more and only then declaring it failed.
+    pub final_check_after: std::time::Duration,
 }
 
 /// How one attempt ended.
@@ -114,6 +120,10 @@ async fn load_order(store: &Store, order_id: Uuid) -> Result<InvoiceOrder, Failu
             .paid_at
             .ok_or_else(|| Failure::Permanent(format!("order {order_id} is not paid")))?,
     })
+}
+
+fn humantime_secs(d: std::time::Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
 }
 
 /// The reference the invoicing service knows the order's invoice by.
@@ -217,7 +227,7 @@ impl Invoicer {
         end: Result<Option<String>, String>,
     ) -> Result<(), Failure> {
         let mut tx = self.store.begin().await.map_err(db)?;
-        if !payhub_store::mark_processed(&mut *tx, CANCEL_CONSUMER, env.id)
+        if !payhub_store::mark_processed(&mut tx, CANCEL_CONSUMER, env.id)
             .await
             .map_err(db)?
         {
@@ -365,16 +375,56 @@ impl Invoicer {
             Ok(InvoiceState::Processing) if !last => Err(Failure::Transient(
                 "the invoicing service is still processing the invoice".into(),
             )),
-            Ok(InvoiceState::Processing) => Ok(Some(End::Failed(format!(
-                "the invoicing service was still processing the invoice after {} attempts (ref {reference}): check it there",
-                msg.attempt
-            )))),
+            Ok(InvoiceState::Processing) => Ok(Some(
+                self.final_check(&account, reference, || {
+                    format!(
+                        "the invoicing service was still processing the invoice after {} attempts (ref {reference}): check it there",
+                        msg.attempt
+                    )
+                })
+                .await,
+            )),
             Err(ConnectorError::Transient(e)) if !last => Err(Failure::Transient(e)),
-            Err(ConnectorError::Transient(e)) => Ok(Some(End::Failed(format!(
-                "the invoicing service stayed unavailable for {} attempts: {e}",
-                msg.attempt
-            )))),
+            Err(ConnectorError::Transient(e)) => Ok(Some(
+                self.final_check(&account, reference, || {
+                    format!(
+                        "the invoicing service stayed unavailable for {} attempts: {e}",
+                        msg.attempt
+                    )
+                })
+                .await,
+            )),
             Err(ConnectorError::Permanent(e)) => Ok(Some(End::Failed(e))),
+        }
+    }
+
+    /// The last attempt found the service only slow (still processing, or
+    /// no answer): after a pause, its status is read once more (`GET
+    /// /v2/nfe/REF`) so that an invoice SEFAZ authorised meanwhile is
+    /// recorded issued, not failed. `failed` words the failure otherwise.
+    async fn final_check(&self, account: &FocusNfeAccount, reference: &str, failed: impl FnOnce() -> String) -> End {
+        tokio::time::sleep(self.final_check_after).await;
+        let after = humantime_secs(self.final_check_after);
+        match self.client.status(account, reference).await {
+            Ok(Some(state @ InvoiceState::Issued { .. })) => {
+                tracing::info!(
+                    reference,
+                    "the last attempt's final status read found the invoice issued"
+                );
+                End::Issued(state)
+            }
+            Ok(Some(InvoiceState::Rejected { reason })) => End::Failed(reason),
+            Ok(Some(InvoiceState::Cancelled { .. })) => End::Failed(format!(
+                "the NF-e under reference {reference} was cancelled at the invoicing service"
+            )),
+            Ok(Some(InvoiceState::Processing)) => {
+                End::Failed(format!("{}; still processing when read again {after} later", failed()))
+            }
+            Ok(None) => End::Failed(format!(
+                "{}; the service holds no invoice under ref {reference} when read again {after} later",
+                failed()
+            )),
+            Err(e) => End::Failed(format!("{}; reading it again {after} later failed: {e}", failed())),
         }
     }
 
