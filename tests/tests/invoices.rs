@@ -616,3 +616,80 @@ async fn a_slow_sefaz_is_read_again_after_the_last_attempt_before_the_invoice_is
     assert!(app.mails_to(ADMIN, "nf-slow:").is_empty());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_changes_queued_before_the_upgrade_still_invoice_a_paid_order_and_park_nothing() {
+    let app = TestApp::spawn().await;
+    // Paid while the shop did not invoice: nothing asked.
+    let order_id = app.sample_paid_order("nf-legacy").await;
+    invoicing_on(&app).await;
+    // What an older order-updater left on charge-creator's queue before the
+    // binding was retired: the order's two status changes.
+    let view: Value = app.get_order("nf-legacy").await.json().await.unwrap();
+    let conn = lapin::Connection::connect(&payhub_tests::amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let queue = app.topology.work_queue(&payhub_queue::QueueSpec::CHARGE_CREATOR);
+    for (from, to) in [
+        (
+            payhub_core::OrderStatus::Accepted,
+            payhub_core::OrderStatus::AwaitingPayment,
+        ),
+        (
+            payhub_core::OrderStatus::AwaitingPayment,
+            payhub_core::OrderStatus::Paid,
+        ),
+    ] {
+        let env = payhub_core::Envelope::for_order(
+            payhub_core::events::EventPayload::OrderStatusChanged(payhub_core::events::OrderStatusChanged {
+                channel: Default::default(),
+                provider: payhub_core::Provider::Openpix,
+                from,
+                to,
+                amount: payhub_core::Money::from_minor(22779, payhub_core::Currency::Brl),
+                reason: None,
+                customer_name: view["customer"]["name"].as_str().unwrap_or("Maria").to_string(),
+                customer_email: BUYER.into(),
+                summary: String::new(),
+                charge: None,
+                end_to_end_id: None,
+                order_created_at: time::OffsetDateTime::now_utc(),
+                refund: None,
+                details: None,
+                shipment: None,
+            }),
+            order_id.parse().unwrap(),
+            app.shop.shop.id,
+            "nf-legacy",
+        );
+        ch.basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            Default::default(),
+            &env.to_json(),
+            lapin::BasicProperties::default()
+                .with_message_id(env.id.to_string().into())
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
+    wait_invoice(&app, "nf-legacy", "issued").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            charge_creator_deliveries(&app, "order.status_changed") == 2
+        })
+        .await
+    );
+    let dlq = app.dead_letter_admin().await;
+    let parked = app.topology.dead_letter_queue(&payhub_queue::QueueSpec::CHARGE_CREATOR);
+    assert_eq!(dlq.depth(&parked).await.unwrap(), 0, "nothing parked");
+    dlq.close().await;
+    app.stop().await;
+}

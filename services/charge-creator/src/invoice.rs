@@ -134,8 +134,25 @@ pub fn reference(order_id: Uuid) -> String {
 impl Invoicer {
     pub async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
         let env = &msg.envelope;
-        let EventPayload::InvoiceRequested(change) = &env.payload else {
-            return Err(Failure::Permanent(format!("the invoicer cannot handle {}", env.kind())));
+        let legacy;
+        let change = match &env.payload {
+            EventPayload::InvoiceRequested(change) => change,
+            // Queued before the upgrade that retired this binding (issue
+            // 14): a move to paid still asks for its invoice; any other
+            // status change is acked as the no-op it always was.
+            EventPayload::OrderStatusChanged(c) if c.to == payhub_core::OrderStatus::Paid => {
+                legacy = InvoiceRequested {
+                    action: InvoiceAction::Issue,
+                    order_status: c.to,
+                    customer_name: c.customer_name.clone(),
+                    customer_email: c.customer_email.clone(),
+                    amount: c.amount,
+                    reason: None,
+                };
+                &legacy
+            }
+            EventPayload::OrderStatusChanged(_) => return Ok(()),
+            _ => return Err(Failure::Permanent(format!("the invoicer cannot handle {}", env.kind()))),
         };
         let (Some(order_id), Some(shop_id)) = (env.order_id, env.shop_id) else {
             return Err(Failure::Permanent("invoice.requested without order or shop".into()));

@@ -375,7 +375,12 @@ impl Handler for ChargeHandler {
         // beside the batch's charges (a slow invoicing service, or the last
         // attempt's pause before its final status read, never delays them).
         let invoices: Vec<usize> = (0..msgs.len())
-            .filter(|&i| matches!(msgs[i].envelope.payload, EventPayload::InvoiceRequested(_)))
+            .filter(|&i| {
+                matches!(
+                    msgs[i].envelope.payload,
+                    EventPayload::InvoiceRequested(_) | EventPayload::OrderStatusChanged(_)
+                )
+            })
             .collect();
         let (outcomes, mut results) = futures::future::join(
             futures::future::join_all(invoices.iter().map(|&i| self.invoicer.handle(&msgs[i]))),
