@@ -41,6 +41,20 @@ async fn invoicing_on(app: &TestApp) {
     assert_eq!(v["hasAccount"], true, "{v}");
 }
 
+/// Deliveries charge-creator's queue handed its consumer, of one event type
+/// (every outcome), as the consumer counts them (services run in-process).
+fn charge_creator_deliveries(app: &TestApp, kind: &str) -> u64 {
+    let queue = app.topology.work_queue(&payhub_queue::QueueSpec::CHARGE_CREATOR);
+    ["ack", "retry", "dead_letter", "requeue", "handed_back", "permanent"]
+        .iter()
+        .map(|outcome| {
+            payhub_queue::metrics::CONSUMED
+                .with_label_values(&[queue.as_str(), kind, outcome])
+                .get()
+        })
+        .sum()
+}
+
 async fn invoice_of(app: &TestApp, cid: &str) -> Value {
     app.get_order(cid).await.json::<Value>().await.expect("order JSON")["invoice"].clone()
 }
@@ -126,6 +140,16 @@ async fn a_paid_order_is_invoiced_once_and_the_buyer_gets_the_links() {
     assert_eq!(app.mails_to(BUYER, "Nota fiscal do pedido nf-1").len(), 1);
     assert_eq!(
         app.count("SELECT count(*) FROM outbox WHERE routing_key = 'invoice.updated'")
+            .await,
+        1
+    );
+    // Issue 14: charge-creator got the order and its one invoice request,
+    // none of its status changes.
+    assert_eq!(charge_creator_deliveries(&app, "order.accepted"), 1);
+    assert_eq!(charge_creator_deliveries(&app, "invoice.requested"), 1);
+    assert_eq!(charge_creator_deliveries(&app, "order.status_changed"), 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE routing_key = 'invoice.requested'")
             .await,
         1
     );
@@ -270,6 +294,22 @@ async fn a_shop_with_invoicing_off_gets_no_invoice_and_a_bad_profile_is_refused_
     assert!(invoice_of(&app, "nf-off").await.is_null());
     assert_eq!(app.sandbox.invoice_requests(), 0);
     assert_eq!(app.count("SELECT count(*) FROM invoices").await, 0);
+    // Issue 14: nothing was asked of charge-creator beyond the charge: no
+    // invoice request published, no status change delivered to its queue
+    // (accepted -> awaiting_payment -> paid went to notifier and reporter only).
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE routing_key = 'invoice.requested'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE routing_key = 'order.status_changed'")
+            .await,
+        2
+    );
+    assert_eq!(charge_creator_deliveries(&app, "order.accepted"), 1);
+    assert_eq!(charge_creator_deliveries(&app, "order.status_changed"), 0);
+    assert_eq!(charge_creator_deliveries(&app, "invoice.requested"), 0);
     app.stop().await;
 }
 
@@ -331,5 +371,335 @@ async fn a_shop_that_reports_no_shipping_has_its_buyers_invited_n_days_after_pay
         .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(app.mails_to(BUYER, "Como foi o seu pedido sv-early?").is_empty());
+    app.stop().await;
+}
+
+async fn refund_all(app: &TestApp, cid: &str, key: &str, amount: Option<&str>) {
+    let mut body = json!({"idempotencyKey": key, "reason": "produto com defeito"});
+    if let Some(a) = amount {
+        body["amount"] = json!(a);
+    }
+    let r = app
+        .http
+        .post(format!("{}/v1/orders/{cid}/refunds", app.ingress_url))
+        .bearer_auth(app.api_key())
+        .json(&body)
+        .send()
+        .await
+        .expect("ingress answers");
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["status"], "confirmed", "{v}");
+}
+
+fn sandbox_invoice(app: &TestApp, order_id: &str) -> payhub_sandbox::SandboxInvoice {
+    let reference = order_id.replace('-', "");
+    app.sandbox
+        .invoices()
+        .into_iter()
+        .find(|i| i.reference == reference)
+        .expect("the sandbox holds the invoice")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refunded_or_cancelled_order_has_its_nfe_cancelled_and_the_buyer_told() {
+    let app = TestApp::spawn().await;
+    invoicing_on(&app).await;
+    let order_id = app.sample_paid_order("nf-rf").await;
+    wait_invoice(&app, "nf-rf", "issued").await;
+
+    // A partial refund leaves the NF-e as it is (a return invoice is the shop's).
+    refund_all(&app, "nf-rf", "rf-part", Some("27.79")).await;
+    app.wait_for_status("nf-rf", "partially_refunded").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sandbox_invoice(&app, &order_id).cancels, 0);
+    assert_eq!(invoice_of(&app, "nf-rf").await["status"], "issued");
+
+    // The rest: refunded in full, the NF-e is cancelled with a justification.
+    refund_all(&app, "nf-rf", "rf-rest", None).await;
+    app.wait_for_status("nf-rf", "refunded").await;
+    let invoice = wait_invoice(&app, "nf-rf", "cancelled").await;
+    assert!(invoice["cancelledAt"].is_string(), "{invoice}");
+    assert!(invoice["cancelError"].is_null(), "{invoice}");
+    assert_eq!(invoice["cancelAttempts"], 1, "{invoice}");
+    let xml = invoice["cancelXmlUrl"]
+        .as_str()
+        .expect("the cancellation's XML")
+        .to_string();
+    assert_eq!(app.http.get(&xml).send().await.unwrap().status(), 200);
+    let at_focus = sandbox_invoice(&app, &order_id);
+    assert_eq!(at_focus.status, "cancelado");
+    assert_eq!(at_focus.cancels, 1);
+    let justification = at_focus.cancel_justificativa.expect("a justification");
+    assert!(
+        (15..=255).contains(&justification.chars().count()) && justification.contains("nf-rf"),
+        "{justification}"
+    );
+    assert_eq!(invoice["cancelReason"], justification.as_str());
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !app.mails_to(BUYER, "Nota fiscal do pedido nf-rf cancelada").is_empty()
+        })
+        .await
+    );
+    let mail = &app.mails_to(BUYER, "Nota fiscal do pedido nf-rf cancelada")[0];
+    assert!(mail.contains("foi cancelada"), "{mail}");
+    assert!(mail.contains(&xml), "{mail}");
+
+    // A shop's cancellation of a paid order cancels its NF-e too.
+    let other = app.sample_paid_order("nf-cx").await;
+    wait_invoice(&app, "nf-cx", "issued").await;
+    let r = app
+        .http
+        .post(format!("{}/v1/orders/nf-cx/fulfilment", app.ingress_url))
+        .bearer_auth(app.api_key())
+        .json(&json!({"status": "cancelled", "note": "cliente desistiu da compra"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+    wait_invoice(&app, "nf-cx", "cancelled").await;
+    let at_focus = sandbox_invoice(&app, &other);
+    assert!(
+        at_focus
+            .cancel_justificativa
+            .as_deref()
+            .is_some_and(|j| j.contains("cliente desistiu da compra")),
+        "{at_focus:?}"
+    );
+
+    // Once each: two cancellations, one mail each, no admin alert.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.mails_to(BUYER, "Nota fiscal do pedido nf-rf cancelada").len(), 1);
+    assert!(app.mails_to(ADMIN, "Nota fiscal não").is_empty());
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE routing_key = 'invoice.updated'")
+            .await,
+        4
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_cancellation_keeps_the_nfe_issued_and_alerts_the_admin_and_an_outage_is_retried() {
+    let app = TestApp::spawn_with(TestOptions {
+        max_attempts: 5,
+        ..TestOptions::default()
+    })
+    .await;
+    invoicing_on(&app).await;
+    app.sample_paid_order("nf-late").await;
+    wait_invoice(&app, "nf-late", "issued").await;
+    app.sandbox.focusnfe_fault_next(FocusNfeFault::CancelRefused(
+        "Rejeicao: Prazo de Cancelamento Superior ao Previsto na Legislacao".into(),
+    ));
+    refund_all(&app, "nf-late", "late-1", None).await;
+    let ok = eventually(Duration::from_secs(20), || async {
+        invoice_of(&app, "nf-late").await["cancelError"].is_string()
+    })
+    .await;
+    let invoice = invoice_of(&app, "nf-late").await;
+    assert!(ok, "{invoice}");
+    assert_eq!(invoice["status"], "issued", "still valid: {invoice}");
+    assert!(
+        invoice["cancelError"]
+            .as_str()
+            .unwrap()
+            .contains("SEFAZ 501: Rejeicao: Prazo de Cancelamento"),
+        "{invoice}"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !app.mails_to(ADMIN, "Nota fiscal não cancelada: pedido nf-late")
+                .is_empty()
+        })
+        .await
+    );
+    let alert = &app.mails_to(ADMIN, "Nota fiscal não cancelada: pedido nf-late")[0];
+    assert!(alert.contains("Prazo de Cancelamento"), "{alert}");
+    assert!(app.mails_to(BUYER, "cancelada").is_empty());
+
+    // The service down during a cancellation: retried, cancelled once back.
+    let order_id = app.sample_paid_order("nf-down-cx").await;
+    wait_invoice(&app, "nf-down-cx", "issued").await;
+    app.sandbox.set_outage("focusnfe", true);
+    refund_all(&app, "nf-down-cx", "down-1", None).await;
+    let ok = eventually(Duration::from_secs(20), || async {
+        invoice_of(&app, "nf-down-cx").await["cancelAttempts"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 2
+    })
+    .await;
+    assert!(ok, "{}", invoice_of(&app, "nf-down-cx").await);
+    app.sandbox.set_outage("focusnfe", false);
+    wait_invoice(&app, "nf-down-cx", "cancelled").await;
+    assert_eq!(sandbox_invoice(&app, &order_id).cancels, 1);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.mails_to(BUYER, "Nota fiscal do pedido nf-down-cx cancelada").len() == 1
+        })
+        .await
+    );
+    assert_eq!(app.mails_to(ADMIN, "Nota fiscal não cancelada").len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_refunded_while_its_invoice_is_still_being_issued_has_it_cancelled_once_issued() {
+    // Retries 300 ms apart, 8 attempts. The cancellation finds the invoice
+    // `requested` and waits; whichever sees it issued first (a retry of the
+    // cancellation, or the issue path reading the order refunded when it
+    // settles) cancels it, and the cancellation is recorded once.
+    let app = TestApp::spawn_with(TestOptions {
+        max_attempts: 8,
+        ..TestOptions::default()
+    })
+    .await;
+    invoicing_on(&app).await;
+    app.sandbox.set_outage("focusnfe", true);
+    let order_id = app.sample_paid_order("nf-race").await;
+    let ok = eventually(Duration::from_secs(20), || async {
+        invoice_of(&app, "nf-race").await["status"] == "requested"
+    })
+    .await;
+    assert!(ok, "{}", invoice_of(&app, "nf-race").await);
+    refund_all(&app, "nf-race", "race-1", None).await;
+    app.wait_for_status("nf-race", "refunded").await;
+    assert_eq!(invoice_of(&app, "nf-race").await["status"], "requested");
+    app.sandbox.set_outage("focusnfe", false);
+    let invoice = wait_invoice(&app, "nf-race", "cancelled").await;
+    assert!(invoice["number"].is_string(), "issued, then cancelled: {invoice}");
+    assert_eq!(sandbox_invoice(&app, &order_id).status, "cancelado");
+    assert!(sandbox_invoice(&app, &order_id).cancels >= 1);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        app.count(
+            r#"SELECT count(*) FROM outbox WHERE routing_key = 'invoice.updated' AND convert_from(body, 'UTF8') LIKE '%"status":"cancelled"%'"#
+        )
+        .await,
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sefaz_is_read_again_after_the_last_attempt_before_the_invoice_is_failed() {
+    // Two attempts 300 ms apart. Status reads: the first attempt's read
+    // after its request (1), the last attempt's read before asking (2) and
+    // after (3), then, the service being only slow, one more after a pause (4).
+    let app = TestApp::spawn_with(TestOptions {
+        max_attempts: 2,
+        ..TestOptions::default()
+    })
+    .await;
+    invoicing_on(&app).await;
+    // SEFAZ answers at the 4th read: only the final re-check sees it issued.
+    app.sandbox.focusnfe_fault_next(FocusNfeFault::SlowSefaz(3));
+    app.sample_paid_order("nf-slow").await;
+    let invoice = wait_invoice(&app, "nf-slow", "issued").await;
+    assert_eq!(invoice["attempts"], 2, "{invoice}");
+    assert_eq!(app.sandbox.invoice_requests(), 1, "asked once");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.mails_to(BUYER, "Nota fiscal do pedido nf-slow").len() == 1
+        })
+        .await
+    );
+
+    // Slower still: failed with what the final read found, the admin told.
+    app.sandbox.focusnfe_fault_next(FocusNfeFault::SlowSefaz(4));
+    app.sample_paid_order("nf-slower").await;
+    let invoice = wait_invoice(&app, "nf-slower", "failed").await;
+    let reason = invoice["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("still processing the invoice after 2 attempts") && reason.contains("when read again"),
+        "{reason}"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.mails_to(ADMIN, "Nota fiscal não emitida: pedido nf-slower").len() == 1
+        })
+        .await
+    );
+    assert!(app.mails_to(ADMIN, "nf-slow:").is_empty());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_changes_queued_before_the_upgrade_still_invoice_a_paid_order_and_park_nothing() {
+    let app = TestApp::spawn().await;
+    // Paid while the shop did not invoice: nothing asked.
+    let order_id = app.sample_paid_order("nf-legacy").await;
+    invoicing_on(&app).await;
+    // What an older order-updater left on charge-creator's queue before the
+    // binding was retired: the order's two status changes.
+    let view: Value = app.get_order("nf-legacy").await.json().await.unwrap();
+    let conn = lapin::Connection::connect(&payhub_tests::amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let queue = app.topology.work_queue(&payhub_queue::QueueSpec::CHARGE_CREATOR);
+    for (from, to) in [
+        (
+            payhub_core::OrderStatus::Accepted,
+            payhub_core::OrderStatus::AwaitingPayment,
+        ),
+        (
+            payhub_core::OrderStatus::AwaitingPayment,
+            payhub_core::OrderStatus::Paid,
+        ),
+    ] {
+        let env = payhub_core::Envelope::for_order(
+            payhub_core::events::EventPayload::OrderStatusChanged(payhub_core::events::OrderStatusChanged {
+                channel: Default::default(),
+                provider: payhub_core::Provider::Openpix,
+                from,
+                to,
+                amount: payhub_core::Money::from_minor(22779, payhub_core::Currency::Brl),
+                reason: None,
+                customer_name: view["customer"]["name"].as_str().unwrap_or("Maria").to_string(),
+                customer_email: BUYER.into(),
+                summary: String::new(),
+                charge: None,
+                end_to_end_id: None,
+                order_created_at: time::OffsetDateTime::now_utc(),
+                refund: None,
+                details: None,
+                shipment: None,
+            }),
+            order_id.parse().unwrap(),
+            app.shop.shop.id,
+            "nf-legacy",
+        );
+        ch.basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            Default::default(),
+            &env.to_json(),
+            lapin::BasicProperties::default()
+                .with_message_id(env.id.to_string().into())
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
+    wait_invoice(&app, "nf-legacy", "issued").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            charge_creator_deliveries(&app, "order.status_changed") == 2
+        })
+        .await
+    );
+    let dlq = app.dead_letter_admin().await;
+    let parked = app.topology.dead_letter_queue(&payhub_queue::QueueSpec::CHARGE_CREATOR);
+    assert_eq!(dlq.depth(&parked).await.unwrap(), 0, "nothing parked");
+    dlq.close().await;
     app.stop().await;
 }

@@ -141,7 +141,7 @@ pub struct ChargeHandler {
     pub max_attempts: u32,
     /// Which provider accounts the probes found down: their orders are held.
     pub health: payhub_store::health::HealthCache,
-    /// Paid orders' invoices (`order.status_changed` on the same queue).
+    /// Paid orders' invoices (`invoice.requested` on the same queue).
     pub invoicer: invoice::Invoicer,
 }
 
@@ -371,16 +371,34 @@ impl Handler for ChargeHandler {
     /// outcomes are stored in one transaction, each under its own savepoint
     /// so that one failing record is rolled back alone.
     async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), Failure>> {
-        let mut results: Vec<Result<(), Failure>> = vec![Ok(()); msgs.len()];
-        let mut orders = Vec::with_capacity(msgs.len());
-        // Status changes are the invoicer's (issue 12 §3), one by one.
+        // Invoice requests are the invoicer's (issue 12 §3), one by one,
+        // beside the batch's charges (a slow invoicing service, or the last
+        // attempt's pause before its final status read, never delays them).
         let invoices: Vec<usize> = (0..msgs.len())
-            .filter(|&i| matches!(msgs[i].envelope.payload, EventPayload::OrderStatusChanged(_)))
+            .filter(|&i| {
+                matches!(
+                    msgs[i].envelope.payload,
+                    EventPayload::InvoiceRequested(_) | EventPayload::OrderStatusChanged(_)
+                )
+            })
             .collect();
-        let outcomes = futures::future::join_all(invoices.iter().map(|&i| self.invoicer.handle(&msgs[i]))).await;
+        let (outcomes, mut results) = futures::future::join(
+            futures::future::join_all(invoices.iter().map(|&i| self.invoicer.handle(&msgs[i]))),
+            self.charge_batch(msgs, &invoices),
+        )
+        .await;
         for (&i, outcome) in invoices.iter().zip(outcomes) {
             results[i] = outcome;
         }
+        results
+    }
+}
+
+impl ChargeHandler {
+    /// The batch's `order.accepted` (every message but those at `invoices`).
+    async fn charge_batch(&self, msgs: &[Incoming], invoices: &[usize]) -> Vec<Result<(), Failure>> {
+        let mut results: Vec<Result<(), Failure>> = vec![Ok(()); msgs.len()];
+        let mut orders = Vec::with_capacity(msgs.len());
         for (i, m) in msgs.iter().enumerate() {
             if invoices.contains(&i) {
                 continue;
@@ -540,6 +558,9 @@ impl Application {
             providers: providers.clone(),
             client: payhub_connectors::focusnfe::FocusNfeClient::new(config.provider_timeout)?,
             max_attempts: config.common.topology.retry.max_attempts,
+            // The last attempt's pause before its final status read: the
+            // retry delay, at most 10 s (the delivery is held meanwhile).
+            final_check_after: config.common.topology.retry.delay.min(Duration::from_secs(10)),
         };
         let handler = ChargeHandler {
             store: infra.store.clone(),

@@ -579,7 +579,18 @@ impl NotifyHandler {
                     ),
                 },
             },
-            InvoiceStatus::Failed => {
+            InvoiceStatus::Cancelled => Planned {
+                kind: Kind::BuyerEmail,
+                target: payhub_core::identity::Email::parse(&invoice.customer_email)
+                    .map(|e| e.masked())
+                    .unwrap_or_else(|_| "invalid".into()),
+                webhook_id: None,
+                send: Send::Mail {
+                    to: invoice.customer_email.clone(),
+                    mail: mail::invoice_cancelled(order, invoice),
+                },
+            },
+            InvoiceStatus::Failed | InvoiceStatus::CancelFailed => {
                 let shop_id = env
                     .shop_id
                     .ok_or_else(|| Failure::Permanent("invoice.updated without a shop".into()))?;

@@ -405,13 +405,50 @@ pub fn invoice_issued(order: &str, invoice: &payhub_core::events::InvoiceUpdated
     }
 }
 
-/// The alert a shop's admin gets when an order's invoice failed.
+/// The buyer's notice that the invoice of the refunded or cancelled order
+/// was cancelled.
+pub fn invoice_cancelled(order: &str, invoice: &payhub_core::events::InvoiceUpdated) -> Mail {
+    let mut body = format!(
+        "Olá, {}!\n\nA nota fiscal do seu pedido {order} (NF-e nº {}) foi cancelada, porque o pedido foi \
+         reembolsado ou cancelado.\n",
+        invoice.customer_name,
+        invoice.number.as_deref().unwrap_or("-"),
+    );
+    if let Some(key) = &invoice.access_key {
+        body.push_str(&format!("Chave de acesso: {key}\n"));
+    }
+    if let Some(xml) = &invoice.xml_url {
+        body.push_str(&format!("\nXML do cancelamento: {xml}\n"));
+    }
+    Mail {
+        subject: format!("Nota fiscal do pedido {order} cancelada"),
+        body,
+    }
+}
+
+/// The alert a shop's admin gets when an order's invoice failed, or the
+/// cancellation of its issued invoice did.
 pub fn invoice_failed(
     env: &Envelope,
     order: &str,
     shop_name: &str,
     invoice: &payhub_core::events::InvoiceUpdated,
 ) -> Mail {
+    if invoice.status == payhub_core::invoice::InvoiceStatus::CancelFailed {
+        return Mail {
+            subject: format!("[payhub] Nota fiscal não cancelada: pedido {order}"),
+            body: format!(
+                "Loja: {shop_name}\nPedido: {order} (payhub {})\nServiço: {}\nNF-e nº {}\nMotivo: {}\n\n\
+                 O pedido foi reembolsado ou cancelado, mas a NF-e continua válida: cancele-a no serviço ou emita uma \
+                 nota de devolução.\nEvento: {}\n",
+                env.order_id.map(|i| i.to_string()).unwrap_or_default(),
+                invoice.service,
+                invoice.number.as_deref().unwrap_or("-"),
+                invoice.reason.as_deref().unwrap_or("-"),
+                env.id
+            ),
+        };
+    }
     Mail {
         subject: format!("[payhub] Nota fiscal não emitida: pedido {order}"),
         body: format!(

@@ -8,7 +8,9 @@
 
 mod transitions;
 
-use payhub_core::events::{EventPayload, OrderDetails, OrderStatusChanged, ShipmentNotice};
+use payhub_core::events::{
+    EventPayload, InvoiceAction, InvoiceRequested, OrderDetails, OrderStatusChanged, ShipmentNotice,
+};
 use payhub_core::{Envelope, Money, OrderStatus};
 use payhub_queue::{Failure, Handler, Incoming, QueueSpec};
 use payhub_service::{CommonConfig, Infra, store_failure as db};
@@ -121,6 +123,11 @@ struct OrderRow {
     tracking_code: Option<String>,
     tracking_url: Option<String>,
     promised_delivery_on: Option<time::Date>,
+    /// The shop invoices through payhub (`shop_invoicing.enabled`), read
+    /// with the order so that deciding costs no extra query.
+    invoicing: bool,
+    /// Where the order's invoice stands (`invoices.status`), if one was asked for.
+    invoice_status: Option<String>,
 }
 
 /// The order an event concerns: `order_id`, or for a provider notice the
@@ -155,8 +162,40 @@ fn refund_notice(payload: &EventPayload) -> Option<payhub_core::events::RefundNo
 /// caused it was reported (for the reported-to-paid latency).
 struct Moved {
     event: Envelope,
+    /// `invoice.requested`, when the move needs the shop's invoicing
+    /// service (stored in the same transaction).
+    invoice: Option<Envelope>,
     reported_at: Option<OffsetDateTime>,
 }
+/// Whether a move asks the shop's invoicing service for something: the
+/// invoice of an order just paid, for a shop that invoices through payhub;
+/// the cancellation of its invoice when the paid order is refunded in full
+/// or cancelled, if the shop invoices here or an invoice was asked for (a
+/// shop that turned invoicing off since still has its issued NF-e
+/// cancelled). Every other move reaches charge-creator not at all (issue 14).
+fn invoice_action(
+    facts: &OrderFacts,
+    to: OrderStatus,
+    paid_now: bool,
+    invoicing: bool,
+    invoice: Option<&str>,
+) -> Option<InvoiceAction> {
+    if invoicing && paid_now && to == OrderStatus::Paid && facts.status != OrderStatus::Paid {
+        return Some(InvoiceAction::Issue);
+    }
+    let undone = matches!(to, OrderStatus::Refunded | OrderStatus::Cancelled) && facts.status != to;
+    let cancellable = match invoice {
+        Some(s) => s == "requested" || s == "issued",
+        // Not asked for yet (a request still queued): the invoicer sees the
+        // cancel first, or the order's status when it settles the invoice.
+        None => invoicing,
+    };
+    if undone && cancellable {
+        return Some(InvoiceAction::Cancel);
+    }
+    None
+}
+
 /// Namespace of the ids of the refusals of fulfilment reports.
 const REFUSAL_NAMESPACE: Uuid = Uuid::from_u128(0x2c5e_8a41_7b3f_4d19_9e06_f1a2_b3c4_d5e6);
 
@@ -175,8 +214,10 @@ impl UpdateHandler {
                     c.provider_charge_id, o.items, o.tax_minor, o.customer_phone, o.paid_at, o.extra,
                     c.payment_link_url, c.transaction_id, c.auth_code, c.card_masked, c.card_brand,
                     o.shipping_address, s.order_rules, o.carrier, o.tracking_code, o.tracking_url,
-                    o.promised_delivery_on
+                    o.promised_delivery_on, COALESCE(si.enabled, false) AS invoicing,
+                    i.status AS invoice_status
              FROM orders o LEFT JOIN charges c ON c.order_id = o.id JOIN shops s ON s.id = o.shop_id
+                  LEFT JOIN shop_invoicing si ON si.shop_id = o.shop_id LEFT JOIN invoices i ON i.order_id = o.id
              WHERE o.id = $1 FOR UPDATE OF o",
         )
         .bind(order_id)
@@ -215,6 +256,7 @@ impl UpdateHandler {
                 return self.refuse(tx, env, &order, &why).await.map(|event| {
                     Some(Moved {
                         event,
+                        invoice: None,
                         reported_at: None,
                     })
                 });
@@ -336,6 +378,36 @@ impl UpdateHandler {
         );
         out.trace = payhub_telemetry::trace::current_context();
         outbox::add(&mut *tx, &out).await.map_err(db)?;
+        let invoice = match invoice_action(
+            &facts,
+            to,
+            paid.is_some(),
+            order.invoicing,
+            order.invoice_status.as_deref(),
+        ) {
+            Some(action) => {
+                let EventPayload::OrderStatusChanged(c) = &out.payload else {
+                    unreachable!("built above")
+                };
+                let mut ask = Envelope::for_order(
+                    EventPayload::InvoiceRequested(InvoiceRequested {
+                        action,
+                        order_status: to,
+                        customer_name: c.customer_name.clone(),
+                        customer_email: c.customer_email.clone(),
+                        amount: c.amount,
+                        reason: reason.clone(),
+                    }),
+                    order.id,
+                    order.shop_id,
+                    &order.correlation_id,
+                );
+                ask.trace = out.trace.clone();
+                outbox::add(&mut *tx, &ask).await.map_err(db)?;
+                Some(ask)
+            }
+            None => None,
+        };
         tracing::info!(
             event_id = %env.id,
             order_id = %order.id,
@@ -350,6 +422,7 @@ impl UpdateHandler {
         };
         Ok(Some(Moved {
             event: out,
+            invoice,
             reported_at,
         }))
     }
@@ -409,7 +482,10 @@ impl UpdateHandler {
                 }
             }
         }
-        let events: Vec<Envelope> = moved.into_iter().map(|m| m.event).collect();
+        let events: Vec<Envelope> = moved
+            .into_iter()
+            .flat_map(|m| std::iter::once(m.event).chain(m.invoice))
+            .collect();
         let _ = self.outbox.publish_now(&events).await;
     }
 }
@@ -508,5 +584,76 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.0.run_until_stopped().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payhub_core::{Currency, Provider};
+
+    fn facts(status: OrderStatus) -> OrderFacts {
+        OrderFacts {
+            status,
+            total: Money::from_minor(1000, Currency::Brl),
+            provider: Provider::Openpix,
+            charge_id: Some("ch-1".into()),
+            end_to_end_id: None,
+        }
+    }
+
+    #[test]
+    fn only_a_payment_of_an_invoicing_shop_asks_for_an_invoice() {
+        use OrderStatus::*;
+        assert_eq!(
+            invoice_action(&facts(AwaitingPayment), Paid, true, true, None),
+            Some(InvoiceAction::Issue)
+        );
+        assert_eq!(invoice_action(&facts(AwaitingPayment), Paid, true, false, None), None);
+        // Every other move reaches charge-creator not at all.
+        assert_eq!(
+            invoice_action(&facts(Accepted), AwaitingPayment, false, true, None),
+            None
+        );
+        assert_eq!(
+            invoice_action(&facts(Paid), Fulfilling, false, true, Some("issued")),
+            None
+        );
+        assert_eq!(
+            invoice_action(&facts(AwaitingPayment), UnderReview, false, true, None),
+            None
+        );
+        assert_eq!(
+            invoice_action(&facts(Paid), PartiallyRefunded, false, true, Some("issued")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_refund_in_full_or_a_cancellation_cancels_an_invoice_that_was_asked_for() {
+        use OrderStatus::*;
+        for to in [Refunded, Cancelled] {
+            assert_eq!(
+                invoice_action(&facts(Paid), to, false, true, Some("issued")),
+                Some(InvoiceAction::Cancel)
+            );
+            // Turned off since: the issued NF-e is still cancelled.
+            assert_eq!(
+                invoice_action(&facts(Fulfilling), to, false, false, Some("issued")),
+                Some(InvoiceAction::Cancel)
+            );
+            assert_eq!(
+                invoice_action(&facts(Paid), to, false, true, None),
+                Some(InvoiceAction::Cancel)
+            );
+            // Nothing issued: nothing to cancel.
+            assert_eq!(invoice_action(&facts(Paid), to, false, true, Some("failed")), None);
+            assert_eq!(invoice_action(&facts(Paid), to, false, false, None), None);
+        }
+        // A late refund confirmation on a refunded order asks nothing again.
+        assert_eq!(
+            invoice_action(&facts(Refunded), Refunded, false, true, Some("issued")),
+            None
+        );
     }
 }

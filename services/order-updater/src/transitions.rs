@@ -256,6 +256,7 @@ pub fn decide(facts: &OrderFacts, event: &EventPayload) -> Decision {
         | EventPayload::AlertRaised(_)
         | EventPayload::SurveyAnswered(_)
         | EventPayload::InvoiceUpdated(_)
+        | EventPayload::InvoiceRequested(_)
         | EventPayload::SurveyDue(_)
         | EventPayload::ReportReady(_)
         | EventPayload::PagoseguroReturned(_) => Decision::Ignore("not an order-updater event"),

@@ -118,10 +118,15 @@ pub enum EventPayload {
     /// confirmation e-mail to the buyer and the shop's admin.
     #[serde(rename = "pagoseguro.returned")]
     PagoseguroReturned(PagoseguroReturned),
+    /// Issue 12 §3 / 14: an order's invoice must be asked of the shop's
+    /// invoicing service (order-updater, in the transaction that moves the
+    /// order, only for a shop that invoices through payhub).
+    #[serde(rename = "invoice.requested")]
+    InvoiceRequested(InvoiceRequested),
 }
 
 impl EventPayload {
-    pub const KINDS: [&'static str; 16] = [
+    pub const KINDS: [&'static str; 17] = [
         "order.accepted",
         "charge.created",
         "charge.failed",
@@ -138,6 +143,7 @@ impl EventPayload {
         "survey.due",
         "report.ready",
         "pagoseguro.returned",
+        "invoice.requested",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -158,6 +164,7 @@ impl EventPayload {
             EventPayload::SurveyDue(_) => "survey.due",
             EventPayload::ReportReady(_) => "report.ready",
             EventPayload::PagoseguroReturned(_) => "pagoseguro.returned",
+            EventPayload::InvoiceRequested(_) => "invoice.requested",
         }
     }
 }
@@ -408,6 +415,35 @@ pub struct InvoiceUpdated {
     pub amount: Money,
 }
 
+/// What an `invoice.requested` asks of the invoicing service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceAction {
+    /// The order was paid: issue its invoice.
+    #[default]
+    Issue,
+    /// The paid order was refunded in full or cancelled: cancel its
+    /// issued invoice (NF-e cancellation, within SEFAZ's deadline).
+    Cancel,
+}
+
+/// An order's invoice must be acted on (charge-creator, which holds the
+/// shops' invoicing credentials): published by order-updater with the move
+/// that needs it, so that charge-creator receives no other status change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceRequested {
+    pub action: InvoiceAction,
+    /// The order's status after the move that asked for it.
+    pub order_status: OrderStatus,
+    pub customer_name: String,
+    pub customer_email: String,
+    pub amount: Money,
+    /// Why the order moved (the refund's or the shop's reason): the
+    /// cancellation's justification is made from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// A paid order is due its survey invitation N days after payment (a shop
 /// that reports no shipping); notifier invites the buyer once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -655,6 +691,23 @@ mod tests {
         let back = Envelope::from_json(&env.to_json()).unwrap();
         assert_eq!(back.kind(), "payment.reported");
         assert_eq!(back, env);
+    }
+
+    #[test]
+    fn an_invoice_request_round_trips_under_its_kind() {
+        let env = Envelope::new(EventPayload::InvoiceRequested(InvoiceRequested {
+            action: InvoiceAction::Issue,
+            order_status: OrderStatus::Paid,
+            customer_name: "Maria".into(),
+            customer_email: "maria@example.com".into(),
+            amount: Money::from_minor(22779, Currency::Brl),
+            reason: None,
+        }));
+        let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
+        assert_eq!(json["type"], "invoice.requested");
+        assert_eq!(json["data"]["action"], "issue");
+        assert!(EventPayload::KINDS.contains(&env.kind()));
+        assert_eq!(Envelope::from_json(&env.to_json()).unwrap(), env);
     }
 
     #[test]

@@ -147,6 +147,13 @@ pub enum InvoiceStatus {
     /// Refused (by the service or SEFAZ), or the service stayed away: the
     /// reason says which; the shop's admin is told.
     Failed,
+    /// Issued, then cancelled at the service (the order was refunded or
+    /// cancelled): SEFAZ accepted the cancellation.
+    Cancelled,
+    /// Only in `invoice.updated`: the cancellation of an issued invoice was
+    /// refused or the service stayed away. The stored invoice stays
+    /// `issued` (it is still valid) with the reason; the shop's admin is told.
+    CancelFailed,
 }
 
 impl InvoiceStatus {
@@ -155,6 +162,8 @@ impl InvoiceStatus {
             InvoiceStatus::Requested => "requested",
             InvoiceStatus::Issued => "issued",
             InvoiceStatus::Failed => "failed",
+            InvoiceStatus::Cancelled => "cancelled",
+            InvoiceStatus::CancelFailed => "cancel_failed",
         }
     }
 }

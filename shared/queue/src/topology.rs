@@ -89,10 +89,12 @@ pub struct QueueSpec {
 impl QueueSpec {
     pub const CHARGE_CREATOR: QueueSpec = QueueSpec {
         base: "charge-creator.orders",
-        // order.status_changed: a paid order's invoice (issue 12 §3), asked
-        // of the shop's invoicing service with the same retries.
-        bindings: &["order.accepted", "order.status_changed"],
-        retired_bindings: &[],
+        // invoice.requested: a paid order's invoice (issue 12 §3), asked of
+        // the shop's invoicing service with the same retries. order-updater
+        // publishes it only for shops that invoice through payhub, so no
+        // other status change reaches this queue (issue 14).
+        bindings: &["order.accepted", "invoice.requested"],
+        retired_bindings: &["order.status_changed"],
         source: Source::Events,
     };
     pub const ORDER_UPDATER: QueueSpec = QueueSpec {
@@ -285,6 +287,25 @@ mod tests {
             &long_string("notifier.status.dlq")
         );
         assert_eq!(topo.dead_letter_queue(&spec), "notifier.status.dlq");
+    }
+
+    #[test]
+    fn charge_creator_gets_invoice_requests_not_every_status_change() {
+        // Issue 14: every order.status_changed used to reach charge-creator
+        // (two useless deliveries per order); an upgraded broker unbinds it.
+        let spec = QueueSpec::CHARGE_CREATOR;
+        assert!(spec.bindings.contains(&"invoice.requested"));
+        assert!(!spec.bindings.contains(&"order.status_changed"));
+        assert!(spec.retired_bindings.contains(&"order.status_changed"));
+        for spec in QueueSpec::ALL {
+            for key in spec.retired_bindings {
+                assert!(
+                    !spec.bindings.contains(key),
+                    "{} both binds and retires {key}",
+                    spec.base
+                );
+            }
+        }
     }
 
     #[test]

@@ -91,21 +91,37 @@ pub struct Invoice {
     pub xml_url: Option<String>,
     pub reason: Option<String>,
     pub attempts: i32,
+    /// The cancellation (the order refunded in full or cancelled): the
+    /// justification sent, why it did not happen, attempts, when it did.
+    pub cancel_reason: Option<String>,
+    pub cancel_error: Option<String>,
+    pub cancel_attempts: i32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub cancelled_at: Option<OffsetDateTime>,
+    pub cancel_xml_url: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub requested_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
 
+const INVOICE_COLUMNS: &str = "SELECT service, reference, status, number, series, access_key, pdf_url, xml_url, reason,
+        attempts, cancel_reason, cancel_error, cancel_attempts, cancelled_at, cancel_xml_url, requested_at, updated_at
+     FROM invoices WHERE order_id = $1";
+
 pub async fn for_order(store: &Store, order_id: Uuid) -> Result<Option<Invoice>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT service, reference, status, number, series, access_key, pdf_url, xml_url, reason, attempts,
-                requested_at, updated_at
-         FROM invoices WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .fetch_optional(&store.pool)
-    .await?)
+    Ok(sqlx::query_as(INVOICE_COLUMNS)
+        .bind(order_id)
+        .fetch_optional(&store.pool)
+        .await?)
+}
+
+/// The same, inside a transaction.
+pub async fn for_order_in(tx: &mut sqlx::PgConnection, order_id: Uuid) -> Result<Option<Invoice>, StoreError> {
+    Ok(sqlx::query_as(INVOICE_COLUMNS)
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?)
 }
 
 /// The shop's buyers are invited to the survey `days` after payment

@@ -13,11 +13,20 @@
 //! a recipient name other than the fixed homologation text (598) and a
 //! total that is not the sum of its parts (610).
 //!
+//! `DELETE /v2/nfe/REF {"justificativa": "15..255 chars"}` cancels an
+//! authorised NF-e synchronously (`cancelado` with the cancellation's XML
+//! path, or `erro_cancelamento` with SEFAZ's status and message); a
+//! justification out of bounds is refused (`requisicao_invalida`), an NF-e
+//! not authorised cannot be cancelled (`nfe_nao_autorizada`), and one
+//! cancelled already answers its cancelled status again.
+//!
 //! `GET /sandbox/invoices` lists what it holds (the demo reads it).
 //!
 //! Faults ([`crate::Sandbox::focusnfe_fault_next`]): the next request is
 //! received and queued but its answer is never sent (the client times
-//! out), or SEFAZ rejects the next invoice with a given message. An outage
+//! out), SEFAZ rejects the next invoice with a given message, SEFAZ is slow
+//! (the next invoice stays `processando_autorizacao` for a number of status
+//! reads), or SEFAZ refuses the next cancellation with a given message. An outage
 //! (`POST /sandbox/outage {"provider": "focusnfe", "down": true}`) answers
 //! every `/v2/...` call 503.
 
@@ -50,6 +59,12 @@ pub enum FocusNfeFault {
     ReceiveThenHang,
     /// Queue it; SEFAZ then rejects it (`erro_autorizacao`) with this message.
     Reject(String),
+    /// Queue it; SEFAZ answers only after this many status reads have
+    /// found it still `processando_autorizacao`.
+    SlowSefaz(u32),
+    /// The next cancellation is refused (`erro_cancelamento`) with this
+    /// message (e.g. past the deadline).
+    CancelRefused(String),
 }
 
 /// One invoice as the sandbox holds it.
@@ -65,14 +80,22 @@ pub struct SandboxInvoice {
     pub access_key: Option<String>,
     /// How many requests queued it (a ref sent again after an error counts again).
     pub requests: u32,
+    /// The justification of the cancellation that was asked for.
+    pub cancel_justificativa: Option<String>,
+    /// How many `DELETE` requests arrived for it.
+    pub cancels: u32,
     #[serde(skip)]
     reject: Option<String>,
+    /// Status reads left before SEFAZ answers.
+    #[serde(skip)]
+    slow_reads: u32,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct FocusState {
     invoices: BTreeMap<String, SandboxInvoice>,
     faults: VecDeque<FocusNfeFault>,
+    cancel_faults: VecDeque<String>,
     posts: usize,
     next_number: u64,
 }
@@ -82,7 +105,7 @@ type Shared = Arc<Inner>;
 pub(crate) fn router(state: Shared) -> Router {
     Router::new()
         .route("/v2/nfe", post(create))
-        .route("/v2/nfe/{reference}", get(read))
+        .route("/v2/nfe/{reference}", get(read).delete(cancel))
         .route("/arquivos/{file}", get(file))
         .route("/sandbox/invoices", get(list))
         .with_state(state)
@@ -272,9 +295,15 @@ async fn create(State(state): State<Shared>, Query(q): Query<RefQuery>, headers:
                 number: None,
                 access_key: None,
                 requests,
+                cancel_justificativa: None,
+                cancels: 0,
                 reject: match &fault {
                     Some(FocusNfeFault::Reject(m)) => Some(m.clone()),
                     _ => None,
+                },
+                slow_reads: match &fault {
+                    Some(FocusNfeFault::SlowSefaz(n)) => *n,
+                    _ => 0,
                 },
             },
         );
@@ -309,8 +338,79 @@ fn view(i: &SandboxInvoice) -> Value {
         v["chave_nfe"] = json!(format!("NFe{key}"));
         v["caminho_xml_nota_fiscal"] = json!(format!("/arquivos/{key}-nfe.xml"));
         v["caminho_danfe"] = json!(format!("/arquivos/{key}.pdf"));
+        if i.status == "cancelado" {
+            v["caminho_xml_cancelamento"] = json!(format!("/arquivos/{key}-can.xml"));
+        }
     }
     v
+}
+
+#[derive(Deserialize)]
+struct CancelBody {
+    justificativa: Option<String>,
+}
+
+/// `DELETE /v2/nfe/REF`: the synchronous cancellation of an authorised NF-e.
+async fn cancel(
+    State(state): State<Shared>,
+    Path(reference): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorised(&headers) {
+        return unauthorised();
+    }
+    let justificativa = serde_json::from_slice::<CancelBody>(&body)
+        .ok()
+        .and_then(|b| b.justificativa)
+        .unwrap_or_default();
+    let mut s = lock(&state.focusnfe);
+    let refusal = s.cancel_faults.front().cloned();
+    let Some(inv) = s.invoices.get_mut(&reference) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "nao_encontrado",
+            "Nota fiscal não encontrada",
+            vec![],
+        );
+    };
+    inv.cancels += 1;
+    if !(15..=255).contains(&justificativa.trim().chars().count()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "requisicao_invalida",
+            "Parâmetro justificativa deve ter entre 15 e 255 caracteres",
+            vec![],
+        );
+    }
+    match inv.status.as_str() {
+        "autorizado" => {}
+        "cancelado" => return (StatusCode::OK, Json(view(inv))).into_response(),
+        _ => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "nfe_nao_autorizada",
+                "Nota fiscal não autorizada não pode ser cancelada",
+                vec![],
+            );
+        }
+    }
+    inv.cancel_justificativa = Some(justificativa);
+    if let Some(message) = refusal {
+        let answer = json!({
+            "status": "erro_cancelamento",
+            "status_sefaz": "501",
+            "mensagem_sefaz": message,
+        });
+        s.cancel_faults.pop_front();
+        tracing::info!(%reference, "focusnfe: cancellation refused");
+        return (StatusCode::OK, Json(answer)).into_response();
+    }
+    inv.status = "cancelado".into();
+    inv.status_sefaz = Some("135".into());
+    inv.mensagem_sefaz = Some("Evento registrado e vinculado a NF-e".into());
+    tracing::info!(%reference, "focusnfe: invoice cancelled");
+    (StatusCode::OK, Json(view(inv))).into_response()
 }
 
 /// A 44-digit access key for the `number`-th invoice of the sandbox's company.
@@ -349,7 +449,9 @@ async fn read(State(state): State<Shared>, Path(reference): Path<String>, header
         );
     };
     let mut issued = false;
-    if inv.status == "processando_autorizacao" {
+    if inv.status == "processando_autorizacao" && inv.slow_reads > 0 {
+        inv.slow_reads -= 1;
+    } else if inv.status == "processando_autorizacao" {
         // SEFAZ answers now.
         let verdict = match inv.reject.take() {
             Some(m) => Some(("999".to_string(), m)),
@@ -382,9 +484,11 @@ async fn read(State(state): State<Shared>, Path(reference): Path<String>, header
 async fn file(State(state): State<Shared>, Path(file): Path<String>) -> Response {
     let s = lock(&state.focusnfe);
     let found = s.invoices.values().find(|i| {
-        i.access_key
-            .as_deref()
-            .is_some_and(|k| file == format!("{k}.pdf") || file == format!("{k}-nfe.xml"))
+        i.access_key.as_deref().is_some_and(|k| {
+            file == format!("{k}.pdf")
+                || file == format!("{k}-nfe.xml")
+                || (i.status == "cancelado" && file == format!("{k}-can.xml"))
+        })
     });
     let Some(inv) = found else {
         return error(
@@ -420,9 +524,14 @@ impl crate::Sandbox {
         self.provider_url()
     }
 
-    /// The next invoice request gets `fault`; several queue in order.
+    /// The next invoice request gets `fault` (the next cancellation, for
+    /// [`FocusNfeFault::CancelRefused`]); several queue in order.
     pub fn focusnfe_fault_next(&self, fault: FocusNfeFault) {
-        lock(&self.inner.focusnfe).faults.push_back(fault);
+        let mut s = lock(&self.inner.focusnfe);
+        match fault {
+            FocusNfeFault::CancelRefused(m) => s.cancel_faults.push_back(m),
+            other => s.faults.push_back(other),
+        }
     }
 
     /// Every invoice, by reference.

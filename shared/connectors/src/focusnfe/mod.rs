@@ -25,9 +25,27 @@ use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 pub use transformers::{NfeRequest, NotInvoiceable};
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_justification_is_cleaned_and_bounded() {
+        assert_eq!(justification("curta"), None);
+        assert_eq!(
+            justification("Pedido\n p-1   reembolsado\tao comprador").as_deref(),
+            Some("Pedido p-1 reembolsado ao comprador")
+        );
+        let long = "x".repeat(400);
+        assert_eq!(justification(&long).map(|j| j.chars().count()), Some(255));
+        let accented = "é".repeat(300);
+        assert_eq!(justification(&accented).map(|j| j.chars().count()), Some(255));
+    }
+}
+
 /// What the connector does: NF-e (goods) only; the `ref` is the
-/// idempotency key; status read back; no webhooks (Focus's are unsigned,
-/// so payhub reads the status itself) and no cancellation yet.
+/// idempotency key; status read back; cancellation (`DELETE /v2/nfe/REF`);
+/// no webhooks (Focus's are unsigned, so payhub reads the status itself).
 pub const DOCUMENTS: &[&str] = &["nfe"];
 pub const SERVICE: &str = "focusnfe";
 
@@ -62,8 +80,39 @@ pub enum InvoiceState {
         pdf_url: Option<String>,
         xml_url: Option<String>,
     },
-    /// Refused by SEFAZ (or denied, or cancelled): the reason in its words.
+    /// Refused by SEFAZ (or denied): the reason in its words.
     Rejected { reason: String },
+    /// Issued, then cancelled (the cancellation's XML, when given).
+    Cancelled { xml_url: Option<String> },
+}
+
+/// How a cancellation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelState {
+    /// SEFAZ accepted it (now or before).
+    Cancelled { xml_url: Option<String> },
+    /// Refused (`erro_cancelamento`: past the deadline, ...) or the NF-e was
+    /// never authorised: the reason in SEFAZ's or Focus's words.
+    Refused { reason: String },
+}
+
+/// Focus's bounds on a cancellation's justification, in characters.
+pub const JUSTIFICATION_CHARS: std::ops::RangeInclusive<usize> = 15..=255;
+
+/// A justification Focus accepts: control characters become spaces,
+/// whitespace is collapsed, and the text is cut to 255 characters; `None`
+/// when fewer than 15 remain.
+pub fn justification(text: &str) -> Option<String> {
+    let cleaned: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cut: String = cleaned.chars().take(*JUSTIFICATION_CHARS.end()).collect();
+    let cut = cut.trim_end().to_string();
+    JUSTIFICATION_CHARS.contains(&cut.chars().count()).then_some(cut)
 }
 
 /// A shop's account at Focus NFe: the host and the token.
@@ -163,6 +212,8 @@ impl FocusNfeClient {
             Some(state @ InvoiceState::Issued { .. }) => return Ok(state),
             // Failed before: it is not asked again (the shop's admin decides).
             Some(state @ InvoiceState::Rejected { .. }) => return Ok(state),
+            // Issued and cancelled already: never issued again.
+            Some(state @ InvoiceState::Cancelled { .. }) => return Ok(state),
             None => {}
         }
         let url = format!("{}/v2/nfe?ref={reference}", Self::base(account));
@@ -180,6 +231,51 @@ impl FocusNfeClient {
             _ => return Err(refusal(status, &text)),
         }
         self.settle(account, reference).await
+    }
+
+    /// Cancels the NF-e under `reference` (`DELETE /v2/nfe/REF` with the
+    /// justification, synchronous), unless the status read first says it is
+    /// cancelled already (a retry after a lost answer) or was never issued.
+    #[tracing::instrument(skip_all, fields(service = SERVICE, reference = %reference))]
+    pub async fn cancel(
+        &self,
+        account: &FocusNfeAccount,
+        reference: &str,
+        justification: &str,
+    ) -> Result<CancelState, ConnectorError> {
+        if !JUSTIFICATION_CHARS.contains(&justification.chars().count()) {
+            return Err(ConnectorError::Permanent(
+                "a cancellation's justification has 15 to 255 characters".into(),
+            ));
+        }
+        match self.status(account, reference).await? {
+            Some(InvoiceState::Cancelled { xml_url }) => return Ok(CancelState::Cancelled { xml_url }),
+            Some(InvoiceState::Issued { .. }) => {}
+            Some(InvoiceState::Processing) => {
+                return Err(ConnectorError::Transient(
+                    "the NF-e is still being authorised; it is cancelled once it is".into(),
+                ));
+            }
+            Some(InvoiceState::Rejected { reason }) => {
+                return Ok(CancelState::Refused {
+                    reason: format!("the NF-e was never authorised ({reason})"),
+                });
+            }
+            None => {
+                return Ok(CancelState::Refused {
+                    reason: "the invoicing service holds no NF-e under this reference".into(),
+                });
+            }
+        }
+        let url = format!("{}/v2/nfe/{reference}", Self::base(account));
+        let body = serde_json::json!({ "justificativa": justification });
+        let (status, text) = self
+            .call("invoice_cancel", account, self.http.delete(&url).json(&body))
+            .await?;
+        match status {
+            200..=299 => transformers::parse_cancel(&text, Self::base(account)).map_err(ConnectorError::Permanent),
+            _ => Err(refusal(status, &text)),
+        }
     }
 
     /// Reads the status once more: SEFAZ usually answers within the call.

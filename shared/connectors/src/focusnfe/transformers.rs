@@ -243,6 +243,9 @@ pub struct NfeStatus {
     pub caminho_xml_nota_fiscal: Option<String>,
     #[serde(default)]
     pub caminho_danfe: Option<String>,
+    /// The cancellation's XML (`cancelado` only).
+    #[serde(default)]
+    pub caminho_xml_cancelamento: Option<String>,
 }
 
 /// An error body: `{codigo, mensagem, erros?[{mensagem, campo}]}`.
@@ -291,6 +294,31 @@ pub fn error_code(text: &str) -> Option<String> {
     serde_json::from_str::<FocusError>(text).ok().and_then(|e| e.codigo)
 }
 
+/// Reads a cancellation's answer (`DELETE /v2/nfe/REF`).
+pub fn parse_cancel(text: &str, base_url: &str) -> Result<super::CancelState, String> {
+    let s: NfeStatus =
+        serde_json::from_str(text).map_err(|e| format!("Focus NFe's cancellation answer is unreadable: {e}"))?;
+    Ok(match s.status.as_str() {
+        "cancelado" => super::CancelState::Cancelled {
+            xml_url: s.caminho_xml_cancelamento.map(|p| {
+                if p.starts_with("http://") || p.starts_with("https://") {
+                    p
+                } else {
+                    format!("{base_url}{p}")
+                }
+            }),
+        },
+        "erro_cancelamento" => super::CancelState::Refused {
+            reason: format!(
+                "SEFAZ {}: {}",
+                s.status_sefaz.as_deref().unwrap_or("-"),
+                s.mensagem_sefaz.as_deref().unwrap_or("no message")
+            ),
+        },
+        other => return Err(format!("Focus NFe answered a cancellation with status {other:?}")),
+    })
+}
+
 /// Reads a status answer; paths are made absolute under `base_url`.
 pub fn parse_status(text: &str, base_url: &str) -> Result<InvoiceState, String> {
     let s: NfeStatus =
@@ -321,8 +349,8 @@ pub fn parse_status(text: &str, base_url: &str) -> Result<InvoiceState, String> 
             xml_url: absolute(s.caminho_xml_nota_fiscal.clone()),
         },
         "erro_autorizacao" | "denegado" => InvoiceState::Rejected { reason: sefaz() },
-        "cancelado" => InvoiceState::Rejected {
-            reason: "the NF-e was cancelled at the invoicing service".into(),
+        "cancelado" => InvoiceState::Cancelled {
+            xml_url: absolute(s.caminho_xml_cancelamento.clone()),
         },
         other => return Err(format!("Focus NFe reported an unknown status {other:?}")),
     })
