@@ -378,6 +378,19 @@ impl NotifyHandler {
         last: bool,
     ) -> Result<Vec<(Kind, Attempt)>, Failure> {
         let delivered = self.delivered(env).await?;
+        self.deliver_except(env, shop, planned, last, &delivered).await
+    }
+
+    /// [`Self::deliver`], for a caller that has read what was delivered
+    /// before (to plan only what is missing).
+    async fn deliver_except(
+        &self,
+        env: &Envelope,
+        shop: &payhub_store::shops::Shop,
+        planned: &[Planned],
+        last: bool,
+        delivered: &[String],
+    ) -> Result<Vec<(Kind, Attempt)>, Failure> {
         let sends = planned
             .iter()
             .filter(|p| !delivered.iter().any(|k| k == p.kind.as_str()))
@@ -907,6 +920,10 @@ impl Handler for NotifyHandler {
             .map_err(db)?
             .ok_or_else(|| Failure::Permanent(format!("unknown shop {shop_id}")))?;
         let last = msg.attempt >= self.max_attempts;
+        // What an earlier attempt delivered is neither sent nor prepared
+        // again (a retry for a shop that is down renders no receipt).
+        let delivered = self.delivered(env).await?;
+        let done_before = |k: Kind| delivered.iter().any(|d| d == k.as_str());
 
         // Everything this change calls for, sent at once.
         let mut planned = Vec::new();
@@ -928,7 +945,9 @@ impl Handler for NotifyHandler {
             .order_id
             .map(|id| self.order_links.url(&self.public_base_url, id))
             .unwrap_or_default();
-        if let Some(mail) = mail::buyer_mail(env, change, &link) {
+        if !done_before(Kind::BuyerEmail)
+            && let Some(mail) = mail::buyer_mail(env, change, &link)
+        {
             let to = change.customer_email.clone();
             // The payment's confirmation carries its receipt (issue 12 §2).
             let send = match self.receipts(env, change).await? {
@@ -964,6 +983,7 @@ impl Handler for NotifyHandler {
         }
         // Delivered: the buyer is asked, once, how it went (issue 12 §4).
         if change.to == OrderStatus::Delivered
+            && !done_before(Kind::SurveyInvitation)
             && let Some(order_id) = env.order_id
         {
             let invitation = SurveyInvitee {
@@ -994,7 +1014,7 @@ impl Handler for NotifyHandler {
         let mut failures = Vec::new();
         let mut webhook_given_up = None;
         let mut webhook_refused = None;
-        for (kind, attempt) in self.deliver(env, &shop, &planned, last).await? {
+        for (kind, attempt) in self.deliver_except(env, &shop, &planned, last, &delivered).await? {
             if attempt.ok {
                 continue;
             }

@@ -3,7 +3,8 @@
 //! update commit together), served as JSON or CSV.
 //!
 //! A row counts the orders that *entered* a status that day and their
-//! amount: `accepted` counts new orders, `paid` money received, and so on;
+//! amount: `accepted` counts new orders (read from the orders table by the
+//! day they were created, so it needs no event), `paid` money received, and so on;
 //! `partially_refunded` and `refunded` count refunds and the money they
 //! gave back, each refund once, under the status it moved its order to.
 
@@ -100,7 +101,10 @@ type RowKey = (Date, Uuid, &'static str, &'static str, &'static str);
 /// What one event adds to the report, if anything.
 fn contribution(env: &payhub_core::Envelope) -> Result<Option<(RowKey, i64)>, Failure> {
     let (status, amount, provider) = match &env.payload {
-        EventPayload::OrderAccepted(a) => (OrderStatus::Accepted, a.amount, a.provider),
+        // New orders are counted from the orders table when the report is
+        // read (`report_rows`): exact, and no delivery per order here (a
+        // queued `order.accepted` from before the binding was retired is
+        // acknowledged and not counted).
         // A refund counts the money it gave back, not the order's total: a
         // `partially_refunded` or `refunded` row adds up refunds that day.
         EventPayload::OrderStatusChanged(c) => (c.to, c.refund.as_ref().map_or(c.amount, |r| r.amount), c.provider),
@@ -445,7 +449,13 @@ async fn daily(
 async fn report_rows(store: &Store, date: Date, shop_id: Uuid) -> Result<Vec<Row>, ApiError> {
     Ok(sqlx::query_as(
         "SELECT provider, status, currency::text AS currency, orders, amount_minor FROM report_daily
-         WHERE day = $1 AND shop_id = $2 ORDER BY provider, status, currency",
+         WHERE day = $1 AND shop_id = $2 AND status <> 'accepted'
+         UNION ALL
+         SELECT provider, 'accepted', currency::text, count(*), sum(total_minor)::bigint FROM orders
+         WHERE shop_id = $2 AND created_at >= $1::timestamp AT TIME ZONE 'UTC'
+           AND created_at < ($1 + 1)::timestamp AT TIME ZONE 'UTC'
+         GROUP BY provider, currency
+         ORDER BY provider, status, currency",
     )
     .bind(date)
     .bind(shop_id)

@@ -134,9 +134,12 @@ impl QueueSpec {
     pub const REPORTER: QueueSpec = QueueSpec {
         base: "reporter.events",
         // Only what it counts: charges and payment notices reach the report
-        // through the status changes they cause.
-        bindings: &["order.accepted", "order.status_changed"],
-        retired_bindings: &["charge.created", "charge.failed", "payment.reported"],
+        // through the status changes they cause, and new orders are counted
+        // from the orders table when the report is read (one delivery per
+        // order less, and an order the sweeper publishes again is not
+        // counted twice).
+        bindings: &["order.status_changed"],
+        retired_bindings: &["charge.created", "charge.failed", "payment.reported", "order.accepted"],
         source: Source::Events,
     };
     /// Orders shops publish; every routing key (shops may use their own).
