@@ -138,8 +138,12 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
         None => None,
     };
     // The answer shows the order as stored, before the pipeline moves it.
-    let mut view = order_view(&st.store, id, st.public_webhook_base_url.as_deref()).await?;
-    attach_checkout(&st, &headers, id, &mut view).await?;
+    // A new order not charged here has no invoice yet, and a checkout
+    // session only if this request opened one: the answer reads neither (a
+    // replay reads both).
+    let invoiced = replayed || card_answer.is_some();
+    let mut view = order_view_of(&st.store, id, st.public_webhook_base_url.as_deref(), invoiced).await?;
+    attach_checkout(&st, &headers, id, &mut view, replayed || checkout.is_some()).await?;
     if let Some(answer) = card_answer {
         view["cardPayment"] = answer;
     }
@@ -214,16 +218,24 @@ async fn get_order(
         return Err(ApiError::NotFound(format!("no order {correlation_id} for this shop")));
     };
     let mut view = order_view(&st.store, id, st.public_webhook_base_url.as_deref()).await?;
-    attach_checkout(&st, &headers, id, &mut view).await?;
+    attach_checkout(&st, &headers, id, &mut view, true).await?;
     Ok(axum::Json(view).into_response())
 }
 
 /// The order's hosted checkout (URL and expiry), when it has one, and the
 /// buyer's "my orders" page (`myOrdersUrl`, issue 11 §3).
-async fn attach_checkout(st: &AppState, headers: &HeaderMap, id: Uuid, view: &mut Value) -> Result<(), ApiError> {
+/// The buyer's links: "my orders", and the checkout page when `lookup`
+/// (the order may have a checkout session).
+async fn attach_checkout(
+    st: &AppState,
+    headers: &HeaderMap,
+    id: Uuid,
+    view: &mut Value,
+    lookup: bool,
+) -> Result<(), ApiError> {
     let base = crate::checkout::base_url(st.checkout_base_url.as_deref(), headers);
     view["myOrdersUrl"] = st.order_links.url(&base, id).into();
-    if let Some(checkout) = crate::checkout::view(&st.store, id, &base).await? {
+    if lookup && let Some(checkout) = crate::checkout::view(&st.store, id, &base).await? {
         view["checkout"] = checkout;
     }
     Ok(())
@@ -347,6 +359,17 @@ fn payment_view(o: &OrderRow, callback_base: Option<&str>) -> Value {
 /// `callback_base` is `PAYHUB_PUBLIC_WEBHOOK_BASE_URL`, under which a PixelPay
 /// order's callback URL is shown.
 pub async fn order_view(store: &Store, id: Uuid, callback_base: Option<&str>) -> Result<Value, ApiError> {
+    order_view_of(store, id, callback_base, true).await
+}
+
+/// [`order_view`]; `invoiced: false` for an order just created, which has
+/// no invoice yet (its `invoice` is null without a read).
+async fn order_view_of(
+    store: &Store,
+    id: Uuid,
+    callback_base: Option<&str>,
+    invoiced: bool,
+) -> Result<Value, ApiError> {
     let o: OrderRow = sqlx::query_as(
         "SELECT o.id, o.correlation_id, o.provider, o.status, o.currency::text AS currency, o.items_minor, o.tax_minor,
                 o.freight_minor, o.discount_minor, o.total_minor, o.status_reason, o.summary, o.items, o.created_at,
@@ -371,7 +394,11 @@ pub async fn order_view(store: &Store, id: Uuid, callback_base: Option<&str>) ->
     .fetch_one(&store.pool)
     .await?;
     // Issue 12 §3: the invoice, once the shop's invoicing service was asked.
-    let invoice = payhub_store::invoicing::for_order(store, id).await?;
+    let invoice = if invoiced {
+        payhub_store::invoicing::for_order(store, id).await?
+    } else {
+        None
+    };
     let cur = o.currency.clone();
     let charge = match (
         &o.br_code,
