@@ -513,3 +513,64 @@ async fn a_day_with_a_pago_seguro_order_says_it_was_not_compared_and_why() {
     assert_eq!(stored, run["notCompared"]);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn days_missed_while_reporter_was_down_are_run_when_it_comes_back_once() {
+    let mut app = TestApp::spawn_with(payhub_tests::TestOptions {
+        deferred: vec!["reporter"],
+        reconcile: reporter::reconcile::ReconcileConfig {
+            backfill_days: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    app.wait_ready().await.unwrap();
+    // Orders of two and of five days ago (outside the lookback), and of today.
+    let recent = order(&app, "bf-recent", false).await;
+    let old = order(&app, "bf-old", false).await;
+    order(&app, "bf-today", false).await;
+    for (id, days) in [(&recent, 2), (&old, 5)] {
+        for table in ["orders", "charges"] {
+            let column = if table == "orders" { "id" } else { "order_id" };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET created_at = created_at - make_interval(days => $2) WHERE {column}::text = $1"
+            )))
+            .bind(id)
+            .bind(days)
+            .execute(&app.store.pool)
+            .await
+            .unwrap();
+        }
+    }
+    let two_days_ago = time::OffsetDateTime::now_utc().date() - time::Duration::days(2);
+    let store = app.store.clone();
+    let backfilled = || async {
+        sqlx::query_as::<_, (time::Date, String)>(
+            "SELECT day, trigger FROM reconciliation_runs WHERE trigger = 'backfill' ORDER BY day",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap()
+    };
+    // reporter comes back: the missed day within the lookback is run.
+    app.start_service("reporter").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || async { !backfilled().await.is_empty() }).await,
+        "the missed day was never run"
+    );
+    assert_eq!(backfilled().await, vec![(two_days_ago, "backfill".to_string())]);
+    let (checked,): (i32,) = sqlx::query_as("SELECT checked FROM reconciliation_runs WHERE trigger = 'backfill'")
+        .fetch_one(&app.store.pool)
+        .await
+        .unwrap();
+    assert_eq!(checked, 1, "the day's order was compared");
+    // Another reporter starting (a restart, a second replica): the day was
+    // run, so it is not run again.
+    app.start_service("reporter").await.unwrap();
+    app.wait_ready().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(backfilled().await.len(), 1);
+    assert_eq!(app.count("SELECT count(*) FROM reconciliation_runs").await, 1);
+    app.stop().await;
+}

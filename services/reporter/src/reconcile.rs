@@ -708,13 +708,54 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Every `interval`: yesterday and today.
+    /// The closed days (UTC) of the last `backfill_days` before `today`
+    /// that have orders and no run that saw them whole: none started after
+    /// the day ended, or only incomplete ones. Oldest first.
+    pub async fn missed_days(&self, today: Date) -> Result<Vec<Date>, sqlx::Error> {
+        let mut days = Vec::new();
+        for back in (1..=i64::from(self.config.backfill_days)).rev() {
+            let day = today - time::Duration::days(back);
+            let start = day.midnight().assume_utc();
+            let end = start + time::Duration::days(1);
+            let (orders, run): (bool, bool) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM orders WHERE created_at >= $1 AND created_at < $2),
+                        EXISTS (SELECT 1 FROM reconciliation_runs
+                                WHERE day = $3 AND status <> 'incomplete' AND started_at >= $2)",
+            )
+            .bind(start)
+            .bind(end)
+            .bind(day)
+            .fetch_one(&self.store.pool)
+            .await?;
+            if orders && !run {
+                days.push(day);
+            }
+        }
+        Ok(days)
+    }
+
+    /// Runs the days [`Reconciler::missed_days`] finds (reporter was down
+    /// across their end); the days run. A day already run is not run again.
+    pub async fn backfill(&self, today: Date) -> Result<Vec<Date>, sqlx::Error> {
+        let days = self.missed_days(today).await?;
+        for day in &days {
+            tracing::info!(%day, "reconciliation: running a day missed while reporter was down");
+            self.run(*day, "backfill").await?;
+        }
+        Ok(days)
+    }
+
+    /// At start, the missed days; then every `interval`: yesterday, today
+    /// and any day still missed.
     pub async fn run_periodically(
         self: std::sync::Arc<Self>,
         interval: std::time::Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         loop {
+            if let Err(e) = self.backfill(OffsetDateTime::now_utc().date()).await {
+                tracing::warn!(error = %e, "reconciliation backfill failed; trying again next time");
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
