@@ -643,6 +643,7 @@ impl Application {
         let reports = std::sync::Arc::new(management::Reports {
             store: infra.store.clone(),
             outbox: outbox.clone(),
+            backfill_days: config.reconcile.backfill_days,
         });
         infra.tasks.spawn(reports.clone().run_periodically(
             config.report_interval,
