@@ -62,8 +62,8 @@ use uuid::Uuid;
 static OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "payhub_reconciliation_discrepancies",
-        "Reconciliation discrepancies still open, by kind (all days); set after each run.",
-        &["kind"]
+        "Reconciliation discrepancies still open, by provider and kind (all days); set after each run.",
+        &["provider", "kind"]
     )
     .expect("metric registers once")
 });
@@ -696,14 +696,20 @@ impl Reconciler {
     }
 
     async fn refresh_metrics(&self) -> Result<(), sqlx::Error> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT kind, count(*) FROM reconciliation_discrepancies WHERE resolution = 'open' GROUP BY kind",
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT provider, kind, count(*) FROM reconciliation_discrepancies WHERE resolution = 'open'
+             GROUP BY provider, kind",
         )
         .fetch_all(&self.store.pool)
         .await?;
-        for k in KINDS {
-            OPEN.with_label_values(&[k])
-                .set(rows.iter().find(|(rk, _)| rk == k).map_or(0, |(_, n)| *n));
+        for p in ["openpix", "pixelpay"] {
+            for k in KINDS {
+                OPEN.with_label_values(&[p, k]).set(
+                    rows.iter()
+                        .find(|(rp, rk, _)| rp == p && rk == k)
+                        .map_or(0, |(_, _, n)| *n),
+                );
+            }
         }
         Ok(())
     }
