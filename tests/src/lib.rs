@@ -69,6 +69,8 @@ pub struct TestOptions {
     pub report_interval: Duration,
     /// notifier's `PAYHUB_PLATFORM_REPORT_EMAILS`.
     pub platform_report_emails: Vec<String>,
+    /// reporter's reconciliation bounds and backfill.
+    pub reconcile: reporter::reconcile::ReconcileConfig,
 }
 
 impl Default for TestOptions {
@@ -93,6 +95,7 @@ impl Default for TestOptions {
             pixelpay_webhook_retry_delay: Duration::from_millis(300),
             report_interval: Duration::from_secs(3600),
             platform_report_emails: Vec::new(),
+            reconcile: Default::default(),
         }
     }
 }
@@ -393,6 +396,7 @@ impl TestApp {
                         reconcile_interval: Duration::from_secs(3600),
                         report_interval: self.opts.report_interval,
                         report_delay: Duration::from_secs(7200),
+                        reconcile: self.opts.reconcile,
                     },
                     shutdown,
                 )

@@ -111,6 +111,8 @@ fn the_dashboard_json_is_sound() {
         "payhub_paid_order_notified_seconds_bucket",
         "payhub_outbox_unpublished",
         "payhub_stale_orders",
+        "payhub_reconciliation_discrepancies",
+        "payhub_management_reports_total",
     ] {
         assert!(all.contains(m), "no panel shows {m}");
     }
@@ -221,7 +223,7 @@ async fn query(app: &TestApp, prom: &str, expr: &str) -> Vec<Value> {
 /// (a dead letter, a replay, a broker reconnect, a database outage, a failed
 /// delivery, a stale order, a card sale, a reconciliation run): their queries must still parse and
 /// evaluate, which Prometheus checks below.
-const NEEDS_OTHER_FAULTS: [&str; 10] = [
+const NEEDS_OTHER_FAULTS: [&str; 12] = [
     "Dead letters by queue and reason",
     "Retries by queue and attempt",
     "Dead letters replayed by queue",
@@ -231,6 +233,9 @@ const NEEDS_OTHER_FAULTS: [&str; 10] = [
     "Sweeper actions",
     "Oldest stale order by kind",
     "Open reconciliation discrepancies by kind",
+    // Set or counted only once a reconciliation run or a report was made.
+    "Open reconciliation discrepancies by provider",
+    "Management reports made",
     // Needs an order delivered with a promised date (issue 12's fulfilment).
     "Deliveries on time and late",
 ];

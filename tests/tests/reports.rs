@@ -302,3 +302,50 @@ async fn with_two_reporters_each_report_is_made_and_sent_once() {
     assert_eq!(to_board(), 3, "none twice");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn daily_reports_missed_while_reporter_was_down_are_made_when_it_comes_back_once() {
+    let mut app = TestApp::spawn_with(TestOptions {
+        deferred: vec!["reporter"],
+        report_interval: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    app.wait_ready().await.unwrap();
+    // The shop has existed for four days; reporter was down all along.
+    sqlx::query("UPDATE shops SET created_at = now() - interval '4 days'")
+        .execute(&app.store.pool)
+        .await
+        .unwrap();
+    let store = app.store.clone();
+    let shop_days = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(DISTINCT period_start) FROM report_snapshots
+             WHERE shop_id IS NOT NULL AND period = 'daily' AND trigger = 'schedule'",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+    };
+    app.start_service("reporter").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || async { shop_days().await >= 3 }).await,
+        "the missed days' reports were never made ({})",
+        shop_days().await
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let made = app.count("SELECT count(*) FROM report_snapshots").await;
+    // Another reporter (a restart, a second replica): nothing is made twice.
+    app.start_service("reporter").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(app.count("SELECT count(*) FROM report_snapshots").await, made);
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM (SELECT scope_key, period, period_start FROM report_snapshots
+             GROUP BY 1, 2, 3 HAVING count(*) > 1) d"
+        )
+        .await,
+        0
+    );
+    app.stop().await;
+}

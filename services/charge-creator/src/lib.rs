@@ -36,6 +36,7 @@ pub mod health;
 pub mod invoice;
 pub mod listing;
 pub mod pagoseguro;
+pub mod pixelpay_status;
 pub mod refund;
 pub mod registrar;
 
@@ -580,6 +581,10 @@ impl Application {
             .route(
                 payhub_connectors::internal::LISTING_PATH,
                 axum::routing::post(listing::listing_route),
+            )
+            .route(
+                payhub_connectors::internal::PIXELPAY_STATUS_PATH,
+                axum::routing::post(pixelpay_status::status_route),
             )
             .with_state(confirm)
             .merge(

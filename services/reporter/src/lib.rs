@@ -51,6 +51,8 @@ pub struct Config {
     /// report is made, so that late events are in (`PAYHUB_REPORT_DELAY_MS`,
     /// default 2 hours).
     pub report_delay: std::time::Duration,
+    /// Reconciliation's bounds on provider calls and its backfill.
+    pub reconcile: reconcile::ReconcileConfig,
 }
 
 impl Config {
@@ -87,6 +89,24 @@ impl Config {
                 d
             },
             report_delay: env.millis("PAYHUB_REPORT_DELAY_MS", std::time::Duration::from_secs(7200))?,
+            reconcile: {
+                let d = reconcile::ReconcileConfig::default();
+                let c = reconcile::ReconcileConfig {
+                    pixelpay_concurrency: env.parse("PAYHUB_RECONCILE_PIXELPAY_CONCURRENCY", d.pixelpay_concurrency)?,
+                    pixelpay_max_per_run: env.parse("PAYHUB_RECONCILE_PIXELPAY_MAX", d.pixelpay_max_per_run)?,
+                    backfill_days: env.parse("PAYHUB_RECONCILE_BACKFILL_DAYS", d.backfill_days)?,
+                };
+                if c.pixelpay_concurrency == 0 || c.pixelpay_concurrency > 64 {
+                    return Err(Env::bad("PAYHUB_RECONCILE_PIXELPAY_CONCURRENCY", "must be 1 to 64"));
+                }
+                if c.pixelpay_max_per_run == 0 {
+                    return Err(Env::bad("PAYHUB_RECONCILE_PIXELPAY_MAX", "must be above 0"));
+                }
+                if c.backfill_days > 62 {
+                    return Err(Env::bad("PAYHUB_RECONCILE_BACKFILL_DAYS", "must be 0 to 62"));
+                }
+                c
+            },
         })
     }
 }
@@ -623,10 +643,17 @@ impl Application {
                 config.internal_token.clone(),
                 std::time::Duration::from_secs(15),
             )?,
+            pixelpay: payhub_connectors::internal::PixelPayStatusClient::new(
+                &config.charge_creator_url,
+                config.internal_token.clone(),
+                std::time::Duration::from_secs(15),
+            )?,
+            config: config.reconcile,
         });
         let reports = std::sync::Arc::new(management::Reports {
             store: infra.store.clone(),
             outbox: outbox.clone(),
+            backfill_days: config.reconcile.backfill_days,
         });
         infra.tasks.spawn(reports.clone().run_periodically(
             config.report_interval,

@@ -684,6 +684,9 @@ pub enum Made {
 pub struct Reports {
     pub store: Store,
     pub outbox: Outbox,
+    /// How many days back a daily report missed while reporter was down is
+    /// still made (`PAYHUB_RECONCILE_BACKFILL_DAYS`); at least yesterday's.
+    pub backfill_days: u16,
 }
 
 impl Reports {
@@ -788,6 +791,8 @@ impl Reports {
             sqlx::query_as("SELECT id, created_at FROM shops WHERE active ORDER BY id")
                 .fetch_all(&self.store.pool)
                 .await?;
+        // The platform's missed days are made back to its first shop only.
+        let first = shops.iter().map(|(_, c)| *c).min();
         let mut scopes: Vec<(Scope, i8, Option<OffsetDateTime>)> = vec![(Scope::Platform, 0, None)];
         for (id, created) in shops {
             scopes.push((Scope::Shop(id), shop_offset(&self.store, id).await?, Some(created)));
@@ -806,7 +811,16 @@ impl Reports {
                 .ok()
                 .and_then(|d| d.previous_day())
                 .unwrap_or(yesterday);
-            for (period, day) in [(Period::Daily, yesterday), (Period::Monthly, last_month)] {
+            // Yesterday, and the days before it that a reporter down across
+            // their end missed (made once: a made report is found, not made again).
+            let mut due: Vec<(Period, Date, Option<OffsetDateTime>)> = (0..i64::from(self.backfill_days.max(1)))
+                .map(|back| {
+                    let since = if back == 0 { created } else { created.or(first) };
+                    (Period::Daily, yesterday - time::Duration::days(back), since)
+                })
+                .collect();
+            due.push((Period::Monthly, last_month, created));
+            for (period, day, created) in due {
                 let (_, end) = period.bounds(day);
                 // No report of a period that ended before the shop existed.
                 if created.is_some_and(|c| local_midnight(end.next_day().unwrap_or(end), offset) <= c) {

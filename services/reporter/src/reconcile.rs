@@ -19,13 +19,34 @@
 //! admin and the platform (`alert.raised`). Runs: every
 //! `PAYHUB_RECONCILE_INTERVAL_MS` for yesterday and today (one replica at a
 //! time), and on demand (`payhubctl reconcile --date`, `POST /internal/v1/reconcile`).
-//! PixelPay has no listing: its card payments are confirmed one by one when
-//! they happen; they are left out of the daily comparison, and each run
-//! says so (`not_compared`, with the count and the reason).
+//!
+//! PixelPay has no listing and no lookup by order id (providers-2.md §2.3):
+//! payhub's own PixelPay orders of the day are the list (each run says so in
+//! `sources`), and each payment payhub recorded (the charge's, or the card
+//! attempt's when the sale's answer was never settled) is re-queried with
+//! PixelPay's `status` through charge-creator, under the account recorded
+//! with it (the shop's otherwise), at most
+//! `PAYHUB_RECONCILE_PIXELPAY_CONCURRENCY` at a time and
+//! `PAYHUB_RECONCILE_PIXELPAY_MAX` a run (the rest is `not_compared` and left
+//! for a later run, unpaid orders first). The same kinds are found (but
+//! `duplicate`, which a per-payment query cannot see); a payment PixelPay
+//! took and payhub did not apply is settled as OpenPix's are, through the
+//! confirmation call (PixelPay's `status` with every proof a callback needs).
+//! An order whose sale answer carried no `payment_uuid` cannot be asked
+//! about: `not_compared`. Pago Seguro documents neither a listing nor a
+//! status query: its orders are `not_compared`, with the reason.
+//!
+//! Backfill: a day is reconciled by the schedule once it has closed; when
+//! reporter was down across a day's end, the closed days of the last
+//! `PAYHUB_RECONCILE_BACKFILL_DAYS` that have orders and no complete run
+//! made after their end are run when it comes back (and on every pass), so
+//! a day already run is never run again by it.
 
 use crate::sweeper::{add_once, fact_id, reported_event};
+use futures::StreamExt;
 use payhub_connectors::internal::{
-    ClaimKind, ConfirmClient, ConfirmRequest, ListedCharge, ListingClient, ListingRequest, Verdict,
+    ClaimKind, ConfirmClient, ConfirmRequest, ListedCharge, ListingClient, ListingRequest, PixelPayClaim,
+    PixelPayStatusAnswer, PixelPayStatusClient, PixelPayStatusRequest, Verdict,
 };
 use payhub_core::Envelope;
 use payhub_core::events::{AlertAudience, AlertRaised, EventPayload, PaymentReport};
@@ -41,8 +62,8 @@ use uuid::Uuid;
 static OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "payhub_reconciliation_discrepancies",
-        "Reconciliation discrepancies still open, by kind (all days); set after each run.",
-        &["kind"]
+        "Reconciliation discrepancies still open, by provider and kind (all days); set after each run.",
+        &["provider", "kind"]
     )
     .expect("metric registers once")
 });
@@ -63,6 +84,56 @@ pub struct Reconciler {
     pub outbox: Outbox,
     pub listing: ListingClient,
     pub confirm: ConfirmClient,
+    pub pixelpay: PixelPayStatusClient,
+    pub config: ReconcileConfig,
+}
+
+/// How hard a run may lean on a provider, and how far back missed days are run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileConfig {
+    /// PixelPay `status` re-queries in flight at once
+    /// (`PAYHUB_RECONCILE_PIXELPAY_CONCURRENCY`, default 4).
+    pub pixelpay_concurrency: usize,
+    /// PixelPay `status` re-queries per run (`PAYHUB_RECONCILE_PIXELPAY_MAX`,
+    /// default 500); the rest is left for a later run.
+    pub pixelpay_max_per_run: usize,
+    /// How many closed days back a missed day is still run
+    /// (`PAYHUB_RECONCILE_BACKFILL_DAYS`, default 7; 0 turns backfill off).
+    pub backfill_days: u16,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            pixelpay_concurrency: 4,
+            pixelpay_max_per_run: 500,
+            backfill_days: 7,
+        }
+    }
+}
+
+/// One of payhub's PixelPay orders of the day.
+#[derive(sqlx::FromRow, Clone)]
+struct PixelPayOrder {
+    order_id: Uuid,
+    shop_id: Uuid,
+    status: String,
+    amount_minor: i64,
+    /// The charge's payment, else the card attempt's.
+    payment_uuid: Option<String>,
+    /// payhub stored a charge (money payhub holds as taken or authorised).
+    charged: bool,
+}
+
+/// What the PixelPay part of a run saw.
+#[derive(Default)]
+struct PixelPayPart {
+    checked: usize,
+    found: Vec<Found>,
+    problems: Vec<String>,
+    not_compared: Vec<serde_json::Value>,
+    /// Orders not asked about this run: their open findings stay open.
+    unasked: Vec<Uuid>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -75,8 +146,21 @@ struct Ours {
     account: String,
 }
 
+/// A run as it is stored.
+struct Run<'a> {
+    id: Uuid,
+    day: Date,
+    trigger: &'a str,
+    status: &'a str,
+    checked: usize,
+    sources: &'a serde_json::Value,
+    unasked: &'a [Uuid],
+    started: OffsetDateTime,
+}
+
 /// One finding before it is stored.
 struct Found {
+    provider: &'static str,
     shop_id: Option<Uuid>,
     order_id: Option<Uuid>,
     reference: String,
@@ -149,30 +233,41 @@ impl Reconciler {
             let mine: Vec<&Ours> = ours.iter().filter(|o| &o.account == account).collect();
             found.extend(self.compare(account, &mine, &listed).await);
         }
+        let pp = self.pixelpay_part(start, end).await?;
+        found.extend(pp.found);
+        problems.extend(pp.problems);
         // What this run does not compare, said in the run (not pretended):
-        // PixelPay's per-payment status re-query is not wired into the run
-        // yet; Pago Seguro documents neither a listing nor a status query.
+        // Pago Seguro documents neither a listing nor a status query.
         let skipped: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT provider, count(*) FROM charges
-             WHERE provider <> 'openpix' AND created_at >= $1 AND created_at < $2 GROUP BY provider ORDER BY provider",
+            "SELECT provider, count(*) FROM orders
+             WHERE provider NOT IN ('openpix', 'pixelpay') AND created_at >= $1 AND created_at < $2
+             GROUP BY provider ORDER BY provider",
         )
         .bind(start)
         .bind(end)
         .fetch_all(&self.store.pool)
         .await?;
-        let not_compared: Vec<serde_json::Value> = skipped
+        let mut not_compared: Vec<serde_json::Value> = skipped
             .iter()
             .map(|(provider, n)| {
                 json!({
                     "provider": provider,
-                    "charges": n,
+                    "orders": n,
                     "reason": match provider.as_str() {
-                        "pagoseguro" => "not reconcilable: Pago Seguro documents no listing or status query",
-                        _ => "not compared yet: the per-payment status re-query is not part of the run",
+                        "pagoseguro" => "not reconcilable: Pago Seguro documents no listing or status query (providers-2.md §4)",
+                        _ => "not reconcilable: payhub knows no way to ask this provider",
                     },
                 })
             })
             .collect();
+        not_compared.extend(pp.not_compared);
+        let sources = json!([
+            {"provider": "openpix", "accounts": accounts.len(), "checked": ours.len(),
+             "source": "the provider's listing of each account's charges (GET /api/v1/charge)"},
+            {"provider": "pixelpay", "checked": pp.checked,
+             "source": "payhub's own PixelPay orders: PixelPay has no listing, so each payment payhub recorded is re-queried with status by its payment_uuid"},
+        ]);
+        let checked = ours.len() + pp.checked;
         let status = if !problems.is_empty() {
             "incomplete"
         } else if found.iter().any(|f| f.settled.is_none()) {
@@ -182,15 +277,19 @@ impl Reconciler {
         };
         let open = self
             .store_run(
-                run_id,
-                day,
-                trigger,
-                status,
-                &ours,
+                Run {
+                    id: run_id,
+                    day,
+                    trigger,
+                    status,
+                    checked,
+                    sources: &sources,
+                    unasked: &pp.unasked,
+                    started,
+                },
                 &found,
                 &problems,
                 &not_compared,
-                started,
             )
             .await?;
         self.refresh_metrics().await?;
@@ -198,8 +297,9 @@ impl Reconciler {
             "runId": run_id,
             "date": day.to_string(),
             "status": status,
-            "checked": ours.len(),
+            "checked": checked,
             "discrepancies": found.iter().map(|f| json!({
+                "provider": f.provider,
                 "kind": f.kind,
                 "reference": f.reference,
                 "orderId": f.order_id,
@@ -209,6 +309,7 @@ impl Reconciler {
             "open": open,
             "problems": problems,
             "notCompared": not_compared,
+            "sources": sources,
         }))
     }
 
@@ -223,6 +324,7 @@ impl Reconciler {
         for o in ours {
             let reference = o.order_id.to_string();
             let f = |kind: &'static str, detail: String| Found {
+                provider: "openpix",
                 shop_id: Some(o.shop_id),
                 order_id: Some(o.order_id),
                 reference: reference.clone(),
@@ -266,7 +368,7 @@ impl Reconciler {
                         o.status
                     ),
                 );
-                d.settled = self.settle(o).await;
+                d.settled = self.settle(o.order_id, o.shop_id, &o.provider, None).await;
                 found.push(d);
             } else if !completed && paid_like(&o.status) {
                 found.push(f(
@@ -282,61 +384,229 @@ impl Reconciler {
     }
 
     /// Re-queries a payment payhub missed and reports it when the provider
-    /// confirms it; the resolution's detail, or `None` when it stays open.
-    async fn settle(&self, o: &Ours) -> Option<String> {
+    /// confirms it (the confirmation call: OpenPix's charge, or PixelPay's
+    /// `status` of `pixelpay`'s payment with every proof a callback needs);
+    /// the resolution's detail, or `None` when it stays open. One event id
+    /// per order and fact: found again, it is not reported twice.
+    async fn settle(
+        &self,
+        order_id: Uuid,
+        shop_id: Uuid,
+        provider: &str,
+        pixelpay: Option<PixelPayClaim>,
+    ) -> Option<String> {
         let answer = self
             .confirm
             .confirm(&ConfirmRequest {
-                order_id: o.order_id,
-                claim: ClaimKind::Status,
+                order_id,
+                claim: if pixelpay.is_some() {
+                    ClaimKind::Paid
+                } else {
+                    ClaimKind::Status
+                },
                 provider_charge_id: None,
                 end_to_end_id: None,
-                pixelpay: None,
+                pixelpay,
             })
             .await
             .ok()?;
         match (answer.verdict, answer.report, answer.confirmation) {
             (Verdict::Confirmed, Some(report @ PaymentReport::Completed { .. }), Some(confirmation)) => {
-                let (env, fact) = reported_event(o.order_id, o.shop_id, &o.provider, report, confirmation);
+                let (env, fact) = reported_event(order_id, shop_id, provider, report, confirmation);
                 let mut tx = self.store.pool.begin().await.ok()?;
                 add_once(&mut tx, std::slice::from_ref(&env)).await.ok()?;
                 tx.commit().await.ok()?;
                 let _ = self.outbox.publish_now(std::slice::from_ref(&env)).await;
-                tracing::warn!(order_id = %o.order_id, fact, "reconciliation settled a payment payhub had missed");
+                tracing::warn!(%order_id, fact, provider, "reconciliation settled a payment payhub had missed");
                 Some(format!("re-queried and confirmed by the provider; reported as {fact}"))
             }
             _ => None,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// PixelPay: payhub's own orders of `[start, end)` are the list; each
+    /// recorded payment is asked about with `status`, a few at a time, at
+    /// most the run's cap (unpaid orders first: a missed payment matters most).
+    async fn pixelpay_part(&self, start: OffsetDateTime, end: OffsetDateTime) -> Result<PixelPayPart, sqlx::Error> {
+        let orders: Vec<PixelPayOrder> = sqlx::query_as(
+            "SELECT o.id AS order_id, o.shop_id, o.status, COALESCE(c.amount_minor, o.total_minor) AS amount_minor,
+                    COALESCE(c.provider_charge_id, a.payment_uuid) AS payment_uuid, (c.order_id IS NOT NULL) AS charged
+             FROM orders o LEFT JOIN charges c ON c.order_id = o.id LEFT JOIN card_attempts a ON a.order_id = o.id
+             WHERE o.provider = 'pixelpay' AND o.created_at >= $1 AND o.created_at < $2
+               AND (c.order_id IS NOT NULL OR a.order_id IS NOT NULL)
+             ORDER BY o.status IN ('paid', 'partially_refunded', 'refunded'), o.id",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.store.pool)
+        .await?;
+        let mut part = PixelPayPart::default();
+        let (askable, blind): (Vec<PixelPayOrder>, Vec<PixelPayOrder>) =
+            orders.into_iter().partition(|o| o.payment_uuid.is_some());
+        if !blind.is_empty() {
+            part.unasked.extend(blind.iter().map(|o| o.order_id));
+            part.not_compared.push(json!({
+                "provider": "pixelpay",
+                "orders": blind.len(),
+                "reason": "PixelPay looks a payment up only by its payment_uuid, and the sale's answer carried none (lost): check these orders in PixelPay's dashboard",
+            }));
+        }
+        let cap = self.config.pixelpay_max_per_run;
+        let (asked, over): (Vec<PixelPayOrder>, Vec<PixelPayOrder>) = if askable.len() > cap {
+            let mut a = askable;
+            let over = a.split_off(cap);
+            (a, over)
+        } else {
+            (askable, Vec::new())
+        };
+        if !over.is_empty() {
+            part.unasked.extend(over.iter().map(|o| o.order_id));
+            part.not_compared.push(json!({
+                "provider": "pixelpay",
+                "orders": over.len(),
+                "reason": format!("over this run's cap of {cap} status re-queries (PAYHUB_RECONCILE_PIXELPAY_MAX); a later run compares them"),
+            }));
+        }
+        let answers: Vec<(PixelPayOrder, Result<PixelPayStatusAnswer, String>)> = futures::stream::iter(asked)
+            .map(|o| async move {
+                let answer = self
+                    .pixelpay
+                    .status(&PixelPayStatusRequest {
+                        order_id: o.order_id,
+                        payment_uuid: o.payment_uuid.clone().unwrap_or_default(),
+                    })
+                    .await;
+                (o, answer)
+            })
+            .buffer_unordered(self.config.pixelpay_concurrency.max(1))
+            .collect()
+            .await;
+        for (o, answer) in answers {
+            match answer {
+                Ok(a) => {
+                    part.checked += 1;
+                    part.found.extend(self.compare_pixelpay(&o, &a).await);
+                }
+                Err(e) => {
+                    part.unasked.push(o.order_id);
+                    part.problems.push(format!("pixelpay order {}: {e}", o.order_id));
+                }
+            }
+        }
+        Ok(part)
+    }
+
+    async fn compare_pixelpay(&self, o: &PixelPayOrder, a: &PixelPayStatusAnswer) -> Vec<Found> {
+        let uuid = o.payment_uuid.clone().unwrap_or_default();
+        let f = |kind: &'static str, detail: String| Found {
+            provider: "pixelpay",
+            shop_id: Some(o.shop_id),
+            order_id: Some(o.order_id),
+            reference: o.order_id.to_string(),
+            account: a.account.clone(),
+            kind,
+            detail,
+            settled: None,
+        };
+        let mut found = Vec::new();
+        if !a.known {
+            if o.charged || paid_like(&o.status) {
+                found.push(f(
+                    "unknown_at_provider",
+                    format!(
+                        "payhub recorded PixelPay payment {uuid} (order {}, {}); PixelPay knows no such payment under account {}",
+                        o.order_id, o.status, a.account
+                    ),
+                ));
+            }
+            return found;
+        }
+        if a.approved
+            && let Some(amount) = a.amount_minor
+            && amount != o.amount_minor
+        {
+            found.push(f(
+                "amount_mismatch",
+                format!(
+                    "payhub charged {} (minor units), PixelPay approved {amount} for payment {uuid}",
+                    o.amount_minor
+                ),
+            ));
+        }
+        if a.paid && !paid_like(&o.status) {
+            let mut d = f(
+                "paid_at_provider_only",
+                format!(
+                    "PixelPay says payment {uuid} is approved ({}), payhub has the order {}",
+                    a.transaction_type.as_deref().unwrap_or("sale"),
+                    o.status
+                ),
+            );
+            d.settled = self
+                .settle(
+                    o.order_id,
+                    o.shop_id,
+                    "pixelpay",
+                    Some(PixelPayClaim {
+                        payment_uuid: uuid.clone(),
+                        reference: None,
+                    }),
+                )
+                .await;
+            found.push(d);
+        } else if !a.paid && paid_like(&o.status) && !(a.voided && o.status != "paid") {
+            // A refunded order's payment voided at PixelPay is the refund.
+            found.push(f(
+                "not_paid_at_provider",
+                format!(
+                    "payhub has the order {}, PixelPay says payment {uuid} is {}",
+                    o.status,
+                    if a.voided {
+                        "voided"
+                    } else if a.authorised_only {
+                        "only authorised"
+                    } else {
+                        "not approved"
+                    }
+                ),
+            ));
+        }
+        found
+    }
+
     async fn store_run(
         &self,
-        run_id: Uuid,
-        day: Date,
-        trigger: &str,
-        status: &str,
-        ours: &[Ours],
+        run: Run<'_>,
         found: &[Found],
         problems: &[String],
         not_compared: &[serde_json::Value],
-        started: OffsetDateTime,
     ) -> Result<i64, sqlx::Error> {
+        let Run {
+            id: run_id,
+            day,
+            trigger,
+            status,
+            checked,
+            sources,
+            unasked,
+            started,
+        } = run;
         let mut tx = self.store.pool.begin().await?;
         sqlx::query(
             "INSERT INTO reconciliation_runs (id, day, trigger, status, checked, discrepancies, detail, started_at,
-                                              not_compared)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                              not_compared, sources)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(run_id)
         .bind(day)
         .bind(trigger)
         .bind(status)
-        .bind(ours.len() as i32)
+        .bind(checked as i32)
         .bind(found.len() as i32)
         .bind((!problems.is_empty()).then(|| problems.join("; ")))
         .bind(started)
         .bind(serde_json::Value::Array(not_compared.to_vec()))
+        .bind(sources)
         .execute(&mut *tx)
         .await?;
         let mut alerts = Vec::new();
@@ -345,7 +615,7 @@ impl Reconciler {
             let (id, alerted): (Uuid, Option<OffsetDateTime>) = sqlx::query_as(
                 "INSERT INTO reconciliation_discrepancies (id, day, shop_id, order_id, reference, provider, account, kind,
                      detail, resolution, resolution_detail, first_run, last_run, resolved_at)
-                 VALUES ($1, $2, $3, $4, $5, 'openpix', $6, $7, $8, $9, $10, $11, $11,
+                 VALUES ($1, $2, $3, $4, $5, $12, $6, $7, $8, $9, $10, $11, $11,
                          CASE WHEN $9 <> 'open' THEN now() END)
                  ON CONFLICT (day, reference, kind) DO UPDATE
                     SET last_run = EXCLUDED.last_run, detail = EXCLUDED.detail,
@@ -368,6 +638,7 @@ impl Reconciler {
             .bind(resolution)
             .bind(f.settled.as_deref())
             .bind(run_id)
+            .bind(f.provider)
             .fetch_one(&mut *tx)
             .await?;
             if f.settled.is_none() && alerted.is_none() {
@@ -397,16 +668,19 @@ impl Reconciler {
                     .await?;
             }
         }
-        // What this run (complete) no longer finds is resolved.
+        // What this run (complete) no longer finds is resolved; an order it
+        // did not ask about (over the cap, no payment to ask by) keeps its own.
         if problems.is_empty() {
             sqlx::query(
                 "UPDATE reconciliation_discrepancies
                  SET resolution = 'resolved', resolved_at = now(),
                      resolution_detail = 'no longer found by run ' || $2::text
-                 WHERE day = $1 AND resolution = 'open' AND last_run <> $2",
+                 WHERE day = $1 AND resolution = 'open' AND last_run <> $2
+                   AND (order_id IS NULL OR NOT (order_id = ANY($3)))",
             )
             .bind(day)
             .bind(run_id)
+            .bind(unasked)
             .execute(&mut *tx)
             .await?;
         }
@@ -422,25 +696,72 @@ impl Reconciler {
     }
 
     async fn refresh_metrics(&self) -> Result<(), sqlx::Error> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT kind, count(*) FROM reconciliation_discrepancies WHERE resolution = 'open' GROUP BY kind",
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT provider, kind, count(*) FROM reconciliation_discrepancies WHERE resolution = 'open'
+             GROUP BY provider, kind",
         )
         .fetch_all(&self.store.pool)
         .await?;
-        for k in KINDS {
-            OPEN.with_label_values(&[k])
-                .set(rows.iter().find(|(rk, _)| rk == k).map_or(0, |(_, n)| *n));
+        for p in ["openpix", "pixelpay"] {
+            for k in KINDS {
+                OPEN.with_label_values(&[p, k]).set(
+                    rows.iter()
+                        .find(|(rp, rk, _)| rp == p && rk == k)
+                        .map_or(0, |(_, _, n)| *n),
+                );
+            }
         }
         Ok(())
     }
 
-    /// Every `interval`: yesterday and today.
+    /// The closed days (UTC) of the last `backfill_days` before `today`
+    /// that have orders and no run that saw them whole: none started after
+    /// the day ended, or only incomplete ones. Oldest first.
+    pub async fn missed_days(&self, today: Date) -> Result<Vec<Date>, sqlx::Error> {
+        let mut days = Vec::new();
+        for back in (1..=i64::from(self.config.backfill_days)).rev() {
+            let day = today - time::Duration::days(back);
+            let start = day.midnight().assume_utc();
+            let end = start + time::Duration::days(1);
+            let (orders, run): (bool, bool) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM orders WHERE created_at >= $1 AND created_at < $2),
+                        EXISTS (SELECT 1 FROM reconciliation_runs
+                                WHERE day = $3 AND status <> 'incomplete' AND started_at >= $2)",
+            )
+            .bind(start)
+            .bind(end)
+            .bind(day)
+            .fetch_one(&self.store.pool)
+            .await?;
+            if orders && !run {
+                days.push(day);
+            }
+        }
+        Ok(days)
+    }
+
+    /// Runs the days [`Reconciler::missed_days`] finds (reporter was down
+    /// across their end); the days run. A day already run is not run again.
+    pub async fn backfill(&self, today: Date) -> Result<Vec<Date>, sqlx::Error> {
+        let days = self.missed_days(today).await?;
+        for day in &days {
+            tracing::info!(%day, "reconciliation: running a day missed while reporter was down");
+            self.run(*day, "backfill").await?;
+        }
+        Ok(days)
+    }
+
+    /// At start, the missed days; then every `interval`: yesterday, today
+    /// and any day still missed.
     pub async fn run_periodically(
         self: std::sync::Arc<Self>,
         interval: std::time::Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         loop {
+            if let Err(e) = self.backfill(OffsetDateTime::now_utc().date()).await {
+                tracing::warn!(error = %e, "reconciliation backfill failed; trying again next time");
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}

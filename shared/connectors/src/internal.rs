@@ -639,3 +639,67 @@ impl RedirectClient {
             .map_err(|(status, text)| format!("charge-creator answered {status}: {}", excerpt(&text)))
     }
 }
+
+/// charge-creator's PixelPay status call (issue 13 §1): PixelPay's own
+/// record of one payment (`POST /api/v2/transaction/status` by its
+/// `payment_uuid`, the only lookup PixelPay has), asked under the account
+/// payhub recorded with the order's charge or card attempt (the shop's
+/// otherwise), for reporter's reconciliation. It only reads: nothing is
+/// paid by it (a payment payhub missed is settled through [`CONFIRM_PATH`]).
+pub const PIXELPAY_STATUS_PATH: &str = "/internal/v1/pixelpay/status";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PixelPayStatusRequest {
+    pub order_id: Uuid,
+    /// Must be the payment payhub recorded for the order.
+    pub payment_uuid: String,
+}
+
+/// PixelPay's record of the payment, as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PixelPayStatusAnswer {
+    /// False when PixelPay knows no such payment under the account.
+    pub known: bool,
+    /// Approved, not voided, and not an uncaptured authorisation: money taken.
+    pub paid: bool,
+    pub approved: bool,
+    pub voided: bool,
+    /// An approved authorisation not (yet) captured.
+    pub authorised_only: bool,
+    /// `transaction_type` (sale, auth, capture, void, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_type: Option<String>,
+    /// The approved amount when approved, else the transaction's amount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_minor: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// PixelPay's order id of the payment, when the answer names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixelpay_order_id: Option<String>,
+    /// The account asked (`platform` or an account id).
+    pub account: String,
+}
+
+/// The client side, for reporter.
+#[derive(Clone, Debug)]
+pub struct PixelPayStatusClient(InternalClient);
+
+impl PixelPayStatusClient {
+    pub fn new(
+        charge_creator_url: &str,
+        token: SecretString,
+        timeout: Duration,
+    ) -> Result<PixelPayStatusClient, reqwest::Error> {
+        InternalClient::new(charge_creator_url, PIXELPAY_STATUS_PATH, token, timeout).map(PixelPayStatusClient)
+    }
+
+    /// `Err` when PixelPay's record could not be had (charge-creator or
+    /// PixelPay unavailable, or the request refused).
+    pub async fn status(&self, req: &PixelPayStatusRequest) -> Result<PixelPayStatusAnswer, String> {
+        self.0
+            .post(req)
+            .await?
+            .map_err(|(status, text)| format!("charge-creator answered {status}: {}", excerpt(&text)))
+    }
+}

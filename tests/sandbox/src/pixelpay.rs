@@ -25,6 +25,14 @@
 //!   POSTs the error webhook. A delivery is resent until the receiver answers
 //!   exactly 200, at most [`PIXELPAY_WEBHOOK_ATTEMPTS`] times,
 //!   [`crate::SandboxConfig::pixelpay_webhook_retry_delay`] apart.
+//! * **Reconciliation faults** ([`crate::Sandbox::pixelpay_set_status_fault`],
+//!   or `POST /sandbox/pixelpay/status-faults {"orderId", "fault", "value"?}`):
+//!   `status` of the payments of one order (PixelPay's `order_id`, payhub's
+//!   order id; `"*"` for every order) disagrees with what happened:
+//!   `hide` (404, PixelPay knows no such payment), `unpaid` (answered as
+//!   voided), `value` (another approved amount, in minor units) or
+//!   `unavailable` (503 for `status` only, so a sale answered 408 stays
+//!   unsettled: paid at PixelPay, not at payhub). `{"fault": "clear"}` ends them.
 //!
 //! Where PixelPay's public material is silent the simulator picks, and says
 //! so here: `payment_uuid` is `P-` and a v4 UUID; amounts in results are JSON
@@ -270,6 +278,17 @@ pub(crate) struct PixelPayState {
     /// Woken after every delivery attempt, for [`crate::Sandbox::pixelpay_wait_delivery`].
     delivery_changed: tokio::sync::Notify,
     retry_delay: Duration,
+    /// How `status` disagrees, by PixelPay order id (`*`: every order).
+    status_faults: Mutex<BTreeMap<String, StatusFault>>,
+}
+
+/// How `status` disagrees with what happened, for reconciliation tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusFault {
+    Hide,
+    Unpaid,
+    Value(i64),
+    Unavailable,
 }
 
 impl PixelPayState {
@@ -313,6 +332,7 @@ impl PixelPayState {
             next_delivery: AtomicU64::new(1),
             delivery_changed: tokio::sync::Notify::new(),
             retry_delay,
+            status_faults: Mutex::default(),
         }
     }
 
@@ -328,6 +348,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/api/v2/transaction/{operation}", post(transaction))
         .route("/sandbox/pixelpay/transactions", get(list_transactions))
         .route("/sandbox/pixelpay/deliveries", get(list_deliveries))
+        .route("/sandbox/pixelpay/status-faults", post(status_fault_control))
         .with_state(state)
 }
 
@@ -881,12 +902,70 @@ fn op_void(pp: &PixelPayState, merchant: &Merchant, req: &Map<String, Value>) ->
 /// and `order_currency`.
 fn op_status(pp: &PixelPayState, merchant: &Merchant, req: &Map<String, Value>) -> Answer {
     let mut errors = Errors::default();
+    let faults = lock(&pp.status_faults).clone();
     with_transaction(pp, merchant, req, &mut errors, |tx, _| {
+        let fault = faults.get(&tx.order_id).or_else(|| faults.get("*")).copied();
         let mut view = result_view(tx, merchant, tx.current_type());
+        match fault {
+            Some(StatusFault::Hide) => return Err(Answer::error(404, "Transacción no encontrada")),
+            Some(StatusFault::Unavailable) => return Err(Answer::error(503, "Servicio no disponible")),
+            Some(StatusFault::Unpaid) => {
+                view["transaction_type"] = json!("void");
+            }
+            Some(StatusFault::Value(v)) => {
+                view["transaction_approved_amount"] = major(v);
+                view["transaction_amount"] = major(v);
+            }
+            None => {}
+        }
         view["order_id"] = json!(tx.order_id);
         view["order_currency"] = json!(tx.currency);
         Ok(view)
     })
+}
+
+/// A reconciliation fault for the payments of `order_id` (`*`: every
+/// order); `None` clears them all.
+fn set_status_fault(pp: &PixelPayState, fault: Option<(&str, &str, Option<i64>)>) -> Result<(), String> {
+    let mut f = lock(&pp.status_faults);
+    let (order, kind) = match fault {
+        None => {
+            f.clear();
+            return Ok(());
+        }
+        Some((order, "hide", _)) => (order, StatusFault::Hide),
+        Some((order, "unpaid", _)) => (order, StatusFault::Unpaid),
+        Some((order, "value", Some(v))) => (order, StatusFault::Value(v)),
+        Some((order, "unavailable", _)) => (order, StatusFault::Unavailable),
+        Some((_, other, _)) => {
+            return Err(format!(
+                "unknown status fault {other:?} (hide, unpaid, value with a value, unavailable)"
+            ));
+        }
+    };
+    f.insert(order.to_string(), kind);
+    Ok(())
+}
+
+/// `POST /sandbox/pixelpay/status-faults`.
+async fn status_fault_control(State(state): State<Shared>, body: Bytes) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let fault = v.get("fault").and_then(Value::as_str).unwrap_or_default();
+    let result = if fault == "clear" {
+        set_status_fault(&state.pixelpay, None)
+    } else {
+        match v.get("orderId").and_then(Value::as_str) {
+            Some(order) => set_status_fault(
+                &state.pixelpay,
+                Some((order, fault, v.get("value").and_then(Value::as_i64))),
+            ),
+            None => Err("orderId is required".into()),
+        }
+    };
+    match result {
+        Ok(()) => Json(json!({"ok": true})).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+    }
 }
 
 /// `GET /sandbox/pixelpay/transactions`.
@@ -1126,6 +1205,18 @@ impl Inner {
 }
 
 impl crate::Sandbox {
+    /// Makes PixelPay's `status` of `order_id`'s payments (`*`: every
+    /// order's) disagree: `hide`, `unpaid`, `value` (with `value`, minor
+    /// units) or `unavailable` (see the module's reconciliation faults).
+    pub fn pixelpay_set_status_fault(&self, order_id: &str, fault: &str, value: Option<i64>) -> anyhow::Result<()> {
+        set_status_fault(&self.inner.pixelpay, Some((order_id, fault, value))).map_err(anyhow::Error::msg)
+    }
+
+    /// PixelPay's `status` tells the truth again.
+    pub fn pixelpay_clear_status_faults(&self) {
+        let _ = set_status_fault(&self.inner.pixelpay, None);
+    }
+
     /// Every PixelPay transaction of both merchants, in creation order.
     pub fn pixelpay_transactions(&self) -> Vec<PixelPayTransaction> {
         lock(&self.inner.pixelpay.transactions).clone()
