@@ -108,13 +108,12 @@ impl Store {
         let mut opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
         // Which service a connection belongs to, in pg_stat_activity and the
         // server's log (`%a`), unless the URL names one.
-        if !url.contains("application_name") {
-            if let Some(name) = std::env::current_exe()
+        if !url.contains("application_name")
+            && let Some(name) = std::env::current_exe()
                 .ok()
                 .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-            {
-                opts = opts.application_name(&name);
-            }
+        {
+            opts = opts.application_name(&name);
         }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
