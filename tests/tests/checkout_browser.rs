@@ -211,6 +211,17 @@ async fn a_pix_checkout_shows_the_qr_code_and_turns_paid_by_itself() {
     let url = view["checkout"]["url"].as_str().unwrap().to_string();
     let order_id = view["id"].as_str().unwrap().to_string();
     app.wait_for_status("co-pix", "awaiting_payment").await;
+    // The order's first webhook hands the shop the same checkout URL (the
+    // session is opened before the order's event is published).
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !app.shop_hooks_for("co-pix", "awaiting_payment").is_empty()
+        })
+        .await,
+        "the first webhook"
+    );
+    let hook: Value = serde_json::from_str(&app.shop_hooks_for("co-pix", "awaiting_payment")[0].body).unwrap();
+    assert_eq!(hook["data"]["checkout"]["url"], url, "{hook:#}");
     let br_code = app.get_order("co-pix").await.json::<Value>().await.unwrap()["charge"]["brCode"]
         .as_str()
         .unwrap()

@@ -118,18 +118,21 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
     {
         return Ok(crate::health::unavailable(&down));
     }
-    let (status, id, replayed) = match accept::accept(&st.store, &st.stock, &shop, &order, OrderChannel::Api).await {
-        Ok(accepted @ Accepted::Created(..)) => {
-            accept::publish_in_background(&st.outbox, &accepted);
-            (StatusCode::CREATED, accepted.id(), false)
-        }
-        Ok(Accepted::Replayed(id)) => (StatusCode::OK, id, true),
-        Err(e) => return Err(accept_error(e)),
-    };
+    let (status, id, replayed, created) =
+        match accept::accept(&st.store, &st.stock, &shop, &order, OrderChannel::Api).await {
+            Ok(accepted @ Accepted::Created(..)) => (StatusCode::CREATED, accepted.id(), false, Some(accepted)),
+            Ok(Accepted::Replayed(id)) => (StatusCode::OK, id, true, None),
+            Err(e) => return Err(accept_error(e)),
+        };
     // The buyer's page, opened with the order (a replay opens it if the
-    // first request stopped between the two).
+    // first request stopped between the two), before the order's event is
+    // published, so that the first webhook can carry its URL. Should this
+    // fail, the event stays in the outbox, which publishes it later.
     if let Some(checkout) = &checkout {
         crate::checkout::open(&st.store, id, checkout).await?;
+    }
+    if let Some(accepted) = &created {
+        accept::publish_in_background(&st.outbox, accepted);
     }
     // A card is charged now, while the shop waits; charge-creator keeps one
     // call per order, so a replayed request never charges twice.
