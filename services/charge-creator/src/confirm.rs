@@ -37,6 +37,23 @@ pub struct ConfirmState {
     pub platform_pixelpay: Option<payhub_connectors::pixelpay::PixelPayAccount>,
 }
 
+impl ConfirmState {
+    /// The 401 for a caller without the internal token; `None` lets it in.
+    pub(crate) fn refuse_without_token(&self, headers: &HeaderMap) -> Option<Response> {
+        let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if payhub_service::internal::bearer_matches(auth, secrecy::ExposeSecret::expose_secret(&self.token)) {
+            return None;
+        }
+        Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "internal token required"})),
+            )
+                .into_response(),
+        )
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct ChargeRow {
     provider: String,
@@ -65,13 +82,8 @@ pub async fn confirm_route(
     headers: HeaderMap,
     Json(req): Json<ConfirmRequest>,
 ) -> Response {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if !payhub_service::internal::bearer_matches(auth, secrecy::ExposeSecret::expose_secret(&st.token)) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "internal token required"})),
-        )
-            .into_response();
+    if let Some(refused) = st.refuse_without_token(&headers) {
+        return refused;
     }
     // A PixelPay callback: PixelPay's `status` decides, under the order's account.
     if let Some(claim) = &req.pixelpay {

@@ -7,7 +7,7 @@
 use crate::confirm::ConfirmState;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use payhub_connectors::ConnectorError;
 use payhub_connectors::internal::{ListedCharge, ListingAnswer, ListingRequest};
@@ -19,13 +19,8 @@ pub async fn listing_route(
     headers: HeaderMap,
     Json(req): Json<ListingRequest>,
 ) -> Response {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if !payhub_service::internal::bearer_matches(auth, secrecy::ExposeSecret::expose_secret(&st.token)) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "internal token required"})),
-        )
-            .into_response();
+    if let Some(refused) = st.refuse_without_token(&headers) {
+        return refused;
     }
     if req.provider != "openpix" {
         return (

@@ -14,7 +14,7 @@ use crate::accounts::AccountError;
 use crate::confirm::{ConfirmState, unavailable};
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use payhub_connectors::ConnectorError;
 use payhub_connectors::internal::{PixelPayStatusAnswer, PixelPayStatusRequest};
@@ -40,13 +40,8 @@ pub async fn status_route(
     headers: HeaderMap,
     Json(req): Json<PixelPayStatusRequest>,
 ) -> Response {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if !payhub_service::internal::bearer_matches(auth, secrecy::ExposeSecret::expose_secret(&st.token)) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "internal token required"})),
-        )
-            .into_response();
+    if let Some(refused) = st.refuse_without_token(&headers) {
+        return refused;
     }
     let row: Option<Recorded> = match sqlx::query_as(
         "SELECT o.shop_id, o.provider, c.provider_charge_id AS charge_uuid, c.provider_account AS charge_account,

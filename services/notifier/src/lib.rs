@@ -213,6 +213,28 @@ struct Planned {
     send: Send,
 }
 
+impl Planned {
+    /// One e-mail to the buyer, recorded under its masked address.
+    fn buyer_mail(to: &str, mail: mail::Mail) -> Planned {
+        Planned {
+            kind: Kind::BuyerEmail,
+            target: masked(to),
+            webhook_id: None,
+            send: Send::Mail {
+                to: to.to_string(),
+                mail,
+            },
+        }
+    }
+}
+
+/// A buyer's address as the deliveries table keeps it.
+fn masked(email: &str) -> String {
+    payhub_core::identity::Email::parse(email)
+        .map(|e| e.masked())
+        .unwrap_or_else(|_| "invalid".into())
+}
+
 /// What one delivery sends.
 /// A paid order's receipt as e-mailed: each layout's SHA-256.
 struct ReceiptHashes {
@@ -575,34 +597,19 @@ impl NotifyHandler {
         let env = &msg.envelope;
         let order = env.correlation_id.as_deref().unwrap_or("");
         let planned = match invoice.status {
-            InvoiceStatus::Issued => Planned {
-                kind: Kind::BuyerEmail,
-                target: payhub_core::identity::Email::parse(&invoice.customer_email)
-                    .map(|e| e.masked())
-                    .unwrap_or_else(|_| "invalid".into()),
-                webhook_id: None,
-                send: Send::Mail {
-                    to: invoice.customer_email.clone(),
-                    mail: mail::invoice_issued(
-                        order,
-                        invoice,
-                        &env.order_id
-                            .map(|id| self.order_links.url(&self.public_base_url, id))
-                            .unwrap_or_default(),
-                    ),
-                },
-            },
-            InvoiceStatus::Cancelled => Planned {
-                kind: Kind::BuyerEmail,
-                target: payhub_core::identity::Email::parse(&invoice.customer_email)
-                    .map(|e| e.masked())
-                    .unwrap_or_else(|_| "invalid".into()),
-                webhook_id: None,
-                send: Send::Mail {
-                    to: invoice.customer_email.clone(),
-                    mail: mail::invoice_cancelled(order, invoice),
-                },
-            },
+            InvoiceStatus::Issued => Planned::buyer_mail(
+                &invoice.customer_email,
+                mail::invoice_issued(
+                    order,
+                    invoice,
+                    &env.order_id
+                        .map(|id| self.order_links.url(&self.public_base_url, id))
+                        .unwrap_or_default(),
+                ),
+            ),
+            InvoiceStatus::Cancelled => {
+                Planned::buyer_mail(&invoice.customer_email, mail::invoice_cancelled(order, invoice))
+            }
             InvoiceStatus::Failed | InvoiceStatus::CancelFailed => {
                 let shop_id = env
                     .shop_id
@@ -817,17 +824,10 @@ impl NotifyHandler {
         let order = env.correlation_id.as_deref().unwrap_or("");
         let lang = survey::language(ret.amount.currency());
         let link = self.order_links.url(&self.public_base_url, order_id);
-        let mut planned = vec![Planned {
-            kind: Kind::BuyerEmail,
-            target: payhub_core::identity::Email::parse(&ret.customer_email)
-                .map(|e| e.masked())
-                .unwrap_or_else(|_| "invalid".into()),
-            webhook_id: None,
-            send: Send::Mail {
-                to: ret.customer_email.clone(),
-                mail: mail::pagoseguro_return_buyer(order, ret, lang, &link),
-            },
-        }];
+        let mut planned = vec![Planned::buyer_mail(
+            &ret.customer_email,
+            mail::pagoseguro_return_buyer(order, ret, lang, &link),
+        )];
         match shop.admin_email.clone() {
             Some(admin) => planned.push(Planned {
                 kind: Kind::AdminAlert,
@@ -961,9 +961,7 @@ impl Handler for NotifyHandler {
             };
             planned.push(Planned {
                 kind: Kind::BuyerEmail,
-                target: payhub_core::identity::Email::parse(&change.customer_email)
-                    .map(|e| e.masked())
-                    .unwrap_or_else(|_| "invalid".into()),
+                target: masked(&change.customer_email),
                 webhook_id: None,
                 send,
             });

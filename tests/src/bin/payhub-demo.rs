@@ -98,6 +98,38 @@ where
     }
 }
 
+/// Waits (20 s at most) until the sandbox's mailbox holds at least two
+/// e-mails whose subject names `reference`, and returns them.
+async fn two_mails_about(http: &reqwest::Client, what: &str, reference: &str) -> anyhow::Result<Vec<Value>> {
+    poll(what, Duration::from_secs(20), || async {
+        let mails: Value = http
+            .get(format!("http://{SANDBOX}/sandbox/emails"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let mine: Vec<Value> = mails["emails"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["subject"].as_str().is_some_and(|s| s.contains(reference)))
+            .cloned()
+            .collect();
+        (mine.len() >= 2).then_some(mine)
+    })
+    .await
+}
+
+/// One line of the demo's output for an e-mail the sandbox received.
+fn mail_line(m: &Value) -> String {
+    format!(
+        "e-mail delivered to {}: \"{}\"",
+        m["rcpt_to"][0].as_str().unwrap_or("?"),
+        m["subject"].as_str().unwrap_or("")
+    )
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     payhub_telemetry::install_crypto();
@@ -351,33 +383,9 @@ async fn run(procs: &mut Procs) -> anyhow::Result<()> {
         ),
     );
 
-    let mails = poll("the buyer's e-mails", Duration::from_secs(20), || async {
-        let mails: Value = http
-            .get(format!("http://{SANDBOX}/sandbox/emails"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let mine: Vec<Value> = mails["emails"]
-            .as_array()?
-            .iter()
-            .filter(|m| m["subject"].as_str().is_some_and(|s| s.contains(&correlation_id)))
-            .cloned()
-            .collect();
-        (mine.len() >= 2).then_some(mine)
-    })
-    .await?;
+    let mails = two_mails_about(&http, "the buyer's e-mails", &correlation_id).await?;
     for m in &mails {
-        step(
-            start,
-            &format!(
-                "e-mail delivered to {}: \"{}\"",
-                m["rcpt_to"][0].as_str().unwrap_or("?"),
-                m["subject"].as_str().unwrap_or("")
-            ),
-        );
+        step(start, &mail_line(m));
     }
 
     // A partial refund of the PIX order, then the rest.
@@ -625,37 +633,9 @@ async fn pagoseguro_checkout(
     let _ = driver.wait();
     walked?;
 
-    let mails = poll(
-        "payhub's Pago Seguro confirmation e-mails",
-        Duration::from_secs(20),
-        || async {
-            let mails: Value = http
-                .get(format!("http://{SANDBOX}/sandbox/emails"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let mine: Vec<Value> = mails["emails"]
-                .as_array()?
-                .iter()
-                .filter(|m| m["subject"].as_str().is_some_and(|s| s.contains(&cid)))
-                .cloned()
-                .collect();
-            (mine.len() >= 2).then_some(mine)
-        },
-    )
-    .await?;
+    let mails = two_mails_about(http, "payhub's Pago Seguro confirmation e-mails", &cid).await?;
     for m in &mails {
-        step(
-            start,
-            &format!(
-                "e-mail delivered to {}: \"{}\"",
-                m["rcpt_to"][0].as_str().unwrap_or("?"),
-                m["subject"].as_str().unwrap_or("")
-            ),
-        );
+        step(start, &mail_line(m));
     }
     Ok(())
 }
