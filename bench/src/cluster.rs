@@ -73,8 +73,30 @@ pub struct Cluster {
     settings_pg_server_url: String,
 }
 
-/// A free loopback address (bound, read, released).
+/// A free loopback address (bound, read, released), below Linux's
+/// ephemeral range (32768 and up by default): a port handed out by
+/// `bind(0)` comes from that range, where the outgoing connections the
+/// services open at start (PostgreSQL, RabbitMQ) can take it before the
+/// service binds it (a chaos run in CI lost ingress to "Address already in
+/// use" that way). Ports are tried in turn from a start that differs
+/// between processes, so that two benches at once do not walk the same ones.
 pub fn free_addr() -> anyhow::Result<String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() % 1_000) * 12,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return Ok(l.local_addr()?.to_string());
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.to_string())
 }
