@@ -75,9 +75,14 @@ GRANT INSERT, UPDATE ON deliveries TO payhub_notifier;
 GRANT INSERT ON receipts TO payhub_notifier;
 GRANT INSERT, UPDATE ON survey_invitations TO payhub_notifier;
 
--- reporter owns the daily figures and the sweeper's findings.
+-- reporter owns the daily figures and the sweeper's findings. order-updater
+-- writes a status move's figures (its report row, ledger line and delivery
+-- outcome) in the move's own transaction (issue 14); reporter writes them
+-- for events still queued for it from before.
 GRANT INSERT, UPDATE ON report_daily, stale_orders TO payhub_reporter;
 GRANT INSERT ON delivery_outcomes TO payhub_reporter;
+GRANT INSERT, UPDATE ON report_daily TO payhub_order_updater;
+GRANT INSERT ON delivery_outcomes, ledger_lines TO payhub_order_updater;
 
 -- charge-creator owns provider_health (its probes of each provider account);
 -- ingress reads it to refuse orders while a shop's provider is down.

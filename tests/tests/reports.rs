@@ -349,3 +349,118 @@ async fn daily_reports_missed_while_reporter_was_down_are_made_when_it_comes_bac
     );
     app.stop().await;
 }
+
+/// What the reporter acknowledged of `kind` from its queue, by any outcome.
+fn reporter_deliveries(app: &TestApp, kind: &str) -> u64 {
+    let queue = app.topology.work_queue(&payhub_queue::QueueSpec::REPORTER);
+    ["ack", "retry", "dead_letter", "requeue", "handed_back", "permanent"]
+        .iter()
+        .map(|outcome| {
+            payhub_queue::metrics::CONSUMED
+                .with_label_values(&[queue.as_str(), kind, outcome])
+                .get()
+        })
+        .sum()
+}
+
+/// Issue 14: order-updater records a move's figures in the move's own
+/// transaction, and the reporter's queue is bound to nothing. What an
+/// earlier version left on that queue is still counted, once; and an event
+/// the new order-updater already counted (a previous reporter still bound
+/// during a rolling upgrade) is not counted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figures_are_recorded_with_the_move_and_a_queued_status_change_counts_once() {
+    let app = TestApp::spawn().await;
+    let order_id = app.sample_paid_order("fig-1").await;
+    // Counted with the move: visible as soon as the order is paid.
+    let paid_rows = || async {
+        app.count("SELECT COALESCE(sum(orders), 0)::bigint FROM report_daily WHERE status = 'paid'")
+            .await
+    };
+    assert_eq!(paid_rows().await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM ledger_lines").await, 1);
+    let (counted_id,): (uuid::Uuid,) = sqlx::query_as("SELECT source_event_id FROM ledger_lines")
+        .fetch_one(&app.store.pool)
+        .await
+        .unwrap();
+    let view: Value = app.get_order("fig-1").await.json().await.unwrap();
+    let status_change = |id: uuid::Uuid, to: payhub_core::OrderStatus| {
+        let mut env = payhub_core::Envelope::for_order(
+            payhub_core::events::EventPayload::OrderStatusChanged(payhub_core::events::OrderStatusChanged {
+                channel: Default::default(),
+                provider: payhub_core::Provider::Openpix,
+                from: payhub_core::OrderStatus::AwaitingPayment,
+                to,
+                amount: payhub_core::Money::from_minor(22779, payhub_core::Currency::Brl),
+                reason: None,
+                customer_name: view["customer"]["name"].as_str().unwrap_or("Maria").to_string(),
+                customer_email: "buyer@example.com".into(),
+                summary: String::new(),
+                charge: None,
+                end_to_end_id: None,
+                order_created_at: time::OffsetDateTime::now_utc(),
+                refund: None,
+                details: None,
+                shipment: None,
+            }),
+            order_id.parse().unwrap(),
+            app.shop.shop.id,
+            "fig-1",
+        );
+        env.id = id;
+        env
+    };
+    let legacy = uuid::Uuid::now_v7();
+    let queued = [
+        // The payment order-updater already counted, routed to a reporter
+        // of the previous version as well.
+        status_change(counted_id, payhub_core::OrderStatus::Paid),
+        // A move an earlier order-updater made and left to the reporter,
+        // delivered twice.
+        status_change(legacy, payhub_core::OrderStatus::Cancelled),
+        status_change(legacy, payhub_core::OrderStatus::Cancelled),
+    ];
+    let conn = lapin::Connection::connect(&payhub_tests::amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let queue = app.topology.work_queue(&payhub_queue::QueueSpec::REPORTER);
+    for env in &queued {
+        ch.basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            Default::default(),
+            &env.to_json(),
+            lapin::BasicProperties::default()
+                .with_message_id(env.id.to_string().into())
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            reporter_deliveries(&app, "order.status_changed") == 3
+        })
+        .await,
+        "the reporter drained its queue"
+    );
+    assert_eq!(paid_rows().await, 1, "the payment counted once");
+    assert_eq!(app.count("SELECT count(*) FROM ledger_lines").await, 1);
+    assert_eq!(
+        app.count("SELECT COALESCE(sum(orders), 0)::bigint FROM report_daily WHERE status = 'cancelled'")
+            .await,
+        1,
+        "the queued move counted once"
+    );
+    let dlq = app.dead_letter_admin().await;
+    let parked = app.topology.dead_letter_queue(&payhub_queue::QueueSpec::REPORTER);
+    assert_eq!(dlq.depth(&parked).await.unwrap(), 0, "nothing parked");
+    dlq.close().await;
+    app.stop().await;
+}

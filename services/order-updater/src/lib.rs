@@ -196,6 +196,14 @@ fn invoice_action(
     None
 }
 
+/// The figures of the moves (report rows, ledger lines, delivery outcomes),
+/// in the moves' own transaction: exact by construction, and no queue
+/// delivery per status change to the reporter (issue 14).
+async fn record_figures(tx: &mut sqlx::PgConnection, moved: &[Moved]) -> Result<Vec<bool>, Failure> {
+    let events: Vec<&Envelope> = moved.iter().map(|m| &m.event).collect();
+    payhub_store::figures::record(tx, &events).await.map_err(db)
+}
+
 /// Namespace of the ids of the refusals of fulfilment reports.
 const REFUSAL_NAMESPACE: Uuid = Uuid::from_u128(0x2c5e_8a41_7b3f_4d19_9e06_f1a2_b3c4_d5e6);
 
@@ -496,7 +504,9 @@ impl Handler for UpdateHandler {
     async fn handle(&self, msg: &Incoming) -> Result<(), Failure> {
         let mut tx = self.store.begin().await.map_err(db)?;
         let out = self.apply(&mut tx, &msg.envelope).await?;
+        let on_time = record_figures(&mut tx, out.as_slice()).await?;
         tx.commit().await.map_err(db)?;
+        payhub_store::figures::count_deliveries(&on_time);
         self.published(out.into_iter().collect()).await;
         Ok(())
     }
@@ -550,12 +560,18 @@ impl Handler for UpdateHandler {
                 }
             }
         }
-        if let Err(e) = tx.commit().await {
-            let f = db(e);
-            for i in applied {
-                results[i] = Err(f.clone());
+        let committed = match record_figures(&mut tx, &events).await {
+            Ok(on_time) => tx.commit().await.map_err(db).map(|()| on_time),
+            Err(f) => Err(f),
+        };
+        match committed {
+            Ok(on_time) => payhub_store::figures::count_deliveries(&on_time),
+            Err(f) => {
+                for i in applied {
+                    results[i] = Err(f.clone());
+                }
+                return results;
             }
-            return results;
         }
         self.published(events).await;
         results

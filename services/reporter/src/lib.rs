@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use payhub_core::events::EventPayload;
-use payhub_core::{Currency, Money, OrderStatus, ValidationErrors};
+use payhub_core::{Currency, Money, ValidationErrors};
 use payhub_queue::{Failure, Handler, Incoming, QueueSpec};
 use payhub_service::problem::ApiError;
 use payhub_service::{CommonConfig, Infra, store_failure as db};
@@ -111,80 +111,12 @@ impl Config {
     }
 }
 
+/// Drains `reporter.events`: the `order.status_changed` events an earlier
+/// version routed here. order-updater now records each move's figures in
+/// the move's own transaction ([`payhub_store::figures`]), so nothing new
+/// arrives; what is still queued is counted with the same function, once.
 pub struct ReportHandler {
     pub store: Store,
-}
-
-/// One report row's key: the day, shop, provider, status and currency.
-type RowKey = (Date, Uuid, &'static str, &'static str, &'static str);
-
-/// What one event adds to the report, if anything.
-fn contribution(env: &payhub_core::Envelope) -> Result<Option<(RowKey, i64)>, Failure> {
-    let (status, amount, provider) = match &env.payload {
-        // New orders are counted from the orders table when the report is
-        // read (`report_rows`): exact, and no delivery per order here (a
-        // queued `order.accepted` from before the binding was retired is
-        // acknowledged and not counted).
-        // A refund counts the money it gave back, not the order's total: a
-        // `partially_refunded` or `refunded` row adds up refunds that day.
-        EventPayload::OrderStatusChanged(c) => (c.to, c.refund.as_ref().map_or(c.amount, |r| r.amount), c.provider),
-        // Charges and payment notices are reflected through the status
-        // changes they cause; nothing to count on their own.
-        _ => return Ok(None),
-    };
-    let shop_id = env
-        .shop_id
-        .ok_or_else(|| Failure::Permanent(format!("{} without a shop", env.kind())))?;
-    let key = (
-        env.occurred_at.date(),
-        shop_id,
-        provider.as_str(),
-        status.as_str(),
-        amount.currency().code(),
-    );
-    Ok(Some((key, amount.minor())))
-}
-
-/// A ledger line an event makes (issue 13 §2): a payment when an order is
-/// paid, a refund when a refund is confirmed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct LedgerEntry {
-    order_id: Uuid,
-    kind: &'static str,
-    provider: &'static str,
-    method: &'static str,
-    gross: Money,
-    settlement_date: Date,
-    occurred_at: time::OffsetDateTime,
-}
-
-fn ledger_entry(env: &payhub_core::Envelope) -> Option<LedgerEntry> {
-    let EventPayload::OrderStatusChanged(c) = &env.payload else {
-        return None;
-    };
-    let order_id = env.order_id?;
-    let (kind, gross, at) = match (&c.refund, c.to) {
-        (Some(r), _) => (
-            "refund",
-            Money::from_minor(-r.amount.minor(), r.amount.currency()),
-            env.occurred_at,
-        ),
-        (None, OrderStatus::Paid) => (
-            "payment",
-            c.amount,
-            c.details.as_ref().and_then(|d| d.paid_at).unwrap_or(env.occurred_at),
-        ),
-        _ => return None,
-    };
-    Some(LedgerEntry {
-        order_id,
-        kind,
-        provider: c.provider.as_str(),
-        method: c.provider.method().as_str(),
-        gross,
-        settlement_date: at.date(),
-        occurred_at: at,
-    })
 }
 
 /// Most events counted in one transaction.
@@ -210,170 +142,43 @@ impl Handler for ReportHandler {
         LINGER
     }
 
-    /// Counts a batch in one transaction: the events not seen before are
-    /// recorded in one statement, their contributions summed per report
-    /// row, and each row updated once, rows in key order so concurrent
-    /// batches never wait on each other in a cycle.
+    /// Counts a batch in one transaction; a status change without a shop
+    /// cannot be counted and is refused for good.
     async fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<(), Failure>> {
         let mut results: Vec<Result<(), Failure>> = vec![Ok(()); msgs.len()];
-        for (i, m) in msgs.iter().enumerate() {
-            if let Err(f) = self.delivery_outcome(&m.envelope).await {
-                results[i] = Err(f);
-            }
-        }
         let mut counted = Vec::new();
-        let mut ledger = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
-            if let Some(l) = ledger_entry(&m.envelope) {
-                ledger.push((m.envelope.id, l));
-            }
-            match contribution(&m.envelope) {
-                Ok(Some(c)) => counted.push((i, m.envelope.id, c)),
-                Ok(None) => {}
-                Err(f) => results[i] = Err(f),
+            let env = &m.envelope;
+            match (&env.payload, env.shop_id) {
+                (EventPayload::OrderStatusChanged(_), None) => {
+                    results[i] = Err(Failure::Permanent(format!("{} without a shop", env.kind())));
+                }
+                (EventPayload::OrderStatusChanged(_), Some(_)) => counted.push((i, env)),
+                // Anything else an earlier version routed here counts nothing.
+                _ => {}
             }
         }
         if counted.is_empty() {
             return results;
         }
-        if let Err(f) = self.count(&counted, &ledger).await {
-            for (i, _, _) in &counted {
-                results[*i] = Err(f.clone());
+        let events: Vec<&payhub_core::Envelope> = counted.iter().map(|(_, e)| *e).collect();
+        let recorded = async {
+            let mut tx = self.store.begin().await?;
+            let on_time = payhub_store::figures::record(&mut tx, &events).await?;
+            tx.commit().await?;
+            Ok::<_, payhub_store::StoreError>(on_time)
+        }
+        .await;
+        match recorded {
+            Ok(on_time) => payhub_store::figures::count_deliveries(&on_time),
+            Err(e) => {
+                let f = db(e);
+                for (i, _) in &counted {
+                    results[*i] = Err(f.clone());
+                }
             }
         }
         results
-    }
-}
-
-/// Delivered orders, on time or late against the date promised at payment.
-/// No shop label: which shop is in `delivery_outcomes`.
-static DELIVERY_OUTCOMES: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(|| {
-    prometheus::register_int_counter_vec!(
-        "payhub_order_deliveries_total",
-        "Orders delivered, by timeliness against the date promised at payment (on_time, late).",
-        &["timeliness"]
-    )
-    .expect("metric registers once")
-});
-
-impl ReportHandler {
-    /// A delivered order with a promise is counted once (its order id is
-    /// the key), on time when delivered on or before the promised day.
-    async fn delivery_outcome(&self, env: &payhub_core::Envelope) -> Result<(), Failure> {
-        let EventPayload::OrderStatusChanged(c) = &env.payload else {
-            return Ok(());
-        };
-        let (Some(order_id), Some(shop_id), Some(s)) = (env.order_id, env.shop_id, c.shipment.as_deref()) else {
-            return Ok(());
-        };
-        let (OrderStatus::Delivered, Some(promised), Some(delivered)) = (c.to, s.promised_delivery_on, s.delivered_on)
-        else {
-            return Ok(());
-        };
-        let on_time = delivered <= promised;
-        let inserted = sqlx::query(
-            "INSERT INTO delivery_outcomes (order_id, shop_id, promised_on, delivered_on, on_time)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(order_id)
-        .bind(shop_id)
-        .bind(promised)
-        .bind(delivered)
-        .bind(on_time)
-        .execute(&self.store.pool)
-        .await
-        .map_err(db)?
-        .rows_affected();
-        if inserted == 1 {
-            DELIVERY_OUTCOMES
-                .with_label_values(&[if on_time { "on_time" } else { "late" }])
-                .inc();
-        }
-        Ok(())
-    }
-
-    async fn count(
-        &self,
-        counted: &[(usize, Uuid, (RowKey, i64))],
-        ledger: &[(Uuid, LedgerEntry)],
-    ) -> Result<(), Failure> {
-        let mut ids: Vec<Uuid> = counted.iter().map(|(_, id, _)| *id).collect();
-        ids.sort();
-        ids.dedup();
-        let mut tx = self.store.begin().await.map_err(db)?;
-        let fresh: Vec<(Uuid,)> = sqlx::query_as(
-            "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[])
-             ON CONFLICT DO NOTHING RETURNING event_id",
-        )
-        .bind(SERVICE)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let fresh: std::collections::HashSet<Uuid> = fresh.into_iter().map(|(id,)| id).collect();
-        let mut rows: std::collections::BTreeMap<RowKey, (i64, i64)> = std::collections::BTreeMap::new();
-        let mut seen = std::collections::HashSet::new();
-        for (_, id, (key, amount)) in counted {
-            // Each event once, even when the batch holds it twice.
-            if fresh.contains(id) && seen.insert(*id) {
-                let row = rows.entry(*key).or_default();
-                row.0 += 1;
-                row.1 += amount;
-            }
-        }
-        for ((day, shop_id, provider, status, currency), (orders, amount)) in rows {
-            sqlx::query(
-                "INSERT INTO report_daily (day, shop_id, provider, status, currency, orders, amount_minor)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (day, shop_id, provider, status, currency)
-                 DO UPDATE SET orders = report_daily.orders + EXCLUDED.orders,
-                               amount_minor = report_daily.amount_minor + EXCLUDED.amount_minor",
-            )
-            .bind(day)
-            .bind(shop_id)
-            .bind(provider)
-            .bind(status)
-            .bind(currency)
-            .bind(orders)
-            .bind(amount)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        // The ledger lines of the fresh events, in the same transaction.
-        let mut written = std::collections::HashSet::new();
-        for (id, l) in ledger {
-            if !fresh.contains(id) || !written.insert(*id) {
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO ledger_lines (id, shop_id, order_id, correlation_id, kind, source_event_id, provider,
-                                           method, currency, gross_minor, fee_minor, net_minor, settlement_date,
-                                           occurred_at)
-                 SELECT $1, o.shop_id, o.id, o.correlation_id, $2, $3, $4,
-                        COALESCE((SELECT c.method FROM charges c WHERE c.order_id = o.id), $5), $6, $7,
-                        f.fee, $7 - f.fee, $8, $9
-                 FROM orders o
-                 CROSS JOIN LATERAL (SELECT CASE WHEN $2 = 'payment' THEN o.provider_fee_minor ELSE 0 END AS fee) f
-                 WHERE o.id = $10
-                 ON CONFLICT (source_event_id) DO NOTHING",
-            )
-            .bind(Uuid::now_v7())
-            .bind(l.kind)
-            .bind(id)
-            .bind(l.provider)
-            .bind(l.method)
-            .bind(l.gross.currency().code())
-            .bind(l.gross.minor())
-            .bind(l.settlement_date)
-            .bind(l.occurred_at)
-            .bind(l.order_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(())
     }
 }
 

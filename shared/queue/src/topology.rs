@@ -133,13 +133,20 @@ impl QueueSpec {
     };
     pub const REPORTER: QueueSpec = QueueSpec {
         base: "reporter.events",
-        // Only what it counts: charges and payment notices reach the report
-        // through the status changes they cause, and new orders are counted
-        // from the orders table when the report is read (one delivery per
-        // order less, and an order the sweeper publishes again is not
-        // counted twice).
-        bindings: &["order.status_changed"],
-        retired_bindings: &["charge.created", "charge.failed", "payment.reported", "order.accepted"],
+        // Nothing any more (issue 14): order-updater records each status
+        // move's figures (report rows, ledger lines, delivery outcomes) in
+        // the move's own transaction, and new orders are counted from the
+        // orders table when the report is read. The queue stays, consumed,
+        // so that what an earlier version routed here is still counted
+        // (once: see payhub_store::figures).
+        bindings: &[],
+        retired_bindings: &[
+            "order.status_changed",
+            "charge.created",
+            "charge.failed",
+            "payment.reported",
+            "order.accepted",
+        ],
         source: Source::Events,
     };
     /// Orders shops publish; every routing key (shops may use their own).

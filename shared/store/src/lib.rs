@@ -4,6 +4,7 @@
 //! Each service keeps the SQL for the tables it owns in its own crate.
 
 pub mod accounts;
+pub mod figures;
 pub mod health;
 pub mod invoicing;
 pub mod outbox;
