@@ -329,7 +329,6 @@ async fn prometheus_finds_data_for_the_panels_and_evaluates_every_alert_during_a
         .await,
         "prometheus never scraped the services"
     );
-    let today = time::OffsetDateTime::now_utc().date().to_string();
     // The shop promises delivery dates (issue 12): each order paid below
     // gets one.
     let mut rules = app.shop.shop.order_rules.clone();
@@ -532,6 +531,8 @@ async fn prometheus_finds_data_for_the_panels_and_evaluates_every_alert_during_a
     // Reconciliation: the provider's listing of the day does not show the
     // held order's charge.
     app.sandbox.set_listing_fault(&held_id, "hide", None).unwrap();
+    // The day (UTC) of the held order's charge, made a moment ago.
+    let today = time::OffsetDateTime::now_utc().date().to_string();
     let (status, run) = internal(&app, "/internal/v1/reconcile", json!({"date": today})).await;
     assert_eq!(status, 200, "{run}");
     assert!(
