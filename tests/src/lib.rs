@@ -507,6 +507,11 @@ impl TestApp {
         ok
     }
 
+    /// charge-creator's base URL (its internal API: confirm, card, listing).
+    pub fn charge_creator_url(&self) -> String {
+        format!("http://{}", self.charge_creator_addr)
+    }
+
     pub fn api_key(&self) -> &str {
         &self.shop.api_key
     }

@@ -158,6 +158,61 @@ async fn a_timeout_is_settled_by_status_and_the_buyer_is_charged_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_about_a_pixelpay_charge_is_never_sent_to_openpix() {
+    let app = TestApp::spawn().await;
+    app.use_sandbox_pixelpay();
+    let (status, view) = post(&app, &card_order("card-claim", "150.00")).await;
+    assert_eq!(status, 201, "{view:#}");
+    let paid = app.wait_for_status("card-claim", "paid").await;
+    let order_id: uuid::Uuid = paid["id"].as_str().unwrap().parse().unwrap();
+    // A PixelPay payment under the platform's account (a shop without its
+    // own): the account name that also stands for the platform's OpenPix.
+    sqlx::query("UPDATE charges SET provider_account = 'platform' WHERE order_id = $1")
+        .bind(order_id)
+        .execute(&app.store.pool)
+        .await
+        .unwrap();
+    let confirm = payhub_connectors::internal::ConfirmClient::new(
+        &app.charge_creator_url(),
+        payhub_service::internal::DEVELOPMENT_TOKEN.to_string().into(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let queries = app.sandbox.queries();
+    // The sweeper's question, and an OpenPix-style claim naming no PixelPay payment.
+    for claim in [
+        payhub_connectors::internal::ClaimKind::Status,
+        payhub_connectors::internal::ClaimKind::Paid,
+        payhub_connectors::internal::ClaimKind::Expired,
+    ] {
+        let answer = confirm
+            .confirm(&payhub_connectors::internal::ConfirmRequest {
+                order_id,
+                claim,
+                provider_charge_id: None,
+                end_to_end_id: None,
+                pixelpay: None,
+            })
+            .await
+            .expect("charge-creator answers");
+        assert_eq!(
+            answer.verdict,
+            payhub_connectors::internal::Verdict::Rejected,
+            "{claim:?}"
+        );
+        let reason = answer.reason.unwrap_or_default();
+        assert!(reason.contains("PixelPay payment"), "{claim:?}: {reason}");
+        assert!(answer.report.is_none() && answer.confirmation.is_none());
+    }
+    assert_eq!(
+        app.sandbox.queries(),
+        queries,
+        "OpenPix was asked about a PixelPay payment"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn card_input_is_checked_field_by_field_at_the_door_and_nothing_is_stored() {
     logs();
     let app = TestApp::spawn().await;

@@ -77,6 +77,26 @@ pub(crate) fn answer(a: ConfirmAnswer) -> Response {
     Json(a).into_response()
 }
 
+/// Why a claim about a charge made with `provider` cannot be confirmed by
+/// OpenPix's re-queries (`None`: it is an OpenPix charge).
+fn not_openpix(provider: &str) -> Option<String> {
+    use payhub_core::Provider;
+    match Provider::parse(provider) {
+        Ok(Provider::Openpix) => None,
+        Ok(Provider::Pagoseguro) => Some(
+            "Pago Seguro documents no transaction-status query (providers.md §3.4): \
+             check this payment in Pago Seguro's back office"
+                .into(),
+        ),
+        Ok(Provider::Pixelpay) => Some(
+            "the order's charge is a PixelPay payment: OpenPix cannot be asked about it. PixelPay's `status` \
+             confirms it, with the payment uuid its callback names, and reconciliation re-queries it"
+                .into(),
+        ),
+        Err(_) => Some(format!("the stored charge names an unknown provider {provider:?}")),
+    }
+}
+
 pub async fn confirm_route(
     State(st): State<Arc<ConfirmState>>,
     headers: HeaderMap,
@@ -118,12 +138,14 @@ pub async fn confirm_route(
         ));
     };
     let provider = row.provider.as_str();
-    if provider == payhub_core::Provider::Pagoseguro.as_str() {
+    // What follows re-queries OpenPix. Any other provider's charge is
+    // refused here, never sent to an OpenPix client: under the platform
+    // account `Providers::openpix` would hand out the platform's OpenPix
+    // credentials for a PixelPay payment.
+    if let Some(refusal) = not_openpix(provider) {
         count(provider, "rejected");
-        return answer(ConfirmAnswer::rejected(
-            "Pago Seguro documents no transaction-status query (providers.md §3.4): \
-             check this payment in Pago Seguro's back office",
-        ));
+        tracing::warn!(order_id = %req.order_id, provider, claim = claim_label, "a claim about a charge OpenPix did not make");
+        return answer(ConfirmAnswer::rejected(refusal));
     }
     if let Some(named) = &req.provider_charge_id
         && named != &row.provider_charge_id
@@ -204,5 +226,22 @@ pub async fn confirm_route(
             tracing::warn!(order_id = %req.order_id, reason = %why, "the provider could not be asked");
             unavailable(format!("the provider could not be asked: {why}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_openpix;
+
+    #[test]
+    fn only_openpix_charges_are_re_queried_with_openpix() {
+        assert_eq!(not_openpix("openpix"), None);
+        let pixelpay = not_openpix("pixelpay").expect("a PixelPay charge is refused");
+        assert!(
+            pixelpay.contains("PixelPay") && pixelpay.contains("status"),
+            "{pixelpay}"
+        );
+        assert!(not_openpix("pagoseguro").is_some_and(|r| r.contains("Pago Seguro")));
+        assert!(not_openpix("bitcoin").is_some_and(|r| r.contains("unknown provider")));
     }
 }
