@@ -553,6 +553,8 @@ def check_metric_names(where: str, expr: str) -> None:
     stripped = re.sub(r'"[^"]*"', '""', expr)
     stripped = re.sub(r"\{[^}]*\}", "{}", stripped)
     stripped = re.sub(r"\[[^\]]*\]", "[]", stripped)
+    # Grafana's variables (`offset $__range`) are durations, not metrics.
+    stripped = re.sub(r"\$\w+", "", stripped)
     stripped = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", stripped)
     words = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b(?!\s*\()", stripped))
     keywords = {"and", "or", "unless", "offset", "bool", "le", "by"}
