@@ -247,7 +247,7 @@ impl UpdateHandler {
         facts.charge_id = order.provider_charge_id.clone();
         facts.end_to_end_id = order.end_to_end_id.clone();
         let decision = decide(&facts, &env.payload);
-        let (to, reason, details, paid) = match decision {
+        let (to, reason, history_details, paid) = match decision {
             Decision::Move {
                 to,
                 reason,
@@ -295,35 +295,6 @@ impl UpdateHandler {
         let update = fulfilment.map(|f| &f.update);
         let end_to_end = paid.as_ref().and_then(|p| p.end_to_end_id.clone());
         let paid_now = OffsetDateTime::now_utc();
-        sqlx::query(
-            "WITH moved AS (
-                UPDATE orders SET status = $2, status_reason = $3, updated_at = now(),
-                       paid_at = COALESCE($4, paid_at), end_to_end_id = COALESCE($5, end_to_end_id),
-                       carrier = COALESCE($10, carrier), tracking_code = COALESCE($11, tracking_code),
-                       tracking_url = COALESCE($12, tracking_url),
-                       promised_delivery_on = COALESCE($13, promised_delivery_on),
-                       shipped_at = CASE WHEN $2 = 'shipped' THEN now() ELSE shipped_at END,
-                       delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END
-                WHERE id = $1 RETURNING id)
-             INSERT INTO order_history (order_id, from_status, to_status, reason, event_id, actor, details)
-             SELECT id, $6, $2, $3, $7, $8, $9 FROM moved",
-        )
-        .bind(order.id)
-        .bind(to.as_str())
-        .bind(reason.as_deref())
-        .bind(paid.as_ref().map(|p| p.paid_at.unwrap_or(paid_now)))
-        .bind(end_to_end.as_deref())
-        .bind(facts.status.as_str())
-        .bind(env.id)
-        .bind(&actor)
-        .bind(&details)
-        .bind(update.and_then(|u| u.carrier.as_deref()))
-        .bind(update.and_then(|u| u.tracking_code.as_deref()))
-        .bind(update.and_then(|u| u.tracking_url.as_deref()))
-        .bind(promised)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
         let charge = match &env.payload {
             EventPayload::ChargeCreated(c) => Some(c.charge.clone()),
             _ => None,
@@ -356,7 +327,7 @@ impl UpdateHandler {
                 customer_email: order.customer_email,
                 summary: order.summary,
                 charge,
-                end_to_end_id: end_to_end,
+                end_to_end_id: end_to_end.clone(),
                 order_created_at: order.created_at,
                 refund: refund_notice(&env.payload),
                 details: Some(Box::new(details)),
@@ -385,7 +356,6 @@ impl UpdateHandler {
             &order.correlation_id,
         );
         out.trace = payhub_telemetry::trace::current_context();
-        outbox::add(&mut *tx, &out).await.map_err(db)?;
         let invoice = match invoice_action(
             &facts,
             to,
@@ -411,11 +381,53 @@ impl UpdateHandler {
                     &order.correlation_id,
                 );
                 ask.trace = out.trace.clone();
-                outbox::add(&mut *tx, &ask).await.map_err(db)?;
                 Some(ask)
             }
             None => None,
         };
+        // The move, its history entry and the events it publishes, in one
+        // statement (issue 14: one round trip instead of three).
+        let outgoing: Vec<&Envelope> = std::iter::once(&out).chain(invoice.as_ref()).collect();
+        let outgoing_ids: Vec<Uuid> = outgoing.iter().map(|e| e.id).collect();
+        let outgoing_keys: Vec<&str> = outgoing.iter().map(|e| e.kind()).collect();
+        let outgoing_bodies: Vec<Vec<u8>> = outgoing.iter().map(|e| e.to_json()).collect();
+        sqlx::query(
+            "WITH moved AS (
+                UPDATE orders SET status = $2, status_reason = $3, updated_at = now(),
+                       paid_at = COALESCE($4, paid_at), end_to_end_id = COALESCE($5, end_to_end_id),
+                       carrier = COALESCE($10, carrier), tracking_code = COALESCE($11, tracking_code),
+                       tracking_url = COALESCE($12, tracking_url),
+                       promised_delivery_on = COALESCE($13, promised_delivery_on),
+                       shipped_at = CASE WHEN $2 = 'shipped' THEN now() ELSE shipped_at END,
+                       delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END
+                WHERE id = $1 RETURNING id
+             ), history AS (
+                INSERT INTO order_history (order_id, from_status, to_status, reason, event_id, actor, details)
+                SELECT id, $6, $2, $3, $7, $8, $9 FROM moved
+             )
+             INSERT INTO outbox (id, routing_key, body)
+             SELECT e.id, e.routing_key, e.body FROM moved,
+                    unnest($14::uuid[], $15::text[], $16::bytea[]) AS e(id, routing_key, body)",
+        )
+        .bind(order.id)
+        .bind(to.as_str())
+        .bind(reason.as_deref())
+        .bind(paid.as_ref().map(|p| p.paid_at.unwrap_or(paid_now)))
+        .bind(end_to_end.as_deref())
+        .bind(facts.status.as_str())
+        .bind(env.id)
+        .bind(&actor)
+        .bind(&history_details)
+        .bind(update.and_then(|u| u.carrier.as_deref()))
+        .bind(update.and_then(|u| u.tracking_code.as_deref()))
+        .bind(update.and_then(|u| u.tracking_url.as_deref()))
+        .bind(promised)
+        .bind(&outgoing_ids)
+        .bind(&outgoing_keys)
+        .bind(&outgoing_bodies)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         tracing::info!(
             event_id = %env.id,
             order_id = %order.id,
