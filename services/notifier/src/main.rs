@@ -1,9 +1,11 @@
 use std::process::ExitCode;
 
-/// mimalloc (without transparent huge pages): the services allocate and free
-/// many short-lived buffers; glibc's per-thread arenas gave them back to the
-/// kernel and faulted them in again (page faults and memset were a tenth of
-/// the notifier's CPU, issue 14).
+/// mimalloc (without transparent huge pages) in the notifier only: it renders
+/// two PDF receipts per paid order, and glibc's per-thread arenas gave the
+/// renderer's large short-lived buffers (deflate state) back to the kernel and
+/// faulted them in again (page faults and memset were a tenth of its CPU,
+/// issue 14). The other services allocate little; under glibc their peak RSS
+/// stays lower (34-38 MB against 48-52 MB with mimalloc).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
