@@ -131,9 +131,6 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
     if let Some(checkout) = &checkout {
         crate::checkout::open(&st.store, id, checkout).await?;
     }
-    if let Some(accepted) = &created {
-        accept::publish_in_background(&st.outbox, accepted);
-    }
     // A card is charged now, while the shop waits; charge-creator keeps one
     // call per order, so a replayed request never charges twice.
     let card_answer = match card {
@@ -147,6 +144,13 @@ async fn create_order(State(st): State<AppState>, headers: HeaderMap, body: Byte
     let invoiced = replayed || card_answer.is_some();
     let mut view = order_view_of(&st.store, id, st.public_webhook_base_url.as_deref(), invoiced).await?;
     attach_checkout(&st, &headers, id, &mut view, replayed || checkout.is_some()).await?;
+    // Published once the answer is read, so that the answer cannot show a
+    // status the pipeline already moved on (on a loaded machine the order
+    // was sometimes `awaiting_payment` by the time it was read). Should
+    // anything above fail, the event is in the outbox, which publishes it.
+    if let Some(accepted) = &created {
+        accept::publish_in_background(&st.outbox, accepted);
+    }
     if let Some(answer) = card_answer {
         view["cardPayment"] = answer;
     }

@@ -204,6 +204,17 @@ async fn record_figures(tx: &mut sqlx::PgConnection, moved: &[Moved]) -> Result<
     payhub_store::figures::record(tx, &events).await.map_err(db)
 }
 
+/// Records `env` as processed by order-updater (in the caller's
+/// transaction, under the order's lock); false for an event applied before,
+/// which is then acknowledged without effect.
+async fn first_time(tx: &mut sqlx::PgConnection, env: &Envelope) -> Result<bool, Failure> {
+    let fresh = payhub_store::mark_processed(tx, SERVICE, env.id).await.map_err(db)?;
+    if !fresh {
+        tracing::info!(event_id = %env.id, "event already applied; acking the duplicate");
+    }
+    Ok(fresh)
+}
+
 /// Namespace of the ids of the refusals of fulfilment reports.
 const REFUSAL_NAMESPACE: Uuid = Uuid::from_u128(0x2c5e_8a41_7b3f_4d19_9e06_f1a2_b3c4_d5e6);
 
@@ -235,13 +246,6 @@ impl UpdateHandler {
         let Some(order) = row else {
             return Err(Failure::Permanent(format!("no order {order_id} for {}", env.kind())));
         };
-        if !payhub_store::mark_processed(&mut *tx, SERVICE, env.id)
-            .await
-            .map_err(db)?
-        {
-            tracing::info!(event_id = %env.id, "event already applied; acking the duplicate");
-            return Ok(None);
-        }
         let mut facts = OrderFacts::from_row(&order.status, &order.currency, order.total_minor, &order.provider)
             .map_err(Failure::Permanent)?;
         facts.charge_id = order.provider_charge_id.clone();
@@ -255,11 +259,17 @@ impl UpdateHandler {
                 paid,
             } => (to, reason, details, paid),
             Decision::Ignore(why) => {
+                if !first_time(&mut *tx, env).await? {
+                    return Ok(None);
+                }
                 tracing::info!(event_id = %env.id, status = %order.status, why, "event changes nothing");
                 NO_CHANGE.with_label_values(&[env.kind()]).inc();
                 return Ok(None);
             }
             Decision::Refuse(why) => {
+                if !first_time(&mut *tx, env).await? {
+                    return Ok(None);
+                }
                 NO_CHANGE.with_label_values(&[env.kind()]).inc();
                 return self.refuse(tx, env, &order, &why).await.map(|event| {
                     Some(Moved {
@@ -385,14 +395,20 @@ impl UpdateHandler {
             }
             None => None,
         };
-        // The move, its history entry and the events it publishes, in one
-        // statement (issue 14: one round trip instead of three).
+        // The event recorded as processed, the move, its history entry and
+        // the events it publishes, in one statement (issue 14: one round
+        // trip instead of four). The order is locked above, so the event's
+        // record is taken under the lock as before; an event applied before
+        // (its record exists) moves nothing and inserts nothing.
         let outgoing: Vec<&Envelope> = std::iter::once(&out).chain(invoice.as_ref()).collect();
         let outgoing_ids: Vec<Uuid> = outgoing.iter().map(|e| e.id).collect();
         let outgoing_keys: Vec<&str> = outgoing.iter().map(|e| e.kind()).collect();
         let outgoing_bodies: Vec<Vec<u8>> = outgoing.iter().map(|e| e.to_json()).collect();
-        sqlx::query(
-            "WITH moved AS (
+        let published = sqlx::query(
+            "WITH fresh AS (
+                INSERT INTO processed_events (consumer, event_id) VALUES ($17, $7)
+                ON CONFLICT DO NOTHING RETURNING event_id
+             ), moved AS (
                 UPDATE orders SET status = $2, status_reason = $3, updated_at = now(),
                        paid_at = COALESCE($4, paid_at), end_to_end_id = COALESCE($5, end_to_end_id),
                        carrier = COALESCE($10, carrier), tracking_code = COALESCE($11, tracking_code),
@@ -400,7 +416,7 @@ impl UpdateHandler {
                        promised_delivery_on = COALESCE($13, promised_delivery_on),
                        shipped_at = CASE WHEN $2 = 'shipped' THEN now() ELSE shipped_at END,
                        delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END
-                WHERE id = $1 RETURNING id
+                WHERE id = $1 AND EXISTS (SELECT 1 FROM fresh) RETURNING id
              ), history AS (
                 INSERT INTO order_history (order_id, from_status, to_status, reason, event_id, actor, details)
                 SELECT id, $6, $2, $3, $7, $8, $9 FROM moved
@@ -425,9 +441,14 @@ impl UpdateHandler {
         .bind(&outgoing_ids)
         .bind(&outgoing_keys)
         .bind(&outgoing_bodies)
+        .bind(SERVICE)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        if published.rows_affected() == 0 {
+            tracing::info!(event_id = %env.id, "event already applied; acking the duplicate");
+            return Ok(None);
+        }
         tracing::info!(
             event_id = %env.id,
             order_id = %order.id,
