@@ -4,8 +4,9 @@ use std::process::ExitCode;
 /// two PDF receipts per paid order, and glibc's per-thread arenas gave the
 /// renderer's large short-lived buffers (deflate state) back to the kernel and
 /// faulted them in again (page faults and memset were a tenth of its CPU,
-/// issue 14). The other services allocate little; under glibc their peak RSS
-/// stays lower (34-38 MB against 48-52 MB with mimalloc).
+/// issue 14). The other services allocate little: with mimalloc their CPU
+/// per order did not measurably change, and in the bench run that had it in
+/// all six their peak RSS reached 48-52 MB.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
