@@ -572,6 +572,34 @@ impl TestApp {
 
     /// Counts rows of a query returning one bigint.
     /// The dead-letter queues of this app's topology.
+    /// Puts `events` straight onto `spec`'s work queue, persistent and
+    /// confirmed, as an earlier version's bindings would have routed them.
+    pub async fn put_on_queue(&self, spec: &payhub_queue::QueueSpec, events: &[payhub_core::Envelope]) {
+        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("the broker");
+        let ch = conn.create_channel().await.expect("a channel");
+        ch.confirm_select(Default::default()).await.expect("confirms");
+        let queue = self.topology.work_queue(spec);
+        for env in events {
+            ch.basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                Default::default(),
+                &env.to_json(),
+                lapin::BasicProperties::default()
+                    .with_message_id(env.id.to_string().into())
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into()),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+        }
+        let _ = conn.close(200, "done".into()).await;
+    }
+
     pub async fn dead_letter_admin(&self) -> payhub_queue::dead_letters::DeadLetterAdmin {
         payhub_queue::dead_letters::DeadLetterAdmin::connect(&amqp_url(), self.topology.clone())
             .await
@@ -662,6 +690,29 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A PixelPay card order paid with the sandbox's test Visa (CVV
+/// [`CARD_CVV`], expiry [`CARD_EXPIRE`]); a total of 2.00 is declined.
+pub fn card_order(cid: &str, total: &str) -> Value {
+    serde_json::json!({
+        "correlationID": cid,
+        "provider": "pixelpay",
+        "currency": "HNL",
+        "items": [{"title": "Camiseta Roja", "price": total, "qty": 1, "total": total}],
+        "total": total,
+        "customer": {"name": "Pedro Perez", "email": "pedro.perez@example.com", "taxID": "470.436.220-50",
+                     "phone": "+504 9999-9999"},
+        "card": {
+            "number": payhub_sandbox::PIXELPAY_TEST_VISA, "cvv": CARD_CVV, "expire": CARD_EXPIRE,
+            "holder": "Pedro Perez",
+            "billing": {"address": "Col. Palmira 12", "country": "HN", "state": "HN-FM", "city": "Tegucigalpa"}
+        }
+    })
+}
+
+/// The test card's CVV and expiry (YYMM) in [`card_order`].
+pub const CARD_CVV: &str = "739";
+pub const CARD_EXPIRE: &str = "3012";
 
 /// A valid order, totals consistent, for `correlation_id`.
 pub fn sample_order(correlation_id: &str) -> Value {

@@ -5,28 +5,9 @@
 
 use payhub_sandbox::{PIXELPAY_OTHER_KEY_ID, PIXELPAY_SANDBOX_KEY_ID, PIXELPAY_SANDBOX_SECRET_KEY, PIXELPAY_TEST_VISA};
 use payhub_tests::leaks::{assert_nowhere, logs};
-use payhub_tests::{TestApp, eventually};
+use payhub_tests::{CARD_CVV, CARD_EXPIRE, TestApp, card_order, eventually};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-const CVV: &str = "739";
-const EXPIRE: &str = "3012";
-
-fn card_order(cid: &str, total: &str) -> Value {
-    json!({
-        "correlationID": cid,
-        "provider": "pixelpay",
-        "currency": "HNL",
-        "items": [{"title": "Camiseta Roja", "price": total, "qty": 1, "total": total}],
-        "total": total,
-        "customer": {"name": "Pedro Perez", "email": "pedro.perez@example.com", "taxID": "470.436.220-50",
-                     "phone": "+504 9999-9999"},
-        "card": {
-            "number": PIXELPAY_TEST_VISA, "cvv": CVV, "expire": EXPIRE, "holder": "Pedro Perez",
-            "billing": {"address": "Col. Palmira 12", "country": "HN", "state": "HN-FM", "city": "Tegucigalpa"}
-        }
-    })
-}
 
 async fn post(app: &TestApp, body: &Value) -> (u16, Value) {
     let r = app.post_order(body).await;
@@ -37,9 +18,9 @@ async fn post(app: &TestApp, body: &Value) -> (u16, Value) {
 fn card_traces() -> Vec<String> {
     vec![
         PIXELPAY_TEST_VISA.into(),
-        format!("\"{CVV}\""),
+        format!("\"{CARD_CVV}\""),
         "\"cvv\"".into(),
-        format!("\"{EXPIRE}\""),
+        format!("\"{CARD_EXPIRE}\""),
         "4111 1111 1111 1111".into(),
         PIXELPAY_SANDBOX_SECRET_KEY.into(),
     ]

@@ -636,12 +636,7 @@ async fn status_changes_queued_before_the_upgrade_still_invoice_a_paid_order_and
     // What an older order-updater left on charge-creator's queue before the
     // binding was retired: the order's two status changes.
     let view: Value = app.get_order("nf-legacy").await.json().await.unwrap();
-    let conn = lapin::Connection::connect(&payhub_tests::amqp_url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    let queue = app.topology.work_queue(&payhub_queue::QueueSpec::CHARGE_CREATOR);
+    let mut queued = Vec::new();
     for (from, to) in [
         (
             payhub_core::OrderStatus::Accepted,
@@ -674,22 +669,10 @@ async fn status_changes_queued_before_the_upgrade_still_invoice_a_paid_order_and
             app.shop.shop.id,
             "nf-legacy",
         );
-        ch.basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            Default::default(),
-            &env.to_json(),
-            lapin::BasicProperties::default()
-                .with_message_id(env.id.to_string().into())
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        queued.push(env);
     }
-    let _ = conn.close(200, "done".into()).await;
+    app.put_on_queue(&payhub_queue::QueueSpec::CHARGE_CREATOR, &queued)
+        .await;
     wait_invoice(&app, "nf-legacy", "issued").await;
     assert!(
         eventually(Duration::from_secs(10), || async {

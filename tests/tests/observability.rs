@@ -10,7 +10,7 @@
 //! promtool and prometheus come from Debian's `prometheus` package (.ci/run
 //! installs it); without them these tests say so and skip.
 
-use payhub_tests::{TestApp, TestOptions, eventually, free_addr, sample_order};
+use payhub_tests::{TestApp, TestOptions, card_order, eventually, free_addr, sample_order};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -271,23 +271,6 @@ async fn fulfil(app: &TestApp, cid: &str, body: Value) {
         .await
         .expect("ingress answers");
     assert_eq!(r.status(), 202, "{cid}: {body}: {}", r.text().await.unwrap_or_default());
-}
-
-/// A PixelPay card order for the sandbox's test Visa (2.00 is declined).
-fn card_order(cid: &str, total: &str) -> Value {
-    json!({
-        "correlationID": cid,
-        "provider": "pixelpay",
-        "currency": "HNL",
-        "items": [{"title": "Camiseta Roja", "price": total, "qty": 1, "total": total}],
-        "total": total,
-        "customer": {"name": "Pedro Perez", "email": "pedro.perez@example.com", "taxID": "470.436.220-50",
-                     "phone": "+504 9999-9999"},
-        "card": {
-            "number": payhub_sandbox::PIXELPAY_TEST_VISA, "cvv": "739", "expire": "3012", "holder": "Pedro Perez",
-            "billing": {"address": "Col. Palmira 12", "country": "HN", "state": "HN-FM", "city": "Tegucigalpa"}
-        }
-    })
 }
 
 /// A call to one of reporter's internal routes, as payhubctl makes it.

@@ -7,7 +7,7 @@
 //! sandbox's `status` disagrees in each way on request); Pago Seguro, which
 //! offers no query at all, is said not compared.
 
-use payhub_tests::{TestApp, eventually, sample_order};
+use payhub_tests::{TestApp, card_order, eventually, sample_order};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -243,22 +243,6 @@ async fn each_kind_of_discrepancy_is_found_settled_or_alerted_and_resolved() {
     );
     assert!(!out.status.success());
     app.stop().await;
-}
-
-fn card_order(cid: &str, total: &str) -> Value {
-    json!({
-        "correlationID": cid,
-        "provider": "pixelpay",
-        "currency": "HNL",
-        "items": [{"title": "Camiseta Roja", "price": total, "qty": 1, "total": total}],
-        "total": total,
-        "customer": {"name": "Pedro Perez", "email": "pedro.perez@example.com", "taxID": "470.436.220-50",
-                     "phone": "+504 9999-9999"},
-        "card": {
-            "number": payhub_sandbox::PIXELPAY_TEST_VISA, "cvv": "739", "expire": "3012", "holder": "Pedro Perez",
-            "billing": {"address": "Col. Palmira 12", "country": "HN", "state": "HN-FM", "city": "Tegucigalpa"}
-        }
-    })
 }
 
 /// A card order; its id once it reached `status`.

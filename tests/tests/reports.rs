@@ -420,29 +420,7 @@ async fn figures_are_recorded_with_the_move_and_a_queued_status_change_counts_on
         status_change(legacy, payhub_core::OrderStatus::Cancelled),
         status_change(legacy, payhub_core::OrderStatus::Cancelled),
     ];
-    let conn = lapin::Connection::connect(&payhub_tests::amqp_url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    let queue = app.topology.work_queue(&payhub_queue::QueueSpec::REPORTER);
-    for env in &queued {
-        ch.basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            Default::default(),
-            &env.to_json(),
-            lapin::BasicProperties::default()
-                .with_message_id(env.id.to_string().into())
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
-    let _ = conn.close(200, "done".into()).await;
+    app.put_on_queue(&payhub_queue::QueueSpec::REPORTER, &queued).await;
     assert!(
         eventually(Duration::from_secs(15), || async {
             reporter_deliveries(&app, "order.status_changed") == 3

@@ -115,6 +115,43 @@ fn delivery(env: &Envelope) -> Option<(Uuid, Uuid, Date, Date)> {
     }
 }
 
+/// The report rows of a batch, column by column (bound as arrays).
+#[derive(Default)]
+struct ReportColumns {
+    id: Vec<Uuid>,
+    day: Vec<Date>,
+    shop: Vec<Uuid>,
+    provider: Vec<&'static str>,
+    status: Vec<&'static str>,
+    currency: Vec<&'static str>,
+    amount: Vec<i64>,
+}
+
+/// The ledger lines of a batch, column by column.
+#[derive(Default)]
+struct LedgerColumns {
+    id: Vec<Uuid>,
+    source: Vec<Uuid>,
+    order: Vec<Uuid>,
+    kind: Vec<&'static str>,
+    provider: Vec<&'static str>,
+    method: Vec<&'static str>,
+    currency: Vec<&'static str>,
+    gross: Vec<i64>,
+    occurred_at: Vec<OffsetDateTime>,
+    settlement_date: Vec<Date>,
+}
+
+/// The delivery outcomes of a batch, column by column.
+#[derive(Default)]
+struct DeliveryColumns {
+    source: Vec<Uuid>,
+    order: Vec<Uuid>,
+    shop: Vec<Uuid>,
+    promised: Vec<Date>,
+    delivered: Vec<Date>,
+}
+
 /// Records the figures of `events` not recorded before, in one statement on
 /// `conn` (inside the caller's transaction). Returns the timeliness of each
 /// delivery outcome stored, for [`count_deliveries`] after commit. Events
@@ -122,28 +159,9 @@ fn delivery(env: &Envelope) -> Option<(Uuid, Uuid, Date, Date)> {
 pub async fn record(conn: &mut sqlx::PgConnection, events: &[&Envelope]) -> Result<Vec<bool>, sqlx::Error> {
     let mut seen = std::collections::HashSet::new();
     let mut ids = Vec::new();
-    let mut report = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    let mut ledger = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    let mut deliveries = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut report = ReportColumns::default();
+    let mut ledger = LedgerColumns::default();
+    let mut deliveries = DeliveryColumns::default();
     for env in events {
         let Some((day, shop, provider, status, currency, amount)) = report_row(env) else {
             continue;
@@ -152,31 +170,31 @@ pub async fn record(conn: &mut sqlx::PgConnection, events: &[&Envelope]) -> Resu
             continue;
         }
         ids.push(env.id);
-        report.0.push(env.id);
-        report.1.push(day);
-        report.2.push(shop);
-        report.3.push(provider);
-        report.4.push(status);
-        report.5.push(currency);
-        report.6.push(amount);
+        report.id.push(env.id);
+        report.day.push(day);
+        report.shop.push(shop);
+        report.provider.push(provider);
+        report.status.push(status);
+        report.currency.push(currency);
+        report.amount.push(amount);
         if let Some(l) = ledger_entry(env) {
-            ledger.0.push(Uuid::now_v7());
-            ledger.1.push(env.id);
-            ledger.2.push(l.order_id);
-            ledger.3.push(l.kind);
-            ledger.4.push(l.provider);
-            ledger.5.push(l.method);
-            ledger.6.push(l.gross.currency().code());
-            ledger.7.push(l.gross.minor());
-            ledger.8.push(l.occurred_at);
-            ledger.9.push(l.occurred_at.date());
+            ledger.id.push(Uuid::now_v7());
+            ledger.source.push(env.id);
+            ledger.order.push(l.order_id);
+            ledger.kind.push(l.kind);
+            ledger.provider.push(l.provider);
+            ledger.method.push(l.method);
+            ledger.currency.push(l.gross.currency().code());
+            ledger.gross.push(l.gross.minor());
+            ledger.occurred_at.push(l.occurred_at);
+            ledger.settlement_date.push(l.occurred_at.date());
         }
         if let Some((order, shop, promised, delivered)) = delivery(env) {
-            deliveries.0.push(env.id);
-            deliveries.1.push(order);
-            deliveries.2.push(shop);
-            deliveries.3.push(promised);
-            deliveries.4.push(delivered);
+            deliveries.source.push(env.id);
+            deliveries.order.push(order);
+            deliveries.shop.push(shop);
+            deliveries.promised.push(promised);
+            deliveries.delivered.push(delivered);
         }
     }
     if ids.is_empty() {
@@ -225,28 +243,28 @@ pub async fn record(conn: &mut sqlx::PgConnection, events: &[&Envelope]) -> Resu
     )
     .bind(CONSUMER)
     .bind(&ids)
-    .bind(&report.0)
-    .bind(&report.1)
-    .bind(&report.2)
-    .bind(&report.3)
-    .bind(&report.4)
-    .bind(&report.5)
-    .bind(&report.6)
-    .bind(&ledger.0)
-    .bind(&ledger.1)
-    .bind(&ledger.2)
-    .bind(&ledger.3)
-    .bind(&ledger.4)
-    .bind(&ledger.5)
-    .bind(&ledger.6)
-    .bind(&ledger.7)
-    .bind(&ledger.8)
-    .bind(&ledger.9)
-    .bind(&deliveries.0)
-    .bind(&deliveries.1)
-    .bind(&deliveries.2)
-    .bind(&deliveries.3)
-    .bind(&deliveries.4)
+    .bind(&report.id)
+    .bind(&report.day)
+    .bind(&report.shop)
+    .bind(&report.provider)
+    .bind(&report.status)
+    .bind(&report.currency)
+    .bind(&report.amount)
+    .bind(&ledger.id)
+    .bind(&ledger.source)
+    .bind(&ledger.order)
+    .bind(&ledger.kind)
+    .bind(&ledger.provider)
+    .bind(&ledger.method)
+    .bind(&ledger.currency)
+    .bind(&ledger.gross)
+    .bind(&ledger.occurred_at)
+    .bind(&ledger.settlement_date)
+    .bind(&deliveries.source)
+    .bind(&deliveries.order)
+    .bind(&deliveries.shop)
+    .bind(&deliveries.promised)
+    .bind(&deliveries.delivered)
     .fetch_all(conn)
     .await?;
     Ok(on_time.into_iter().map(|(t,)| t).collect())
