@@ -520,6 +520,17 @@ impl TestApp {
         self.post_order_as(body, self.api_key()).await
     }
 
+    /// A shop's fulfilment report for its order (`POST /v1/orders/{cid}/fulfilment`).
+    pub async fn post_fulfilment(&self, correlation_id: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/orders/{correlation_id}/fulfilment", self.ingress_url))
+            .bearer_auth(self.api_key())
+            .json(body)
+            .send()
+            .await
+            .expect("ingress answers")
+    }
+
     pub async fn post_order_as(&self, body: &Value, key: &str) -> reqwest::Response {
         self.http
             .post(format!("{}/v1/orders", self.ingress_url))

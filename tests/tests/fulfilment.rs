@@ -13,14 +13,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 async fn report(app: &TestApp, cid: &str, body: &Value) -> (u16, Value, bool) {
-    let r = app
-        .http
-        .post(format!("{}/v1/orders/{cid}/fulfilment", app.ingress_url))
-        .bearer_auth(app.api_key())
-        .json(body)
-        .send()
-        .await
-        .expect("ingress answers");
+    let r = app.post_fulfilment(cid, body).await;
     let status = r.status().as_u16();
     let replayed = r.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
     (status, r.json().await.unwrap_or(Value::Null), replayed)

@@ -451,13 +451,11 @@ async fn a_refunded_or_cancelled_order_has_its_nfe_cancelled_and_the_buyer_told(
     let other = app.sample_paid_order("nf-cx").await;
     wait_invoice(&app, "nf-cx", "issued").await;
     let r = app
-        .http
-        .post(format!("{}/v1/orders/nf-cx/fulfilment", app.ingress_url))
-        .bearer_auth(app.api_key())
-        .json(&json!({"status": "cancelled", "note": "cliente desistiu da compra"}))
-        .send()
-        .await
-        .unwrap();
+        .post_fulfilment(
+            "nf-cx",
+            &json!({"status": "cancelled", "note": "cliente desistiu da compra"}),
+        )
+        .await;
     assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
     wait_invoice(&app, "nf-cx", "cancelled").await;
     let at_focus = sandbox_invoice(&app, &other);

@@ -262,14 +262,7 @@ async fn wait_scraped(app: &TestApp, prom: &str, expr: &str, what: &str) {
 
 /// A shop's report of its order's fulfilment (issue 12), through the API.
 async fn fulfil(app: &TestApp, cid: &str, body: Value) {
-    let r = app
-        .http
-        .post(format!("{}/v1/orders/{cid}/fulfilment", app.ingress_url))
-        .bearer_auth(app.api_key())
-        .json(&body)
-        .send()
-        .await
-        .expect("ingress answers");
+    let r = app.post_fulfilment(cid, &body).await;
     assert_eq!(r.status(), 202, "{cid}: {body}: {}", r.text().await.unwrap_or_default());
 }
 

@@ -18,14 +18,7 @@ async fn delivered_order(app: &TestApp, cid: &str) -> String {
         json!({"status": "shipped", "carrier": "Correios", "trackingCode": "QB1BR"}),
         json!({"status": "delivered"}),
     ] {
-        let r = app
-            .http
-            .post(format!("{}/v1/orders/{cid}/fulfilment", app.ingress_url))
-            .bearer_auth(app.api_key())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = app.post_fulfilment(cid, &body).await;
         assert_eq!(r.status(), 202);
         app.wait_for_status(cid, body["status"].as_str().unwrap()).await;
     }
