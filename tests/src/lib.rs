@@ -583,6 +583,21 @@ impl TestApp {
 
     /// Counts rows of a query returning one bigint.
     /// The dead-letter queues of this app's topology.
+    /// Deliveries of one event type that `spec`'s work queue handed its
+    /// consumer, whatever their outcome, as the consumer counts them (the
+    /// services run in this process).
+    pub fn deliveries_taken(&self, spec: &payhub_queue::QueueSpec, kind: &str) -> u64 {
+        let queue = self.topology.work_queue(spec);
+        ["ack", "retry", "dead_letter", "requeue", "handed_back", "permanent"]
+            .iter()
+            .map(|outcome| {
+                payhub_queue::metrics::CONSUMED
+                    .with_label_values(&[queue.as_str(), kind, outcome])
+                    .get()
+            })
+            .sum()
+    }
+
     /// Puts `events` straight onto `spec`'s work queue, persistent and
     /// confirmed, as an earlier version's bindings would have routed them.
     pub async fn put_on_queue(&self, spec: &payhub_queue::QueueSpec, events: &[payhub_core::Envelope]) {
@@ -700,6 +715,40 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An `order.status_changed` of a sample order (the 227.79 BRL of
+/// [`sample_order`]) as an earlier version published it: what the upgrade
+/// tests put straight on a queue.
+pub fn sample_status_change(
+    order_id: Uuid,
+    shop_id: Uuid,
+    correlation_id: &str,
+    (from, to): (payhub_core::OrderStatus, payhub_core::OrderStatus),
+    customer: (&str, &str),
+) -> payhub_core::Envelope {
+    payhub_core::Envelope::for_order(
+        payhub_core::events::EventPayload::OrderStatusChanged(payhub_core::events::OrderStatusChanged {
+            channel: Default::default(),
+            provider: payhub_core::Provider::Openpix,
+            from,
+            to,
+            amount: payhub_core::Money::from_minor(22779, payhub_core::Currency::Brl),
+            reason: None,
+            customer_name: customer.0.to_string(),
+            customer_email: customer.1.to_string(),
+            summary: String::new(),
+            charge: None,
+            end_to_end_id: None,
+            order_created_at: time::OffsetDateTime::now_utc(),
+            refund: None,
+            details: None,
+            shipment: None,
+        }),
+        order_id,
+        shop_id,
+        correlation_id,
+    )
 }
 
 /// A PixelPay card order paid with the sandbox's test Visa (CVV

@@ -283,16 +283,12 @@ async fn back_at_the_shop(b: &Browser) -> reqwest::Url {
     b.d().current_url().await.unwrap()
 }
 
+/// The shared PixelPay card order without its card: the buyer types it on
+/// the checkout page.
 fn card_order(cid: &str, total: &str) -> Value {
-    json!({
-        "correlationID": cid,
-        "provider": "pixelpay",
-        "currency": "HNL",
-        "items": [{"title": "Camiseta Roja", "price": total, "qty": 1, "total": total}],
-        "total": total,
-        "customer": {"name": "Pedro Perez", "email": "pedro.perez@example.com", "taxID": "470.436.220-50",
-                     "phone": "+504 9999-9999"},
-    })
+    let mut order = payhub_tests::card_order(cid, total);
+    order.as_object_mut().expect("an order object").remove("card");
+    order
 }
 
 async fn pay_by_card(b: &Browser, url: &str, number: &str) {

@@ -41,20 +41,6 @@ async fn invoicing_on(app: &TestApp) {
     assert_eq!(v["hasAccount"], true, "{v}");
 }
 
-/// Deliveries charge-creator's queue handed its consumer, of one event type
-/// (every outcome), as the consumer counts them (services run in-process).
-fn charge_creator_deliveries(app: &TestApp, kind: &str) -> u64 {
-    let queue = app.topology.work_queue(&payhub_queue::QueueSpec::CHARGE_CREATOR);
-    ["ack", "retry", "dead_letter", "requeue", "handed_back", "permanent"]
-        .iter()
-        .map(|outcome| {
-            payhub_queue::metrics::CONSUMED
-                .with_label_values(&[queue.as_str(), kind, outcome])
-                .get()
-        })
-        .sum()
-}
-
 async fn invoice_of(app: &TestApp, cid: &str) -> Value {
     app.get_order(cid).await.json::<Value>().await.expect("order JSON")["invoice"].clone()
 }
@@ -145,9 +131,18 @@ async fn a_paid_order_is_invoiced_once_and_the_buyer_gets_the_links() {
     );
     // Issue 14: charge-creator got the order and its one invoice request,
     // none of its status changes.
-    assert_eq!(charge_creator_deliveries(&app, "order.accepted"), 1);
-    assert_eq!(charge_creator_deliveries(&app, "invoice.requested"), 1);
-    assert_eq!(charge_creator_deliveries(&app, "order.status_changed"), 0);
+    assert_eq!(
+        app.deliveries_taken(&payhub_queue::QueueSpec::CHARGE_CREATOR, "order.accepted"),
+        1
+    );
+    assert_eq!(
+        app.deliveries_taken(&payhub_queue::QueueSpec::CHARGE_CREATOR, "invoice.requested"),
+        1
+    );
+    assert_eq!(
+        app.deliveries_taken(&payhub_queue::QueueSpec::CHARGE_CREATOR, "order.status_changed"),
+        0
+    );
     assert_eq!(
         app.count("SELECT count(*) FROM outbox WHERE routing_key = 'invoice.requested'")
             .await,
@@ -307,9 +302,18 @@ async fn a_shop_with_invoicing_off_gets_no_invoice_and_a_bad_profile_is_refused_
             .await,
         2
     );
-    assert_eq!(charge_creator_deliveries(&app, "order.accepted"), 1);
-    assert_eq!(charge_creator_deliveries(&app, "order.status_changed"), 0);
-    assert_eq!(charge_creator_deliveries(&app, "invoice.requested"), 0);
+    assert_eq!(
+        app.deliveries_taken(&payhub_queue::QueueSpec::CHARGE_CREATOR, "order.accepted"),
+        1
+    );
+    assert_eq!(
+        app.deliveries_taken(&payhub_queue::QueueSpec::CHARGE_CREATOR, "order.status_changed"),
+        0
+    );
+    assert_eq!(
+        app.deliveries_taken(&payhub_queue::QueueSpec::CHARGE_CREATOR, "invoice.requested"),
+        0
+    );
     app.stop().await;
 }
 
@@ -645,36 +649,20 @@ async fn status_changes_queued_before_the_upgrade_still_invoice_a_paid_order_and
             payhub_core::OrderStatus::Paid,
         ),
     ] {
-        let env = payhub_core::Envelope::for_order(
-            payhub_core::events::EventPayload::OrderStatusChanged(payhub_core::events::OrderStatusChanged {
-                channel: Default::default(),
-                provider: payhub_core::Provider::Openpix,
-                from,
-                to,
-                amount: payhub_core::Money::from_minor(22779, payhub_core::Currency::Brl),
-                reason: None,
-                customer_name: view["customer"]["name"].as_str().unwrap_or("Maria").to_string(),
-                customer_email: BUYER.into(),
-                summary: String::new(),
-                charge: None,
-                end_to_end_id: None,
-                order_created_at: time::OffsetDateTime::now_utc(),
-                refund: None,
-                details: None,
-                shipment: None,
-            }),
+        queued.push(payhub_tests::sample_status_change(
             order_id.parse().unwrap(),
             app.shop.shop.id,
             "nf-legacy",
-        );
-        queued.push(env);
+            (from, to),
+            (view["customer"]["name"].as_str().unwrap_or("Maria"), BUYER),
+        ));
     }
     app.put_on_queue(&payhub_queue::QueueSpec::CHARGE_CREATOR, &queued)
         .await;
     wait_invoice(&app, "nf-legacy", "issued").await;
     assert!(
         eventually(Duration::from_secs(10), || async {
-            charge_creator_deliveries(&app, "order.status_changed") == 2
+            app.deliveries_taken(&payhub_queue::QueueSpec::CHARGE_CREATOR, "order.status_changed") == 2
         })
         .await
     );

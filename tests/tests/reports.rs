@@ -350,19 +350,6 @@ async fn daily_reports_missed_while_reporter_was_down_are_made_when_it_comes_bac
     app.stop().await;
 }
 
-/// What the reporter acknowledged of `kind` from its queue, by any outcome.
-fn reporter_deliveries(app: &TestApp, kind: &str) -> u64 {
-    let queue = app.topology.work_queue(&payhub_queue::QueueSpec::REPORTER);
-    ["ack", "retry", "dead_letter", "requeue", "handed_back", "permanent"]
-        .iter()
-        .map(|outcome| {
-            payhub_queue::metrics::CONSUMED
-                .with_label_values(&[queue.as_str(), kind, outcome])
-                .get()
-        })
-        .sum()
-}
-
 /// Issue 14: order-updater records a move's figures in the move's own
 /// transaction, and the reporter's queue is bound to nothing. What an
 /// earlier version left on that queue is still counted, once; and an event
@@ -385,27 +372,15 @@ async fn figures_are_recorded_with_the_move_and_a_queued_status_change_counts_on
         .unwrap();
     let view: Value = app.get_order("fig-1").await.json().await.unwrap();
     let status_change = |id: uuid::Uuid, to: payhub_core::OrderStatus| {
-        let mut env = payhub_core::Envelope::for_order(
-            payhub_core::events::EventPayload::OrderStatusChanged(payhub_core::events::OrderStatusChanged {
-                channel: Default::default(),
-                provider: payhub_core::Provider::Openpix,
-                from: payhub_core::OrderStatus::AwaitingPayment,
-                to,
-                amount: payhub_core::Money::from_minor(22779, payhub_core::Currency::Brl),
-                reason: None,
-                customer_name: view["customer"]["name"].as_str().unwrap_or("Maria").to_string(),
-                customer_email: "buyer@example.com".into(),
-                summary: String::new(),
-                charge: None,
-                end_to_end_id: None,
-                order_created_at: time::OffsetDateTime::now_utc(),
-                refund: None,
-                details: None,
-                shipment: None,
-            }),
+        let mut env = payhub_tests::sample_status_change(
             order_id.parse().unwrap(),
             app.shop.shop.id,
             "fig-1",
+            (payhub_core::OrderStatus::AwaitingPayment, to),
+            (
+                view["customer"]["name"].as_str().unwrap_or("Maria"),
+                "buyer@example.com",
+            ),
         );
         env.id = id;
         env
@@ -423,7 +398,7 @@ async fn figures_are_recorded_with_the_move_and_a_queued_status_change_counts_on
     app.put_on_queue(&payhub_queue::QueueSpec::REPORTER, &queued).await;
     assert!(
         eventually(Duration::from_secs(15), || async {
-            reporter_deliveries(&app, "order.status_changed") == 3
+            app.deliveries_taken(&payhub_queue::QueueSpec::REPORTER, "order.status_changed") == 3
         })
         .await,
         "the reporter drained its queue"
