@@ -397,7 +397,7 @@ impl UpdateHandler {
         };
         // The event recorded as processed, the move, its history entry and
         // the events it publishes, in one statement (issue 14: one round
-        // trip instead of four). The order is locked above, so the event's
+        // trip instead of three, four with an invoice request). The order is locked above, so the event's
         // record is taken under the lock as before; an event applied before
         // (its record exists) moves nothing and inserts nothing.
         let outgoing: Vec<&Envelope> = std::iter::once(&out).chain(invoice.as_ref()).collect();
