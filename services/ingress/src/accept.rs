@@ -5,7 +5,7 @@
 use crate::stock::StockClient;
 use payhub_core::events::{ChargeCustomer, EventPayload, OrderAccepted, OrderChannel, OrderRejected};
 use payhub_core::{Currency, Envelope, NewOrder, OrderStatus, ValidationErrors};
-use payhub_store::outbox::{self, Outbox};
+use payhub_store::outbox::Outbox;
 use payhub_store::shops::Shop;
 use payhub_store::{Store, StoreError};
 use prometheus::{IntCounterVec, register_int_counter_vec};
@@ -204,9 +204,31 @@ async fn accept_counted(
     let fee = rules.fee_for(order.provider.as_str(), order.total);
     let hash = fingerprint(order);
     let order_id = Uuid::now_v7();
-    let mut tx = store.begin().await?;
+    let mut event = Envelope::for_order(
+        EventPayload::OrderAccepted(OrderAccepted {
+            provider: order.provider,
+            provider_reference: order_id.to_string(),
+            amount: order.total,
+            customer: ChargeCustomer {
+                name: order.customer.name.clone(),
+                email: order.customer.email.as_str().to_string(),
+                tax_id: order.customer.tax_id.digits().to_string(),
+                phone: order.customer.phone.clone(),
+            },
+            expires_in_secs: order.expires_in_secs,
+            description: order.summary(),
+            method: order.provider.method(),
+        }),
+        order_id,
+        shop.id,
+        order.correlation_id.as_str(),
+    );
+    event.trace = payhub_telemetry::trace::current_context();
     let inserted: Option<(Uuid,)> = sqlx::query_as(
-        "INSERT INTO orders (id, shop_id, correlation_id, provider, channel, currency, items_minor, tax_minor, freight_minor,
+        "-- The order, its first history line and its event in one statement: one
+         -- round trip and one commit, all or nothing (a replay inserts none of them).
+         WITH created AS (
+         INSERT INTO orders (id, shop_id, correlation_id, provider, channel, currency, items_minor, tax_minor, freight_minor,
              discount_minor, total_minor, status, customer_name, customer_email, customer_tax_id, customer_phone,
              customer_birth_date, shipping_address, items, summary, expires_in_secs, request_hash, external_order_number,
              provider_fee_minor, extra, callback_token)
@@ -216,7 +238,14 @@ async fn accept_counted(
                  CASE WHEN $4 = 'pixelpay'
                       THEN replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '') END)
          ON CONFLICT (shop_id, correlation_id) DO NOTHING
-         RETURNING id",
+         RETURNING id, status
+         ), history AS (
+             INSERT INTO order_history (order_id, from_status, to_status, actor, details)
+             SELECT id, NULL, status, 'ingress', $26 FROM created
+         ), event AS (
+             INSERT INTO outbox (id, routing_key, body) SELECT $27, $28, $29 FROM created
+         )
+         SELECT id FROM created",
     )
     .bind(order_id)
     .bind(shop.id)
@@ -243,11 +272,14 @@ async fn accept_counted(
     .bind(external_order_number)
     .bind(fee.minor())
     .bind(serde_json::to_value(&order.extra).expect("serialises"))
-    .fetch_optional(&mut *tx)
+    .bind(serde_json::json!({"channel": channel.as_str()}))
+    .bind(event.id)
+    .bind(event.kind())
+    .bind(event.to_json())
+    .fetch_optional(&store.pool)
     .await?;
 
     if inserted.is_none() {
-        tx.rollback().await?;
         let (existing_id, existing_hash): (Uuid, Vec<u8>) =
             sqlx::query_as("SELECT id, request_hash FROM orders WHERE shop_id = $1 AND correlation_id = $2")
                 .bind(shop.id)
@@ -260,34 +292,6 @@ async fn accept_counted(
         return Ok(Accepted::Replayed(existing_id));
     }
 
-    sqlx::query("INSERT INTO order_history (order_id, from_status, to_status, actor, details) VALUES ($1, NULL, $2, 'ingress', $3)")
-        .bind(order_id)
-        .bind(OrderStatus::Accepted.as_str())
-        .bind(serde_json::json!({"channel": channel.as_str()}))
-        .execute(&mut *tx)
-        .await?;
-    let mut event = Envelope::for_order(
-        EventPayload::OrderAccepted(OrderAccepted {
-            provider: order.provider,
-            provider_reference: order_id.to_string(),
-            amount: order.total,
-            customer: ChargeCustomer {
-                name: order.customer.name.clone(),
-                email: order.customer.email.as_str().to_string(),
-                tax_id: order.customer.tax_id.digits().to_string(),
-                phone: order.customer.phone.clone(),
-            },
-            expires_in_secs: order.expires_in_secs,
-            description: order.summary(),
-            method: order.provider.method(),
-        }),
-        order_id,
-        shop.id,
-        order.correlation_id.as_str(),
-    );
-    event.trace = payhub_telemetry::trace::current_context();
-    outbox::add(&mut tx, &event).await?;
-    tx.commit().await?;
     tracing::info!(order_id = %order_id, channel = channel.as_str(), total = %order.total, customer = %order.customer.email.masked(), "order accepted");
     Ok(Accepted::Created(order_id, Box::new(event)))
 }
