@@ -202,6 +202,18 @@ impl Received<'_> {
     /// Stores the webhook; `false` when an accepted webhook with the same
     /// dedupe key exists (nothing was stored).
     async fn record<'e, E: sqlx::PgExecutor<'e>>(&self, ex: E, v: Verdict<'_>) -> Result<bool, ApiError> {
+        self.record_with(ex, v, None).await
+    }
+
+    /// [`Self::record`], and `event` into the outbox in the same statement
+    /// when the webhook is stored (one round trip, one commit: the webhook
+    /// and its event are stored together or not at all).
+    async fn record_with<'e, E: sqlx::PgExecutor<'e>>(
+        &self,
+        ex: E,
+        v: Verdict<'_>,
+        event: Option<&Envelope>,
+    ) -> Result<bool, ApiError> {
         // Only what payhub acts on is kept whole.
         let keep_whole = matches!(
             v.verdict,
@@ -212,26 +224,38 @@ impl Received<'_> {
         } else {
             &self.body[..self.body.len().min(REJECTED_BODY_PREFIX)]
         };
-        let r = sqlx::query(
-            "INSERT INTO webhook_events (id, provider, verdict, reason, event_type, provider_reference, signature, body,
-                                         dedupe_key, body_sha256, body_size, body_truncated)
-             VALUES ($1, $12, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (provider, dedupe_key) WHERE verdict = 'accepted' AND dedupe_key IS NOT NULL DO NOTHING",
-        )
-        .bind(self.id)
-        .bind(v.verdict)
-        .bind(v.reason.map(|r| r.chars().take(500).collect::<String>()))
-        .bind(v.event_type.map(|t| t.chars().take(100).collect::<String>()))
-        .bind(v.reference.map(|t| t.chars().take(100).collect::<String>()))
-        .bind(self.signature.map(|s| s.chars().take(1024).collect::<String>()))
-        .bind(kept)
-        .bind(v.dedupe_key)
-        .bind(Sha256::digest(self.body).as_slice())
-        .bind(i32::try_from(self.body.len()).unwrap_or(i32::MAX))
-        .bind(kept.len() < self.body.len())
-        .bind(self.provider)
-        .execute(ex)
-        .await?;
+        macro_rules! store {
+            () => {
+                "INSERT INTO webhook_events (id, provider, verdict, reason, event_type, provider_reference, signature,
+                                             body, dedupe_key, body_sha256, body_size, body_truncated)
+                 VALUES ($1, $12, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (provider, dedupe_key) WHERE verdict = 'accepted' AND dedupe_key IS NOT NULL DO NOTHING"
+            };
+        }
+        const STORE: &str = store!();
+        const STORE_WITH_EVENT: &str = concat!(
+            "WITH stored AS (",
+            store!(),
+            " RETURNING id) INSERT INTO outbox (id, routing_key, body) SELECT $13, $14, $15 FROM stored"
+        );
+        let q = sqlx::query(if event.is_some() { STORE_WITH_EVENT } else { STORE })
+            .bind(self.id)
+            .bind(v.verdict)
+            .bind(v.reason.map(|r| r.chars().take(500).collect::<String>()))
+            .bind(v.event_type.map(|t| t.chars().take(100).collect::<String>()))
+            .bind(v.reference.map(|t| t.chars().take(100).collect::<String>()))
+            .bind(self.signature.map(|s| s.chars().take(1024).collect::<String>()))
+            .bind(kept)
+            .bind(v.dedupe_key)
+            .bind(Sha256::digest(self.body).as_slice())
+            .bind(i32::try_from(self.body.len()).unwrap_or(i32::MAX))
+            .bind(kept.len() < self.body.len())
+            .bind(self.provider);
+        let q = match event {
+            Some(env) => q.bind(env.id).bind(env.kind()).bind(env.to_json()),
+            None => q,
+        };
+        let r = q.execute(ex).await?;
         if r.rows_affected() == 1 {
             WEBHOOKS.with_label_values(&[self.provider, v.verdict]).inc();
         }
@@ -418,20 +442,16 @@ pub(crate) async fn accept_reported(
         reference: Some(reference),
         ..Verdict::plain(verdict, None)
     };
-    let mut tx = st.store.begin().await?;
     let v = Verdict {
         dedupe_key: Some(key),
         ..verdict("accepted")
     };
-    if !received.record(&mut *tx, v).await? {
-        drop(tx);
+    if !received.record_with(&st.store.pool, v, Some(env)).await? {
         received
             .record(&st.store.pool, verdict("duplicate").with_reason(Some(duplicate_reason)))
             .await?;
         return Ok(false);
     }
-    outbox::add(&mut tx, env).await?;
-    tx.commit().await?;
     if let EventPayload::PaymentReported(PaymentReported {
         provider,
         report: PaymentReport::Completed {
