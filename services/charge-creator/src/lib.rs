@@ -289,70 +289,89 @@ impl ChargeHandler {
         )
     }
 
-    /// Stores one order's outcome inside `tx` and returns the event to
+    /// Stores one order's outcome on `conn` (inside the batch's transaction,
+    /// or on its own as one autocommit statement) and returns the event to
     /// publish after commit (none when the order was handled before).
+    ///
+    /// The processed mark, the charge and its event are one statement: one
+    /// round trip, and all three or none.
     async fn store(
         &self,
-        tx: &mut sqlx::PgConnection,
+        conn: &mut sqlx::PgConnection,
         o: &Order<'_>,
         outcome: Outcome,
     ) -> Result<Option<Envelope>, Failure> {
-        match outcome {
+        let (mut event, charge) = match outcome {
             Outcome::Retry(e) => return Err(Failure::Transient(e)),
             Outcome::Hold(e) => return Err(Failure::Unavailable(e)),
-            _ => {}
-        }
-        if !payhub_store::mark_processed(&mut *tx, SERVICE, o.env.id)
-            .await
-            .map_err(db)?
-        {
-            return Ok(None);
-        }
-        let mut event = match outcome {
-            Outcome::Retry(e) => return Err(Failure::Transient(e)),
-            Outcome::Hold(e) => return Err(Failure::Unavailable(e)),
-            Outcome::NotMine => return Ok(None),
+            Outcome::NotMine => {
+                payhub_store::mark_processed(&mut *conn, SERVICE, o.env.id)
+                    .await
+                    .map_err(db)?;
+                return Ok(None);
+            }
             Outcome::Created(created, account) => {
-                sqlx::query(
-                    "INSERT INTO charges (order_id, provider, provider_reference, provider_charge_id, currency, amount_minor,
-                         br_code, qr_code_image_url, payment_link_url, expires_at, provider_account, method)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                     ON CONFLICT (order_id) DO NOTHING",
-                )
-                .bind(o.order_id)
-                .bind(o.accepted.provider.as_str())
-                .bind(&o.accepted.provider_reference)
-                .bind(&created.provider_charge_id)
-                .bind(created.amount.currency().code())
-                .bind(created.amount.minor())
-                .bind(&created.view.br_code)
-                .bind(&created.view.qr_code_image_url)
-                .bind(&created.view.payment_link_url)
-                .bind(created.view.expires_at)
-                .bind(&account)
-                .bind(o.accepted.method.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-                tracing::info!(event_id = %o.env.id, order_id = %o.order_id, charge_id = %created.provider_charge_id, %account, "charge created");
-                Envelope::new(EventPayload::ChargeCreated(ChargeCreated {
+                let event = Envelope::new(EventPayload::ChargeCreated(ChargeCreated {
                     provider: o.accepted.provider,
                     provider_reference: o.accepted.provider_reference.clone(),
-                    provider_charge_id: created.provider_charge_id,
+                    provider_charge_id: created.provider_charge_id.clone(),
                     amount: created.amount,
-                    charge: created.view,
-                }))
+                    charge: created.view.clone(),
+                }));
+                (event, Some((created, account)))
             }
-            Outcome::Failed(event) => {
-                tracing::warn!(event_id = %o.env.id, order_id = %o.order_id, "charge could not be created; the order will be blocked");
-                *event
-            }
+            Outcome::Failed(event) => (*event, None),
         };
         event.order_id = Some(o.order_id);
         event.shop_id = Some(o.shop_id);
         event.correlation_id = Some(o.correlation_id.to_string());
         event.trace = payhub_telemetry::trace::current_context();
-        outbox::add(&mut *tx, &event).await.map_err(db)?;
+        let (created, account) = charge.unzip();
+        let stored: i64 = sqlx::query_scalar(
+            "WITH fresh AS (
+                 INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING
+                 RETURNING event_id
+             ), charge AS (
+                 INSERT INTO charges (order_id, provider, provider_reference, provider_charge_id, currency, amount_minor,
+                     br_code, qr_code_image_url, payment_link_url, expires_at, provider_account, method)
+                 SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM fresh WHERE $6 IS NOT NULL
+                 ON CONFLICT (order_id) DO NOTHING
+             ), event AS (
+                 INSERT INTO outbox (id, routing_key, body) SELECT $15, $16, $17 FROM fresh
+             )
+             SELECT count(*) FROM fresh",
+        )
+        .bind(SERVICE)
+        .bind(o.env.id)
+        .bind(o.order_id)
+        .bind(o.accepted.provider.as_str())
+        .bind(&o.accepted.provider_reference)
+        .bind(created.as_ref().map(|c| c.provider_charge_id.as_str()))
+        .bind(created.as_ref().map(|c| c.amount.currency().code()))
+        .bind(created.as_ref().map(|c| c.amount.minor()))
+        .bind(created.as_ref().map(|c| c.view.br_code.as_str()))
+        .bind(created.as_ref().map(|c| c.view.qr_code_image_url.as_str()))
+        .bind(created.as_ref().map(|c| c.view.payment_link_url.as_str()))
+        .bind(created.as_ref().and_then(|c| c.view.expires_at))
+        .bind(account.as_deref())
+        .bind(o.accepted.method.as_str())
+        .bind(event.id)
+        .bind(event.kind())
+        .bind(event.to_json())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+        if stored == 0 {
+            return Ok(None);
+        }
+        match &created {
+            Some(c) => {
+                tracing::info!(event_id = %o.env.id, order_id = %o.order_id, charge_id = %c.provider_charge_id, account = account.as_deref().unwrap_or_default(), "charge created")
+            }
+            None => {
+                tracing::warn!(event_id = %o.env.id, order_id = %o.order_id, "charge could not be created; the order will be blocked")
+            }
+        }
         Ok(Some(event))
     }
 }
@@ -432,6 +451,28 @@ impl ChargeHandler {
             return results;
         }
         let outcomes = futures::future::join_all(orders.iter().map(|(_, o)| self.call_provider(o))).await;
+        if let ([(i, o)], [_]) = (&orders[..], &outcomes[..]) {
+            // One order (the usual case below saturation): its one statement
+            // is its own transaction, without BEGIN, savepoint and COMMIT.
+            let outcome = outcomes.into_iter().next().expect("one outcome");
+            if let Outcome::Hold(e) = outcome {
+                results[*i] = Err(Failure::Unavailable(e));
+                return results;
+            }
+            let mut conn = match self.store.pool.acquire().await {
+                Ok(c) => c,
+                Err(e) => return vec![Err(db(e)); msgs.len()],
+            };
+            match self.store(&mut conn, o, outcome).await {
+                Ok(event) => {
+                    drop(conn);
+                    let _ = self.outbox.publish_now(event.as_slice()).await;
+                }
+                Err(Failure::Unavailable(e)) => return vec![Err(Failure::Unavailable(e)); msgs.len()],
+                Err(f) => results[*i] = Err(f),
+            }
+            return results;
+        }
         let mut tx = match self.store.begin().await {
             Ok(tx) => tx,
             Err(e) => return vec![Err(db(e)); msgs.len()],
