@@ -432,36 +432,76 @@ impl NotifyHandler {
 }
 
 impl NotifyHandler {
+    /// What a status change's deliveries need from the database, in one
+    /// read: the kinds already delivered for the event, the order's hosted
+    /// checkout for its first webhook (`awaiting_payment`, payhub's format)
+    /// and, once paid, its stored receipt.
+    async fn context(
+        &self,
+        env: &Envelope,
+        change: &payhub_core::events::OrderStatusChanged,
+        payhub_format: bool,
+    ) -> Result<Context, Failure> {
+        match (change.to, env.order_id) {
+            (OrderStatus::Paid, Some(order_id)) => {
+                let (delivered, receipt) =
+                    payhub_store::receipts::load_noting_delivered(&self.store, order_id, Some(env.id))
+                        .await
+                        .map_err(db)?;
+                Ok(Context {
+                    delivered,
+                    checkout: None,
+                    receipt,
+                })
+            }
+            (OrderStatus::AwaitingPayment, Some(order_id)) if payhub_format => {
+                let (delivered, token, expires): (Vec<String>, Option<String>, Option<time::OffsetDateTime>) =
+                    sqlx::query_as(
+                        "SELECT ARRAY(SELECT kind FROM deliveries WHERE event_id = $1 AND status = 'delivered'),
+                                cs.token, cs.expires_at
+                         FROM (VALUES (1)) AS one LEFT JOIN checkout_sessions cs ON cs.order_id = $2",
+                    )
+                    .bind(env.id)
+                    .bind(order_id)
+                    .fetch_one(&self.store.pool)
+                    .await
+                    .map_err(db)?;
+                Ok(Context {
+                    delivered,
+                    checkout: token.zip(expires),
+                    receipt: None,
+                })
+            }
+            _ => Ok(Context {
+                delivered: self.delivered(env).await?,
+                checkout: None,
+                receipt: None,
+            }),
+        }
+    }
+
     /// The shop's webhook with the buyer's "my orders" page (`myOrdersUrl`,
     /// every change) and, in the order's first webhook (`awaiting_payment`),
     /// its hosted checkout (`checkout.url`, `checkout.expiresAt`) when it has
     /// one: how a shop that sent the order over AMQP learns the URL to send
     /// its buyer to (issue 11 §1).
-    async fn with_links(
+    fn with_links(
         &self,
         mut payload: serde_json::Value,
         env: &Envelope,
-        change: &payhub_core::events::OrderStatusChanged,
-    ) -> Result<serde_json::Value, Failure> {
+        checkout: Option<(String, time::OffsetDateTime)>,
+    ) -> serde_json::Value {
         let Some(order_id) = env.order_id else {
-            return Ok(payload);
+            return payload;
         };
         payload["data"]["myOrdersUrl"] = self.order_links.url(&self.public_base_url, order_id).into();
-        if change.to == OrderStatus::AwaitingPayment {
-            let session: Option<(String, time::OffsetDateTime)> =
-                sqlx::query_as("SELECT token, expires_at FROM checkout_sessions WHERE order_id = $1")
-                    .bind(order_id)
-                    .fetch_optional(&self.store.pool)
-                    .await
-                    .map_err(db)?;
-            if let Some((token, expires)) = session {
-                payload["data"]["checkout"] = serde_json::json!({
-                    "url": format!("{}/checkout/{token}", self.public_base_url),
-                    "expiresAt": expires.format(&time::format_description::well_known::Rfc3339).ok(),
-                });
-            }
+        if let Some((token, expires)) = checkout {
+            payload["data"]["checkout"] = serde_json::json!({
+                "url": format!("{}/checkout/{token}", self.public_base_url),
+                "expiresAt": expires.format(&time::format_description::well_known::Rfc3339).ok(),
+            });
         }
-        Ok(payload)
+        payload
     }
 
     /// When an order is paid: its receipt in both layouts, rendered from the
@@ -470,17 +510,12 @@ impl NotifyHandler {
     async fn receipts(
         &self,
         env: &Envelope,
-        change: &payhub_core::events::OrderStatusChanged,
+        receipt: Option<payhub_documents::Receipt>,
     ) -> Result<Option<(Vec<mail::Attachment>, ReceiptHashes)>, Failure> {
-        let (OrderStatus::Paid, Some(order_id)) = (change.to, env.order_id) else {
+        let Some(receipt) = receipt else {
             return Ok(None);
         };
-        let Some(rendered) = payhub_store::receipts::render_all(&self.store, order_id)
-            .await
-            .map_err(db)?
-        else {
-            return Ok(None);
-        };
+        let rendered = payhub_store::receipts::render_all(receipt).await.map_err(db)?;
         let cid = env.correlation_id.as_deref().unwrap_or("pedido");
         let safe: String = cid
             .chars()
@@ -921,15 +956,21 @@ impl Handler for NotifyHandler {
             .ok_or_else(|| Failure::Permanent(format!("unknown shop {shop_id}")))?;
         let last = msg.attempt >= self.max_attempts;
         // What an earlier attempt delivered is neither sent nor prepared
-        // again (a retry for a shop that is down renders no receipt).
-        let delivered = self.delivered(env).await?;
+        // again (a retry for a shop that is down renders no receipt); read
+        // with what the change's messages need from the database.
+        let payhub_format = shop.webhook_format == payhub_store::shops::WebhookFormat::Payhub;
+        let Context {
+            delivered,
+            checkout,
+            receipt,
+        } = self.context(env, change, payhub_format).await?;
         let done_before = |k: Kind| delivered.iter().any(|d| d == k.as_str());
 
         // Everything this change calls for, sent at once.
         let mut planned = Vec::new();
         let payload = match shop.webhook_format {
             payhub_store::shops::WebhookFormat::Payhub => {
-                Some(self.with_links(shop_payload(env, change), env, change).await?)
+                Some(self.with_links(shop_payload(env, change), env, checkout))
             }
             payhub_store::shops::WebhookFormat::Pixelpay => webhook::pixelpay_payload(env, change, &shop.name),
         };
@@ -950,7 +991,7 @@ impl Handler for NotifyHandler {
         {
             let to = change.customer_email.clone();
             // The payment's confirmation carries its receipt (issue 12 §2).
-            let send = match self.receipts(env, change).await? {
+            let send = match self.receipts(env, receipt).await? {
                 Some((attachments, receipt)) => Send::MailWith {
                     to,
                     mail,
@@ -1062,6 +1103,13 @@ impl Handler for NotifyHandler {
         }
         Err(Failure::Transient(failures.join("; ")))
     }
+}
+
+/// What [`NotifyHandler::context`] read.
+struct Context {
+    delivered: Vec<String>,
+    checkout: Option<(String, time::OffsetDateTime)>,
+    receipt: Option<payhub_documents::Receipt>,
 }
 
 /// Whom a survey invitation goes to.
