@@ -348,6 +348,18 @@ async fn one_correlation_id_submitted_twice_is_one_order() {
     app.wait_for_status("pedido-repetido", "awaiting_payment").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
+    // A replay or a conflict writes no history line and no event (the
+    // order, its first line and its event are one statement).
+    assert_eq!(
+        app.count("SELECT count(*) FROM order_history WHERE to_status = 'accepted'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE routing_key = 'order.accepted'")
+            .await,
+        1
+    );
     assert_eq!(app.count("SELECT count(*) FROM charges").await, 1);
     assert_eq!(app.sandbox.charges().len(), 1);
     app.stop().await;
@@ -439,5 +451,61 @@ async fn test_calls_expiry_and_wrong_amounts_are_handled() {
             .await,
         1
     );
+    app.stop().await;
+}
+
+/// charge-creator stores the processed mark, the charge and `charge.created`
+/// in one statement: an `order.accepted` delivered again (a redelivery, or a
+/// copy the outbox published twice) calls the provider once, stores one
+/// charge and publishes one `charge.created`, and the order moves once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_accepted_delivered_again_is_charged_once() {
+    let app = TestApp::spawn().await;
+    let resp = app.post_order(&sample_order("pedido-again")).await;
+    assert_eq!(resp.status(), 201);
+    let order = app.wait_for_status("pedido-again", "awaiting_payment").await;
+    let order_id = order["id"].as_str().unwrap().to_string();
+    let (body,): (Vec<u8>,) = sqlx::query_as("SELECT body FROM outbox WHERE routing_key = 'order.accepted'")
+        .fetch_one(&app.store.pool)
+        .await
+        .unwrap();
+    let accepted = payhub_core::Envelope::from_json(&body).unwrap();
+    let spec = payhub_queue::QueueSpec::CHARGE_CREATOR;
+    let before = app.deliveries_taken(&spec, "order.accepted");
+    app.put_on_queue(&spec, &[accepted.clone(), accepted]).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.deliveries_taken(&spec, "order.accepted") >= before + 2
+        })
+        .await,
+        "charge-creator took both copies"
+    );
+    let charged = app
+        .sandbox
+        .charges()
+        .iter()
+        .filter(|c| c.correlation_id == order_id)
+        .count();
+    assert_eq!(charged, 1, "the provider was asked once");
+    assert_eq!(app.count("SELECT count(*) FROM charges").await, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE routing_key = 'charge.created'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM processed_events WHERE consumer = 'charge-creator'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM order_history WHERE to_status = 'awaiting_payment'")
+            .await,
+        1
+    );
+    let admin = app.dead_letter_admin().await;
+    let parked = admin.list(&spec, 10).await.unwrap();
+    admin.close().await;
+    assert!(parked.is_empty(), "nothing parked: {parked:?}");
     app.stop().await;
 }
