@@ -139,8 +139,21 @@ async fn recorded(
     )
 }
 
-/// Laying out and subsetting the font is CPU work: off the async workers.
+/// Renders at a time in this process: one per CPU. Laying out and
+/// subsetting a font is CPU work; more at once only adds threads, memory
+/// and context switches (a notifier with hundreds of paid orders in flight
+/// had as many blocking threads rendering, and its memory doubled).
+static RENDERING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
+/// Laying out and subsetting the font is CPU work: off the async workers,
+/// at most [`RENDERING`] at once.
 async fn render_blocking(receipt: Receipt, layouts: Vec<Layout>) -> Result<Vec<(Layout, Rendered)>, StoreError> {
+    let _turn = RENDERING
+        .acquire()
+        .await
+        .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("the receipt renderer stopped: {e}"))))?;
     tokio::task::spawn_blocking(move || {
         layouts
             .into_iter()
