@@ -288,13 +288,11 @@ impl NotifyHandler {
     /// The kinds of delivery already made for this event (a redelivered or
     /// replayed message sends only what is missing). A read: no commit.
     async fn delivered(&self, env: &Envelope) -> Result<Vec<String>, Failure> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT kind FROM deliveries WHERE event_id = $1 AND status = 'delivered'")
-                .bind(env.id)
-                .fetch_all(&self.store.pool)
-                .await
-                .map_err(db)?;
-        Ok(rows.into_iter().map(|(k,)| k).collect())
+        sqlx::query_scalar(concat!("SELECT ", payhub_store::delivered_kinds!("$1")))
+            .bind(env.id)
+            .fetch_one(&self.store.pool)
+            .await
+            .map_err(db)
     }
 
     /// Sends one planned delivery.
@@ -456,11 +454,12 @@ impl NotifyHandler {
             }
             (OrderStatus::AwaitingPayment, Some(order_id)) if payhub_format => {
                 let (delivered, token, expires): (Vec<String>, Option<String>, Option<time::OffsetDateTime>) =
-                    sqlx::query_as(
-                        "SELECT ARRAY(SELECT kind FROM deliveries WHERE event_id = $1 AND status = 'delivered'),
-                                cs.token, cs.expires_at
-                         FROM (VALUES (1)) AS one LEFT JOIN checkout_sessions cs ON cs.order_id = $2",
-                    )
+                    sqlx::query_as(concat!(
+                        "SELECT ",
+                        payhub_store::delivered_kinds!("$1"),
+                        ", cs.token, cs.expires_at
+                         FROM (VALUES (1)) AS one LEFT JOIN checkout_sessions cs ON cs.order_id = $2"
+                    ))
                     .bind(env.id)
                     .bind(order_id)
                     .fetch_one(&self.store.pool)

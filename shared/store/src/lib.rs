@@ -160,6 +160,20 @@ impl Store {
     }
 }
 
+/// The kinds of delivery already made for an event, as a text array: the
+/// event's id is the placeholder given (`"$1"`). One definition for every
+/// read that needs it beside other columns (notifier's, before it sends).
+#[macro_export]
+macro_rules! delivered_kinds {
+    ($event_id:literal) => {
+        concat!(
+            "ARRAY(SELECT kind FROM deliveries WHERE event_id = ",
+            $event_id,
+            " AND status = 'delivered')"
+        )
+    };
+}
+
 /// Records that `consumer` processed `event_id`, inside the transaction of
 /// the effect. Returns false when it had been processed already: the caller
 /// then rolls back and acks.

@@ -49,15 +49,17 @@ pub async fn load_noting_delivered(
     order_id: Uuid,
     event_id: Option<Uuid>,
 ) -> Result<(Vec<String>, Option<Receipt>), StoreError> {
-    let row: Option<(Vec<String>, Row)> = sqlx::query_as::<_, DeliveredAndRow>(
-        "SELECT ARRAY(SELECT kind FROM deliveries WHERE event_id = $2 AND status = 'delivered') AS delivered,
+    let row: Option<(Vec<String>, Row)> = sqlx::query_as::<_, DeliveredAndRow>(concat!(
+        "SELECT ",
+        crate::delivered_kinds!("$2"),
+        " AS delivered,
                 s.name AS shop_name, o.correlation_id, o.currency::text AS currency, o.items, o.items_minor,
                 o.tax_minor, o.freight_minor, o.discount_minor, o.total_minor, o.provider, o.paid_at,
                 o.end_to_end_id, o.customer_name, o.customer_tax_id, s.order_rules,
                 c.provider_charge_id, c.method, c.card_masked, c.card_brand, c.auth_code, c.transaction_id
          FROM orders o JOIN shops s ON s.id = o.shop_id LEFT JOIN charges c ON c.order_id = o.id
-         WHERE o.id = $1",
-    )
+         WHERE o.id = $1"
+    ))
     .bind(order_id)
     .bind(event_id)
     .fetch_optional(&store.pool)
